@@ -1,0 +1,95 @@
+"""The files fsup keeps under its home folder (`$MUXI_HOME`, default `~/.muxi`)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from .hmac_auth import Credentials, rfc3339_now
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("MUXI_HOME") or Path.home() / ".muxi").expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def server(self) -> Path:
+        return self.root / "server"
+
+    @property
+    def credentials(self) -> Path:
+        return self.server / "credentials.json"
+
+    @property
+    def config(self) -> Path:
+        return self.server / "config.yaml"
+
+    @property
+    def state_db(self) -> Path:
+        return self.server / "state.db"
+
+    @property
+    def formations(self) -> Path:
+        return self.server / "formations"
+
+    @property
+    def staging(self) -> Path:
+        return self.server / "staging"
+
+    @property
+    def logs(self) -> Path:
+        return self.server / "logs"
+
+    def formation_dir(self, formation_id: str) -> Path:
+        return self.formations / formation_id
+
+    def version_dir(self, formation_id: str, version: str) -> Path:
+        return self.formation_dir(formation_id) / "versions" / version
+
+    def formation_logs(self, formation_id: str) -> Path:
+        return self.logs / "formations" / formation_id
+
+    def ensure(self) -> None:
+        for path in (self.server, self.formations, self.staging, self.logs):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create `path` with mode 0600 from the first byte (no window where it is readable)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_or_create_credentials(home: Home) -> tuple[Credentials, str]:
+    """Return the local credentials and server id, creating `credentials.json` on first start."""
+    path = home.credentials
+    if path.exists():
+        data = json.loads(path.read_text())
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        return Credentials(data["key_id"], data["secret_key"]), data["server_id"]
+    hostname = socket.gethostname()
+    data = {
+        "key_id": f"MUXI_LOCAL_{secrets.token_hex(8)}",
+        "secret_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "server_id": f"{hostname}-{hashlib.sha256(hostname.encode() + secrets.token_bytes(32)).hexdigest()}",
+        "created_at": rfc3339_now(),
+    }
+    write_private(path, json.dumps(data, indent=2) + "\n")
+    return Credentials(data["key_id"], data["secret_key"]), data["server_id"]

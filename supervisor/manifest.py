@@ -1,0 +1,371 @@
+"""`formation.yaml`: parse and validate into a frozen `FormationSpec`.
+
+Validation happens before any process starts, and every message names the field at fault
+(`restart.backoff.factor: must be a number >= 1`), because the person reading it is fixing a
+YAML file. The YAML itself is bounded: a size cap, no aliases (billion-laughs), safe types only.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from packaging.version import InvalidVersion, Version
+
+from .errors import FsupError
+
+MAX_MANIFEST_BYTES = 64 * 1024
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$")
+RESERVED_IDS = frozenset({"api", "health", "ping", "rpc", "server", "admin", "metrics", "v1", "ui"})
+SEMVER_PATTERN = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+)
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Set by the supervisor for every formation; a formation may not override them.
+SUPERVISOR_ENV = frozenset(
+    {"PORT", "HOST", "FORMATION_ID", "FORMATION_VERSION", "MUXI_SERVER_URL", "MUXI_HOME"}
+)
+STOP_SIGNALS = frozenset({"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"})
+RESTART_POLICIES = ("always", "on-failure", "never")
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    """How readiness and liveness are judged. Neither http nor tcp: the process stays up."""
+
+    http: str | None = None
+    tcp: bool = False
+    interval: float = 0.5
+    timeout: float = 60.0
+    # With neither probe, the process counts as healthy once it has stayed up this long.
+    stay_up: float = 1.0
+
+    @property
+    def kind(self) -> str:
+        return "http" if self.http else "tcp" if self.tcp else "process"
+
+
+@dataclass(frozen=True)
+class BackoffSpec:
+    initial: float = 0.5
+    factor: float = 2.0
+    max: float = 30.0
+    jitter: float = 0.1
+
+
+@dataclass(frozen=True)
+class RestartSpec:
+    policy: str = "on-failure"
+    backoff: BackoffSpec = field(default_factory=BackoffSpec)
+    reset_after: float = 60.0
+    max_restarts: int = 10
+    window: float = 300.0
+
+
+@dataclass(frozen=True)
+class StopSpec:
+    signal: str = "SIGTERM"
+    timeout: float = 10.0
+
+    @property
+    def signum(self) -> int:
+        return int(getattr(signal, self.signal))
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    path: str
+
+
+@dataclass(frozen=True)
+class FormationSpec:
+    id: str
+    version: str
+    command: tuple[str, ...]
+    description: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    health: HealthSpec = field(default_factory=HealthSpec)
+    restart: RestartSpec = field(default_factory=RestartSpec)
+    stop: StopSpec = field(default_factory=StopSpec)
+    search: SearchSpec | None = None
+
+    @property
+    def parsed_version(self) -> Version:
+        return Version(self.version)
+
+
+def invalid(field_name: str, problem: str) -> FsupError:
+    return FsupError(
+        "INVALID_FORMATION",
+        f"formation.yaml: {field_name}: {problem}",
+        {"field": field_name},
+    )
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses anchors and aliases: they buy nothing in a manifest and
+    are the lever of exponential-expansion attacks."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's API
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise invalid("(document)", f"YAML aliases are not allowed (line {mark.line + 1})")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: bytes) -> Any:
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise invalid("(document)", f"larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except FsupError:
+        raise
+    except yaml.YAMLError as exc:
+        raise invalid("(document)", f"not valid YAML: {exc}") from None
+
+
+def parse_manifest(text: bytes, restart_defaults: RestartSpec = RestartSpec()) -> FormationSpec:
+    """Parse `formation.yaml` bytes; raise `FsupError(INVALID_FORMATION)` naming the field.
+
+    `restart_defaults` (from the server's config.yaml) fill the restart fields a manifest omits.
+    """
+    doc = load_yaml(text)
+    if not isinstance(doc, dict):
+        raise invalid("(document)", "must be a mapping of fields")
+    reader = _Fields(doc, "")
+    spec = FormationSpec(
+        id=_formation_id(reader.required("id")),
+        version=_version(reader.required("version")),
+        description=reader.string("description", default="", max_len=1000),
+        command=_command(reader.required("command")),
+        env=_env(reader.optional("env")),
+        health=_health(reader.section("health")),
+        restart=_restart(reader.section("restart"), restart_defaults),
+        stop=_stop(reader.section("stop")),
+        search=_search(reader.section("search", present=False)),
+    )
+    reader.reject_unknown()
+    return spec
+
+
+class _Fields:
+    """Typed access to one mapping of the manifest, remembering which keys were read so that
+    unknown keys (usually typos like `helth`) are reported instead of silently ignored."""
+
+    def __init__(self, doc: dict[Any, Any], prefix: str) -> None:
+        self.doc = doc
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def name(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def optional(self, key: str) -> Any:
+        self.seen.add(key)
+        return self.doc.get(key)
+
+    def required(self, key: str) -> Any:
+        value = self.optional(key)
+        if value is None:
+            raise invalid(self.name(key), "is required")
+        return value
+
+    def section(self, key: str, present: bool = True) -> _Fields | None:
+        value = self.optional(key)
+        if value is None:
+            return _Fields({}, self.name(key) + ".") if present else None
+        if not isinstance(value, dict):
+            raise invalid(self.name(key), "must be a mapping")
+        return _Fields(value, self.name(key) + ".")
+
+    def string(self, key: str, default: str, max_len: int) -> str:
+        value = self.optional(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise invalid(self.name(key), "must be a string")
+        if len(value) > max_len:
+            raise invalid(self.name(key), f"longer than {max_len} characters")
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.optional(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise invalid(self.name(key), "must be a number")
+        if not low <= value <= high:
+            raise invalid(self.name(key), f"must be between {low:g} and {high:g}")
+        return float(value)
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.optional(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid(self.name(key), "must be an integer")
+        if not low <= value <= high:
+            raise invalid(self.name(key), f"must be between {low} and {high}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.optional(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise invalid(self.name(key), "must be true or false")
+        return value
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(str(k) for k in self.doc if k not in self.seen)
+        if unknown:
+            raise invalid(self.name(unknown[0]), "unknown field")
+
+
+def _formation_id(value: Any) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise invalid(
+            "id",
+            "must be 3-50 characters of a-z, 0-9 and '-', starting and ending with a letter "
+            "or digit",
+        )
+    if value in RESERVED_IDS:
+        raise invalid("id", f"{value!r} is reserved ({', '.join(sorted(RESERVED_IDS))})")
+    return value
+
+
+def _version(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise invalid("version", f"write it as a quoted semver string such as '{value}.0'")
+    if not isinstance(value, str) or not SEMVER_PATTERN.match(value):
+        raise invalid("version", "must be a semantic version such as 1.2.3")
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise invalid(
+            "version", "pre-release must be one of alpha, beta, rc, dev or post (e.g. 1.0.0-rc.1)"
+        ) from None
+    return value
+
+
+def _command(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise invalid("command", 'must be a non-empty list of strings, e.g. ["python3", "app.py"]')
+    if len(value) > 256:
+        raise invalid("command", "has more than 256 arguments")
+    for index, arg in enumerate(value):
+        if not isinstance(arg, str) or not arg or "\0" in arg or len(arg) > 4096:
+            raise invalid(f"command[{index}]", "must be a non-empty string without NUL bytes")
+    return tuple(value)
+
+
+def _env(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise invalid("env", "must be a mapping of NAME: value")
+    if len(value) > 256:
+        raise invalid("env", "has more than 256 variables")
+    pairs = []
+    for name, raw in value.items():
+        if not isinstance(name, str) or not ENV_NAME_PATTERN.match(name):
+            raise invalid(f"env.{name}", "is not a valid environment variable name")
+        if name in SUPERVISOR_ENV:
+            raise invalid(f"env.{name}", "is set by the supervisor and cannot be overridden")
+        if isinstance(raw, bool):
+            text = "true" if raw else "false"
+        elif isinstance(raw, str | int | float):
+            text = str(raw)
+        else:
+            raise invalid(f"env.{name}", "must be a string or a number")
+        if "\0" in text or len(text) > 32768:
+            raise invalid(f"env.{name}", "must be under 32 KiB without NUL bytes")
+        pairs.append((name, text))
+    return tuple(pairs)
+
+
+def _url_path(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or len(value) > 1024:
+        raise invalid(field_name, "must be a URL path starting with '/'")
+    if any(c.isspace() for c in value) or "#" in value:
+        raise invalid(field_name, "must not contain spaces or '#'")
+    return value
+
+
+def _health(fields: _Fields | None) -> HealthSpec:
+    assert fields is not None
+    http_path = fields.optional("http")
+    tcp = fields.boolean("tcp", default=False)
+    if http_path is not None:
+        http_path = _url_path(http_path, fields.name("http"))
+        if tcp:
+            raise invalid(fields.name("tcp"), "choose either http or tcp, not both")
+    spec = HealthSpec(
+        http=http_path,
+        tcp=tcp,
+        interval=fields.number("interval", 0.5, 0.05, 60),
+        timeout=fields.number("timeout", 60.0, 0.1, 3600),
+    )
+    fields.reject_unknown()
+    return spec
+
+
+def parse_restart(doc: dict[Any, Any], prefix: str, defaults: RestartSpec) -> RestartSpec:
+    """Validate a `restart:` mapping on its own (config.yaml's `restart_defaults` uses it)."""
+    return _restart(_Fields(doc, prefix), defaults)
+
+
+def _restart(fields: _Fields | None, defaults: RestartSpec) -> RestartSpec:
+    assert fields is not None
+    policy = fields.optional("policy")
+    if policy is None:
+        policy = defaults.policy
+    if policy not in RESTART_POLICIES:
+        raise invalid(fields.name("policy"), f"must be one of {', '.join(RESTART_POLICIES)}")
+    backoff_fields = fields.section("backoff")
+    assert backoff_fields is not None
+    base = defaults.backoff
+    backoff = BackoffSpec(
+        initial=backoff_fields.number("initial", base.initial, 0.01, 3600),
+        factor=backoff_fields.number("factor", base.factor, 1, 10),
+        max=backoff_fields.number("max", max(base.max, base.initial), 0.01, 86400),
+        jitter=backoff_fields.number("jitter", base.jitter, 0, 1),
+    )
+    backoff_fields.reject_unknown()
+    if backoff.max < backoff.initial:
+        raise invalid(backoff_fields.name("max"), "must be at least backoff.initial")
+    spec = RestartSpec(
+        policy=policy,
+        backoff=backoff,
+        reset_after=fields.number("reset_after", defaults.reset_after, 0, 86400),
+        max_restarts=fields.integer("max_restarts", defaults.max_restarts, 0, 10000),
+        window=fields.number("window", defaults.window, 1, 86400 * 7),
+    )
+    fields.reject_unknown()
+    return spec
+
+
+def _stop(fields: _Fields | None) -> StopSpec:
+    assert fields is not None
+    name = fields.optional("signal")
+    if name is None:
+        name = "SIGTERM"
+    if isinstance(name, str) and not name.startswith("SIG"):
+        name = "SIG" + name
+    if name not in STOP_SIGNALS:
+        raise invalid(fields.name("signal"), f"must be one of {', '.join(sorted(STOP_SIGNALS))}")
+    spec = StopSpec(signal=name, timeout=fields.number("timeout", 10.0, 0, 300))
+    fields.reject_unknown()
+    return spec
+
+
+def _search(fields: _Fields | None) -> SearchSpec | None:
+    if fields is None:
+        return None
+    spec = SearchSpec(path=_url_path(fields.required("path"), fields.name("path")))
+    fields.reject_unknown()
+    return spec

@@ -1,0 +1,180 @@
+"""The embedded SQLite store: what must survive a restart of fsup.
+
+Formations, their versions and desired state, and the pid of each live process (with its
+start time, so a recycled pid is never mistaken for ours). Calls are synchronous: each is a
+sub-millisecond statement on a local WAL database, made from the trio thread that owns the one
+connection, so no thread hopping is needed and writes are naturally serialized.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .hmac_auth import rfc3339_now
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS formations (
+    id              TEXT PRIMARY KEY,
+    port            INTEGER NOT NULL,
+    desired         TEXT NOT NULL CHECK (desired IN ('running', 'stopped')),
+    current_version TEXT NOT NULL,
+    pid             INTEGER,
+    pid_started     REAL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    formation_id TEXT NOT NULL REFERENCES formations(id) ON DELETE CASCADE,
+    version      TEXT NOT NULL,
+    manifest     BLOB NOT NULL,
+    path         TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (formation_id, version)
+);
+"""
+
+
+@dataclass(frozen=True)
+class FormationRow:
+    id: str
+    port: int
+    desired: str
+    current_version: str
+    pid: int | None
+    pid_started: float | None
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    formation_id: str
+    version: str
+    manifest: bytes
+    path: str
+    created_at: str
+
+
+class StoreError(Exception):
+    """The database file is unusable (newer schema, corrupt)."""
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer fsup (schema {version}); upgrade fsup"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        # executescript commits on its own; the statements are idempotent, so a crash
+        # between them and the version bump just repeats them on the next start.
+        self._db.executescript(SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- formations ------------------------------------------------------------------------
+
+    def insert_formation(self, formation_id: str, port: int, version: VersionRow) -> FormationRow:
+        now = rfc3339_now()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO formations (id, port, desired, current_version, created_at, "
+                "updated_at) VALUES (?, ?, 'running', ?, ?, ?)",
+                (formation_id, port, version.version, now, now),
+            )
+            self._insert_version(db, version)
+        row = self.formation(formation_id)
+        assert row is not None
+        return row
+
+    def formation(self, formation_id: str) -> FormationRow | None:
+        row = self._db.execute(
+            "SELECT id, port, desired, current_version, pid, pid_started, created_at, "
+            "updated_at FROM formations WHERE id = ?",
+            (formation_id,),
+        ).fetchone()
+        return FormationRow(*row) if row else None
+
+    def formations(self) -> list[FormationRow]:
+        rows = self._db.execute(
+            "SELECT id, port, desired, current_version, pid, pid_started, created_at, "
+            "updated_at FROM formations ORDER BY created_at, id"
+        ).fetchall()
+        return [FormationRow(*row) for row in rows]
+
+    def set_desired(self, formation_id: str, desired: str) -> None:
+        self._update(formation_id, "desired = ?", desired)
+
+    def set_process(self, formation_id: str, pid: int | None, started: float | None) -> None:
+        """Record (or clear) the live process, before anything else can observe it."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE formations SET pid = ?, pid_started = ? WHERE id = ?",
+                (pid, started, formation_id),
+            )
+
+    def delete_formation(self, formation_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM formations WHERE id = ?", (formation_id,))
+
+    def _update(self, formation_id: str, assignment: str, value: object) -> None:
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE formations SET {assignment}, updated_at = ? WHERE id = ?",  # noqa: S608
+                (value, rfc3339_now(), formation_id),
+            )
+
+    # -- versions --------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_version(db: sqlite3.Connection, version: VersionRow) -> None:
+        db.execute(
+            "INSERT INTO versions (formation_id, version, manifest, path, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (version.formation_id, version.version, version.manifest, version.path,
+             version.created_at),
+        )
+
+    def versions(self, formation_id: str) -> list[VersionRow]:
+        rows = self._db.execute(
+            "SELECT formation_id, version, manifest, path, created_at FROM versions "
+            "WHERE formation_id = ? ORDER BY created_at, rowid",
+            (formation_id,),
+        ).fetchall()
+        return [VersionRow(*row) for row in rows]
+
+    def version(self, formation_id: str, version: str) -> VersionRow | None:
+        row = self._db.execute(
+            "SELECT formation_id, version, manifest, path, created_at FROM versions "
+            "WHERE formation_id = ? AND version = ?",
+            (formation_id, version),
+        ).fetchone()
+        return VersionRow(*row) if row else None
