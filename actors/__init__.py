@@ -1,0 +1,1 @@
+"""Actors: the actor base, supervision, and the formation and search actors."""

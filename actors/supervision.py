@@ -1,0 +1,93 @@
+"""One-for-one supervision: restart a child actor that died with an exception.
+
+The supervisor, not the actor, owns each child's mailbox, so the `ActorRef` callers hold stays
+valid across restarts and messages queued behind a crash are handled by the next incarnation.
+Only the request being handled when the child crashed fails (with `ActorCrashed`).
+
+A child that crashes more than `max_restarts` times within `period` seconds is not restarted
+again: the supervisor raises `Escalation`, which cancels its nursery and reaches its own
+parent, as in Erlang/OTP. A child whose `run` returns normally has finished and is not
+restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from .base import MAILBOX_SIZE, Actor, ActorRef, ActorUnavailable, Envelope, drain_mailbox
+
+log = logging.getLogger("fsup.supervision")
+
+
+@dataclass(frozen=True)
+class Intensity:
+    max_restarts: int = 5
+    period: float = 10.0
+
+
+class Escalation(Exception):
+    """A child crashed too often; its supervisor gives up and fails upward."""
+
+    def __init__(self, child: str, crashes: int, period: float) -> None:
+        super().__init__(f"{child} crashed {crashes} times within {period:g}s; escalating")
+        self.child = child
+
+
+class Supervisor:
+    def __init__(self, nursery: trio.Nursery, intensity: Intensity = Intensity()) -> None:
+        self._nursery = nursery
+        self.intensity = intensity
+        self.restarts: dict[str, int] = {}
+
+    async def start(
+        self, name: str, factory: Callable[[], Actor], size: int = MAILBOX_SIZE
+    ) -> ActorRef:
+        """Start a child made by `factory` (called again for each restart); return its ref
+        once its first incarnation accepts messages."""
+        send, receive = trio.open_memory_channel[Envelope](size)
+        ref = ActorRef(name, send)
+        await self._nursery.start(self._supervise, ref, factory, send, receive)
+        return ref
+
+    async def _supervise(
+        self,
+        ref: ActorRef,
+        factory: Callable[[], Actor],
+        send: trio.MemorySendChannel[Envelope],
+        receive: trio.MemoryReceiveChannel[Envelope],
+        *,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        crashes: deque[float] = deque()
+        status: trio.TaskStatus[None] = task_status
+        self.restarts[ref.name] = 0
+        with send, receive:
+            try:
+                while True:
+                    actor = factory()
+                    try:
+                        await actor.run(ref, receive, task_status=status)
+                        return
+                    except Exception:
+                        if not actor.accepting and status is task_status:
+                            raise  # never started: the caller of start() gets the error
+                        log.exception("actor %s crashed; restarting it", ref.name)
+                        self._count_crash(ref.name, crashes)
+                    status = trio.TASK_STATUS_IGNORED
+            finally:
+                drain_mailbox(receive, ActorUnavailable(f"{ref.name} has stopped"))
+                self.restarts.pop(ref.name, None)
+
+    def _count_crash(self, name: str, crashes: deque[float]) -> None:
+        now = trio.current_time()
+        crashes.append(now)
+        while crashes and crashes[0] < now - self.intensity.period:
+            crashes.popleft()
+        if len(crashes) > self.intensity.max_restarts:
+            raise Escalation(name, len(crashes), self.intensity.period)
+        self.restarts[name] += 1
