@@ -1,0 +1,337 @@
+"""FleetActor: the root actor. Knows which formations exist; creates and removes them.
+
+It owns the port pool and the registry of formation actors, which it runs under a one-for-one
+`Supervisor`. It never waits on a formation inside its message loop: anything slow (a first
+start, a stop before a delete) runs in a background task that posts back when done, so
+listing formations never waits behind someone else's deploy.
+
+On start it restores the store's formations: a recorded process that is still alive (same pid,
+same start time) is adopted; a process that carries this home's marker but belongs to no
+formation (spawned just before a crash, before its pid was stored) is killed, so a formation
+never has two live processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+
+from supervisor.errors import FsupError
+from supervisor.manifest import FormationSpec, RestartSpec, parse_manifest
+from supervisor.ports import PortPool
+from supervisor.store import VersionRow
+
+from .base import DEFERRED, Actor, ActorError, ActorRef, Reply
+from .formation import FormationActor, FormationContext, Kept, Shutdown, Start, now_rfc3339
+from .process import adopt, kill_stray, processes_of_home
+from .supervision import Intensity, Supervisor
+
+log = logging.getLogger("fsup.fleet")
+
+# The longest a removal waits for a formation to stop: the largest stop.timeout a manifest may
+# set (300 s) plus the SIGKILL grace; past it the process is killed outright.
+REMOVE_BOUND_S = 300.0 + 15.0
+
+
+@dataclass(frozen=True)
+class Create:
+    """Register a staged, validated formation and start it. Answered once it is healthy; a
+    formation whose first start fails is removed again (nothing half-deployed remains)."""
+
+    spec: FormationSpec
+    staged_dir: Path
+    manifest: bytes
+
+
+@dataclass(frozen=True)
+class Lookup:
+    formation_id: str
+
+
+@dataclass(frozen=True)
+class ListFormations:
+    pass
+
+
+@dataclass(frozen=True)
+class Delete:
+    formation_id: str
+
+
+@dataclass(frozen=True)
+class PortStatus:
+    pass
+
+
+@dataclass(frozen=True)
+class ShutdownAll:
+    """Stop every formation gracefully, keeping the desired states for the next start."""
+
+
+@dataclass(frozen=True)
+class _Restore:
+    pass
+
+
+@dataclass(frozen=True)
+class _Removed:
+    formation_id: str
+
+
+@dataclass
+class _Entry:
+    ref: ActorRef
+    port: int
+    kept: Kept
+    removing: bool = False
+    removal_waiters: list[tuple[Reply, BaseException | None]] = field(default_factory=list)
+
+
+class FleetActor(Actor):
+    name = "fleet"
+
+    def __init__(
+        self,
+        ctx: FormationContext,
+        ports: PortPool,
+        restart_defaults: RestartSpec = RestartSpec(),
+        intensity: Intensity = Intensity(),
+    ) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.ports = ports
+        self.restart_defaults = restart_defaults
+        self.intensity = intensity
+        self.formations: dict[str, _Entry] = {}
+        self.restored = trio.Event()
+        self._supervisor: Supervisor | None = None
+
+    async def on_start(self) -> None:
+        assert self.nursery is not None and self.ref is not None
+        self._supervisor = Supervisor(self.nursery, self.intensity)
+        # Restoring is the first message, so fsup answers HTTP before it is done.
+        self.ref.tell_nowait(_Restore())
+
+    async def handle(self, message: Any, reply: Reply | None) -> Any:
+        match message:
+            case _Restore():
+                await self._restore()
+                return None
+            case Create():
+                return await self._create(message, reply)
+            case Lookup(formation_id=fid):
+                return self._entry(fid).ref
+            case ListFormations():
+                return [(fid, e.ref) for fid, e in self.formations.items() if not e.removing]
+            case Delete(formation_id=fid):
+                return self._delete(fid, reply)
+            case PortStatus():
+                return self.ports.statistics()
+            case ShutdownAll():
+                return self._shutdown_all(reply)
+            case _Removed(formation_id=fid):
+                await self._finish_removal(fid)
+                return None
+        raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
+
+    def _entry(self, formation_id: str) -> _Entry:
+        entry = self.formations.get(formation_id)
+        if entry is None or entry.removing:
+            raise FsupError(
+                "FORMATION_NOT_FOUND",
+                f"formation '{formation_id}' not found",
+                {"formation_id": formation_id},
+            )
+        return entry
+
+    # -- restore ---------------------------------------------------------------------------
+
+    async def _restore(self) -> None:
+        rows = self.ctx.store.formations()
+        adopted: dict[str, Kept] = {}
+        for row in rows:
+            stderr = self.ctx.home.formation_logs(row.id) / "stderr.log"
+            process = adopt(row.pid, row.pid_started, stderr)
+            if process is not None:
+                log.info("%s: adopting pid %s from an earlier fsup", row.id, process.pid)
+            adopted[row.id] = Kept(process=process)
+        await trio.to_thread.run_sync(self._kill_strays, adopted)
+        for row in rows:
+            try:
+                spec, version_dir = self._current_version(row.id, row.current_version)
+            except (FsupError, LookupError) as exc:
+                log.error("%s: cannot restore (%s); left in the store untouched", row.id, exc)
+                continue
+            self.ports.reserve(row.port)
+            await self._start_actor(row.id, spec, version_dir, row.port, adopted[row.id])
+        self.restored.set()
+
+    def _kill_strays(self, adopted: dict[str, Kept]) -> None:
+        owned = {k.process.pid for k in adopted.values() if k.process is not None}
+        for proc, formation_id in processes_of_home(self.ctx.home.root):
+            try:
+                lineage = {proc.pid} | {p.pid for p in proc.parents()}
+            except psutil.Error:
+                continue
+            if lineage & owned:
+                continue
+            log.warning("%s: killing stray pid %s that no formation owns", formation_id, proc.pid)
+            kill_stray(proc)
+
+    def _current_version(self, formation_id: str, version: str) -> tuple[FormationSpec, Path]:
+        row = self.ctx.store.version(formation_id, version)
+        if row is None:
+            raise LookupError(f"version {version} is missing from the store")
+        return parse_manifest(row.manifest, self.restart_defaults), Path(row.path)
+
+    async def _start_actor(
+        self, formation_id: str, spec: FormationSpec, version_dir: Path, port: int, kept: Kept
+    ) -> ActorRef:
+        assert self._supervisor is not None
+
+        def incarnation() -> FormationActor:
+            # A restarted incarnation reads the current version afresh from the store.
+            row = self.ctx.store.formation(formation_id)
+            current_spec, current_dir = spec, version_dir
+            if row is not None:
+                current_spec, current_dir = self._current_version(formation_id, row.current_version)
+            return FormationActor(self.ctx, formation_id, current_spec, current_dir, port, kept)
+
+        ref = await self._supervisor.start(f"formation:{formation_id}", incarnation)
+        self.formations[formation_id] = _Entry(ref, port, kept)
+        return ref
+
+    # -- create ----------------------------------------------------------------------------
+
+    async def _create(self, message: Create, reply: Reply | None) -> Any:
+        spec = message.spec
+        if spec.id in self.formations:
+            raise FsupError(
+                "FORMATION_ALREADY_EXISTS",
+                f"formation '{spec.id}' already exists; update it with PUT "
+                f"/rpc/formations/{spec.id} or delete it first",
+                {"formation_id": spec.id},
+            )
+        port = self.ports.allocate()
+        try:
+            version_dir = await trio.to_thread.run_sync(
+                self._install_version, spec, message.staged_dir
+            )
+            self.ctx.store.insert_formation(
+                spec.id,
+                port,
+                VersionRow(spec.id, spec.version, message.manifest, str(version_dir), now_rfc3339()),
+            )
+        except BaseException:
+            self.ports.release(port)
+            raise
+        log.info("%s: created version %s on port %s", spec.id, spec.version, port)
+        ref = await self._start_actor(spec.id, spec, version_dir, port, Kept())
+        assert self.nursery is not None
+        self.nursery.start_soon(self._first_start, spec.id, ref, reply)
+        return DEFERRED
+
+    def _install_version(self, spec: FormationSpec, staged_dir: Path) -> Path:
+        version_dir = self.ctx.home.version_dir(spec.id, spec.version)
+        if version_dir.parent.parent.exists():
+            # Left by a crash between install and store insert: nothing refers to it.
+            shutil.rmtree(version_dir.parent.parent)
+        version_dir.parent.mkdir(parents=True, mode=0o700)
+        (version_dir.parent.parent / "data").mkdir(mode=0o700)
+        staged_dir.rename(version_dir)
+        return version_dir
+
+    async def _first_start(self, formation_id: str, ref: ActorRef, reply: Reply | None) -> None:
+        """Forward the first start's progress to the deployer; undo the deploy if it fails."""
+        try:
+            with await ref.request(Start()) as call:
+                async for event in call.progress():
+                    if reply is not None:
+                        reply.emit(event)
+                result = await call.result()
+        except (FsupError, ActorError) as exc:
+            log.warning("%s: first start failed, removing it: %s", formation_id, exc)
+            error = exc if isinstance(exc, FsupError) else FsupError("INTERNAL", str(exc))
+            entry = self.formations.get(formation_id)
+            if entry is None:  # deleted meanwhile
+                if reply is not None:
+                    reply.fail(error)
+                return
+            if reply is not None:
+                entry.removal_waiters.append((reply, error))
+            await self._begin_removal(formation_id)
+            return
+        if reply is not None:
+            reply.resolve(result)
+
+    # -- delete ----------------------------------------------------------------------------
+
+    def _delete(self, formation_id: str, reply: Reply | None) -> Any:
+        entry = self._entry(formation_id)
+        if reply is not None:
+            entry.removal_waiters.append((reply, None))
+        assert self.nursery is not None
+        self.nursery.start_soon(self._begin_removal, formation_id)
+        return DEFERRED
+
+    async def _begin_removal(self, formation_id: str) -> None:
+        entry = self.formations[formation_id]
+        if entry.removing:
+            return
+        entry.removing = True
+        with trio.move_on_after(REMOVE_BOUND_S):
+            try:
+                await entry.ref.ask(Shutdown(keep_desired=False))
+            except (FsupError, ActorError) as exc:
+                log.warning("%s: shutdown before removal: %s", formation_id, exc)
+        assert self.ref is not None
+        await self.ref.tell(_Removed(formation_id))
+
+    async def _finish_removal(self, formation_id: str) -> None:
+        entry = self.formations.pop(formation_id)
+        if entry.kept.process is not None and entry.kept.process.alive():
+            log.error("%s: process %s outlived its stop; killing it", formation_id, entry.kept.process.pid)
+            await entry.kept.process.stop(signal.SIGKILL, 0)
+        self.ctx.store.delete_formation(formation_id)
+        self.ports.release(entry.port)
+        await trio.to_thread.run_sync(self._remove_files, formation_id)
+        log.info("%s: deleted", formation_id)
+        for waiter, error in entry.removal_waiters:
+            if error is None:
+                waiter.resolve({"id": formation_id, "deleted": True})
+            else:
+                waiter.fail(error)
+
+    def _remove_files(self, formation_id: str) -> None:
+        shutil.rmtree(self.ctx.home.formation_dir(formation_id), ignore_errors=True)
+        shutil.rmtree(self.ctx.home.formation_logs(formation_id), ignore_errors=True)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def _shutdown_all(self, reply: Reply | None) -> Any:
+        entries = list(self.formations.items())
+
+        async def stop_all() -> None:
+            async with trio.open_nursery() as nursery:
+                for formation_id, entry in entries:
+                    nursery.start_soon(self._shutdown_one, formation_id, entry.ref)
+            if reply is not None:
+                reply.resolve({"stopped": [fid for fid, _ in entries]})
+
+        assert self.nursery is not None
+        self.nursery.start_soon(stop_all)
+        return DEFERRED
+
+    @staticmethod
+    async def _shutdown_one(formation_id: str, ref: ActorRef) -> None:
+        try:
+            await ref.ask(Shutdown(keep_desired=True))
+        except (FsupError, ActorError) as exc:
+            log.warning("%s: shutdown: %s", formation_id, exc)

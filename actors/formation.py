@@ -1,0 +1,702 @@
+"""FormationActor: one per formation, the only owner of its process.
+
+The actor is an event-driven state machine. Requests (start, stop, restart, snapshot, shutdown)
+and internal events (the process exited, a health result, a backoff elapsed, a stop finished)
+all arrive through the mailbox and are handled one at a time, so state changes are serialized.
+The waiting itself happens in background tasks in the actor's nursery, which only post events
+back; this keeps the mailbox open during a 60 s health check, so a `stop` or `delete` sent then
+interrupts it at once.
+
+Lifecycle requests are answered when their outcome is known (a start when the process is
+healthy or has failed), with progress events on the way (`spawning`, `health_check` countdown).
+
+Each spawned process gets a fresh generation number; events carry it and stale ones (from a
+process already replaced, or from a previous incarnation of this actor) are ignored.
+
+What must outlive a crash of the actor itself is kept in `Kept` (owned by the fleet): the live
+process handle. A restarted incarnation finds it there and re-attaches instead of spawning a
+second process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from supervisor.errors import FsupError
+from supervisor.home import Home
+from supervisor.manifest import FormationSpec, HealthSpec
+from supervisor.store import Store
+
+from .base import DEFERRED, Actor, Reply
+from .health import Probe
+from .lifecycle import State, check_transition
+from .process import HOME_ENV, Launcher, LaunchSpec, ProcessHandle, SpawnError
+from .restart_policy import RestartTracker
+
+log = logging.getLogger("fsup.formation")
+
+_generations = itertools.count(1)
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start the process (deploy uses it too). Answered once healthy."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop the process; desired state becomes stopped. Answered once stopped."""
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Stop (if running) then start. Answered once healthy again."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The formation as the API shows it."""
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Stop the process without touching the desired state, then end the actor. The fleet
+    sends it when fsup stops (`keep_desired`) and before a delete."""
+
+    keep_desired: bool = True
+
+
+# -- internal events (posted by the actor's own background tasks) --------------------------
+
+
+@dataclass(frozen=True)
+class _Exited:
+    gen: int
+    returncode: int | None
+
+
+@dataclass(frozen=True)
+class _GateProgress:
+    gen: int
+    attempt: int
+    max_attempts: int
+    remaining_s: float
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class _GatePassed:
+    gen: int
+
+
+@dataclass(frozen=True)
+class _GateFailed:
+    gen: int
+    error: str
+
+
+@dataclass(frozen=True)
+class _ProbeResult:
+    gen: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class _BackoffElapsed:
+    gen: int
+
+
+@dataclass(frozen=True)
+class _StopFinished:
+    gen: int
+    returncode: int | None
+
+
+class _After(Enum):
+    """What follows once the process being stopped is gone."""
+
+    STOPPED = "stopped"  # an operator stop
+    START = "start"  # a restart request
+    FAILURE = "failure"  # it was unhealthy: apply the restart policy
+    CRASHED = "crashed"  # a requested start failed its health check
+    EXIT = "exit"  # shutdown or delete: end the actor
+
+
+# -- shared context -----------------------------------------------------------------------
+
+
+@dataclass
+class Kept:
+    """State that outlives an actor incarnation (the fleet holds it per formation)."""
+
+    process: ProcessHandle | None = None
+    restart_count: int = 0
+
+
+@dataclass
+class FormationContext:
+    """Services the fleet hands every formation actor."""
+
+    home: Home
+    store: Store
+    launcher: Launcher
+    probe_for: Callable[[HealthSpec], Probe]
+    server_url: str
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FormationActor(Actor):
+    def __init__(
+        self,
+        ctx: FormationContext,
+        formation_id: str,
+        spec: FormationSpec,
+        version_dir: Path,
+        port: int,
+        kept: Kept,
+    ) -> None:
+        super().__init__()
+        self.name = f"formation:{formation_id}"
+        self.ctx = ctx
+        self.id = formation_id
+        self.spec = spec
+        self.version_dir = version_dir
+        self.port = port
+        self.kept = kept
+        self.state = State.STOPPED
+        self.healthy: bool | None = None
+        self.last_error: str | None = None
+        self.last_exit_code: int | None = None
+        self._tracker = RestartTracker(spec.restart, ctx.rng)
+        self._gen = 0
+        self._process_scope: trio.CancelScope | None = None
+        self._healthy_since: float | None = None
+        self._unhealthy_since: float | None = None
+        self._requested_start = False  # the current start has an operator waiting on it
+        self._start_waiters: list[Reply] = []
+        self._stop_waiters: list[Reply] = []
+        self._after_stop: _After = _After.STOPPED
+        self._failure_reason = ""
+        self._pending_failure: FsupError | None = None
+        self._backoff_scope: trio.CancelScope | None = None
+
+    # -- life of the actor ---------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        row = self.ctx.store.formation(self.id)
+        desired = row.desired if row else "running"
+        process = self.kept.process
+        if process is not None and process.alive():
+            log.info("%s: re-attaching to running pid %s", self.id, process.pid)
+            self._attach(process, gate=False)
+            self._set_state(State.RUNNING)
+            if desired == "stopped":
+                self._begin_stop(_After.STOPPED)
+        elif desired == "running":
+            await self._spawn(requested=False)
+
+    async def handle(self, message: Any, reply: Reply | None) -> Any:
+        match message:
+            case Snapshot():
+                return self.snapshot()
+            case Start():
+                return await self._on_start_request(reply)
+            case Stop():
+                return self._on_stop_request(reply)
+            case Restart():
+                return await self._on_restart_request(reply)
+            case Shutdown(keep_desired=keep):
+                return self._on_shutdown(reply, keep)
+            case _Exited() | _GatePassed() | _GateFailed() | _GateProgress() | _ProbeResult():
+                if message.gen == self._gen:
+                    await self._on_process_event(message)
+                return None
+            case _BackoffElapsed(gen=gen) if gen == self._gen and self.state is State.RESTARTING:
+                await self._spawn(requested=False)
+                return None
+            case _StopFinished(gen=gen) if gen == self._gen:
+                await self._on_stop_finished(message)
+                return None
+            case _BackoffElapsed() | _StopFinished():
+                return None
+        raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def _on_start_request(self, reply: Reply | None) -> Any:
+        if self.state in (State.RUNNING,):
+            raise FsupError(
+                "FORMATION_ALREADY_RUNNING",
+                f"formation '{self.id}' is already running; use restart to restart it",
+            )
+        if self.state is State.STOPPING:
+            raise FsupError(
+                "FORMATION_ALREADY_RUNNING",
+                f"formation '{self.id}' is stopping; start it again once it has stopped",
+            )
+        self._set_desired("running")
+        if reply is not None:
+            self._start_waiters.append(reply)
+        if self.state is State.STARTING:
+            self._requested_start = True
+            return DEFERRED
+        self._tracker.reset()
+        self.kept.restart_count = 0
+        self._cancel_backoff()
+        await self._spawn(requested=True)
+        return DEFERRED
+
+    def _on_stop_request(self, reply: Reply | None) -> Any:
+        if self.state in (State.STOPPED,):
+            raise FsupError(
+                "FORMATION_NOT_RUNNING", f"formation '{self.id}' is not running (stopped)"
+            )
+        self._set_desired("stopped")
+        self._fail_start_waiters("stop")
+        if self.state in (State.CRASHED, State.RESTARTING):
+            self._cancel_backoff()
+            self._set_state(State.STOPPED)
+            return self.result("stopped")
+        if reply is not None:
+            self._stop_waiters.append(reply)
+        if self.state is not State.STOPPING:
+            self._begin_stop(_After.STOPPED)
+        else:
+            self._after_stop = _After.STOPPED
+        return DEFERRED
+
+    async def _on_restart_request(self, reply: Reply | None) -> Any:
+        self._set_desired("running")
+        if reply is not None:
+            self._start_waiters.append(reply)
+        self._tracker.reset()
+        self.kept.restart_count = 0
+        if self.state in (State.RUNNING, State.STARTING):
+            if reply is not None:
+                reply.emit({"stage": "stopping", "message": f"Stopping pid {self._pid()}"})
+            self._begin_stop(_After.START)
+        elif self.state is State.STOPPING:
+            self._after_stop = _After.START
+        else:
+            self._cancel_backoff()
+            await self._spawn(requested=True)
+        return DEFERRED
+
+    def _on_shutdown(self, reply: Reply | None, keep_desired: bool) -> Any:
+        self._fail_start_waiters("shutdown" if keep_desired else "delete")
+        self._cancel_backoff()
+        if not keep_desired:
+            self._set_desired("stopped")
+        if self.kept.process is None:
+            self.stop_after_this_message()
+            return self.result(self.state.value)
+        if reply is not None:
+            self._stop_waiters.append(reply)
+        if self.state is not State.STOPPING:
+            self._begin_stop(_After.EXIT)
+        else:
+            self._after_stop = _After.EXIT
+        return DEFERRED
+
+    # -- spawning and attending a process ---------------------------------------------------
+
+    async def _spawn(self, requested: bool) -> None:
+        self._requested_start = requested
+        self._set_state(State.STARTING)
+        self._emit_start({"stage": "spawning", "message": f"Starting {' '.join(self.spec.command)}"})
+        try:
+            process = await self.ctx.launcher.spawn(self._launch_spec())
+        except SpawnError as exc:
+            self.kept.process = None
+            self._on_start_failure(str(exc), returncode=None)
+            return
+        self.kept.process = process
+        self.ctx.store.set_process(self.id, process.pid, process.started_at)
+        log.info("%s: started pid %s on port %s", self.id, process.pid, self.port)
+        self._attach(process, gate=True)
+
+    def _launch_spec(self) -> LaunchSpec:
+        env = dict(os.environ)
+        env.update(self.spec.env)
+        env.update(
+            PORT=str(self.port),
+            HOST="127.0.0.1",
+            FORMATION_ID=self.id,
+            FORMATION_VERSION=self.spec.version,
+            MUXI_SERVER_URL=self.ctx.server_url,
+        )
+        env[HOME_ENV] = str(self.ctx.home.root)
+        logs = self.ctx.home.formation_logs(self.id)
+        argv = list(self.spec.command)
+        local = self.version_dir / argv[0]
+        if "/" in argv[0] and not os.path.isabs(argv[0]):
+            argv[0] = str(local)
+        return LaunchSpec(
+            argv=tuple(argv),
+            cwd=self.version_dir,
+            env=env,
+            stdout=logs / "stdout.log",
+            stderr=logs / "stderr.log",
+        )
+
+    def _attach(self, process: ProcessHandle, gate: bool) -> None:
+        """Watch a process (new or re-attached) in its own cancel scope."""
+        self._gen = next(_generations)
+        self._healthy_since = None
+        self._unhealthy_since = None
+        self.healthy = None
+        scope = trio.CancelScope()
+        self._process_scope = scope
+        assert self.nursery is not None
+        self.nursery.start_soon(self._attend, self._gen, process, gate, scope)
+
+    async def _attend(
+        self, gen: int, process: ProcessHandle, gate: bool, scope: trio.CancelScope
+    ) -> None:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_exit, gen, process)
+                nursery.start_soon(self._watch_health, gen, gate)
+
+    async def _watch_exit(self, gen: int, process: ProcessHandle) -> None:
+        returncode = await process.wait()
+        await self._post(_Exited(gen, returncode))
+
+    async def _watch_health(self, gen: int, gate: bool) -> None:
+        health = self.spec.health
+        probe = self.ctx.probe_for(health)
+        if gate and not await self._gate(gen, health, probe):
+            return
+        if health.kind == "process":
+            # Nothing to probe: being alive is being healthy, and exits are watched anyway.
+            if not gate:
+                await self._post(_ProbeResult(gen, None))
+            return
+        while True:
+            await trio.sleep(health.interval)
+            await self._post(_ProbeResult(gen, await probe.check(self.port)))
+
+    async def _gate(self, gen: int, health: HealthSpec, probe: Probe) -> bool:
+        """Wait until the new process is healthy; report a countdown on the way."""
+        if health.kind == "process":
+            await self._post(_GateProgress(gen, 1, 1, health.stay_up, None))
+            await trio.sleep(health.stay_up)
+            await self._post(_GatePassed(gen))
+            return True
+        deadline = trio.current_time() + health.timeout
+        max_attempts = max(1, int(health.timeout / health.interval) + 1)
+        error: str | None = None
+        for attempt in range(1, max_attempts + 1):
+            remaining = max(0.0, deadline - trio.current_time())
+            await self._post(_GateProgress(gen, attempt, max_attempts, round(remaining, 2), error))
+            with trio.move_on_at(deadline):
+                error = await probe.check(self.port)
+                if error is None:
+                    await self._post(_GatePassed(gen))
+                    return True
+            if trio.current_time() >= deadline:
+                break
+            await trio.sleep_until(min(deadline, trio.current_time() + health.interval))
+        await self._post(
+            _GateFailed(gen, f"not healthy after {health.timeout:g}s (last error: {error})")
+        )
+        return False
+
+    async def _post(self, event: Any) -> None:
+        assert self.ref is not None
+        await self.ref.tell(event)
+
+    # -- process events --------------------------------------------------------------------
+
+    async def _on_process_event(self, event: Any) -> None:
+        match event:
+            case _GateProgress():
+                self._emit_start(
+                    {
+                        "stage": "health_check",
+                        "message": f"Health check {event.attempt}/{event.max_attempts} "
+                        f"({self.spec.health.kind}), {event.remaining_s:g}s left",
+                        "attempt": event.attempt,
+                        "max_attempts": event.max_attempts,
+                        "remaining_s": event.remaining_s,
+                        **({"last_error": event.last_error} if event.last_error else {}),
+                    }
+                )
+            case _GatePassed() if self.state is State.STARTING:
+                self._mark_healthy()
+                self._set_state(State.RUNNING)
+                self.last_error = None
+                result = self.result("running")
+                for waiter in self._take(self._start_waiters):
+                    waiter.resolve(result)
+            case _GateFailed() if self.state is State.STARTING:
+                self._on_start_failure(event.error, returncode=None, still_running=True)
+            case _ProbeResult() if self.state is State.RUNNING:
+                self._on_probe(event.error)
+            case _Exited():
+                self._on_exit(event.returncode)
+
+    def _on_probe(self, error: str | None) -> None:
+        now = trio.current_time()
+        if error is None:
+            self._mark_healthy()
+            self._tracker.healthy_since(self._healthy_since, now)
+            return
+        if self.healthy is not False:
+            log.warning("%s: health check failed: %s", self.id, error)
+        self.healthy = False
+        self._healthy_since = None
+        self.last_error = error
+        if self._unhealthy_since is None:
+            self._unhealthy_since = now
+        elif now - self._unhealthy_since >= self.spec.health.timeout:
+            self._failure_reason = f"unhealthy for {self.spec.health.timeout:g}s: {error}"
+            self._begin_stop(_After.FAILURE)
+
+    def _mark_healthy(self) -> None:
+        self.healthy = True
+        self._unhealthy_since = None
+        if self._healthy_since is None:
+            self._healthy_since = trio.current_time()
+
+    def _on_exit(self, returncode: int | None) -> None:
+        process = self.kept.process
+        self._forget_process()
+        self.last_exit_code = returncode
+        if process is not None:
+            process.kill_group()  # leftovers of its group must not hold the port
+        described = _describe_exit(returncode)
+        tail = process.stderr_tail() if process is not None else ""
+        if self.state is State.STARTING:
+            self._on_start_failure(f"process {described} before it was healthy", returncode, tail=tail)
+        elif self.state is State.RUNNING:
+            log.warning("%s: process %s", self.id, described)
+            self.last_error = f"process {described}"
+            self._apply_restart_policy(returncode)
+
+    def _on_start_failure(
+        self,
+        error: str,
+        returncode: int | None,
+        still_running: bool = False,
+        tail: str | None = None,
+    ) -> None:
+        """The start did not reach healthy: the process exited, never answered, or could not
+        be spawned. A requested start is reported and the formation is `crashed`; an automatic
+        one goes back to the restart policy."""
+        self.last_error = error
+        process = self.kept.process
+        details: dict[str, Any] = {"stage": "health_check", "formation_id": self.id}
+        tail = tail if tail is not None else (process.stderr_tail() if process else "")
+        if tail:
+            details["stderr_tail"] = tail[-STDERR_TAIL_CHARS:]
+        if returncode is not None:
+            details["exit_code"] = returncode
+        self._pending_failure = FsupError("HEALTH_CHECK_FAILED", f"{self.id}: {error}", details)
+        if still_running:
+            self._failure_reason = error
+            self._begin_stop(_After.CRASHED if self._requested_start else _After.FAILURE)
+            return
+        if self._requested_start:
+            self._crash(error)
+        else:
+            self._apply_restart_policy(returncode)
+
+    def _apply_restart_policy(self, returncode: int | None) -> None:
+        decision = self._tracker.on_exit(returncode, trio.current_time(), self._healthy_since)
+        self._healthy_since = None
+        if decision.restart:
+            self.kept.restart_count += 1
+            self._set_state(State.RESTARTING)
+            log.info("%s: %s", self.id, decision.reason)
+            self._start_backoff(decision.delay)
+        elif decision.give_up:
+            self._crash(decision.reason)
+        else:
+            log.info("%s: exited; %s", self.id, decision.reason)
+            self._set_desired("stopped")
+            self._set_state(State.STOPPED)
+
+    def _crash(self, reason: str) -> None:
+        log.error("%s: crashed: %s", self.id, reason)
+        self.last_error = reason
+        self._set_state(State.CRASHED)
+        error = self._pending_failure or FsupError(
+            "HEALTH_CHECK_FAILED", f"{self.id}: {reason}", {"formation_id": self.id}
+        )
+        for waiter in self._take(self._start_waiters):
+            waiter.fail(error)
+        self._pending_failure = None
+
+    def _start_backoff(self, delay: float) -> None:
+        gen = self._gen = next(_generations)
+        scope = trio.CancelScope()
+        self._backoff_scope = scope
+
+        async def wait_out() -> None:
+            with scope:
+                await trio.sleep(delay)
+                await self._post(_BackoffElapsed(gen))
+
+        assert self.nursery is not None
+        self.nursery.start_soon(wait_out)
+
+    def _cancel_backoff(self) -> None:
+        if self._backoff_scope is not None:
+            self._backoff_scope.cancel(reason="backoff superseded")
+            self._backoff_scope = None
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def _begin_stop(self, after: _After) -> None:
+        """Stop the current process in the background; `_StopFinished` brings us back."""
+        self._after_stop = after
+        process = self.kept.process
+        if self._process_scope is not None:
+            self._process_scope.cancel(reason=f"stopping ({after.value})")
+        self._set_state(State.STOPPING)
+        gen = self._gen = next(_generations)
+        stop = self.spec.stop
+
+        async def stop_process() -> None:
+            returncode = None
+            if process is not None:
+                returncode = await process.stop(stop.signum, stop.timeout)
+            await self._post(_StopFinished(gen, returncode))
+
+        assert self.nursery is not None
+        self.nursery.start_soon(stop_process)
+
+    async def _on_stop_finished(self, event: _StopFinished) -> None:
+        self._forget_process()
+        self.last_exit_code = event.returncode
+        after = self._after_stop
+        if after is _After.START:
+            await self._spawn(requested=True)
+            return
+        if after is _After.FAILURE:
+            self._apply_restart_policy(event.returncode)
+            return
+        if after is _After.CRASHED:
+            self._crash(self._failure_reason)
+            return
+        self._set_state(State.STOPPED)
+        result = self.result("stopped")
+        for waiter in self._take(self._stop_waiters):
+            waiter.resolve(result)
+        if after is _After.EXIT:
+            self.stop_after_this_message()
+
+    def _forget_process(self) -> None:
+        if self._process_scope is not None:
+            self._process_scope.cancel(reason="process gone")
+            self._process_scope = None
+        self.kept.process = None
+        self.healthy = None
+        self.ctx.store.set_process(self.id, None, None)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _set_state(self, new: State) -> None:
+        if new is self.state:
+            return
+        check_transition(self.state, new)
+        log.info("%s: %s -> %s", self.id, self.state.value, new.value)
+        self.state = new
+
+    def _set_desired(self, desired: str) -> None:
+        row = self.ctx.store.formation(self.id)
+        if row is not None and row.desired != desired:
+            self.ctx.store.set_desired(self.id, desired)
+
+    def _emit_start(self, event: dict[str, Any]) -> None:
+        for waiter in self._start_waiters:
+            waiter.emit(event)
+
+    def _fail_start_waiters(self, by: str) -> None:
+        error = FsupError(
+            "OPERATION_CANCELLED",
+            f"the start of '{self.id}' was interrupted by a {by} request",
+            {"formation_id": self.id, "stage": "health_check"},
+        )
+        for waiter in self._take(self._start_waiters):
+            waiter.fail(error)
+
+    @staticmethod
+    def _take(waiters: list[Reply]) -> list[Reply]:
+        taken = list(waiters)
+        waiters.clear()
+        return taken
+
+    def _pid(self) -> int | None:
+        return self.kept.process.pid if self.kept.process is not None else None
+
+    def result(self, status: str) -> dict[str, Any]:
+        """The answer to a lifecycle request (and the data of its `complete` event)."""
+        return {
+            "formation_id": self.id,
+            "status": status,
+            "port": self.port,
+            "version": self.spec.version,
+            "pid": self._pid(),
+            "healthy": self.healthy,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        row = self.ctx.store.formation(self.id)
+        versions = [v.version for v in self.ctx.store.versions(self.id)]
+        process = self.kept.process
+        uptime = round(max(0.0, time.time() - process.started_at), 3) if process else None
+        return {
+            "id": self.id,
+            "version": self.spec.version,
+            "description": self.spec.description,
+            "status": self.state.value,
+            "port": self.port,
+            "pid": self._pid(),
+            "healthy": self.healthy,
+            "restart_count": self.kept.restart_count,
+            "uptime_s": uptime,
+            "created_at": row.created_at if row else None,
+            "updated_at": row.updated_at if row else None,
+            "desired": row.desired if row else None,
+            "versions": versions,
+            "update_in_progress": False,
+            "last_exit_code": self.last_exit_code,
+            "last_error": self.last_error,
+        }
+
+
+STDERR_TAIL_CHARS = 2000
+
+
+def _describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "exited (exit code unknown: adopted from an earlier fsup)"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"

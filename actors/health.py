@@ -1,0 +1,87 @@
+"""Health probes: one attempt each, answering None (healthy) or why not.
+
+The loops around them (how often, until when) belong to the formation actor, so that they run
+on trio's clock and can be tested on virtual time with fake probes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import httpx
+import trio
+
+from supervisor.manifest import HealthSpec
+
+# One attempt never takes longer than this, whatever the interval.
+ATTEMPT_TIMEOUT_S = 5.0
+
+
+class Probe(Protocol):
+    async def check(self, port: int) -> str | None: ...
+
+
+class HttpProbe:
+    """GET http://127.0.0.1:<port><path> must answer 2xx."""
+
+    def __init__(self, client: httpx.AsyncClient, path: str, timeout: float) -> None:
+        self._client = client
+        self._path = path
+        self._timeout = timeout
+
+    async def check(self, port: int) -> str | None:
+        url = f"http://127.0.0.1:{port}{self._path}"
+        try:
+            response = await self._client.get(url, timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            return f"GET {self._path}: {type(exc).__name__} {exc}".strip()
+        if 200 <= response.status_code < 300:
+            return None
+        return f"GET {self._path} answered {response.status_code}"
+
+
+class TcpProbe:
+    """A TCP connection to 127.0.0.1:<port> must be accepted."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+
+    async def check(self, port: int) -> str | None:
+        with trio.move_on_after(self._timeout):
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError as exc:
+                return f"TCP connect to port {port}: {exc.strerror or exc}"
+            await stream.aclose()
+            return None
+        return f"TCP connect to port {port} timed out"
+
+
+class AliveProbe:
+    """No probe declared: a process that is still there is healthy."""
+
+    async def check(self, port: int) -> str | None:
+        return None
+
+
+class ProbeFactory:
+    """Builds the probe a `health:` section asks for, sharing one HTTP client."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    def __call__(self, health: HealthSpec) -> Probe:
+        timeout = min(ATTEMPT_TIMEOUT_S, max(health.interval, 1.0))
+        if health.http:
+            return HttpProbe(self._client, health.http, timeout)
+        if health.tcp:
+            return TcpProbe(timeout)
+        return AliveProbe()
+
+
+def open_probe_client() -> httpx.AsyncClient:
+    """An HTTP client for health checks: no proxies from the environment (the target is
+    loopback) and no kept-alive connections (each check must reach a live listener)."""
+    return httpx.AsyncClient(
+        trust_env=False, limits=httpx.Limits(max_keepalive_connections=0), follow_redirects=False
+    )

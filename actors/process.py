@@ -1,0 +1,301 @@
+"""Child processes: spawn, adopt, wait, stop. The only module that sends signals.
+
+Each formation process starts in its own session (so its process group id is its pid) with
+stdout and stderr going straight to log files: no pipes to drain, and a child keeps running
+(and logging) if fsup itself is killed, so the next fsup can adopt it.
+
+We never `waitpid(-1)` and install no SIGCHLD handler: our own children are waited by trio's
+`Process.wait`; adopted ones (spawned by an earlier fsup, now children of init) are watched
+through a pidfd, which becomes readable when they exit. A pid is only trusted together with
+its start time, so a recycled pid is never mistaken for ours.
+
+Stopping is graceful, then hard: the configured signal to the process group and to any
+descendant that left the group, a bounded wait, then SIGKILL for the group and every
+descendant seen at the start (trio's own cancel delivery kills only the direct child).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+import trio
+
+STDERR_TAIL_BYTES = 2048
+# After SIGKILL the kernel reaps quickly; this bound only guards against a wedged kernel.
+KILL_GRACE_S = 5.0
+# The environment marker that ties a process to one fsup home (finds strays after a crash).
+HOME_ENV = "MUXI_HOME"
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    argv: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str]
+    stdout: Path
+    stderr: Path
+
+
+class ProcessHandle(Protocol):
+    """What a formation actor needs from a process (a fake one in unit tests)."""
+
+    pid: int
+    started_at: float
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def alive(self) -> bool: ...
+
+    async def wait(self) -> int | None: ...
+
+    async def stop(self, signum: int, grace: float) -> int | None: ...
+
+    def kill_group(self) -> None: ...
+
+    def stderr_tail(self) -> str: ...
+
+
+class Launcher(Protocol):
+    async def spawn(self, spec: LaunchSpec) -> ProcessHandle: ...
+
+
+class SpawnError(Exception):
+    """The command could not be started at all (not found, not executable)."""
+
+
+def create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+class _Tree:
+    """The graceful-then-hard stop shared by own and adopted processes."""
+
+    pid: int
+    started_at: float
+    _stderr_path: Path | None
+    _stderr_offset: int
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    async def wait(self) -> int | None:
+        raise NotImplementedError
+
+    @property
+    def returncode(self) -> int | None:
+        raise NotImplementedError
+
+    def _descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return []
+
+    async def stop(self, signum: int, grace: float) -> int | None:
+        """Stop the process and everything it started, SIGKILL after `grace` seconds; return
+        its exit code (None: unknown)."""
+        tree = self._descendants()
+        self._signal_group(signum)
+        for proc in tree:
+            _signal_if_outside_group(proc, self.pid, signum)
+        with trio.move_on_after(grace):
+            await self.wait()
+            await _wait_all_gone(tree)
+        self._signal_group(signal.SIGKILL)
+        for proc in tree:
+            _kill_quietly(proc)
+        with trio.move_on_after(KILL_GRACE_S):
+            await self.wait()
+        return self.returncode
+
+    def kill_group(self) -> None:
+        """SIGKILL what is left of the process group after its leader exited."""
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            # The group is gone and the id now belongs to someone else's group.
+            pass
+
+    def stderr_tail(self) -> str:
+        if self._stderr_path is None:
+            return ""
+        try:
+            with open(self._stderr_path, "rb") as log_file:
+                size = log_file.seek(0, os.SEEK_END)
+                start = max(self._stderr_offset, size - STDERR_TAIL_BYTES)
+                log_file.seek(start)
+                return log_file.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+
+class ChildProcess(_Tree):
+    """A process this fsup spawned: waited by trio, exit code known."""
+
+    def __init__(self, process: trio.Process, stderr_path: Path, stderr_offset: int) -> None:
+        self._process = process
+        self.pid = process.pid
+        self.started_at = create_time(process.pid) or 0.0
+        self._stderr_path = stderr_path
+        self._stderr_offset = stderr_offset
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    async def wait(self) -> int | None:
+        return await self._process.wait()
+
+
+class AdoptedProcess(_Tree):
+    """A process an earlier fsup spawned, now a child of init: watched by pidfd, its exit code
+    is unknown (its parent reaps it, not us)."""
+
+    def __init__(self, pid: int, started_at: float, stderr_path: Path | None = None) -> None:
+        self.pid = pid
+        self.started_at = started_at
+        self._stderr_path = stderr_path
+        self._stderr_offset = 0
+        self._gone = trio.Event()
+
+    @property
+    def returncode(self) -> int | None:
+        return None
+
+    def alive(self) -> bool:
+        if self._gone.is_set():
+            return False
+        if not _same_process(self.pid, self.started_at):
+            self._gone.set()
+        return not self._gone.is_set()
+
+    async def wait(self) -> int | None:
+        if self.alive():
+            await _wait_pid_gone(self.pid, self.started_at)
+            self._gone.set()
+        return None
+
+
+def _same_process(pid: int, started_at: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and abs(proc.create_time() - started_at) < 0.05
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+async def _wait_pid_gone(pid: int, started_at: float | None = None) -> None:
+    """Wait (without polling) until `pid` exits, via a pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if started_at is not None and not _same_process(pid, started_at):
+            return
+        await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
+
+
+async def _wait_all_gone(tree: list[psutil.Process]) -> None:
+    for proc in tree:
+        try:
+            await _wait_pid_gone(proc.pid, proc.create_time())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+
+
+def _signal_if_outside_group(proc: psutil.Process, pgid: int, signum: int) -> None:
+    try:
+        if os.getpgid(proc.pid) != pgid and proc.is_running():
+            proc.send_signal(signum)
+    except (ProcessLookupError, psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+
+
+def _kill_quietly(proc: psutil.Process) -> None:
+    try:
+        proc.kill()  # psutil checks the start time first: never a recycled pid
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+
+
+class OsLauncher:
+    """Spawns real processes."""
+
+    async def spawn(self, spec: LaunchSpec) -> ChildProcess:
+        spec.stdout.parent.mkdir(parents=True, exist_ok=True)
+        # Opening two local append-mode files takes microseconds; no thread needed.
+        with open(spec.stdout, "ab") as out, open(spec.stderr, "ab") as err:  # noqa: ASYNC230
+            offset = err.seek(0, os.SEEK_END)
+            try:
+                process = await trio.lowlevel.open_process(
+                    list(spec.argv),
+                    cwd=str(spec.cwd),
+                    env=dict(spec.env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise SpawnError(_spawn_message(spec, exc)) from None
+        return ChildProcess(process, spec.stderr, offset)
+
+
+def _spawn_message(spec: LaunchSpec, exc: OSError) -> str:
+    if exc.errno == errno.ENOENT:
+        return f"command not found: {spec.argv[0]!r} (looked in {spec.cwd} and on PATH)"
+    if exc.errno == errno.EACCES:
+        return f"command is not executable: {spec.argv[0]!r}"
+    return f"could not start {spec.argv[0]!r}: {exc.strerror or exc}"
+
+
+def adopt(pid: int | None, started_at: float | None, stderr: Path | None) -> AdoptedProcess | None:
+    """The process recorded for a formation, if it is still the same process."""
+    if pid is None or started_at is None or not _same_process(pid, started_at):
+        return None
+    return AdoptedProcess(pid, started_at, stderr)
+
+
+def processes_of_home(home: Path) -> list[tuple[psutil.Process, str]]:
+    """Every live process started for a formation of this fsup home, with its formation id."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            env = proc.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+        if env.get(HOME_ENV) == str(home) and "FORMATION_ID" in env:
+            found.append((proc, env["FORMATION_ID"]))
+    return found
+
+
+def kill_stray(proc: psutil.Process) -> None:
+    """SIGKILL a process (and its group) that no formation owns."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    _kill_quietly(proc)
