@@ -76,8 +76,11 @@ class ShutdownAll:
 
 
 @dataclass(frozen=True)
-class _Restore:
-    pass
+class Restore:
+    """Bring back the store's formations. The server sends it once it listens (children get
+    the server's URL in MUXI_SERVER_URL); deploys are refused until it is done."""
+
+    server_url: str
 
 
 @dataclass(frozen=True)
@@ -114,15 +117,15 @@ class FleetActor(Actor):
         self._supervisor: Supervisor | None = None
 
     async def on_start(self) -> None:
-        assert self.nursery is not None and self.ref is not None
+        assert self.nursery is not None
         self._supervisor = Supervisor(self.nursery, self.intensity)
-        # Restoring is the first message, so fsup answers HTTP before it is done.
-        self.ref.tell_nowait(_Restore())
 
     async def handle(self, message: Any, reply: Reply | None) -> Any:
         match message:
-            case _Restore():
-                await self._restore()
+            case Restore(server_url=url):
+                if not self.restored.is_set():
+                    self.ctx.server_url = url
+                    await self._restore()
                 return None
             case Create():
                 return await self._create(message, reply)
@@ -212,6 +215,10 @@ class FleetActor(Actor):
 
     async def _create(self, message: Create, reply: Reply | None) -> Any:
         spec = message.spec
+        if not self.restored.is_set():
+            raise FsupError(
+                "FORMATION_UNAVAILABLE", "fsup is still restoring its formations; retry shortly"
+            )
         if spec.id in self.formations:
             raise FsupError(
                 "FORMATION_ALREADY_EXISTS",

@@ -1,0 +1,1 @@
+"""The HTTP front end (Quart-Trio served by Hypercorn)."""

@@ -1,0 +1,81 @@
+"""The Quart-Trio application: public endpoints, HMAC on `/rpc/*`, the contract's errors.
+
+Handlers hold no state of their own and never touch a process: they validate the request,
+send a message to an actor, and render the answer (JSON, or SSE for progress streams).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from quart import jsonify, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from ..errors import FsupError
+from ..hmac_auth import Credentials, verify
+from ..operations import Services
+from . import rpc
+from .render import error_response
+
+log = logging.getLogger("fsup.http")
+
+
+def create_app(services: Services, credentials: Credentials, server_id: str) -> QuartTrio:
+    app = QuartTrio("fsup")
+    app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
+    app.config["BODY_TIMEOUT"] = 120
+    app.extensions["fsup"] = services
+    app.extensions["fsup.server_id"] = server_id
+
+    @app.get("/health")
+    async def health() -> Any:
+        return {"status": "healthy"}
+
+    @app.get("/ping")
+    async def ping() -> Any:
+        return {"message": "pong"}
+
+    @app.before_request
+    async def authenticate() -> Any:
+        if not request.path.startswith("/rpc/") and request.path != "/rpc":
+            return None
+        body = await request.get_data(cache=True)
+        path = request.scope.get("raw_path") or request.path.encode()
+        query = request.scope.get("query_string") or b""
+        if query:
+            path += b"?" + query
+        verify(credentials, request.method, path, body, request.headers)  # type: ignore[arg-type]
+        return None
+
+    @app.errorhandler(FsupError)
+    async def fsup_error(error: FsupError) -> Any:
+        if error.status >= 500:
+            log.error("%s %s: %s %s", request.method, request.path, error.code, error.message)
+        return error_response(error)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    async def too_large(_: Exception) -> Any:
+        limit = services.config.max_body_bytes
+        return error_response(
+            FsupError(
+                "PAYLOAD_TOO_LARGE",
+                f"the request body is larger than the limit of {limit} bytes",
+                {"limit_bytes": limit},
+            )
+        )
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Any:
+        code = "NOT_FOUND" if error.code == 404 else "INVALID_REQUEST"
+        body = FsupError(code, f"{error.name}: {request.method} {request.path}").to_json()
+        return jsonify(body), error.code or 400
+
+    @app.errorhandler(Exception)
+    async def internal(error: Exception) -> Any:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(FsupError("INTERNAL", "internal error; see the server log"))
+
+    rpc.register(app)
+    return app

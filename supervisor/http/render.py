@@ -1,0 +1,47 @@
+"""Rendering answers: the contract's error shape, and operations as JSON or SSE."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from quart import Response, jsonify, make_response, request
+
+from ..errors import FsupError
+from ..operations import Event, outcome
+
+
+def error_response(error: FsupError) -> tuple[Response, int]:
+    return jsonify(error.to_json()), error.status
+
+
+def wants_event_stream() -> bool:
+    return "text/event-stream" in request.headers.get("Accept", "")
+
+
+async def render_operation(events: AsyncIterator[Event], success_status: int = 200) -> Any:
+    """SSE when the client asks for it, else one JSON answer once the operation is done."""
+    if not wants_event_stream():
+        last = await outcome(events)
+        if last.error is not None:
+            return error_response(last.error)
+        return jsonify(last.data), success_status
+
+    async def stream() -> AsyncIterator[bytes]:
+        number = 0
+        async for event in events:
+            number += 1
+            yield sse_frame(number, event.kind, event.data)
+
+    response = await make_response(
+        stream(),
+        200,
+        {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+    response.timeout = None  # Quart would cut a stream at 60 s otherwise
+    return response
+
+
+def sse_frame(event_id: int, kind: str, data: dict[str, Any]) -> bytes:
+    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n".encode()

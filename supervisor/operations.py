@@ -1,0 +1,121 @@
+"""Lifecycle operations as streams of events: the seed's progress stages, then the outcome.
+
+The HTTP layer renders the same stream either as Server-Sent Events or, consumed to the end,
+as one JSON answer; `fsup serve --deploy` consumes it too. Operations only talk to actors by
+messages: `deploy` stages the bundle, then asks the fleet to create the formation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.base import ActorError, ActorRef
+from actors.fleet import Create
+
+from . import intake
+from .config import ServerConfig
+from .errors import FsupError
+from .home import Home
+
+
+@dataclass(frozen=True)
+class Event:
+    """`kind` is `progress`, `complete` or `error` (the SSE event name)."""
+
+    kind: str
+    data: dict[str, Any]
+    error: FsupError | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the HTTP front end and the operations need: the root actor and the settings."""
+
+    fleet: ActorRef
+    home: Home
+    config: ServerConfig
+
+
+def progress(stage: str, message: str, **extra: Any) -> Event:
+    return Event("progress", {"stage": stage, "message": message, **extra})
+
+
+def skipped(stage: str, why: str) -> Event:
+    return progress(stage, why, skipped=True)
+
+
+def failure(error: FsupError, stage: str) -> Event:
+    stage = str(error.details.get("stage", stage))
+    data = {"code": error.code, "message": error.message, "stage": stage, "details": error.details}
+    return Event("error", data, error)
+
+
+def as_fsup_error(exc: Exception) -> FsupError:
+    if isinstance(exc, FsupError):
+        return exc
+    return FsupError("INTERNAL", f"the operation failed inside the supervisor: {exc}")
+
+
+async def deploy(
+    services: Services, body: bytes, expected_id: str | None = None
+) -> AsyncIterator[Event]:
+    """Deploy a new formation from a bundle: the seed's `Deploy (new)` stages in order."""
+    stage = "extracting"
+    staged_dir = None
+    try:
+        yield progress("extracting", f"Extracting bundle ({len(body)} bytes)")
+        staged_dir = await intake.extract(body, services.home.staging, services.config.bundle)
+        stage = "validating"
+        yield progress("validating", f"Validating {intake.MANIFEST_NAME}")
+        staged = await intake.validate(staged_dir, services.config.restart_defaults)
+        spec = staged.spec
+        if expected_id is not None and expected_id != spec.id:
+            raise FsupError(
+                "INVALID_FORMATION",
+                f"X-Formation-ID says {expected_id!r} but formation.yaml says {spec.id!r}",
+                {"field": "id"},
+            )
+        stage = "resolving_runtime"
+        executable = intake.resolve_command(spec, staged_dir, os.environ.get("PATH"))
+        yield progress("resolving_runtime", f"Runtime: local process ({executable})")
+        yield skipped("downloading_sif", "Not needed: formations run as local processes")
+        yield skipped("pulling_runner", "Not needed: formations run as local processes")
+        stage = "spawning"
+        create = Create(spec, staged_dir, staged.manifest)
+        with await services.fleet.request(create) as call:
+            async for event in call.progress():
+                stage = event.get("stage", stage)
+                yield Event("progress", event)
+            result = await call.result()
+        yield Event("complete", result)
+    except (FsupError, ActorError) as exc:
+        yield failure(as_fsup_error(exc), stage)
+    finally:
+        if staged_dir is not None:
+            intake.discard(staged_dir)
+
+
+async def lifecycle(ref: ActorRef, message: Any, first_stage: str) -> AsyncIterator[Event]:
+    """Start, stop or restart: the formation actor's progress, then its answer."""
+    stage = first_stage
+    try:
+        with await ref.request(message) as call:
+            async for event in call.progress():
+                stage = event.get("stage", stage)
+                yield Event("progress", event)
+            result = await call.result()
+        yield Event("complete", result)
+    except (FsupError, ActorError) as exc:
+        yield failure(as_fsup_error(exc), stage)
+
+
+async def outcome(events: AsyncIterator[Event]) -> Event:
+    """Run an operation to its end and return its last event (complete or error)."""
+    last = None
+    async for event in events:
+        last = event
+    assert last is not None and last.kind in ("complete", "error")
+    return last

@@ -1,0 +1,121 @@
+"""`fsup serve`: the fleet and the HTTP front end in one trio nursery.
+
+The nursery opened here owns everything: the root actor (and through it every formation
+actor) and Hypercorn. Shutdown (SIGINT/SIGTERM) runs in order: stop accepting HTTP, stop every
+formation gracefully (bounded by `shutdown_timeout`), then cancel what is left. Cancellation
+alone never kills a formation process: only an explicit stop does, so a crashed fsup leaves
+its children running for the next one to adopt.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from actors.base import ActorError, ActorRef, spawn
+from actors.fleet import FleetActor, Restore, ShutdownAll
+from actors.formation import FormationContext
+from actors.health import ProbeFactory, open_probe_client
+from actors.process import OsLauncher
+
+from . import intake, operations
+from .config import ServerConfig
+from .home import Home, load_or_create_credentials
+from .http.app import create_app
+from .operations import Services
+from .ports import PortPool
+from .store import Store
+
+log = logging.getLogger("fsup.server")
+
+
+async def run_server(
+    home: Home,
+    config: ServerConfig,
+    deploy_dirs: Sequence[Path] = (),
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until SIGINT or SIGTERM; report the URL through `task_status` once listening."""
+    home.ensure()
+    credentials, server_id = load_or_create_credentials(home)
+    store = Store(home.state_db)
+    try:
+        async with open_probe_client() as client, trio.open_nursery() as nursery:
+            ctx = FormationContext(home, store, OsLauncher(), ProbeFactory(client), server_url="")
+            fleet = await spawn(
+                nursery, FleetActor(ctx, PortPool(*config.port_range), config.restart_defaults)
+            )
+            services = Services(fleet, home, config)
+            app = create_app(services, credentials, server_id)
+            stop_http = trio.Event()
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                binds = await nursery.start(
+                    partial(
+                        hypercorn_serve, app, _hypercorn_config(config),
+                        shutdown_trigger=stop_http.wait,
+                    )
+                )
+                url = binds[0]
+                await fleet.tell(Restore(url))
+                log.info("listening on %s (home %s)", url, home.root)
+                print(f"fsup listening on {url}", flush=True)
+                task_status.started(url)
+                if deploy_dirs:
+                    nursery.start_soon(deploy_folders, services, deploy_dirs)
+                async for signum in signals:
+                    log.info("received %s; shutting down", signal.Signals(signum).name)
+                    break
+            stop_http.set()
+            await _stop_formations(fleet, config.shutdown_timeout)
+            nursery.cancel_scope.cancel(reason="shutdown")
+    finally:
+        store.close()
+    log.info("stopped")
+
+
+async def _stop_formations(fleet: ActorRef, bound: float) -> None:
+    with trio.move_on_after(bound) as scope:
+        try:
+            await fleet.ask(ShutdownAll())
+        except ActorError as exc:
+            log.error("stopping formations: %s", exc)
+    if scope.cancelled_caught:
+        log.error("formations still stopping after %ss; leaving them to the next start", bound)
+
+
+def _hypercorn_config(config: ServerConfig) -> HypercornConfig:
+    hconfig = HypercornConfig()
+    hconfig.bind = [f"{config.host}:{config.port}"]
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    hconfig.graceful_timeout = 5.0
+    return hconfig
+
+
+def formation_folders(path: Path) -> list[Path]:
+    """`path` itself if it holds formation.yaml, else its subfolders that do."""
+    if (path / intake.MANIFEST_NAME).is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if (p / intake.MANIFEST_NAME).is_file())
+
+
+async def deploy_folders(services: Services, paths: Sequence[Path]) -> None:
+    """`fsup serve --deploy`: deploy formation folders that are not deployed yet."""
+    for folder in [f for path in paths for f in formation_folders(path)]:
+        body = await trio.to_thread.run_sync(intake.pack_folder, folder)
+        last = await operations.outcome(operations.deploy(services, body))
+        if last.error is None:
+            log.info("deployed %s from %s: %s", last.data.get("formation_id"), folder, last.data)
+        elif last.error.code == "FORMATION_ALREADY_EXISTS":
+            log.info("%s: already deployed; leaving it as it is", folder.name)
+        else:
+            log.error("could not deploy %s: %s %s", folder, last.error.code, last.error.message)
+
