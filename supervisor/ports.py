@@ -15,6 +15,9 @@ from .errors import FsupError
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Like the servers we start (most set SO_REUSEADDR), ignore TIME_WAIT leftovers; a
+        # live listener still makes the bind fail.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

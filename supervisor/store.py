@@ -103,11 +103,13 @@ class Store:
     # -- formations ------------------------------------------------------------------------
 
     def insert_formation(self, formation_id: str, port: int, version: VersionRow) -> FormationRow:
+        """A new formation, desired `stopped` until its first start says otherwise (so an fsup
+        killed mid-deploy does not bring back a formation that never proved healthy)."""
         now = rfc3339_now()
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO formations (id, port, desired, current_version, created_at, "
-                "updated_at) VALUES (?, ?, 'running', ?, ?, ?)",
+                "updated_at) VALUES (?, ?, 'stopped', ?, ?, ?)",
                 (formation_id, port, version.version, now, now),
             )
             self._insert_version(db, version)
