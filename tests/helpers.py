@@ -155,6 +155,9 @@ class Server:
         code = self.proc.wait(timeout)
         if self.proc.stdout:
             self.proc.stdout.close()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
         return code
 
     def kill(self) -> None:
