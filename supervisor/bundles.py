@@ -138,9 +138,10 @@ def _tar_member(info: tarfile.TarInfo) -> _Member:
 def _zip_member(info: zipfile.ZipInfo) -> _Member:
     name = _safe_name(info.filename)
     mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
+    kind = stat.S_IFMT(mode)  # zero when the zip tool recorded permissions only
+    if kind == stat.S_IFLNK:
         raise bad_bundle("links are not allowed in a bundle", info.filename)
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
         raise bad_bundle("only regular files and folders are allowed in a bundle", info.filename)
     if info.flag_bits & 0x1:
         raise bad_bundle("encrypted members are not supported", info.filename)

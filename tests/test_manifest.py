@@ -1,0 +1,123 @@
+"""formation.yaml validation: good manifests parse, bad ones name the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from supervisor.errors import FsupError
+from supervisor.manifest import RestartSpec, parse_manifest
+
+GOOD = b"""
+id: hello
+version: 1.0.0
+description: Hello service
+command: ["python3", "app.py"]
+env: {GREETING: hi, WORKERS: 2, DEBUG: false}
+health: {http: /health, interval: 0.5, timeout: 60}
+restart:
+  policy: on-failure
+  backoff: {initial: 0.5, factor: 2, max: 30, jitter: 0.1}
+  reset_after: 60
+  max_restarts: 10
+  window: 300
+stop: {signal: SIGTERM, timeout: 10}
+search: {path: /search}
+"""
+
+
+def test_the_contract_example_parses() -> None:
+    spec = parse_manifest(GOOD)
+    assert spec.id == "hello" and spec.version == "1.0.0"
+    assert spec.command == ("python3", "app.py")
+    assert dict(spec.env) == {"GREETING": "hi", "WORKERS": "2", "DEBUG": "false"}
+    assert spec.health.kind == "http" and spec.health.http == "/health"
+    assert spec.restart.backoff.max == 30 and spec.restart.max_restarts == 10
+    assert spec.stop.signum == 15
+    assert spec.search is not None and spec.search.path == "/search"
+
+
+def test_defaults_fill_what_is_left_out() -> None:
+    spec = parse_manifest(b"id: tiny\nversion: 0.1.0\ncommand: [sleep, '60']\n")
+    assert spec.health.kind == "process" and spec.health.stay_up == 1.0
+    assert spec.restart == RestartSpec()
+    assert spec.stop.signal == "SIGTERM" and spec.stop.timeout == 10
+    assert spec.search is None
+
+
+def test_server_restart_defaults_apply() -> None:
+    defaults = RestartSpec(policy="always", max_restarts=3)
+    spec = parse_manifest(b"id: tiny\nversion: 0.1.0\ncommand: [x]\n", defaults)
+    assert spec.restart.policy == "always" and spec.restart.max_restarts == 3
+
+
+def mutate(replace: str, by: str) -> bytes:
+    assert replace.encode() in GOOD
+    return GOOD.replace(replace.encode(), by.encode())
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (mutate("id: hello", "id: Hello"), "id"),
+        (mutate("id: hello", "id: ab"), "id"),
+        (mutate("id: hello", "id: -abc"), "id"),
+        (mutate("id: hello", "id: rpc"), "id"),
+        (mutate("id: hello\n", ""), "id"),
+        (mutate("version: 1.0.0", "version: 1.0"), "version"),
+        (mutate("version: 1.0.0", "version: 1"), "version"),
+        (mutate("version: 1.0.0", "version: 1.0.0-banana"), "version"),
+        (mutate('command: ["python3", "app.py"]', "command: python3 app.py"), "command"),
+        (mutate('command: ["python3", "app.py"]', "command: []"), "command"),
+        (mutate('command: ["python3", "app.py"]', 'command: ["python3", 3]'), "command[1]"),
+        (mutate("GREETING: hi", "PORT: 1"), "env.PORT"),
+        (mutate("GREETING: hi", "1BAD: x"), "env.1BAD"),
+        (mutate("GREETING: hi", "NESTED: {a: 1}"), "env.NESTED"),
+        (mutate("http: /health", "http: health"), "health.http"),
+        (mutate("http: /health", "http: /health, tcp: true"), "health.tcp"),
+        (mutate("interval: 0.5", "interval: 0"), "health.interval"),
+        (mutate("timeout: 60", "timeout: forever"), "health.timeout"),
+        (mutate("policy: on-failure", "policy: sometimes"), "restart.policy"),
+        (mutate("factor: 2", "factor: 0.5"), "restart.backoff.factor"),
+        (mutate("max: 30", "max: 0.1"), "restart.backoff.max"),
+        (mutate("jitter: 0.1", "jitter: 2"), "restart.backoff.jitter"),
+        (mutate("max_restarts: 10", "max_restarts: 2.5"), "restart.max_restarts"),
+        (mutate("max_restarts: 10", "max_restarts: true"), "restart.max_restarts"),
+        (mutate("signal: SIGTERM", "signal: SIGKILL"), "stop.signal"),
+        (mutate("timeout: 10}", "timeout: -1}"), "stop.timeout"),
+        (mutate("search: {path: /search}", "search: {path: search}"), "search.path"),
+        (mutate("description: Hello service", "descripton: typo"), "descripton"),
+        (mutate("window: 300", "window: 300\n  windw: 3"), "restart.windw"),
+    ],
+)
+def test_bad_fields_are_named(text: bytes, field: str) -> None:
+    with pytest.raises(FsupError) as info:
+        parse_manifest(text)
+    assert info.value.code == "INVALID_FORMATION"
+    assert info.value.details["field"] == field
+    assert info.value.message.startswith(f"formation.yaml: {field}:")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"- just\n- a list\n",
+        b"id: [unclosed\n",
+        b"a: &x [1, 2]\nb: *x\n",
+        b"id: x\n" + b"#" * (64 * 1024 + 1),
+        b"!!python/object:os.system {}\n",
+    ],
+)
+def test_bad_documents_are_refused(text: bytes) -> None:
+    with pytest.raises(FsupError) as info:
+        parse_manifest(text)
+    assert info.value.code == "INVALID_FORMATION"
+
+
+def test_aliases_are_refused_by_name() -> None:
+    with pytest.raises(FsupError, match="aliases"):
+        parse_manifest(b"id: &a hello\nversion: 1.0.0\ncommand: [*a]\n")
+
+
+def test_short_stop_signal_names_are_accepted() -> None:
+    spec = parse_manifest(mutate("signal: SIGTERM", "signal: INT"))
+    assert spec.stop.signal == "SIGINT"
