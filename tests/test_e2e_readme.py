@@ -1,0 +1,69 @@
+"""The README's curl walk-through, run as written against a real fsup."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from helpers import EXAMPLES, REPO, Server, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SCRIPT = REPO / "examples" / "rpc-curl.sh"
+
+
+def curl(server: Server, home: Path, *args: str) -> str:
+    env = {**os.environ, "MUXI_HOME": str(home), "MUXI_URL": server.url}
+    done = subprocess.run(
+        [str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout
+
+
+def test_readme_curl_walkthrough(server: Server, home: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "hello.tar.gz"
+    with tarfile.open(bundle, "w:gz") as archive:
+        archive.add(EXAMPLES / "hello", arcname="hello")
+
+    stream = curl(
+        server, home, "POST", "/rpc/formations/deploy", str(bundle),
+        "-H", "Content-Type: application/gzip", "-H", "Accept: text/event-stream",
+    )
+    assert "event: progress" in stream and "event: complete" in stream
+    assert '"stage": "health_check"' in stream
+
+    listed = json.loads(curl(server, home, "GET", "/rpc/formations"))
+    assert [f["id"] for f in listed["formations"]] == ["hello"]
+    assert json.loads(curl(server, home, "POST", "/rpc/formations/hello/stop"))["status"] == "stopped"
+    assert json.loads(curl(server, home, "POST", "/rpc/formations/hello/start"))["status"] == "running"
+    status = json.loads(curl(server, home, "GET", "/rpc/server/status"))
+    assert status["formations"]["running"] == 1
+    deleted = json.loads(curl(server, home, "DELETE", "/rpc/formations/hello"))
+    assert deleted == {"id": "hello", "deleted": True}
+
+
+def test_serve_deploys_the_example_formations(home: Path) -> None:
+    server = Server(home).start("--deploy", str(EXAMPLES))
+    try:
+        def both_running() -> bool:
+            items = server.rpc.call("GET", "/rpc/formations")["formations"]
+            return sorted((f["id"], f["status"]) for f in items) == [
+                ("flaky", "running"), ("hello", "running")
+            ]
+
+        wait_for(both_running, timeout=30)
+    finally:
+        assert server.stop() == 0
+    # A second start neither duplicates nor fails: they are already deployed.
+    server.start("--deploy", str(EXAMPLES))
+    try:
+        wait_for(lambda: server.rpc.call("GET", "/rpc/formations")["total"] == 2)
+        assert "already deployed" in wait_for(
+            lambda: (log := server.log_tail()).count("already deployed") >= 2 and log
+        )
+    finally:
+        assert server.stop() == 0
