@@ -167,12 +167,13 @@ class FleetActor(Actor):
             adopted[row.id] = Kept(process=process)
         await trio.to_thread.run_sync(self._kill_strays, adopted)
         for row in rows:
+            # Reserved even if the formation cannot be restored: its row still claims it.
+            self.ports.reserve(row.port)
             try:
                 spec, version_dir = self._current_version(row.id, row.current_version)
             except (FsupError, LookupError) as exc:
                 log.error("%s: cannot restore (%s); left in the store untouched", row.id, exc)
                 continue
-            self.ports.reserve(row.port)
             await self._start_actor(row.id, spec, version_dir, row.port, adopted[row.id])
         self.restored.set()
 
