@@ -66,40 +66,39 @@ async def deploy(
     stage = "extracting"
     staged_dir = None
     try:
-        yield progress("extracting", f"Extracting bundle ({len(body)} bytes)")
-        staged_dir = await intake.extract(body, services.home.staging, services.config.bundle)
-        stage = "validating"
-        yield progress("validating", f"Validating {intake.MANIFEST_NAME}")
-        staged = await intake.validate(staged_dir, services.config.restart_defaults)
-        spec = staged.spec
-        if expected_id is not None and expected_id != spec.id:
-            raise FsupError(
-                "INVALID_FORMATION",
-                f"X-Formation-ID says {expected_id!r} but formation.yaml says {spec.id!r}",
-                {"field": "id"},
-            )
-        stage = "resolving_runtime"
-        executable = intake.resolve_command(spec, staged_dir, os.environ.get("PATH"))
-        yield progress("resolving_runtime", f"Runtime: local process ({executable})")
+        try:
+            yield progress("extracting", f"Extracting bundle ({len(body)} bytes)")
+            staged_dir = await intake.extract(body, services.home.staging, services.config.bundle)
+            stage = "validating"
+            yield progress("validating", f"Validating {intake.MANIFEST_NAME}")
+            staged = await intake.validate(staged_dir, services.config.restart_defaults)
+            if expected_id is not None and expected_id != staged.spec.id:
+                raise FsupError(
+                    "INVALID_FORMATION",
+                    f"X-Formation-ID says {expected_id!r} but formation.yaml says "
+                    f"{staged.spec.id!r}",
+                    {"field": "id"},
+                )
+            stage = "resolving_runtime"
+            executable = intake.resolve_command(staged.spec, staged_dir, os.environ.get("PATH"))
+            yield progress("resolving_runtime", f"Runtime: local process ({executable})")
+        except FsupError as exc:
+            yield failure(exc, stage)
+            return
         yield skipped("downloading_sif", "Not needed: formations run as local processes")
         yield skipped("pulling_runner", "Not needed: formations run as local processes")
-        stage = "spawning"
-        create = Create(spec, staged_dir, staged.manifest)
-        with await services.fleet.request(create) as call:
-            async for event in call.progress():
-                stage = event.get("stage", stage)
-                yield Event("progress", event)
-            result = await call.result()
-        yield Event("complete", result)
-    except (FsupError, ActorError) as exc:
-        yield failure(as_fsup_error(exc), stage)
+        create = Create(staged.spec, staged_dir, staged.manifest)
+        async for event in relay(services.fleet, create, "spawning"):
+            yield event
     finally:
+        # Gone already when the fleet moved it into place; removed here on any other path.
         if staged_dir is not None:
             intake.discard(staged_dir)
 
 
-async def lifecycle(ref: ActorRef, message: Any, first_stage: str) -> AsyncIterator[Event]:
-    """Start, stop or restart: the formation actor's progress, then its answer."""
+async def relay(ref: ActorRef, message: Any, first_stage: str) -> AsyncIterator[Event]:
+    """Ask an actor and relay its progress, then its answer (or error, with the last stage).
+    Start, stop and restart are exactly this; a deploy ends with it."""
     stage = first_stage
     try:
         with await ref.request(message) as call:

@@ -63,6 +63,22 @@ async def snapshots() -> list[dict[str, Any]]:
     return [found[fid] for fid, _ in pairs]
 
 
+# Lifecycle routes: the message each sends its formation, and the first stage it reports.
+LIFECYCLE: dict[str, tuple[Any, str]] = {
+    "start": (Start(), "spawning"),
+    "stop": (Stop(), "stopping"),
+    "restart": (Restart(), "stopping"),
+}
+
+
+def lifecycle_handler(message: Any, first_stage: str) -> Any:
+    async def handler(formation_id: str) -> Any:
+        ref = await formation_ref(formation_id)
+        return await render_operation(operations.relay(ref, message, first_stage))
+
+    return handler
+
+
 def register(app: QuartTrio) -> None:
     async def deploy() -> Any:
         body = await request.get_data(cache=True)
@@ -89,20 +105,13 @@ def register(app: QuartTrio) -> None:
     async def get_formation(formation_id: str) -> Any:
         return await ask(await formation_ref(formation_id), Snapshot())
 
-    @app.post("/rpc/formations/<formation_id>/start")
-    async def start(formation_id: str) -> Any:
-        ref = await formation_ref(formation_id)
-        return await render_operation(operations.lifecycle(ref, Start(), "spawning"))
-
-    @app.post("/rpc/formations/<formation_id>/stop")
-    async def stop(formation_id: str) -> Any:
-        ref = await formation_ref(formation_id)
-        return await render_operation(operations.lifecycle(ref, Stop(), "stopping"))
-
-    @app.post("/rpc/formations/<formation_id>/restart")
-    async def restart(formation_id: str) -> Any:
-        ref = await formation_ref(formation_id)
-        return await render_operation(operations.lifecycle(ref, Restart(), "stopping"))
+    for action, (message, first_stage) in LIFECYCLE.items():
+        app.add_url_rule(
+            f"/rpc/formations/<formation_id>/{action}",
+            action,
+            lifecycle_handler(message, first_stage),
+            methods=["POST"],
+        )
 
     @app.delete("/rpc/formations/<formation_id>")
     async def delete(formation_id: str) -> Any:
