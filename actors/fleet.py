@@ -208,6 +208,7 @@ class FleetActor(Actor):
                 current_spec, current_dir = self._current_version(formation_id, row.current_version)
             return FormationActor(self.ctx, formation_id, current_spec, current_dir, port, kept)
 
+        self.ctx.routes.register(formation_id)
         ref = await self._supervisor.start(f"formation:{formation_id}", incarnation)
         self.formations[formation_id] = _Entry(ref, port, kept)
         return ref
@@ -252,7 +253,6 @@ class FleetActor(Actor):
             # Left by a crash between install and store insert: nothing refers to it.
             shutil.rmtree(version_dir.parent.parent)
         version_dir.parent.mkdir(parents=True, mode=0o700)
-        (version_dir.parent.parent / "data").mkdir(mode=0o700)
         staged_dir.rename(version_dir)
         return version_dir
 
@@ -308,6 +308,7 @@ class FleetActor(Actor):
             log.error("%s: process %s outlived its stop; killing it", formation_id, entry.kept.process.pid)
             await entry.kept.process.stop(signal.SIGKILL, 0)
         self.ctx.store.delete_formation(formation_id)
+        self.ctx.routes.remove(formation_id)
         self.ports.release(entry.port)
         await trio.to_thread.run_sync(self._remove_files, formation_id)
         log.info("%s: deleted", formation_id)

@@ -38,6 +38,7 @@ import trio
 from supervisor.errors import FsupError
 from supervisor.home import Home
 from supervisor.manifest import FormationSpec, HealthSpec
+from supervisor.routing import Backend, RouteTable
 from supervisor.store import Store
 
 from .base import DEFERRED, Actor, Reply
@@ -159,6 +160,7 @@ class FormationContext:
     probe_for: Callable[[HealthSpec], Probe]
     server_url: str
     rng: random.Random = field(default_factory=random.Random)
+    routes: RouteTable = field(default_factory=RouteTable)
 
 
 def now_rfc3339() -> str:
@@ -210,6 +212,7 @@ class FormationActor(Actor):
             log.info("%s: re-attaching to running pid %s", self.id, process.pid)
             self._attach(process, gate=False)
             self._set_state(State.RUNNING)
+            self._publish()
             if desired == "stopped":
                 self._begin_stop(_After.STOPPED)
         elif desired == "running":
@@ -445,6 +448,7 @@ class FormationActor(Actor):
             case _GatePassed() if self.state is State.STARTING:
                 self._mark_healthy()
                 self._set_state(State.RUNNING)
+                self._publish()
                 self.last_error = None
                 result = self.result("running")
                 for waiter in self._take(self._start_waiters):
@@ -473,9 +477,18 @@ class FormationActor(Actor):
             self._failure_reason = f"unhealthy for {self.spec.health.timeout:g}s: {error}"
             self._begin_stop(_After.FAILURE)
 
+    def _publish(self) -> None:
+        """Route proxied requests to the running process."""
+        process = self.kept.process
+        assert process is not None
+        self.ctx.routes.publish(self.id, Backend(self.port, process.pid, self.spec.version))
+
     def _mark_healthy(self) -> None:
         self.healthy = True
         self._unhealthy_since = None
+        route = self.ctx.routes.get(self.id)
+        if route is not None:
+            route.last_healthy_at = trio.current_time()
         if self._healthy_since is None:
             self._healthy_since = trio.current_time()
 
@@ -572,6 +585,7 @@ class FormationActor(Actor):
         """Stop the current process in the background; `_StopFinished` brings us back."""
         self._after_stop = after
         process = self.kept.process
+        self.ctx.routes.publish(self.id, None)
         if self._process_scope is not None:
             self._process_scope.cancel(reason=f"stopping ({after.value})")
         self._set_state(State.STOPPING)
@@ -608,6 +622,7 @@ class FormationActor(Actor):
             self.stop_after_this_message()
 
     def _forget_process(self) -> None:
+        self.ctx.routes.publish(self.id, None)
         if self._process_scope is not None:
             self._process_scope.cancel(reason="process gone")
             self._process_scope = None

@@ -37,17 +37,26 @@ STATUS_BY_CODE: dict[str, int] = {
 class FsupError(Exception):
     """A failure with a contract code, a message for people and machine-readable details."""
 
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        status: int | None = None,
+    ) -> None:
+        """`status` overrides the code's usual HTTP status (the proxy answers a stopped
+        formation with 503, where the management API answers 409)."""
         if code not in STATUS_BY_CODE:
             raise ValueError(f"unknown error code {code!r}")
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details or {}
+        self._status = status
 
     @property
     def status(self) -> int:
-        return STATUS_BY_CODE[self.code]
+        return self._status or STATUS_BY_CODE[self.code]
 
     def to_json(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}

@@ -19,6 +19,7 @@ from . import intake
 from .config import ServerConfig
 from .errors import FsupError
 from .home import Home
+from .routing import RouteTable
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Services:
     fleet: ActorRef
     home: Home
     config: ServerConfig
+    routes: RouteTable
 
 
 def progress(stage: str, message: str, **extra: Any) -> Event:

@@ -29,8 +29,10 @@ from . import intake, operations
 from .config import ServerConfig
 from .home import Home, load_or_create_credentials
 from .http.app import create_app
+from .http.proxy import open_proxy_client
 from .operations import Services
 from .ports import PortPool
+from .routing import RouteTable
 from .store import Store
 
 log = logging.getLogger("fsup.server")
@@ -48,13 +50,20 @@ async def run_server(
     credentials, server_id = load_or_create_credentials(home)
     store = Store(home.state_db)
     try:
-        async with open_probe_client() as client, trio.open_nursery() as nursery:
-            ctx = FormationContext(home, store, OsLauncher(), ProbeFactory(client), server_url="")
+        async with (
+            open_probe_client() as client,
+            open_proxy_client() as proxy_client,
+            trio.open_nursery() as nursery,
+        ):
+            routes = RouteTable()
+            ctx = FormationContext(
+                home, store, OsLauncher(), ProbeFactory(client), server_url="", routes=routes
+            )
             fleet = await spawn(
                 nursery, FleetActor(ctx, PortPool(*config.port_range), config.restart_defaults)
             )
-            services = Services(fleet, home, config)
-            app = create_app(services, credentials, server_id)
+            services = Services(fleet, home, config, routes)
+            app = create_app(services, credentials, server_id, proxy_client)
             stop_http = trio.Event()
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 binds = await nursery.start(

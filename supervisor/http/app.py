@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 from quart import jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -16,18 +17,25 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from ..errors import FsupError
 from ..hmac_auth import Credentials, verify
 from ..operations import Services
-from . import rpc
+from . import proxy, rpc
 from .render import error_response
 
 log = logging.getLogger("fsup.http")
 
 
-def create_app(services: Services, credentials: Credentials, server_id: str) -> QuartTrio:
+def create_app(
+    services: Services,
+    credentials: Credentials,
+    server_id: str,
+    proxy_client: httpx.AsyncClient,
+) -> QuartTrio:
     app = QuartTrio("fsup")
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
     app.config["BODY_TIMEOUT"] = 120
     app.extensions["fsup"] = services
     app.extensions["fsup.server_id"] = server_id
+    app.extensions["fsup.routes"] = services.routes
+    app.extensions["fsup.proxy_client"] = proxy_client
 
     @app.get("/health")
     async def health() -> Any:
@@ -78,4 +86,5 @@ def create_app(services: Services, credentials: Credentials, server_id: str) -> 
         return error_response(FsupError("INTERNAL", "internal error; see the server log"))
 
     rpc.register(app)
+    proxy.register(app)
     return app
