@@ -24,12 +24,13 @@ import psutil
 import trio
 
 from supervisor.errors import FsupError
-from supervisor.manifest import FormationSpec, RestartSpec, parse_manifest
+from supervisor.manifest import FormationSpec, parse_manifest
 from supervisor.ports import PortPool
 from supervisor.store import VersionRow
 
 from .base import DEFERRED, Actor, ActorError, ActorRef, Reply
 from .formation import FormationActor, FormationContext, Kept, Shutdown, Start, now_rfc3339
+from .port_requests import AllocatePort, ReleasePort
 from .process import adopt, kill_stray, processes_of_home
 from .supervision import Intensity, Supervisor
 
@@ -91,7 +92,7 @@ class _Removed:
 @dataclass
 class _Entry:
     ref: ActorRef
-    port: int
+    ports: set[int]
     kept: Kept
     removing: bool = False
     removal_waiters: list[tuple[Reply, BaseException | None]] = field(default_factory=list)
@@ -104,13 +105,11 @@ class FleetActor(Actor):
         self,
         ctx: FormationContext,
         ports: PortPool,
-        restart_defaults: RestartSpec = RestartSpec(),
         intensity: Intensity = Intensity(),
     ) -> None:
         super().__init__()
         self.ctx = ctx
         self.ports = ports
-        self.restart_defaults = restart_defaults
         self.intensity = intensity
         self.formations: dict[str, _Entry] = {}
         self.restored = trio.Event()
@@ -119,6 +118,7 @@ class FleetActor(Actor):
     async def on_start(self) -> None:
         assert self.nursery is not None
         self._supervisor = Supervisor(self.nursery, self.intensity)
+        self.ctx.fleet = self.ref
 
     async def handle(self, message: Any, reply: Reply | None) -> Any:
         match message:
@@ -137,6 +137,16 @@ class FleetActor(Actor):
                 return self._delete(fid, reply)
             case PortStatus():
                 return self.ports.statistics()
+            case AllocatePort(formation_id=fid):
+                port = self.ports.allocate()
+                self._entry(fid).ports.add(port)
+                return port
+            case ReleasePort(formation_id=fid, port=port):
+                entry = self.formations.get(fid)
+                if entry is not None and port in entry.ports:
+                    entry.ports.discard(port)
+                    self.ports.release(port)
+                return None
             case ShutdownAll():
                 return self._shutdown_all(reply)
             case _Removed(formation_id=fid):
@@ -193,7 +203,7 @@ class FleetActor(Actor):
         row = self.ctx.store.version(formation_id, version)
         if row is None:
             raise LookupError(f"version {version} is missing from the store")
-        return parse_manifest(row.manifest, self.restart_defaults), Path(row.path)
+        return parse_manifest(row.manifest, self.ctx.restart_defaults), Path(row.path)
 
     async def _start_actor(
         self, formation_id: str, spec: FormationSpec, version_dir: Path, port: int, kept: Kept
@@ -210,7 +220,7 @@ class FleetActor(Actor):
 
         self.ctx.routes.register(formation_id)
         ref = await self._supervisor.start(f"formation:{formation_id}", incarnation)
-        self.formations[formation_id] = _Entry(ref, port, kept)
+        self.formations[formation_id] = _Entry(ref, {port}, kept)
         return ref
 
     # -- create ----------------------------------------------------------------------------
@@ -309,7 +319,8 @@ class FleetActor(Actor):
             await entry.kept.process.stop(signal.SIGKILL, 0)
         self.ctx.store.delete_formation(formation_id)
         self.ctx.routes.remove(formation_id)
-        self.ports.release(entry.port)
+        for port in entry.ports:
+            self.ports.release(port)
         await trio.to_thread.run_sync(self._remove_files, formation_id)
         log.info("%s: deleted", formation_id)
         for waiter, error in entry.removal_waiters:

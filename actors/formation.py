@@ -34,16 +34,19 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from packaging.version import Version
 
+from supervisor import versions
 from supervisor.errors import FsupError
 from supervisor.home import Home
-from supervisor.manifest import FormationSpec, HealthSpec
+from supervisor.manifest import FormationSpec, HealthSpec, RestartSpec, StopSpec, parse_manifest
 from supervisor.routing import Backend, RouteTable
-from supervisor.store import Store
+from supervisor.store import Store, VersionRow
 
-from .base import DEFERRED, Actor, Reply
+from .base import DEFERRED, Actor, ActorError, ActorRef, Reply
 from .health import Probe
 from .lifecycle import State, check_transition
+from .port_requests import AllocatePort, ReleasePort
 from .process import HOME_ENV, Launcher, LaunchSpec, ProcessHandle, SpawnError
 from .restart_policy import RestartTracker
 
@@ -81,6 +84,25 @@ class Shutdown:
     sends it when fsup stops (`keep_desired`) and before a delete."""
 
     keep_desired: bool = True
+
+
+@dataclass(frozen=True)
+class Update:
+    """Replace the running version with a staged, validated bundle, blue-green."""
+
+    staged_dir: Path
+    spec: FormationSpec
+    manifest: bytes
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Blue-green back to the version below the current one."""
+
+
+@dataclass(frozen=True)
+class CancelUpdate:
+    """Abort an update or rollback that has not swapped yet."""
 
 
 # -- internal events (posted by the actor's own background tasks) --------------------------
@@ -129,6 +151,51 @@ class _StopFinished:
     returncode: int | None
 
 
+@dataclass(frozen=True)
+class _JobStaged:
+    job: int
+    process: ProcessHandle | None  # None: nothing to run (the formation is not running)
+    port: int | None
+
+
+@dataclass(frozen=True)
+class _JobFailed:
+    job: int
+    error: FsupError
+
+
+@dataclass(frozen=True)
+class _JobCleaned:
+    job: int
+
+
+@dataclass(frozen=True)
+class _OldRetired:
+    job: int
+
+
+@dataclass
+class _Job:
+    """An update or rollback in flight: its own process, port and generation until the swap."""
+
+    id: int
+    kind: str  # "update" | "rollback"
+    spec: FormationSpec
+    version_dir: Path
+    manifest: bytes | None  # an update's formation.yaml, stored at the swap
+    previous_version: str
+    waiters: list[Reply] = field(default_factory=list)
+    cancel_waiters: list[Reply] = field(default_factory=list)
+    gen: int = 0
+    port: int | None = None
+    process: ProcessHandle | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)  # the preparation
+    watch_scope: trio.CancelScope | None = None  # the staging process's watchers
+    prep_done: trio.Event = field(default_factory=trio.Event)
+    swapped: bool = False
+    failure: FsupError | None = None
+
+
 class _After(Enum):
     """What follows once the process being stopped is gone."""
 
@@ -161,6 +228,9 @@ class FormationContext:
     server_url: str
     rng: random.Random = field(default_factory=random.Random)
     routes: RouteTable = field(default_factory=RouteTable)
+    # The fleet, for ports beyond the first (set by the fleet when it starts).
+    fleet: ActorRef | None = None
+    restart_defaults: RestartSpec = field(default_factory=RestartSpec)
 
 
 def now_rfc3339() -> str:
@@ -201,6 +271,8 @@ class FormationActor(Actor):
         self._failure_reason = ""
         self._pending_failure: FsupError | None = None
         self._backoff_scope: trio.CancelScope | None = None
+        self._job: _Job | None = None
+        self._exit_after_job = False
 
     # -- life of the actor ---------------------------------------------------------------
 
@@ -230,9 +302,22 @@ class FormationActor(Actor):
                 return await self._on_restart_request(reply)
             case Shutdown(keep_desired=keep):
                 return self._on_shutdown(reply, keep)
+            case Update():
+                return self._on_update(message, reply)
+            case Rollback():
+                return self._on_rollback(reply)
+            case CancelUpdate():
+                return self._on_cancel_update(reply)
             case _Exited() | _GatePassed() | _GateFailed() | _GateProgress() | _ProbeResult():
+                job = self._job
                 if message.gen == self._gen:
                     await self._on_process_event(message)
+                elif job is not None and message.gen == job.gen and not job.swapped:
+                    self._on_staging_event(job, message)
+                return None
+            case _JobStaged() | _JobFailed() | _JobCleaned() | _OldRetired():
+                if self._job is not None and message.job == self._job.id:
+                    self._on_job_event(self._job, message)
                 return None
             case _BackoffElapsed(gen=gen) if gen == self._gen and self.state is State.RESTARTING:
                 await self._spawn(requested=False)
@@ -311,6 +396,12 @@ class FormationActor(Actor):
         if not keep_desired:
             self._set_desired("stopped")
         if self.kept.process is None:
+            self._abort_job(self._interrupted("a shutdown"))
+            if self._job is not None:
+                if reply is not None:
+                    self._stop_waiters.append(reply)
+                self._exit_after_job = True
+                return DEFERRED
             self.stop_after_this_message()
             return self.result(self.state.value)
         if reply is not None:
@@ -328,7 +419,9 @@ class FormationActor(Actor):
         self._set_state(State.STARTING)
         self._emit_start({"stage": "spawning", "message": f"Starting {' '.join(self.spec.command)}"})
         try:
-            process = await self.ctx.launcher.spawn(self._launch_spec())
+            process = await self.ctx.launcher.spawn(
+                self._launch_spec(self.spec, self.version_dir, self.port)
+            )
         except SpawnError as exc:
             self.kept.process = None
             self._on_start_failure(str(exc), returncode=None)
@@ -338,25 +431,24 @@ class FormationActor(Actor):
         log.info("%s: started pid %s on port %s", self.id, process.pid, self.port)
         self._attach(process, gate=True)
 
-    def _launch_spec(self) -> LaunchSpec:
+    def _launch_spec(self, spec: FormationSpec, version_dir: Path, port: int) -> LaunchSpec:
         env = dict(os.environ)
-        env.update(self.spec.env)
+        env.update(spec.env)
         env.update(
-            PORT=str(self.port),
+            PORT=str(port),
             HOST="127.0.0.1",
             FORMATION_ID=self.id,
-            FORMATION_VERSION=self.spec.version,
+            FORMATION_VERSION=spec.version,
             MUXI_SERVER_URL=self.ctx.server_url,
         )
         env[HOME_ENV] = str(self.ctx.home.root)
         logs = self.ctx.home.formation_logs(self.id)
-        argv = list(self.spec.command)
-        local = self.version_dir / argv[0]
+        argv = list(spec.command)
         if "/" in argv[0] and not os.path.isabs(argv[0]):
-            argv[0] = str(local)
+            argv[0] = str(version_dir / argv[0])
         return LaunchSpec(
             argv=tuple(argv),
-            cwd=self.version_dir,
+            cwd=version_dir,
             env=env,
             stdout=logs / "stdout.log",
             stderr=logs / "stderr.log",
@@ -368,27 +460,31 @@ class FormationActor(Actor):
         self._healthy_since = None
         self._unhealthy_since = None
         self.healthy = None
-        scope = trio.CancelScope()
-        self._process_scope = scope
-        assert self.nursery is not None
-        self.nursery.start_soon(self._attend, self._gen, process, gate, scope)
+        self._process_scope = self._watch(self._gen, process, gate, self.spec.health, self.port)
 
-    async def _attend(
-        self, gen: int, process: ProcessHandle, gate: bool, scope: trio.CancelScope
-    ) -> None:
-        with scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_exit, gen, process)
-                nursery.start_soon(self._watch_health, gen, gate)
+    def _watch(
+        self, gen: int, process: ProcessHandle, gate: bool, health: HealthSpec, port: int
+    ) -> trio.CancelScope:
+        """Watch a process's exit and health in the background; events carry `gen`."""
+        scope = trio.CancelScope()
+
+        async def attend() -> None:
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_exit, gen, process)
+                    nursery.start_soon(self._watch_health, gen, gate, health, port)
+
+        assert self.nursery is not None
+        self.nursery.start_soon(attend)
+        return scope
 
     async def _watch_exit(self, gen: int, process: ProcessHandle) -> None:
         returncode = await process.wait()
         await self._post(_Exited(gen, returncode))
 
-    async def _watch_health(self, gen: int, gate: bool) -> None:
-        health = self.spec.health
+    async def _watch_health(self, gen: int, gate: bool, health: HealthSpec, port: int) -> None:
         probe = self.ctx.probe_for(health)
-        if gate and not await self._gate(gen, health, probe):
+        if gate and not await self._gate(gen, health, probe, port):
             return
         if health.kind == "process":
             # Nothing to probe: being alive is being healthy, and exits are watched anyway.
@@ -397,9 +493,9 @@ class FormationActor(Actor):
             return
         while True:
             await trio.sleep(health.interval)
-            await self._post(_ProbeResult(gen, await probe.check(self.port)))
+            await self._post(_ProbeResult(gen, await probe.check(port)))
 
-    async def _gate(self, gen: int, health: HealthSpec, probe: Probe) -> bool:
+    async def _gate(self, gen: int, health: HealthSpec, probe: Probe, port: int) -> bool:
         """Wait until the new process is healthy; report a countdown on the way."""
         if health.kind == "process":
             await self._post(_GateProgress(gen, 1, 1, health.stay_up, None))
@@ -413,7 +509,7 @@ class FormationActor(Actor):
             remaining = max(0.0, deadline - trio.current_time())
             await self._post(_GateProgress(gen, attempt, max_attempts, round(remaining, 2), error))
             with trio.move_on_at(deadline):
-                error = await probe.check(self.port)
+                error = await probe.check(port)
                 if error is None:
                     await self._post(_GatePassed(gen))
                     return True
@@ -434,17 +530,7 @@ class FormationActor(Actor):
     async def _on_process_event(self, event: Any) -> None:
         match event:
             case _GateProgress():
-                self._emit_start(
-                    {
-                        "stage": "health_check",
-                        "message": f"Health check {event.attempt}/{event.max_attempts} "
-                        f"({self.spec.health.kind}), {event.remaining_s:g}s left",
-                        "attempt": event.attempt,
-                        "max_attempts": event.max_attempts,
-                        "remaining_s": event.remaining_s,
-                        **({"last_error": event.last_error} if event.last_error else {}),
-                    }
-                )
+                self._emit_start(self._health_event(event, self.spec.health))
             case _GatePassed() if self.state is State.STARTING:
                 self._mark_healthy()
                 self._set_state(State.RUNNING)
@@ -459,6 +545,18 @@ class FormationActor(Actor):
                 self._on_probe(event.error)
             case _Exited():
                 self._on_exit(event.returncode)
+
+    @staticmethod
+    def _health_event(event: _GateProgress, health: HealthSpec) -> dict[str, Any]:
+        return {
+            "stage": "health_check",
+            "message": f"Health check {event.attempt}/{event.max_attempts} ({health.kind}), "
+            f"{event.remaining_s:g}s left",
+            "attempt": event.attempt,
+            "max_attempts": event.max_attempts,
+            "remaining_s": event.remaining_s,
+            **({"last_error": event.last_error} if event.last_error else {}),
+        }
 
     def _on_probe(self, error: str | None) -> None:
         now = trio.current_time()
@@ -493,6 +591,7 @@ class FormationActor(Actor):
             self._healthy_since = trio.current_time()
 
     def _on_exit(self, returncode: int | None) -> None:
+        self._abort_job(self._interrupted("the running version exiting"))
         process = self.kept.process
         self._forget_process()
         self.last_exit_code = returncode
@@ -584,6 +683,7 @@ class FormationActor(Actor):
     def _begin_stop(self, after: _After) -> None:
         """Stop the current process in the background; `_StopFinished` brings us back."""
         self._after_stop = after
+        self._abort_job(self._interrupted(f"a {after.value} of the running version"))
         process = self.kept.process
         self.ctx.routes.publish(self.id, None)
         if self._process_scope is not None:
@@ -615,6 +715,10 @@ class FormationActor(Actor):
             self._crash(self._failure_reason)
             return
         self._set_state(State.STOPPED)
+        if after is _After.EXIT and self._job is not None:
+            # A staging or retiring process is still being stopped: exit once it is.
+            self._exit_after_job = True
+            return
         result = self.result("stopped")
         for waiter in self._take(self._stop_waiters):
             waiter.resolve(result)
@@ -629,6 +733,313 @@ class FormationActor(Actor):
         self.kept.process = None
         self.healthy = None
         self.ctx.store.set_process(self.id, None, None)
+
+    # -- updates and rollbacks (blue-green) --------------------------------------------------
+
+    def _on_update(self, message: Update, reply: Reply | None) -> Any:
+        spec = message.spec
+        if spec.id != self.id:
+            raise FsupError(
+                "INVALID_FORMATION",
+                f"formation.yaml says id {spec.id!r}, but this is formation {self.id!r}",
+                {"field": "id"},
+            )
+        if spec.parsed_version <= self.spec.parsed_version:
+            raise FsupError(
+                "VERSION_NOT_HIGHER",
+                f"version {spec.version} is not higher than the current {self.spec.version}; "
+                "bump the version in formation.yaml",
+                {"current_version": self.spec.version, "version": spec.version},
+            )
+        version_dir = self.ctx.home.version_dir(self.id, spec.version)
+        return self._begin_job("update", spec, version_dir, message.manifest, message.staged_dir, reply)
+
+    def _on_rollback(self, reply: Reply | None) -> Any:
+        stored = {row.version: row for row in self.ctx.store.versions(self.id)}
+        target = versions.previous(list(stored), self.spec.version)
+        if target is None:
+            raise FsupError(
+                "NO_PREVIOUS_VERSION",
+                f"formation '{self.id}' has no version below {self.spec.version} to roll back to",
+                {"versions": sorted(stored, key=Version)},
+            )
+        row = stored[target]
+        spec = parse_manifest(row.manifest, self.ctx.restart_defaults)
+        return self._begin_job("rollback", spec, Path(row.path), None, None, reply)
+
+    def _on_cancel_update(self, reply: Reply | None) -> Any:
+        job = self._job
+        if job is None or job.swapped or job.failure is not None:
+            why = "no update in progress" if job is None else "the update can no longer be cancelled"
+            return {"formation_id": self.id, "cancelled": False, "message": why}
+        if reply is not None:
+            job.cancel_waiters.append(reply)
+        self._abort_job(
+            FsupError(
+                "OPERATION_CANCELLED",
+                f"the {job.kind} of '{self.id}' to {job.spec.version} was cancelled",
+                {"formation_id": self.id, "stage": "health_check"},
+            )
+        )
+        return DEFERRED
+
+    def _begin_job(
+        self,
+        kind: str,
+        spec: FormationSpec,
+        version_dir: Path,
+        manifest: bytes | None,
+        staged: Path | None,
+        reply: Reply | None,
+    ) -> Any:
+        if self._job is not None:
+            raise FsupError(
+                "UPDATE_IN_PROGRESS",
+                f"an {self._job.kind} of '{self.id}' is in progress; wait for it, or "
+                f"POST /rpc/formations/{self.id}/cancel-update",
+                {"kind": self._job.kind, "version": self._job.spec.version},
+            )
+        if self.state not in (State.RUNNING, State.STOPPED, State.CRASHED):
+            raise FsupError(
+                "FORMATION_BUSY",
+                f"formation '{self.id}' is {self.state.value}; retry once it is running or stopped",
+            )
+        job = _Job(next(_generations), kind, spec, version_dir, manifest, self.spec.version)
+        if reply is not None:
+            job.waiters.append(reply)
+        self._job = job
+        assert self.nursery is not None
+        live = self.state is State.RUNNING
+        self.nursery.start_soon(self._prepare_job, job, staged, self.version_dir, live)
+        return DEFERRED
+
+    async def _prepare_job(
+        self, job: _Job, staged: Path | None, current_dir: Path, live: bool
+    ) -> None:
+        """Install the version, carry the runtime state over, and (when the formation is
+        running) start the new version on a second port. Until `prep_done`, this task alone
+        writes `job.port` and `job.process`, so an abort's cleanup finds what it must undo."""
+        error: FsupError | None = None
+        try:
+            with job.scope:
+                if staged is not None:
+                    await trio.to_thread.run_sync(versions.install, staged, job.version_dir)
+                await trio.to_thread.run_sync(
+                    versions.carry_runtime_state, current_dir, job.version_dir
+                )
+                if live:
+                    assert self.ctx.fleet is not None
+                    job.port = await self.ctx.fleet.ask(AllocatePort(self.id))
+                    launch = self._launch_spec(job.spec, job.version_dir, job.port)
+                    job.process = await self.ctx.launcher.spawn(launch)
+        except FsupError as exc:
+            error = exc
+        except SpawnError as exc:
+            error = FsupError(
+                "HEALTH_CHECK_FAILED",
+                f"{self.id} {job.spec.version}: {exc}",
+                {"stage": "spawning_staging", "formation_id": self.id},
+            )
+        except (OSError, ActorError) as exc:
+            error = FsupError("INTERNAL", f"{job.kind} of '{self.id}' failed: {exc}")
+        finally:
+            job.prep_done.set()
+        with trio.CancelScope(shield=True):
+            if error is not None:
+                await self._post(_JobFailed(job.id, error))
+            elif not job.scope.cancelled_caught:
+                await self._post(_JobStaged(job.id, job.process, job.port))
+
+    def _on_job_event(self, job: _Job, event: Any) -> None:
+        match event:
+            case _JobFailed(error=error):
+                self._abort_job(error)
+            case _JobStaged() if job.failure is None and job.process is None:
+                self._switch_offline(job)
+            case _JobStaged() if job.failure is None:
+                assert job.process is not None and job.port is not None
+                job.gen = next(_generations)
+                self._emit_job(job, {
+                    "stage": "spawning_staging",
+                    "message": f"Started {job.spec.version} as pid {job.process.pid} on port "
+                    f"{job.port}",
+                    "version": job.spec.version, "pid": job.process.pid, "port": job.port,
+                })
+                job.watch_scope = self._watch(job.gen, job.process, True, job.spec.health, job.port)
+            case _JobCleaned():
+                self._finish_job(job)
+            case _OldRetired():
+                result = {**self.result(self.state.value), "previous_version": job.previous_version}
+                for waiter in self._take(job.waiters):
+                    waiter.resolve(result)
+                self._finish_job(job)
+
+    def _on_staging_event(self, job: _Job, event: Any) -> None:
+        match event:
+            case _GateProgress():
+                self._emit_job(job, self._health_event(event, job.spec.health))
+            case _GatePassed() if job.failure is None:
+                self._swap(job)
+            case _GateFailed(error=error):
+                self._abort_job(self._staging_failure(job, error, None))
+            case _Exited(returncode=code):
+                self._abort_job(
+                    self._staging_failure(job, f"exited before it was healthy ({_describe_exit(code)})", code)
+                )
+
+    def _staging_failure(self, job: _Job, error: str, returncode: int | None) -> FsupError:
+        details: dict[str, Any] = {"stage": "health_check", "formation_id": self.id,
+                                   "version": job.spec.version}
+        tail = job.process.stderr_tail() if job.process is not None else ""
+        if tail:
+            details["stderr_tail"] = tail[-STDERR_TAIL_CHARS:]
+        if returncode is not None:
+            details["exit_code"] = returncode
+        return FsupError(
+            "HEALTH_CHECK_FAILED",
+            f"{self.id} {job.spec.version}: {error}; {self.spec.version} keeps serving",
+            details,
+        )
+
+    def _swap(self, job: _Job) -> None:
+        """The atomic switch: the store, then the route; then retire the old process."""
+        assert job.process is not None and job.port is not None
+        old_process, old_port, old_stop = self.kept.process, self.port, self.spec.stop
+        if job.manifest is not None:
+            self.ctx.store.put_version(
+                VersionRow(self.id, job.spec.version, job.manifest, str(job.version_dir),
+                           now_rfc3339())
+            )
+        self.ctx.store.set_current(
+            self.id, job.spec.version, job.port, job.process.pid, job.process.started_at
+        )
+        if self._process_scope is not None:
+            self._process_scope.cancel(reason="replaced by a new version")  # its exit is expected
+        self.spec, self.version_dir, self.port = job.spec, job.version_dir, job.port
+        self.kept.process = job.process
+        self._process_scope = job.watch_scope
+        self._gen = job.gen  # the staging watcher now reports for the active process
+        self._tracker = RestartTracker(job.spec.restart, self.ctx.rng)
+        self._healthy_since = None
+        self._mark_healthy()
+        old_backend = self.ctx.routes.publish(
+            self.id, Backend(job.port, job.process.pid, job.spec.version)
+        )
+        job.swapped = True
+        log.info("%s: swapped to %s (pid %s)", self.id, job.spec.version, job.process.pid)
+        self._emit_job(job, {"stage": "swapping", "message": f"Routing to {job.spec.version}"})
+        self._emit_job(job, {"stage": "stopping_old",
+                             "message": f"Draining and stopping {job.previous_version}"})
+        assert self.nursery is not None
+        self.nursery.start_soon(self._retire, job, old_process, old_backend, old_port, old_stop)
+
+    async def _retire(
+        self,
+        job: _Job,
+        process: ProcessHandle | None,
+        backend: Backend | None,
+        port: int,
+        stop: StopSpec,
+    ) -> None:
+        """Let in-flight requests finish on the old process (bounded), stop it, give back
+        its port, prune old versions."""
+        if backend is not None:
+            with trio.move_on_after(DRAIN_BOUND_S):
+                await backend.drained()
+        if process is not None:
+            await process.stop(stop.signum, stop.timeout)
+        await self._release_port(port)
+        if job.kind == "update":
+            await self._prune_versions()
+        await self._post(_OldRetired(job.id))
+
+    def _switch_offline(self, job: _Job) -> None:
+        """An update or rollback of a formation that is not running: switch the version."""
+        if job.manifest is not None:
+            self.ctx.store.put_version(
+                VersionRow(self.id, job.spec.version, job.manifest, str(job.version_dir),
+                           now_rfc3339())
+            )
+        self.ctx.store.set_current(self.id, job.spec.version, self.port, None, None)
+        self.spec, self.version_dir = job.spec, job.version_dir
+        self._tracker = RestartTracker(job.spec.restart, self.ctx.rng)
+        job.swapped = True
+        self._emit_job(job, {"stage": "swapping", "message": f"Now at {job.spec.version} "
+                             f"(not started: the formation is {self.state.value})"})
+        assert self.nursery is not None
+        self.nursery.start_soon(self._finish_offline, job)
+
+    async def _finish_offline(self, job: _Job) -> None:
+        if job.kind == "update":
+            await self._prune_versions()
+        await self._post(_OldRetired(job.id))
+
+    async def _prune_versions(self) -> None:
+        stored = {row.version: row for row in self.ctx.store.versions(self.id)}
+        for version in versions.to_prune(list(stored), self.spec.version):
+            self.ctx.store.delete_version(self.id, version)
+            await trio.to_thread.run_sync(versions.remove, Path(stored[version].path))
+            log.info("%s: pruned version %s", self.id, version)
+
+    def _abort_job(self, error: FsupError) -> None:
+        """Undo a job that has not swapped: stop its process, give back its port, remove an
+        update's version. Its waiters get `error` once the cleanup is done."""
+        job = self._job
+        if job is None or job.swapped or job.failure is not None:
+            return
+        job.failure = error
+        log.warning("%s: %s to %s aborted: %s", self.id, job.kind, job.spec.version, error.message)
+        job.scope.cancel(reason="job aborted")
+        if job.watch_scope is not None:
+            job.watch_scope.cancel(reason="job aborted")
+        assert self.nursery is not None
+        self.nursery.start_soon(self._clean_up_job, job)
+
+    async def _clean_up_job(self, job: _Job) -> None:
+        await job.prep_done.wait()
+        if job.process is not None:
+            await job.process.stop(job.spec.stop.signum, job.spec.stop.timeout)
+        if job.port is not None:
+            await self._release_port(job.port)
+        if job.kind == "update":
+            if self.ctx.store.version(self.id, job.spec.version) is not None:
+                self.ctx.store.delete_version(self.id, job.spec.version)
+            await trio.to_thread.run_sync(versions.remove, job.version_dir)
+        await self._post(_JobCleaned(job.id))
+
+    def _finish_job(self, job: _Job) -> None:
+        self._job = None
+        if job.failure is not None:
+            for waiter in self._take(job.waiters):
+                waiter.fail(job.failure)
+        cancelled = {"formation_id": self.id, "cancelled": True, "version": self.spec.version}
+        for waiter in self._take(job.cancel_waiters):
+            waiter.resolve(cancelled)
+        if self._exit_after_job:
+            for waiter in self._take(self._stop_waiters):
+                waiter.resolve(self.result(self.state.value))
+            self.stop_after_this_message()
+
+    async def _release_port(self, port: int) -> None:
+        if self.ctx.fleet is None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            try:
+                await self.ctx.fleet.ask(ReleasePort(self.id, port))
+            except ActorError:
+                pass
+
+    def _interrupted(self, by: str) -> FsupError:
+        kind = self._job.kind if self._job is not None else "update"
+        return FsupError(
+            "OPERATION_CANCELLED",
+            f"the {kind} of '{self.id}' was interrupted by {by}",
+            {"formation_id": self.id, "stage": "health_check"},
+        )
+
+    def _emit_job(self, job: _Job, event: dict[str, Any]) -> None:
+        for waiter in job.waiters:
+            waiter.emit(event)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -696,13 +1107,15 @@ class FormationActor(Actor):
             "updated_at": row.updated_at if row else None,
             "desired": row.desired if row else None,
             "versions": versions,
-            "update_in_progress": False,
+            "update_in_progress": self._job is not None,
             "last_exit_code": self.last_exit_code,
             "last_error": self.last_error,
         }
 
 
 STDERR_TAIL_CHARS = 2000
+# How long a swap waits for in-flight proxied requests to finish on the old process.
+DRAIN_BOUND_S = 30.0
 
 
 def _describe_exit(returncode: int | None) -> str:

@@ -22,6 +22,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "NO_PREVIOUS_VERSION": 409,
     # A lifecycle operation that a later request (stop, delete) interrupted.
     "OPERATION_CANCELLED": 409,
+    # The formation is starting, stopping or restarting: retry in a moment.
+    "FORMATION_BUSY": 409,
     "INVALID_BUNDLE": 400,
     "INVALID_FORMATION": 400,
     "INVALID_REQUEST": 400,

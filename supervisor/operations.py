@@ -14,6 +14,7 @@ from typing import Any
 
 from actors.base import ActorError, ActorRef
 from actors.fleet import Create
+from actors.formation import Update
 
 from . import intake
 from .config import ServerConfig
@@ -65,6 +66,30 @@ async def deploy(
     services: Services, body: bytes, expected_id: str | None = None
 ) -> AsyncIterator[Event]:
     """Deploy a new formation from a bundle: the seed's `Deploy (new)` stages in order."""
+    async for event in _from_bundle(services, body, expected_id, services.fleet, "spawning", None):
+        yield event
+
+
+async def update(
+    services: Services, ref: ActorRef, formation_id: str, body: bytes
+) -> AsyncIterator[Event]:
+    """Update a formation, blue-green: the seed's `Update (existing)` stages in order."""
+    async for event in _from_bundle(
+        services, body, formation_id, ref, "spawning_staging", formation_id
+    ):
+        yield event
+
+
+async def _from_bundle(
+    services: Services,
+    body: bytes,
+    expected_id: str | None,
+    target: ActorRef,
+    next_stage: str,
+    update_of: str | None,
+) -> AsyncIterator[Event]:
+    """Stage and validate a bundle, then hand it to `target`: the fleet creates a formation
+    from it, a formation actor updates itself with it."""
     stage = "extracting"
     staged_dir = None
     try:
@@ -75,10 +100,10 @@ async def deploy(
             yield progress("validating", f"Validating {intake.MANIFEST_NAME}")
             staged = await intake.validate(staged_dir, services.config.restart_defaults)
             if expected_id is not None and expected_id != staged.spec.id:
+                said = "the URL" if update_of else "X-Formation-ID"
                 raise FsupError(
                     "INVALID_FORMATION",
-                    f"X-Formation-ID says {expected_id!r} but formation.yaml says "
-                    f"{staged.spec.id!r}",
+                    f"{said} says {expected_id!r} but formation.yaml says {staged.spec.id!r}",
                     {"field": "id"},
                 )
             stage = "resolving_runtime"
@@ -89,8 +114,12 @@ async def deploy(
             return
         yield skipped("downloading_sif", "Not needed: formations run as local processes")
         yield skipped("pulling_runner", "Not needed: formations run as local processes")
-        create = Create(staged.spec, staged_dir, staged.manifest)
-        async for event in relay(services.fleet, create, "spawning"):
+        message: Any = (
+            Update(staged_dir, staged.spec, staged.manifest)
+            if update_of
+            else Create(staged.spec, staged_dir, staged.manifest)
+        )
+        async for event in relay(target, message, next_stage):
             yield event
     finally:
         # Gone already when the fleet moved it into place; removed here on any other path.

@@ -57,11 +57,10 @@ async def run_server(
         ):
             routes = RouteTable()
             ctx = FormationContext(
-                home, store, OsLauncher(), ProbeFactory(client), server_url="", routes=routes
+                home, store, OsLauncher(), ProbeFactory(client), server_url="", routes=routes,
+                restart_defaults=config.restart_defaults,
             )
-            fleet = await spawn(
-                nursery, FleetActor(ctx, PortPool(*config.port_range), config.restart_defaults)
-            )
+            fleet = await spawn(nursery, FleetActor(ctx, PortPool(*config.port_range)))
             services = Services(fleet, home, config, routes)
             app = create_app(services, credentials, server_id, proxy_client)
             stop_http = trio.Event()

@@ -165,6 +165,33 @@ class Store:
              version.created_at),
         )
 
+    def put_version(self, version: VersionRow) -> None:
+        """Add a version, or replace an earlier install of the same one."""
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM versions WHERE formation_id = ? AND version = ?",
+                (version.formation_id, version.version),
+            )
+            self._insert_version(db, version)
+
+    def delete_version(self, formation_id: str, version: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM versions WHERE formation_id = ? AND version = ?",
+                (formation_id, version),
+            )
+
+    def set_current(
+        self, formation_id: str, version: str, port: int, pid: int | None, started: float | None
+    ) -> None:
+        """The swap, in one transaction: the version and process now serving, on their port."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE formations SET current_version = ?, port = ?, pid = ?, pid_started = ?, "
+                "updated_at = ? WHERE id = ?",
+                (version, port, pid, started, rfc3339_now(), formation_id),
+            )
+
     def versions(self, formation_id: str) -> list[VersionRow]:
         rows = self._db.execute(
             "SELECT formation_id, version, manifest, path, created_at FROM versions "

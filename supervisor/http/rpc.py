@@ -11,7 +11,7 @@ from quart_trio import QuartTrio
 
 from actors.base import ActorError, ActorRef
 from actors.fleet import Delete, ListFormations, Lookup, PortStatus
-from actors.formation import Restart, Snapshot, Start, Stop
+from actors.formation import CancelUpdate, Restart, Rollback, Snapshot, Start, Stop
 
 from .. import __version__, operations
 from ..errors import FsupError
@@ -68,6 +68,7 @@ LIFECYCLE: dict[str, tuple[Any, str]] = {
     "start": (Start(), "spawning"),
     "stop": (Stop(), "stopping"),
     "restart": (Restart(), "stopping"),
+    "rollback": (Rollback(), "spawning_staging"),
 }
 
 
@@ -82,13 +83,7 @@ def lifecycle_handler(message: Any, first_stage: str) -> Any:
 def register(app: QuartTrio) -> None:
     async def deploy() -> Any:
         body = await request.get_data(cache=True)
-        content_type = request.headers.get("Content-Type", "")
-        if content_type and not _is_bundle_type(content_type):
-            raise FsupError(
-                "INVALID_BUNDLE",
-                f"Content-Type {content_type!r} is not a bundle; send application/gzip "
-                "or application/zip",
-            )
+        _check_bundle_type()
         expected = request.headers.get("X-Formation-ID") or None
         events = operations.deploy(services(), body, expected)
         return await render_operation(events, success_status=201)
@@ -113,6 +108,18 @@ def register(app: QuartTrio) -> None:
             methods=["POST"],
         )
 
+    @app.put("/rpc/formations/<formation_id>")
+    async def update(formation_id: str) -> Any:
+        body = await request.get_data(cache=True)
+        _check_bundle_type()
+        ref = await formation_ref(formation_id)
+        events = operations.update(services(), ref, formation_id, body)
+        return await render_operation(events)
+
+    @app.post("/rpc/formations/<formation_id>/cancel-update")
+    async def cancel_update(formation_id: str) -> Any:
+        return await ask(await formation_ref(formation_id), CancelUpdate(), DELETE_TIMEOUT_S)
+
     @app.delete("/rpc/formations/<formation_id>")
     async def delete(formation_id: str) -> Any:
         return await ask(services().fleet, Delete(formation_id), DELETE_TIMEOUT_S)
@@ -134,6 +141,16 @@ def register(app: QuartTrio) -> None:
                 "ports": {"range": ports.range, "allocated": ports.allocated,
                           "available": ports.available},
             }
+        )
+
+
+def _check_bundle_type() -> None:
+    content_type = request.headers.get("Content-Type", "")
+    if content_type and not _is_bundle_type(content_type):
+        raise FsupError(
+            "INVALID_BUNDLE",
+            f"Content-Type {content_type!r} is not a bundle; send application/gzip "
+            "or application/zip",
         )
 
 
