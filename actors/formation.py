@@ -38,6 +38,7 @@ from packaging.version import Version
 
 from supervisor import versions
 from supervisor.errors import FsupError
+from supervisor.formation_logs import LogLimits, needs_rotation, rotate_if_needed
 from supervisor.home import Home
 from supervisor.manifest import FormationSpec, HealthSpec, RestartSpec, StopSpec, parse_manifest
 from supervisor.routing import Backend, RouteTable
@@ -76,6 +77,11 @@ class Restart:
 @dataclass(frozen=True)
 class Snapshot:
     """The formation as the API shows it."""
+
+
+@dataclass(frozen=True)
+class CurrentVersion:
+    """The current version and its folder (for a download)."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,7 @@ class FormationContext:
     # The fleet, for ports beyond the first (set by the fleet when it starts).
     fleet: ActorRef | None = None
     restart_defaults: RestartSpec = field(default_factory=RestartSpec)
+    log_limits: LogLimits = field(default_factory=LogLimits)
 
 
 def now_rfc3339() -> str:
@@ -277,6 +284,8 @@ class FormationActor(Actor):
     # -- life of the actor ---------------------------------------------------------------
 
     async def on_start(self) -> None:
+        assert self.nursery is not None
+        self.nursery.start_soon(self._rotate_logs)
         row = self.ctx.store.formation(self.id)
         desired = row.desired if row else "running"
         process = self.kept.process
@@ -294,6 +303,8 @@ class FormationActor(Actor):
         match message:
             case Snapshot():
                 return self.snapshot()
+            case CurrentVersion():
+                return self.spec.version, self.version_dir
             case Start():
                 return await self._on_start_request(reply)
             case Stop():
@@ -520,6 +531,17 @@ class FormationActor(Actor):
             _GateFailed(gen, f"not healthy after {health.timeout:g}s (last error: {error})")
         )
         return False
+
+    async def _rotate_logs(self) -> None:
+        """Keep this formation's logs within their bounds (checked every second; the copy
+        runs in a worker thread, and only when a file is over its size)."""
+        log_dir = self.ctx.home.formation_logs(self.id)
+        limits = self.ctx.log_limits
+        while True:
+            if needs_rotation(log_dir, limits):
+                rotated = await trio.to_thread.run_sync(rotate_if_needed, log_dir, limits)
+                log.info("%s: rotated %s", self.id, ", ".join(rotated))
+            await trio.sleep(LOG_CHECK_INTERVAL_S)
 
     async def _post(self, event: Any) -> None:
         assert self.ref is not None
@@ -1114,6 +1136,7 @@ class FormationActor(Actor):
 
 
 STDERR_TAIL_CHARS = 2000
+LOG_CHECK_INTERVAL_S = 1.0
 # How long a swap waits for in-flight proxied requests to finish on the old process.
 DRAIN_BOUND_S = 30.0
 

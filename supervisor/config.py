@@ -15,6 +15,7 @@ import yaml
 from . import manifest
 from .bundles import BundleLimits
 from .errors import FsupError
+from .formation_logs import LogLimits
 from .manifest import RestartSpec
 
 
@@ -30,6 +31,7 @@ class ServerConfig:
     max_body_bytes: int = 100 * 1024 * 1024
     bundle: BundleLimits = field(default_factory=BundleLimits)
     restart_defaults: RestartSpec = field(default_factory=RestartSpec)
+    logs: LogLimits = field(default_factory=LogLimits)
     # How long a clean shutdown waits for all formations to stop (each has its own timeout).
     shutdown_timeout: float = 60.0
 
@@ -43,6 +45,8 @@ class ServerConfig:
                 "bundle_max_members": self.bundle.max_members,
                 "bundle_max_unpacked_bytes": self.bundle.max_unpacked_bytes,
                 "bundle_max_ratio": self.bundle.max_ratio,
+                "log_max_bytes": self.logs.max_bytes,
+                "log_backups": self.logs.backups,
             },
             "restart_defaults": {
                 "policy": self.restart_defaults.policy,
@@ -108,6 +112,10 @@ def _from_doc(doc: dict[str, Any], path: Path) -> ServerConfig:
                     limits.get("bundle_max_unpacked_bytes", config.bundle.max_unpacked_bytes)
                 ),
                 max_ratio=float(limits.get("bundle_max_ratio", config.bundle.max_ratio)),
+            ),
+            logs=LogLimits(
+                max_bytes=int(limits.get("log_max_bytes", config.logs.max_bytes)),
+                backups=int(limits.get("log_backups", config.logs.backups)),
             ),
             shutdown_timeout=float(doc.get("shutdown_timeout", config.shutdown_timeout)),
         )

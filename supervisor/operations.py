@@ -21,6 +21,7 @@ from .config import ServerConfig
 from .errors import FsupError
 from .home import Home
 from .routing import RouteTable
+from .store import Store
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Services:
     home: Home
     config: ServerConfig
     routes: RouteTable
+    store: Store  # for the audit trail; formations' state belongs to their actors
 
 
 def progress(stage: str, message: str, **extra: Any) -> Event:

@@ -58,10 +58,10 @@ async def run_server(
             routes = RouteTable()
             ctx = FormationContext(
                 home, store, OsLauncher(), ProbeFactory(client), server_url="", routes=routes,
-                restart_defaults=config.restart_defaults,
+                restart_defaults=config.restart_defaults, log_limits=config.logs,
             )
             fleet = await spawn(nursery, FleetActor(ctx, PortPool(*config.port_range)))
-            services = Services(fleet, home, config, routes)
+            services = Services(fleet, home, config, routes, store)
             app = create_app(services, credentials, server_id, proxy_client)
             stop_http = trio.Event()
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

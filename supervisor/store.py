@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .hmac_auth import rfc3339_now
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS formations (
     id              TEXT PRIMARY KEY,
@@ -36,7 +36,19 @@ CREATE TABLE IF NOT EXISTS versions (
     created_at   TEXT NOT NULL,
     PRIMARY KEY (formation_id, version)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts          TEXT NOT NULL,
+    key_id      TEXT NOT NULL,
+    method      TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    duration_ms REAL NOT NULL,
+    remote_addr TEXT NOT NULL
+);
 """
+# Audit rows kept (the oldest are dropped beyond this).
+AUDIT_KEEP = 10_000
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,30 @@ class Store:
                 f"UPDATE formations SET {assignment}, updated_at = ? WHERE id = ?",  # noqa: S608
                 (value, rfc3339_now(), formation_id),
             )
+
+    # -- audit -----------------------------------------------------------------------------
+
+    def record_audit(
+        self, key_id: str, method: str, path: str, status: int, duration_ms: float, remote: str
+    ) -> None:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO audit (ts, key_id, method, path, status, duration_ms, remote_addr) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rfc3339_now(), key_id, method, path, status, duration_ms, remote),
+            )
+            row_id = cursor.lastrowid or 0
+            if row_id % 500 == 0:
+                db.execute("DELETE FROM audit WHERE id <= ?", (row_id - AUDIT_KEEP,))
+
+    def audit_tail(self, count: int) -> list[dict[str, object]]:
+        rows = self._db.execute(
+            "SELECT ts, key_id, method, path, status, duration_ms, remote_addr FROM audit "
+            "ORDER BY id DESC LIMIT ?",
+            (count,),
+        ).fetchall()
+        names = ("ts", "key_id", "method", "path", "status", "duration_ms", "remote_addr")
+        return [dict(zip(names, row, strict=True)) for row in reversed(rows)]
 
     # -- versions --------------------------------------------------------------------------
 

@@ -9,8 +9,12 @@ check are not carried over. Blocking I/O: callers run these in a worker thread.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
+import zipfile
 from pathlib import Path
+from typing import IO
 
 from packaging.version import Version
 
@@ -62,3 +66,24 @@ def to_prune(versions: list[str], current: str) -> list[str]:
     older = sorted((v for v in versions if Version(v) < Version(current)), key=Version)
     keep = {current, *older[-KEEP_OLDER:]}
     return [v for v in versions if v not in keep]
+
+
+def zip_version(version_dir: Path, with_state: bool) -> IO[bytes]:
+    """A zip of a version's folder, rewound, in a temporary file (spilled to disk past 8 MiB).
+    Runtime state (`data/`, `memory.db`) is left out unless `with_state`."""
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - returned
+    with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as archive:
+        for root, dirs, files in os.walk(version_dir):
+            relative = Path(root).relative_to(version_dir)
+            if not with_state and relative == Path("."):
+                dirs[:] = [d for d in dirs if d not in RUNTIME_STATE]
+            dirs.sort()
+            for name in sorted(files):
+                if not with_state and relative == Path(".") and name in RUNTIME_STATE:
+                    continue
+                path = Path(root) / name
+                if path.is_symlink() or not path.is_file():
+                    continue
+                archive.write(path, str(relative / name))
+    spool.seek(0)
+    return spool

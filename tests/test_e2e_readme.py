@@ -42,6 +42,25 @@ def test_readme_curl_walkthrough(server: Server, home: Path, tmp_path: Path) -> 
     assert json.loads(curl(server, home, "POST", "/rpc/formations/hello/start"))["status"] == "running"
     status = json.loads(curl(server, home, "GET", "/rpc/server/status"))
     assert status["formations"]["running"] == 1
+
+    # The update and rollback walk-through.
+    update = tmp_path / "hello-1.1.0.tar.gz"
+    with tarfile.open(update, "w:gz") as archive:
+        archive.add(EXAMPLES.parent / "updates" / "hello-1.1.0", arcname="hello-1.1.0")
+    stream = curl(
+        server, home, "PUT", "/rpc/formations/hello", str(update),
+        "-H", "Content-Type: application/gzip", "-H", "Accept: text/event-stream",
+    )
+    assert '"stage": "swapping"' in stream and "event: complete" in stream
+    greeting = subprocess.run(["curl", "-s", f"{server.url}/api/hello/"], capture_output=True,
+                              text=True, check=True).stdout
+    assert json.loads(greeting)["message"] == "bonjour from 1.1.0"
+    rolled = json.loads(curl(server, home, "POST", "/rpc/formations/hello/rollback"))
+    assert rolled["version"] == "1.0.0" and rolled["previous_version"] == "1.1.0"
+    logs = json.loads(curl(server, home, "GET", "/rpc/formations/hello/logs?lines=5&stream=stdout"))
+    assert logs["lines"] and all(x["stream"] == "stdout" for x in logs["lines"])
+    audit = json.loads(curl(server, home, "GET", "/rpc/server/logs?lines=3"))
+    assert [e["path"] for e in audit["entries"]][-1] == "/rpc/formations/hello/logs?lines=5&stream=stdout"
     deleted = json.loads(curl(server, home, "DELETE", "/rpc/formations/hello"))
     assert deleted == {"id": "hello", "deleted": True}
 

@@ -7,15 +7,16 @@ send a message to an actor, and render the answer (JSON, or SSE for progress str
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import httpx
-from quart import jsonify, request
+from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import FsupError
-from ..hmac_auth import Credentials, verify
+from ..hmac_auth import KEY_ID_HEADER, Credentials, verify
 from ..operations import Services
 from . import proxy, rpc
 from .render import error_response
@@ -47,8 +48,9 @@ def create_app(
 
     @app.before_request
     async def authenticate() -> Any:
-        if not request.path.startswith("/rpc/") and request.path != "/rpc":
+        if not is_rpc():
             return None
+        g.started = time.monotonic()
         body = await request.get_data(cache=True)
         path = request.scope.get("raw_path") or request.path.encode()
         query = request.scope.get("query_string") or b""
@@ -56,6 +58,22 @@ def create_app(
             path += b"?" + query
         verify(credentials, request.method, path, body, request.headers)  # type: ignore[arg-type]
         return None
+
+    @app.after_request
+    async def audit(response: Response) -> Response:
+        """Every /rpc call, refused ones included (a stream: until its headers)."""
+        if is_rpc() and "started" in g:
+            path = request.path + (f"?{request.query_string.decode('latin-1')}"
+                                   if request.query_string else "")
+            services.store.record_audit(
+                (request.headers.get(KEY_ID_HEADER) or "")[:64],
+                request.method,
+                path[:1024],
+                response.status_code,
+                round((time.monotonic() - g.started) * 1000, 2),
+                request.remote_addr or "",
+            )
+        return response
 
     @app.errorhandler(FsupError)
     async def fsup_error(error: FsupError) -> Any:
@@ -88,3 +106,7 @@ def create_app(
     rpc.register(app)
     proxy.register(app)
     return app
+
+
+def is_rpc() -> bool:
+    return request.path.startswith("/rpc/") or request.path == "/rpc"

@@ -84,9 +84,18 @@ def forwarded_headers(formation_id: str) -> list[tuple[str, str]]:
     return headers
 
 
-async def request_body() -> AsyncIterator[bytes]:
+async def _stream_body() -> AsyncIterator[bytes]:
     async for chunk in request.body:
         yield chunk
+
+
+def request_body() -> AsyncIterator[bytes] | bytes:
+    """The client's body, streamed, or none at all when it sent none. (An async iterator
+    would make httpx send an empty chunked body, which many backends misread.) With the
+    client's Content-Length forwarded, httpx sends the stream with that length."""
+    has_length = request.headers.get("Content-Length") not in (None, "0")
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    return _stream_body() if has_length or chunked else b""
 
 
 def upstream_target(formation_id: str, port: int) -> str:

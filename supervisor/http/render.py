@@ -28,11 +28,25 @@ async def render_operation(events: AsyncIterator[Event], success_status: int = 2
             return error_response(last.error)
         return jsonify(last.data), success_status
 
+    async def pairs() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async for event in events:
+            yield event.kind, event.data
+
+    return await sse_response(pairs())
+
+
+async def sse_response(events: AsyncIterator[tuple[str, dict[str, Any]] | None]) -> Any:
+    """A Server-Sent Events response: each (event, data) pair gets the next `id:`; None
+    sends a heartbeat comment."""
+
     async def stream() -> AsyncIterator[bytes]:
         number = 0
-        async for event in events:
+        async for item in events:
+            if item is None:
+                yield b": heartbeat\n\n"
+                continue
             number += 1
-            yield sse_frame(number, event.kind, event.data)
+            yield sse_frame(number, *item)
 
     response = await make_response(
         stream(),

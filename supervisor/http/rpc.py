@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import trio
-from quart import current_app, jsonify, request
+from quart import current_app, jsonify, make_response, request
 from quart_trio import QuartTrio
 
 from actors.base import ActorError, ActorRef
 from actors.fleet import Delete, ListFormations, Lookup, PortStatus
-from actors.formation import CancelUpdate, Restart, Rollback, Snapshot, Start, Stop
+from actors.formation import (
+    CancelUpdate,
+    CurrentVersion,
+    Restart,
+    Rollback,
+    Snapshot,
+    Start,
+    Stop,
+)
 
 from .. import __version__, operations
 from ..errors import FsupError
+from ..formation_logs import STREAMS, Follower, tail
+from ..hmac_auth import rfc3339_now
 from ..operations import Services
-from .render import render_operation
+from ..routing import RouteTable
+from ..versions import zip_version
+from .params import bool_param, choice_param, int_param
+from .render import render_operation, sse_response
 
 # How long a read (snapshot, list) waits for a formation actor before saying so.
 ASK_TIMEOUT_S = 5.0
@@ -120,9 +135,48 @@ def register(app: QuartTrio) -> None:
     async def cancel_update(formation_id: str) -> Any:
         return await ask(await formation_ref(formation_id), CancelUpdate(), DELETE_TIMEOUT_S)
 
+    @app.get("/rpc/formations/<formation_id>/logs")
+    async def logs(formation_id: str) -> Any:
+        await formation_ref(formation_id)  # 404 unless it exists
+        count = int_param("lines", 100, 0, MAX_LOG_LINES)
+        stream = choice_param("stream", ("all", *STREAMS), "all")
+        follow = bool_param("follow", False)
+        log_dir = services().home.formation_logs(formation_id)
+        streams = STREAMS if stream == "all" else (stream,)
+        backups = services().config.logs.backups
+        history = await trio.to_thread.run_sync(read_history, log_dir, streams, count, backups)
+        if not follow:
+            return {"formation_id": formation_id, "lines": history}
+        routes = services().routes  # taken now: the stream runs outside the app context
+        return await sse_response(follow_logs(routes, formation_id, log_dir, streams, history))
+
+    @app.get("/rpc/formations/<formation_id>/download")
+    async def download(formation_id: str) -> Any:
+        with_state = bool_param("db", False)
+        version, version_dir = await ask(await formation_ref(formation_id), CurrentVersion())
+        archive = await trio.to_thread.run_sync(zip_version, version_dir, with_state)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with archive:
+                while chunk := archive.read(DOWNLOAD_CHUNK):
+                    yield chunk
+
+        filename = f"{formation_id}-{version}.zip"
+        response = await make_response(chunks(), 200, {
+            "Content-Type": "application/zip",
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        })
+        response.timeout = None
+        return response
+
     @app.delete("/rpc/formations/<formation_id>")
     async def delete(formation_id: str) -> Any:
         return await ask(services().fleet, Delete(formation_id), DELETE_TIMEOUT_S)
+
+    @app.get("/rpc/server/logs")
+    async def audit_log() -> Any:
+        count = int_param("lines", 100, 1, MAX_LOG_LINES)
+        return {"entries": services().store.audit_tail(count)}
 
     @app.get("/rpc/server/status")
     async def status() -> Any:
@@ -142,6 +196,51 @@ def register(app: QuartTrio) -> None:
                           "available": ports.available},
             }
         )
+
+
+MAX_LOG_LINES = 10_000
+DOWNLOAD_CHUNK = 256 * 1024
+FOLLOW_POLL_S = 0.25
+HEARTBEAT_S = 15.0
+
+
+def read_history(
+    log_dir: Path, streams: tuple[str, ...], count: int, backups: int
+) -> list[dict[str, Any]]:
+    return [
+        {"ts": None, "stream": stream, "line": line}
+        for stream in streams
+        for line in (tail(log_dir, stream, count, backups) if count else [])
+    ]
+
+
+async def follow_logs(
+    routes: RouteTable,
+    formation_id: str,
+    log_dir: Path,
+    streams: tuple[str, ...],
+    history: list[dict[str, Any]],
+) -> AsyncIterator[tuple[str, dict[str, Any]] | None]:
+    """`event: log` for the history, then for each new line, until the client leaves or the
+    formation is deleted; None asks for a heartbeat comment. Runs as a response body, outside
+    the app context: everything it needs is passed in."""
+    followers = [Follower(log_dir, stream) for stream in streams]
+    for item in history:
+        yield "log", item
+    quiet_since = trio.current_time()
+    while routes.get(formation_id) is not None:
+        await trio.sleep(FOLLOW_POLL_S)
+        now = rfc3339_now()
+        fresh = [
+            {"ts": now, "stream": f.stream, "line": line} for f in followers for line in f.read_new()
+        ]
+        for item in fresh:
+            yield "log", item
+        if fresh:
+            quiet_since = trio.current_time()
+        elif trio.current_time() - quiet_since >= HEARTBEAT_S:
+            quiet_since = trio.current_time()
+            yield None
 
 
 def _check_bundle_type() -> None:

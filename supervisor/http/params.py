@@ -1,0 +1,42 @@
+"""Query parameters, validated: a bad one is a 400 that names it and says what is allowed."""
+
+from __future__ import annotations
+
+from quart import request
+
+from ..errors import FsupError
+
+
+def _bad(name: str, problem: str) -> FsupError:
+    return FsupError("INVALID_REQUEST", f"query parameter {name!r} {problem}", {"parameter": name})
+
+
+def int_param(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(name, f"must be a whole number, not {raw[:40]!r}") from None
+    if not low <= value <= high:
+        raise _bad(name, f"must be between {low} and {high}")
+    return value
+
+
+def choice_param(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = request.args.get(name) or default
+    if raw not in choices:
+        raise _bad(name, f"must be one of {', '.join(choices)}")
+    return raw
+
+
+def bool_param(name: str, default: bool) -> bool:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise _bad(name, "must be true or false")

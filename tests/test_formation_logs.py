@@ -1,0 +1,54 @@
+"""Formation logs: rotation bounds, tail across rotated files, follow across rotation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from supervisor.formation_logs import Follower, LogLimits, rotate_if_needed, stream_path, tail
+
+
+def write(path: Path, text: str) -> None:
+    with open(path, "a") as handle:
+        handle.write(text)
+
+
+def test_tail_reads_across_rotated_files(tmp_path: Path) -> None:
+    limits = LogLimits(max_bytes=100, backups=2)
+    for i in range(30):
+        write(stream_path(tmp_path, "stdout"), f"line {i:02d}\n")
+        rotate_if_needed(tmp_path, limits)
+    assert tail(tmp_path, "stdout", 3, limits.backups) == ["line 27", "line 28", "line 29"]
+    # Only three files' worth survives: the oldest lines are gone, the rest are in order.
+    everything = tail(tmp_path, "stdout", 1000, limits.backups)
+    assert everything == [f"line {i:02d}" for i in range(30 - len(everything), 30)]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["stdout.log", "stdout.log.1", "stdout.log.2"]
+    # Bounded by max_bytes plus what was written between two checks (one line here).
+    assert all(p.stat().st_size <= 100 + len("line 00\n") for p in tmp_path.iterdir())
+
+
+def test_tail_of_missing_or_empty_or_unterminated(tmp_path: Path) -> None:
+    assert tail(tmp_path, "stderr", 5, 3) == []
+    write(stream_path(tmp_path, "stderr"), "")
+    assert tail(tmp_path, "stderr", 5, 3) == []
+    write(stream_path(tmp_path, "stderr"), "a\n\nb")
+    assert tail(tmp_path, "stderr", 5, 3) == ["a", "", "b"]
+
+
+def test_tail_with_long_files_reads_from_the_end(tmp_path: Path) -> None:
+    lines = [f"{i:06d} " + "x" * 90 for i in range(5000)]
+    write(stream_path(tmp_path, "stdout"), "\n".join(lines) + "\n")
+    assert tail(tmp_path, "stdout", 2, 3) == lines[-2:]
+
+
+def test_follower_survives_rotation_without_losing_lines(tmp_path: Path) -> None:
+    path = stream_path(tmp_path, "stdout")
+    write(path, "old\n")
+    follower = Follower(tmp_path, "stdout")
+    write(path, "one\ntw")
+    assert follower.read_new() == ["one"]
+    write(path, "o\nthree\n")
+    rotate_if_needed(tmp_path, LogLimits(max_bytes=1, backups=1))
+    write(path, "four\n")
+    assert follower.read_new() == ["two", "three", "four"]
+    assert follower.read_new() == []
