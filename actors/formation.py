@@ -851,7 +851,9 @@ class FormationActor(Actor):
                 )
                 if live:
                     assert self.ctx.fleet is not None
-                    job.port = await self.ctx.fleet.ask(AllocatePort(self.id))
+                    # Shielded: a port the fleet handed out must reach the job, or it leaks.
+                    with trio.CancelScope(shield=True), trio.fail_after(10):
+                        job.port = await self.ctx.fleet.ask(AllocatePort(self.id))
                     launch = self._launch_spec(job.spec, job.version_dir, job.port)
                     job.process = await self.ctx.launcher.spawn(launch)
         except FsupError as exc:
@@ -862,11 +864,13 @@ class FormationActor(Actor):
                 f"{self.id} {job.spec.version}: {exc}",
                 {"stage": "spawning_staging", "formation_id": self.id},
             )
-        except (OSError, ActorError) as exc:
-            error = FsupError("INTERNAL", f"{job.kind} of '{self.id}' failed: {exc}")
+        except (OSError, ActorError, trio.TooSlowError) as exc:
+            error = FsupError("INTERNAL", f"{job.kind} of '{self.id}' failed: {exc!r}")
         finally:
             job.prep_done.set()
-        with trio.CancelScope(shield=True):
+        # Shielded so an abort cannot lose the news; bounded so a full, unread mailbox (the
+        # actor itself ending) cannot hold this task forever.
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
             if error is not None:
                 await self._post(_JobFailed(job.id, error))
             elif not job.scope.cancelled_caught:

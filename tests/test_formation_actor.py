@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from actors.base import ActorCrashed, ActorRef, Reply
+from actors.base import Actor, ActorCrashed, ActorRef, Reply, spawn
 from actors.formation import (
     FormationActor,
     FormationContext,
@@ -26,7 +26,9 @@ from actors.formation import (
     Snapshot,
     Start,
     Stop,
+    Update,
 )
+from actors.port_requests import AllocatePort, ReleasePort
 from actors.process import LaunchSpec
 from actors.supervision import Supervisor
 from supervisor.errors import FsupError
@@ -101,10 +103,11 @@ class FakeProbe:
     def __init__(self, healthy: Callable[[], bool]) -> None:
         self.healthy = healthy
         self.checks: list[float] = []
+        self.unhealthy_ports: set[int] = set()
 
     async def check(self, port: int) -> str | None:
         self.checks.append(trio.current_time())
-        return None if self.healthy() else "503"
+        return None if self.healthy() and port not in self.unhealthy_ports else "503"
 
 
 MANIFEST = """
@@ -389,3 +392,103 @@ async def test_process_kind_health_is_one_second_up(tmp_path: Path, autojump_clo
         assert result["status"] == "running"
         assert trio.current_time() == pytest.approx(HealthSpec().stay_up)
         assert world.probe.checks == []
+
+
+class FakeFleet(Actor):
+    """Hands out ports for staging processes and records what comes back."""
+
+    name = "fleet"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next_port = 9001
+        self.released: list[int] = []
+
+    async def handle(self, message: Any, reply: Reply | None) -> Any:
+        if isinstance(message, AllocatePort):
+            self.next_port += 1
+            return self.next_port - 1
+        if isinstance(message, ReleasePort):
+            self.released.append(message.port)
+            return None
+        raise AssertionError(message)
+
+
+def staged_bundle(tmp_path: Path, version: str) -> tuple[Path, FormationSpec, bytes]:
+    staged = tmp_path / f"staged-{version}"
+    staged.mkdir()
+    manifest = MANIFEST.replace("version: 1.0.0", f"version: {version}").encode()
+    (staged / "formation.yaml").write_bytes(manifest)
+    return staged, parse_manifest(manifest), manifest
+
+
+@asynccontextmanager
+async def world_with_fleet(
+    tmp_path: Path, healthy: Callable[[], bool]
+) -> AsyncIterator[tuple[World, ActorRef, FakeFleet]]:
+    world = World(tmp_path, FakeLauncher(), FakeProbe(healthy), parse_manifest(MANIFEST.encode()))
+    world.ctx.routes.register("web")
+    fleet = FakeFleet()
+    async with trio.open_nursery() as nursery:
+        world.ctx.fleet = await spawn(nursery, fleet)
+        ref = await Supervisor(nursery).start("formation:web", world.actor)
+        yield world, ref, fleet
+        nursery.cancel_scope.cancel()
+    world.store.close()
+
+
+async def test_update_swaps_then_drains_before_stopping_the_old(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    # The update installs files in worker threads, and autojump_clock moves virtual time
+    # while a thread runs, so this test checks the order of events, not their times.
+    async with world_with_fleet(tmp_path, healthy=lambda: True) as (world, ref, fleet):
+        await start(ref)
+        old = world.launcher.last
+        route = world.ctx.routes.get("web")
+        assert route is not None and route.backend is not None
+        held = route.backend
+        held.acquire()  # a proxied request in flight on the old process
+        staged, spec, manifest = staged_bundle(tmp_path, "1.1.0")
+        seen: dict[str, Any] = {}
+
+        async def finish_the_request_after_the_swap() -> None:
+            while route.backend is held:  # noqa: ASYNC110 - observing the table from outside
+                await trio.sleep(0.01)
+            await trio.sleep(5)
+            seen["old signalled while draining"] = list(old.signals)
+            held.release()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(finish_the_request_after_the_swap)
+            with await ref.request(Update(staged, spec, manifest)) as call:
+                stages = [e["stage"] async for e in call.progress()]
+                result = await call.result()
+        assert stages[0] == "spawning_staging" and stages[-2:] == ["swapping", "stopping_old"]
+        new = world.launcher.last
+        assert result["version"] == "1.1.0" and result["pid"] == new.pid and result["port"] == 9001
+        assert route.backend is not None and route.backend.pid == new.pid
+        assert seen["old signalled while draining"] == []
+        assert old.signals == [signal.SIGTERM] and not old.alive()
+        assert fleet.released == [8001]
+        row = world.store.formation("web")
+        assert row is not None and (row.current_version, row.port, row.pid) == ("1.1.0", 9001, new.pid)
+
+
+async def test_failed_update_gives_everything_back(tmp_path: Path, autojump_clock: Any) -> None:
+    async with world_with_fleet(tmp_path, healthy=lambda: True) as (world, ref, fleet):
+        await start(ref)
+        old = world.launcher.last
+        world.probe.unhealthy_ports.add(9001)  # the staging port
+        staged, spec, manifest = staged_bundle(tmp_path, "2.0.0")
+        with pytest.raises(FsupError) as info:
+            await ref.ask(Update(staged, spec, manifest))
+        assert info.value.code == "HEALTH_CHECK_FAILED"
+        assert "not healthy after 5s" in info.value.message
+        assert world.launcher.last.signals == [signal.SIGTERM] and old.alive()
+        assert old.signals == []
+        assert fleet.released == [9001]
+        assert not (world.home.version_dir("web", "2.0.0")).exists()
+        snapshot = await ref.ask(Snapshot())
+        assert snapshot["version"] == "1.0.0" and snapshot["pid"] == old.pid
+        assert snapshot["update_in_progress"] is False
