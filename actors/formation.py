@@ -931,11 +931,7 @@ class FormationActor(Actor):
         """The atomic switch: the store, then the route; then retire the old process."""
         assert job.process is not None and job.port is not None
         old_process, old_port, old_stop = self.kept.process, self.port, self.spec.stop
-        if job.manifest is not None:
-            self.ctx.store.put_version(
-                VersionRow(self.id, job.spec.version, job.manifest, str(job.version_dir),
-                           now_rfc3339())
-            )
+        self._store_new_version(job)
         self.ctx.store.set_current(
             self.id, job.spec.version, job.port, job.process.pid, job.process.started_at
         )
@@ -979,13 +975,18 @@ class FormationActor(Actor):
             await self._prune_versions()
         await self._post(_OldRetired(job.id))
 
+    def _store_new_version(self, job: _Job) -> None:
+        """An update's version joins the store at its swap, not before: a failed update
+        leaves no trace there."""
+        if job.manifest is not None:
+            row = VersionRow(
+                self.id, job.spec.version, job.manifest, str(job.version_dir), now_rfc3339()
+            )
+            self.ctx.store.put_version(row)
+
     def _switch_offline(self, job: _Job) -> None:
         """An update or rollback of a formation that is not running: switch the version."""
-        if job.manifest is not None:
-            self.ctx.store.put_version(
-                VersionRow(self.id, job.spec.version, job.manifest, str(job.version_dir),
-                           now_rfc3339())
-            )
+        self._store_new_version(job)
         self.ctx.store.set_current(self.id, job.spec.version, self.port, None, None)
         self.spec, self.version_dir = job.spec, job.version_dir
         self._tracker = RestartTracker(job.spec.restart, self.ctx.rng)
