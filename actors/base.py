@@ -122,6 +122,16 @@ class Call:
         self._channel = channel
         self._result: outcome.Outcome[Any] | None = None
 
+    async def next(self) -> Progress | outcome.Outcome[Any]:
+        """The next item: a `Progress`, or the answer's outcome (then `result()` is ready).
+        Safe to cancel: nothing is lost if a timeout interrupts the wait."""
+        if self._result is not None:
+            return self._result
+        item = await self._receive()
+        if not isinstance(item, Progress):
+            self._result = item
+        return item  # type: ignore[no-any-return]
+
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """Yield progress events until the answer arrives (then `result()` is ready)."""
         while self._result is None:

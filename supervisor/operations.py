@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.base import ActorError, ActorRef
+import trio
+
+from actors.base import ActorError, ActorRef, Progress
 from actors.fleet import Create
 from actors.formation import Update
 
@@ -22,6 +24,9 @@ from .errors import FsupError
 from .home import Home
 from .routing import RouteTable
 from .store import Store
+
+# A progress stream that has been quiet this long sends a heartbeat comment.
+HEARTBEAT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def as_fsup_error(exc: Exception) -> FsupError:
 
 async def deploy(
     services: Services, body: bytes, expected_id: str | None = None
-) -> AsyncIterator[Event]:
+) -> AsyncIterator[Event | None]:
     """Deploy a new formation from a bundle: the seed's `Deploy (new)` stages in order."""
     async for event in _from_bundle(services, body, expected_id, services.fleet, "spawning", None):
         yield event
@@ -74,7 +79,7 @@ async def deploy(
 
 async def update(
     services: Services, ref: ActorRef, formation_id: str, body: bytes
-) -> AsyncIterator[Event]:
+) -> AsyncIterator[Event | None]:
     """Update a formation, blue-green: the seed's `Update (existing)` stages in order."""
     async for event in _from_bundle(
         services, body, formation_id, ref, "spawning_staging", formation_id
@@ -89,7 +94,7 @@ async def _from_bundle(
     target: ActorRef,
     next_stage: str,
     update_of: str | None,
-) -> AsyncIterator[Event]:
+) -> AsyncIterator[Event | None]:
     """Stage and validate a bundle, then hand it to `target`: the fleet creates a formation
     from it, a formation actor updates itself with it."""
     stage = "extracting"
@@ -129,25 +134,36 @@ async def _from_bundle(
             intake.discard(staged_dir)
 
 
-async def relay(ref: ActorRef, message: Any, first_stage: str) -> AsyncIterator[Event]:
+async def relay(
+    ref: ActorRef, message: Any, first_stage: str
+) -> AsyncIterator[Event | None]:
     """Ask an actor and relay its progress, then its answer (or error, with the last stage).
-    Start, stop and restart are exactly this; a deploy ends with it."""
+    Start, stop and restart are exactly this; a deploy ends with it. After `HEARTBEAT_S`
+    without progress it yields None: a stream sends a heartbeat comment for it."""
     stage = first_stage
     try:
         with await ref.request(message) as call:
-            async for event in call.progress():
-                stage = event.get("stage", stage)
-                yield Event("progress", event)
+            while True:
+                with trio.move_on_after(HEARTBEAT_S) as quiet:
+                    item = await call.next()
+                if quiet.cancelled_caught:
+                    yield None
+                    continue
+                if not isinstance(item, Progress):
+                    break
+                stage = item.event.get("stage", stage)
+                yield Event("progress", item.event)
             result = await call.result()
         yield Event("complete", result)
     except (FsupError, ActorError) as exc:
         yield failure(as_fsup_error(exc), stage)
 
 
-async def outcome(events: AsyncIterator[Event]) -> Event:
+async def outcome(events: AsyncIterator[Event | None]) -> Event:
     """Run an operation to its end and return its last event (complete or error)."""
     last = None
     async for event in events:
-        last = event
+        if event is not None:
+            last = event
     assert last is not None and last.kind in ("complete", "error")
     return last

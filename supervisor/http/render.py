@@ -20,7 +20,9 @@ def wants_event_stream() -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
 
 
-async def render_operation(events: AsyncIterator[Event], success_status: int = 200) -> Any:
+async def render_operation(
+    events: AsyncIterator[Event | None], success_status: int = 200
+) -> Any:
     """SSE when the client asks for it, else one JSON answer once the operation is done."""
     if not wants_event_stream():
         last = await outcome(events)
@@ -28,9 +30,9 @@ async def render_operation(events: AsyncIterator[Event], success_status: int = 2
             return error_response(last.error)
         return jsonify(last.data), success_status
 
-    async def pairs() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def pairs() -> AsyncIterator[tuple[str, dict[str, Any]] | None]:
         async for event in events:
-            yield event.kind, event.data
+            yield None if event is None else (event.kind, event.data)
 
     return await sse_response(pairs())
 

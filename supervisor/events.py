@@ -1,0 +1,116 @@
+"""The event bus: one stream of events for everything, with monotonic ids.
+
+Publishing never waits: each subscriber has its own bounded channel filled with `send_nowait`,
+and a subscriber that cannot keep up is sent an `overflow` notice in the slot kept for it and
+dropped (it can reconnect with `Last-Event-ID` and resume from the history, or re-fetch
+snapshots). A bounded history of recent events serves those resumes; a resume from further
+back than the history reaches starts with a `reset` notice, so the client knows to re-fetch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .hmac_auth import rfc3339_now
+
+HISTORY = 1000
+SUBSCRIBER_BUFFER = 256
+
+
+@dataclass(frozen=True)
+class BusEvent:
+    id: int
+    type: str
+    ts: str
+    search_id: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def envelope(self) -> dict[str, Any]:
+        """The seed's event envelope."""
+        return {"type": self.type, "ts": self.ts, "search_id": self.search_id, "data": self.data}
+
+
+@dataclass
+class Subscription:
+    receive: trio.MemoryReceiveChannel[BusEvent]
+    send: trio.MemorySendChannel[BusEvent]
+    dropped: bool = False
+
+
+class EventBus:
+    def __init__(self, history: int = HISTORY, buffer: int = SUBSCRIBER_BUFFER) -> None:
+        self._ids = itertools.count(1)
+        self._history: deque[BusEvent] = deque(maxlen=history)
+        self._buffer = buffer
+        self._subscribers: list[Subscription] = []
+        self.dropped = 0
+
+    @property
+    def last_id(self) -> int:
+        return self._history[-1].id if self._history else 0
+
+    def publish(self, type_: str, data: dict[str, Any], search_id: str | None = None) -> BusEvent:
+        """Record and fan out an event; never blocks."""
+        event = BusEvent(next(self._ids), type_, rfc3339_now(), search_id, data)
+        self._history.append(event)
+        for subscription in list(self._subscribers):
+            self._deliver(subscription, event)
+        return event
+
+    def _deliver(self, subscription: Subscription, event: BusEvent) -> None:
+        stats = subscription.send.statistics()
+        if stats.current_buffer_used >= stats.max_buffer_size - 1:
+            notice = BusEvent(event.id, "overflow", event.ts, None,
+                              {"message": "you fell behind and were dropped; reconnect with "
+                                          "Last-Event-ID to resume"})
+            subscription.send.send_nowait(notice)  # the slot kept for it
+            self._drop(subscription)
+            return
+        subscription.send.send_nowait(event)
+
+    def _drop(self, subscription: Subscription) -> None:
+        subscription.dropped = True
+        subscription.send.close()
+        if subscription in self._subscribers:
+            self._subscribers.remove(subscription)
+            self.dropped += 1
+
+    @contextmanager
+    def subscribe(self, after: int | None = None) -> Iterator[Subscription]:
+        """A subscription for a `with` block; with `after`, first replay what came since."""
+        send, receive = trio.open_memory_channel[BusEvent](self._buffer)
+        subscription = Subscription(receive, send)
+        if after is not None:
+            backlog = [e for e in self._history if e.id > after]
+            oldest = self._history[0].id if self._history else self.last_id + 1
+            if after < oldest - 1:
+                send.send_nowait(BusEvent(oldest - 1, "reset", rfc3339_now(), None,
+                                          {"message": "events since your Last-Event-ID are no "
+                                                      "longer kept; re-fetch snapshots"}))
+            for event in backlog[-(self._buffer - 2):]:
+                send.send_nowait(event)
+        self._subscribers.append(subscription)
+        try:
+            with receive:
+                yield subscription
+        finally:
+            if subscription in self._subscribers:
+                self._subscribers.remove(subscription)
+            send.close()
+
+    def close(self) -> None:
+        """End every subscription (at shutdown, so open streams do not hold it up)."""
+        for subscription in list(self._subscribers):
+            subscription.send.close()
+        self._subscribers.clear()
+
+    def history(self, types: set[str] | None = None, limit: int = 100) -> list[BusEvent]:
+        found = [e for e in self._history if types is None or e.type in types]
+        return found[-limit:]
