@@ -82,9 +82,9 @@ class EventBus:
             self._subscribers.remove(subscription)
             self.dropped += 1
 
-    @contextmanager
-    def subscribe(self, after: int | None = None) -> Iterator[Subscription]:
-        """A subscription for a `with` block; with `after`, first replay what came since."""
+    def open_subscription(self, after: int | None = None) -> Subscription:
+        """Subscribe; with `after` (a Last-Event-ID), first replay what came since. Pair it
+        with `close_subscription` (a subscription never closed is dropped once it fills)."""
         send, receive = trio.open_memory_channel[BusEvent](self._buffer)
         subscription = Subscription(receive, send)
         if after is not None:
@@ -97,13 +97,21 @@ class EventBus:
             for event in backlog[-(self._buffer - 2):]:
                 send.send_nowait(event)
         self._subscribers.append(subscription)
+        return subscription
+
+    def close_subscription(self, subscription: Subscription) -> None:
+        if subscription in self._subscribers:
+            self._subscribers.remove(subscription)
+        subscription.send.close()
+        subscription.receive.close()
+
+    @contextmanager
+    def subscribe(self, after: int | None = None) -> Iterator[Subscription]:
+        subscription = self.open_subscription(after)
         try:
-            with receive:
-                yield subscription
+            yield subscription
         finally:
-            if subscription in self._subscribers:
-                self._subscribers.remove(subscription)
-            send.close()
+            self.close_subscription(subscription)
 
     def close(self) -> None:
         """End every subscription (at shutdown, so open streams do not hold it up)."""

@@ -31,6 +31,10 @@ class Home:
         return self.server / "credentials.json"
 
     @property
+    def api_token(self) -> Path:
+        return self.server / "api.token"
+
+    @property
     def config(self) -> Path:
         return self.server / "config.yaml"
 

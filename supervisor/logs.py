@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import logging.handlers
+import threading
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from .events import EventBus
+
+LOG_BOOK_SIZE = 5000
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 MAX_LOG_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
@@ -41,3 +50,39 @@ def configure(log_dir: Path, level: int = logging.INFO) -> None:
     # httpx logs every health probe at INFO: twice a second per formation.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+class LogBook(logging.Handler):
+    """The server's recent log records, in memory and bounded, for `GET /api/v1/logs`; each
+    is also published as a `log` event when it is logged from the trio thread (the bus is
+    not thread-safe, and records from worker threads are kept but not published)."""
+
+    def __init__(self, bus: EventBus | None = None, size: int = LOG_BOOK_SIZE) -> None:
+        super().__init__(logging.INFO)
+        self._records: deque[dict[str, Any]] = deque(maxlen=size)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._bus = bus
+        self._trio_thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        with self._lock:
+            entry = {"id": next(self._ids), **entry}
+            self._records.append(entry)
+        if self._bus is not None and threading.get_ident() == self._trio_thread:
+            self._bus.publish("log", entry)
+
+    def page(self, level: str, limit: int, cursor: int) -> tuple[list[dict[str, Any]], int]:
+        """Records after `cursor` at `level` or above, oldest first; and the next cursor."""
+        floor = LEVELS[level]
+        with self._lock:
+            found = [r for r in self._records
+                     if r["id"] > cursor and LEVELS.get(r["level"], 0) >= floor]
+        page = found[:limit]
+        return page, (page[-1]["id"] if page else cursor)

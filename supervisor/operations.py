@@ -21,6 +21,7 @@ from actors.formation import Update
 from . import intake
 from .config import ServerConfig
 from .errors import FsupError
+from .events import EventBus
 from .home import Home
 from .routing import RouteTable
 from .store import Store
@@ -47,6 +48,7 @@ class Services:
     config: ServerConfig
     routes: RouteTable
     store: Store  # for the audit trail; formations' state belongs to their actors
+    bus: EventBus
 
 
 def progress(stage: str, message: str, **extra: Any) -> Event:

@@ -26,10 +26,13 @@ from actors.health import ProbeFactory, open_probe_client
 from actors.process import OsLauncher
 
 from . import intake, operations
+from .api_auth import load_or_create_token
 from .config import ServerConfig
+from .events import EventBus
 from .home import Home, load_or_create_credentials
 from .http.app import create_app
 from .http.proxy import open_proxy_client
+from .logs import LogBook
 from .operations import Services
 from .ports import PortPool
 from .routing import RouteTable
@@ -48,6 +51,10 @@ async def run_server(
     """Serve until SIGINT or SIGTERM; report the URL through `task_status` once listening."""
     home.ensure()
     credentials, server_id = load_or_create_credentials(home)
+    api_token = load_or_create_token(home.api_token)
+    bus = EventBus()
+    log_book = LogBook(bus)
+    logging.getLogger().addHandler(log_book)
     store = Store(home.state_db)
     try:
         async with (
@@ -61,8 +68,9 @@ async def run_server(
                 restart_defaults=config.restart_defaults, log_limits=config.logs,
             )
             fleet = await spawn(nursery, FleetActor(ctx, PortPool(*config.port_range)))
-            services = Services(fleet, home, config, routes, store)
-            app = create_app(services, credentials, server_id, proxy_client)
+            services = Services(fleet, home, config, routes, store, bus)
+            app = create_app(services, credentials, server_id, proxy_client, api_token)
+            app.extensions["fsup.log_book"] = log_book
             stop_http = trio.Event()
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 binds = await nursery.start(
@@ -81,12 +89,14 @@ async def run_server(
                 async for signum in signals:
                     log.info("received %s; shutting down", signal.Signals(signum).name)
                     break
+            bus.close()  # open event streams end, so they do not hold up the HTTP shutdown
             stop_http.set()
             await _stop_formations(fleet, config.shutdown_timeout)
             nursery.cancel_scope.cancel(reason="shutdown")
     finally:
         store.close()
-    log.info("stopped")
+        log.info("stopped")
+        logging.getLogger().removeHandler(log_book)
 
 
 async def _stop_formations(fleet: ActorRef, bound: float) -> None:

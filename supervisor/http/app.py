@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from ..errors import FsupError
 from ..hmac_auth import KEY_ID_HEADER, Credentials, verify
 from ..operations import Services
-from . import proxy, rpc
+from . import api_v1, proxy, rpc
 from .render import error_response
 
 log = logging.getLogger("fsup.http")
@@ -29,6 +29,7 @@ def create_app(
     credentials: Credentials,
     server_id: str,
     proxy_client: httpx.AsyncClient,
+    api_token: str,
 ) -> QuartTrio:
     app = QuartTrio("fsup")
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
@@ -37,6 +38,8 @@ def create_app(
     app.extensions["fsup.server_id"] = server_id
     app.extensions["fsup.routes"] = services.routes
     app.extensions["fsup.proxy_client"] = proxy_client
+    app.extensions["fsup.api_token"] = api_token
+    app.extensions["fsup.bus"] = services.bus
 
     @app.get("/health")
     async def health() -> Any:
@@ -104,6 +107,7 @@ def create_app(
         return error_response(FsupError("INTERNAL", "internal error; see the server log"))
 
     rpc.register(app)
+    api_v1.register(app)
     proxy.register(app)
     return app
 

@@ -1,0 +1,142 @@
+"""`/api/v1`: seed 003's search and operations API (auth, events; searches in `searches.py`).
+
+REST calls carry `Authorization: Bearer <token>`; the event stream takes only the session
+cookie; the bootstrap that hands out the token answers loopback peers only, judged by the
+socket's address (a forwarded header is never trusted for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+from quart import current_app, make_response, request
+from quart_trio import QuartTrio
+
+from ..api_auth import (
+    COOKIE_NAME,
+    SESSION_TTL_S,
+    check_bearer,
+    check_session,
+    is_loopback,
+    new_session,
+)
+from ..errors import FsupError
+from ..events import EventBus, Subscription
+from ..logs import LEVELS
+from .params import choice_param, int_param
+from .render import sse_frame
+
+PREFIX = "/api/v1"
+PUBLIC = {f"{PREFIX}/health", f"{PREFIX}/auth/bootstrap"}
+COOKIE_ONLY = {f"{PREFIX}/events"}
+HEARTBEAT_S = 15.0
+
+
+def token() -> str:
+    return current_app.extensions["fsup.api_token"]  # type: ignore[no-any-return]
+
+
+def bus() -> EventBus:
+    return current_app.extensions["fsup.bus"]  # type: ignore[no-any-return]
+
+
+def peer_host() -> str | None:
+    client = request.scope.get("client")
+    return client[0] if client else None
+
+
+def register(app: QuartTrio) -> None:
+    @app.before_request
+    async def authenticate_api() -> None:
+        path = request.path
+        if not (path == PREFIX or path.startswith(PREFIX + "/")) or path in PUBLIC:
+            return
+        if path in COOKIE_ONLY:
+            check_session(token(), request.cookies.get(COOKIE_NAME))
+        else:
+            check_bearer(token(), request.headers.get("Authorization"))
+
+    @app.get(f"{PREFIX}/health")
+    async def api_health() -> Any:
+        return {"ok": True}
+
+    @app.get(f"{PREFIX}/auth/bootstrap")
+    async def api_bootstrap() -> Any:
+        if not is_loopback(peer_host()):
+            raise FsupError(
+                "FORBIDDEN", "the token is only handed out to this machine (loopback)",
+                {"peer": peer_host()},
+            )
+        return {"token": token()}
+
+    @app.post(f"{PREFIX}/session")
+    async def api_session() -> Any:
+        value, expiry = new_session(token())
+        response = await make_response({"ok": True, "expires_at": expiry})
+        response.set_cookie(
+            COOKIE_NAME, value, max_age=SESSION_TTL_S, httponly=True, samesite="Strict",
+            path=PREFIX, secure=request.scheme == "https",
+        )
+        return response
+
+    @app.get(f"{PREFIX}/events")
+    async def api_events() -> Any:
+        events_bus = bus()
+        subscription = events_bus.open_subscription(_last_event_id())
+        response = await make_response(
+            _stream(events_bus, subscription),
+            200,
+            {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+             "X-Accel-Buffering": "no"},
+        )
+        response.timeout = None
+        return response
+
+    @app.get(f"{PREFIX}/logs")
+    async def api_logs() -> Any:
+        level = choice_param("level", tuple(LEVELS), "info")
+        limit = int_param("limit", 200, 1, 1000)
+        cursor = int_param("cursor", 0, 0, 2**62)
+        items, next_cursor = current_app.extensions["fsup.log_book"].page(level, limit, cursor)
+        return {"items": items, "next_cursor": next_cursor}
+
+    @app.route(f"{PREFIX}/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def api_unknown(rest: str) -> Any:
+        raise FsupError("NOT_FOUND", f"no such endpoint: {request.method} {request.path}")
+
+
+def _last_event_id() -> int | None:
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise FsupError("INVALID_REQUEST", "Last-Event-ID must be an event id (a whole number)")
+    return int(raw)
+
+
+async def _stream(events_bus: EventBus, subscription: Subscription) -> AsyncIterator[bytes]:
+    """Events as SSE, a heartbeat comment every 15 s of quiet; ends when the bus drops or
+    closes this subscription. Subscribed before the response starts, so nothing published
+    in between is missed."""
+    try:
+        yield b"retry: 2000\n\n"
+        while True:
+            ended = False
+            event = None
+            with trio.move_on_after(HEARTBEAT_S) as quiet:
+                try:
+                    event = await subscription.receive.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    ended = True
+            if quiet.cancelled_caught:
+                yield b": heartbeat\n\n"
+                continue
+            if ended or event is None:
+                return
+            yield sse_frame(event.id, event.type, event.envelope())
+            if event.type == "overflow":
+                return
+    finally:
+        events_bus.close_subscription(subscription)
