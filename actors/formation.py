@@ -85,6 +85,11 @@ class CurrentVersion:
 
 
 @dataclass(frozen=True)
+class SearchTarget:
+    """What a search may read of this formation: its logs and, when running, its port."""
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """Stop the process without touching the desired state, then end the actor. The fleet
     sends it when fsup stops (`keep_desired`) and before a delete."""
@@ -305,6 +310,14 @@ class FormationActor(Actor):
                 return self.snapshot()
             case CurrentVersion():
                 return self.spec.version, self.version_dir
+            case SearchTarget():
+                serving = self.state is State.RUNNING and self.kept.process is not None
+                return {
+                    "formation_id": self.id,
+                    "port": self.port if serving else None,
+                    "search_path": self.spec.search.path if self.spec.search else None,
+                    "log_dir": self.ctx.home.formation_logs(self.id),
+                }
             case Start():
                 return await self._on_start_request(reply)
             case Stop():

@@ -24,6 +24,7 @@ from actors.fleet import FleetActor, Restore, ShutdownAll
 from actors.formation import FormationContext
 from actors.health import ProbeFactory, open_probe_client
 from actors.process import OsLauncher
+from actors.search import SearchContext, SearchesActor
 
 from . import intake, operations
 from .api_auth import load_or_create_token
@@ -36,7 +37,7 @@ from .logs import LogBook
 from .operations import Services
 from .ports import PortPool
 from .routing import RouteTable
-from .store import Store
+from .store import SearchStore, Store
 
 log = logging.getLogger("fsup.server")
 
@@ -68,9 +69,14 @@ async def run_server(
                 restart_defaults=config.restart_defaults, log_limits=config.logs,
             )
             fleet = await spawn(nursery, FleetActor(ctx, PortPool(*config.port_range)))
+            search_ctx = SearchContext(
+                SearchStore(store), bus, fleet, client, log_backups=config.logs.backups
+            )
+            searches_ref = await spawn(nursery, SearchesActor(search_ctx))
             services = Services(fleet, home, config, routes, store, bus)
             app = create_app(services, credentials, server_id, proxy_client, api_token)
             app.extensions["fsup.log_book"] = log_book
+            app.extensions["fsup.searches"] = searches_ref
             stop_http = trio.Event()
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 binds = await nursery.start(

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from ..errors import FsupError
 from ..hmac_auth import KEY_ID_HEADER, Credentials, verify
 from ..operations import Services
-from . import api_v1, proxy, rpc
+from . import api_v1, proxy, rpc, searches
 from .render import error_response
 
 log = logging.getLogger("fsup.http")
@@ -107,6 +107,7 @@ def create_app(
         return error_response(FsupError("INTERNAL", "internal error; see the server log"))
 
     rpc.register(app)
+    searches.register(app)
     api_v1.register(app)
     proxy.register(app)
     return app

@@ -1,0 +1,159 @@
+"""`/api/v1/searches`: create, list, get, patch, delete; start, stop, rerun, export;
+results. Handlers validate, then ask the searches actor."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import trio
+from quart import current_app, request
+from quart_trio import QuartTrio
+
+from actors.base import ActorError, ActorRef
+from actors.search import (
+    CreateSearch,
+    DeleteSearch,
+    ExportSearch,
+    GetSearch,
+    ListSearches,
+    PatchSearch,
+    SearchResult,
+    SearchResults,
+    StartSearch,
+    StopSearch,
+)
+
+from ..errors import FsupError
+from .params import choice_param, int_param
+
+PREFIX = "/api/v1/searches"
+MODES = ("full", "live")
+SORTS = ("sources", "size", "score", "recent")
+MAX_KEYWORD = 200
+ASK_TIMEOUT_S = 10.0
+
+
+def searches() -> ActorRef:
+    return current_app.extensions["fsup.searches"]  # type: ignore[no-any-return]
+
+
+async def ask(message: Any) -> Any:
+    try:
+        with trio.fail_after(ASK_TIMEOUT_S):
+            return await searches().ask(message)
+    except (ActorError, trio.TooSlowError) as exc:
+        raise FsupError("INTERNAL", f"the searches actor did not answer: {exc!r}") from None
+
+
+def _bad(message: str, field: str | None = None) -> FsupError:
+    return FsupError("INVALID_REQUEST", message, {"field": field} if field else {})
+
+
+async def json_body(allowed: set[str], required: bool = True) -> dict[str, Any]:
+    """The request's JSON object, with only `allowed` fields."""
+    raw = await request.get_data()
+    if not raw.strip():
+        if required:
+            raise _bad("the request body must be a JSON object")
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise _bad(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise _bad(f"unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})",
+                   unknown[0])
+    return body
+
+
+def keyword_of(body: dict[str, Any], required: bool) -> str | None:
+    keyword = body.get("keyword")
+    if keyword is None and not required:
+        return None
+    if not isinstance(keyword, str) or not keyword.strip():
+        raise _bad("'keyword' must be a non-empty string", "keyword")
+    if len(keyword) > MAX_KEYWORD:
+        raise _bad(f"'keyword' is longer than {MAX_KEYWORD} characters", "keyword")
+    return keyword.strip()
+
+
+def flag(body: dict[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise _bad(f"{name!r} must be true or false", name)
+    return value
+
+
+def mode_of(body: dict[str, Any]) -> str | None:
+    mode = body.get("mode")
+    if mode is not None and mode not in MODES:
+        raise _bad(f"'mode' must be one of {', '.join(MODES)}", "mode")
+    return mode
+
+
+def register(app: QuartTrio) -> None:
+    @app.get(PREFIX)
+    async def list_searches() -> Any:
+        return {"searches": await ask(ListSearches())}
+
+    @app.post(PREFIX)
+    async def create_search() -> Any:
+        body = await json_body({"keyword", "autostart", "mode"})
+        keyword = keyword_of(body, required=True)
+        assert keyword is not None
+        message = CreateSearch(keyword, mode_of(body) or "full", bool(flag(body, "autostart")))
+        return await ask(message), 201
+
+    @app.get(f"{PREFIX}/<search_id>")
+    async def get_search(search_id: str) -> Any:
+        return await ask(GetSearch(search_id))
+
+    @app.patch(f"{PREFIX}/<search_id>")
+    async def patch_search(search_id: str) -> Any:
+        body = await json_body({"keyword", "pinned"})
+        return await ask(PatchSearch(search_id, keyword_of(body, False), flag(body, "pinned")))
+
+    @app.delete(f"{PREFIX}/<search_id>")
+    async def delete_search(search_id: str) -> Any:
+        return await ask(DeleteSearch(search_id))
+
+    @app.post(f"{PREFIX}/<search_id>/start")
+    async def start_search(search_id: str) -> Any:
+        body = await json_body({"mode"}, required=False)
+        return await ask(StartSearch(search_id, mode_of(body)))
+
+    @app.post(f"{PREFIX}/<search_id>/stop")
+    async def stop_search(search_id: str) -> Any:
+        await json_body(set(), required=False)
+        return await ask(StopSearch(search_id))
+
+    @app.post(f"{PREFIX}/<search_id>/rerun")
+    async def rerun_search(search_id: str) -> Any:
+        body = await json_body({"mode"}, required=False)
+        return await ask(StartSearch(search_id, mode_of(body), rerun=True))
+
+    @app.post(f"{PREFIX}/<search_id>/export")
+    async def export_search(search_id: str) -> Any:
+        return await ask(ExportSearch(search_id))
+
+    @app.get(f"{PREFIX}/<search_id>/results")
+    async def results(search_id: str) -> Any:
+        q = request.args.get("q")
+        if q is not None and len(q) > MAX_KEYWORD:
+            raise FsupError("INVALID_REQUEST", f"query parameter 'q' is longer than {MAX_KEYWORD}",
+                            {"parameter": "q"})
+        return await ask(SearchResults(
+            search_id,
+            limit=int_param("limit", 50, 1, 500),
+            offset=int_param("offset", 0, 0, 10_000_000),
+            sort=choice_param("sort", SORTS, "sources"),
+            q=q or None,
+        ))
+
+    @app.get(f"{PREFIX}/<search_id>/results/<result_id>")
+    async def result(search_id: str, result_id: str) -> Any:
+        return await ask(SearchResult(search_id, result_id))
