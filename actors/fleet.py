@@ -29,7 +29,15 @@ from supervisor.ports import PortPool
 from supervisor.store import VersionRow
 
 from .base import DEFERRED, Actor, ActorError, ActorRef, Reply
-from .formation import FormationActor, FormationContext, Kept, Shutdown, Start, now_rfc3339
+from .formation import (
+    EnsureRunning,
+    FormationActor,
+    FormationContext,
+    Kept,
+    Shutdown,
+    Start,
+    now_rfc3339,
+)
 from .port_requests import AllocatePort, ReleasePort
 from .process import adopt, kill_stray, processes_of_home
 from .supervision import Intensity, Supervisor
@@ -69,6 +77,12 @@ class Delete:
 @dataclass(frozen=True)
 class PortStatus:
     pass
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """Kill processes of this home that no formation owns, and start formations that are
+    meant to run but have no process."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,14 @@ class FleetActor(Actor):
                     entry.ports.discard(port)
                     self.ports.release(port)
                 return None
+            case Reconcile():
+                owned = {pid for e in self.formations.values() for pid in e.kept.extra_pids}
+                owned |= {e.kept.process.pid for e in self.formations.values()
+                          if e.kept.process is not None}
+                killed = await trio.to_thread.run_sync(self._kill_strays_of, owned)
+                for entry in self.formations.values():
+                    entry.ref.tell_nowait(EnsureRunning())
+                return {"formations": len(self.formations), "strays_killed": killed}
             case ShutdownAll():
                 return self._shutdown_all(reply)
             case _Removed(formation_id=fid):
@@ -188,7 +210,11 @@ class FleetActor(Actor):
         self.restored.set()
 
     def _kill_strays(self, adopted: dict[str, Kept]) -> None:
-        owned = {k.process.pid for k in adopted.values() if k.process is not None}
+        self._kill_strays_of({k.process.pid for k in adopted.values() if k.process is not None})
+
+    def _kill_strays_of(self, owned: set[int]) -> int:
+        """Kill processes of this home that descend from none of `owned`; return how many."""
+        killed = 0
         for proc, formation_id in processes_of_home(self.ctx.home.root):
             try:
                 lineage = {proc.pid} | {p.pid for p in proc.parents()}
@@ -198,6 +224,8 @@ class FleetActor(Actor):
                 continue
             log.warning("%s: killing stray pid %s that no formation owns", formation_id, proc.pid)
             kill_stray(proc)
+            killed += 1
+        return killed
 
     def _current_version(self, formation_id: str, version: str) -> tuple[FormationSpec, Path]:
         row = self.ctx.store.version(formation_id, version)

@@ -90,6 +90,21 @@ class SearchTarget:
 
 
 @dataclass(frozen=True)
+class Nodes:
+    """This formation's processes as nodes: the active one, and a staging one mid-update."""
+
+
+@dataclass(frozen=True)
+class ProbeNow:
+    """Health-check the running process now (a routing refresh)."""
+
+
+@dataclass(frozen=True)
+class EnsureRunning:
+    """Reconcile: start the formation if it is meant to run but has no process."""
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """Stop the process without touching the desired state, then end the actor. The fleet
     sends it when fsup stops (`keep_desired`) and before a delete."""
@@ -226,6 +241,8 @@ class Kept:
 
     process: ProcessHandle | None = None
     restart_count: int = 0
+    # Staging and retiring processes of an update: owned too, never strays.
+    extra_pids: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -310,6 +327,19 @@ class FormationActor(Actor):
                 return self.snapshot()
             case CurrentVersion():
                 return self.spec.version, self.version_dir
+            case Nodes():
+                return self._nodes()
+            case ProbeNow():
+                return self._probe_now()
+            case EnsureRunning():
+                row = self.ctx.store.formation(self.id)
+                if row is None or row.desired != "running":
+                    return False
+                if self.state not in (State.STOPPED, State.CRASHED):
+                    return False
+                self._tracker.reset()
+                await self._spawn(requested=False)
+                return True
             case SearchTarget():
                 serving = self.state is State.RUNNING and self.kept.process is not None
                 return {
@@ -510,11 +540,8 @@ class FormationActor(Actor):
         probe = self.ctx.probe_for(health)
         if gate and not await self._gate(gen, health, probe, port):
             return
-        if health.kind == "process":
-            # Nothing to probe: being alive is being healthy, and exits are watched anyway.
-            if not gate:
-                await self._post(_ProbeResult(gen, None))
-            return
+        # Keep checking, even with no probe declared (then being alive is being healthy):
+        # the routing summary tells stale routes by the age of their last good check.
         while True:
             await trio.sleep(health.interval)
             await self._post(_ProbeResult(gen, await probe.check(port)))
@@ -622,6 +649,7 @@ class FormationActor(Actor):
         route = self.ctx.routes.get(self.id)
         if route is not None:
             route.last_healthy_at = trio.current_time()
+            route.interval = self.spec.health.interval
         if self._healthy_since is None:
             self._healthy_since = trio.current_time()
 
@@ -769,6 +797,40 @@ class FormationActor(Actor):
         self.healthy = None
         self.ctx.store.set_process(self.id, None, None)
 
+    # -- operations ------------------------------------------------------------------------
+
+    def _nodes(self) -> list[dict[str, Any]]:
+        route = self.ctx.routes.get(self.id)
+        checked = route.last_healthy_at if route is not None else None
+        age = round(trio.current_time() - checked, 3) if checked is not None else None
+        nodes = []
+        if self.kept.process is not None:
+            nodes.append({
+                "formation_id": self.id, "role": "active", "pid": self.kept.process.pid,
+                "port": self.port, "state": self.state.value, "healthy": self.healthy,
+                "restart_count": self.kept.restart_count, "last_health_check_age_s": age,
+            })
+        job = self._job
+        if job is not None and job.process is not None and not job.swapped:
+            nodes.append({
+                "formation_id": self.id, "role": "staging", "pid": job.process.pid,
+                "port": job.port, "state": "starting", "healthy": None, "restart_count": 0,
+                "last_health_check_age_s": None,
+            })
+        return nodes
+
+    def _probe_now(self) -> dict[str, Any]:
+        if self.state is not State.RUNNING or self.kept.process is None:
+            return {"formation_id": self.id, "probing": False}
+        gen, port, probe = self._gen, self.port, self.ctx.probe_for(self.spec.health)
+
+        async def probe_once() -> None:
+            await self._post(_ProbeResult(gen, await probe.check(port)))
+
+        assert self.nursery is not None
+        self.nursery.start_soon(probe_once)
+        return {"formation_id": self.id, "probing": True}
+
     # -- updates and rollbacks (blue-green) --------------------------------------------------
 
     def _on_update(self, message: Update, reply: Reply | None) -> Any:
@@ -869,6 +931,7 @@ class FormationActor(Actor):
                         job.port = await self.ctx.fleet.ask(AllocatePort(self.id))
                     launch = self._launch_spec(job.spec, job.version_dir, job.port)
                     job.process = await self.ctx.launcher.spawn(launch)
+                    self.kept.extra_pids.add(job.process.pid)
         except FsupError as exc:
             error = exc
         except SpawnError as exc:
@@ -951,6 +1014,9 @@ class FormationActor(Actor):
         if self._process_scope is not None:
             self._process_scope.cancel(reason="replaced by a new version")  # its exit is expected
         self.spec, self.version_dir, self.port = job.spec, job.version_dir, job.port
+        self.kept.extra_pids.discard(job.process.pid)
+        if old_process is not None:
+            self.kept.extra_pids.add(old_process.pid)
         self.kept.process = job.process
         self._process_scope = job.watch_scope
         self._gen = job.gen  # the staging watcher now reports for the active process
@@ -983,6 +1049,7 @@ class FormationActor(Actor):
                 await backend.drained()
         if process is not None:
             await process.stop(stop.signum, stop.timeout)
+            self.kept.extra_pids.discard(process.pid)
         await self._release_port(port)
         if job.kind == "update":
             await self._prune_versions()
@@ -1039,6 +1106,7 @@ class FormationActor(Actor):
         await job.prep_done.wait()
         if job.process is not None:
             await job.process.stop(job.spec.stop.signum, job.spec.stop.timeout)
+            self.kept.extra_pids.discard(job.process.pid)
         if job.port is not None:
             await self._release_port(job.port)
         if job.kind == "update":

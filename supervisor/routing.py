@@ -11,9 +11,13 @@ between the two, and the old process is stopped only once its count drains to ze
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
+
+STALE_INTERVALS = 3
 
 
 @dataclass(eq=False)
@@ -51,8 +55,9 @@ class Backend:
 class Route:
     formation_id: str
     backend: Backend | None = None
-    # trio clock time of the last successful health check, for the routing summary.
+    # trio clock time of the last successful health check, and the check interval.
     last_healthy_at: float | None = None
+    interval: float = 0.5
 
 
 class RouteTable:
@@ -78,3 +83,29 @@ class RouteTable:
 
     def routes(self) -> list[Route]:
         return list(self._routes.values())
+
+    def summary(self, now: float) -> dict[str, Any]:
+        """The routing summary: routes, how many are healthy, how many are stale (serving
+        but without a successful check for 3 intervals), and how old the checks are."""
+        serving = [r for r in self._routes.values() if r.backend is not None]
+        ages = sorted(now - r.last_healthy_at for r in serving if r.last_healthy_at is not None)
+        stale = [r for r in serving if r.last_healthy_at is None
+                 or now - r.last_healthy_at > STALE_INTERVALS * r.interval]
+        return {
+            "routes": len(self._routes),
+            "serving": len(serving),
+            "healthy": len(serving) - len(stale),
+            "stale": len(stale),
+            "refresh_age_s": {
+                "min": round(ages[0], 3) if ages else None,
+                "median": round(statistics.median(ages), 3) if ages else None,
+                "max": round(ages[-1], 3) if ages else None,
+            },
+        }
+
+    def traffic(self) -> dict[str, dict[str, int]]:
+        """Requests served and in flight, per formation (its active backend)."""
+        return {
+            r.formation_id: {"served": r.backend.served, "in_flight": r.backend.in_flight}
+            for r in self._routes.values() if r.backend is not None
+        }

@@ -38,6 +38,7 @@ from .operations import Services
 from .ports import PortPool
 from .routing import RouteTable
 from .store import SearchStore, Store
+from .telemetry import publish_fleet_stats
 
 log = logging.getLogger("fsup.server")
 
@@ -90,6 +91,7 @@ async def run_server(
                 log.info("listening on %s (home %s)", url, home.root)
                 print(f"fsup listening on {url}", flush=True)
                 task_status.started(url)
+                nursery.start_soon(publish_fleet_stats, bus, routes)
                 if deploy_dirs:
                     nursery.start_soon(deploy_folders, services, deploy_dirs)
                 async for signum in signals:

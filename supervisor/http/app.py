@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from ..errors import FsupError
 from ..hmac_auth import KEY_ID_HEADER, Credentials, verify
 from ..operations import Services
-from . import api_v1, proxy, rpc, searches
+from . import api_v1, operations_api, proxy, rpc, searches
 from .render import error_response
 
 log = logging.getLogger("fsup.http")
@@ -108,6 +108,7 @@ def create_app(
 
     rpc.register(app)
     searches.register(app)
+    operations_api.register(app)
     api_v1.register(app)
     proxy.register(app)
     return app

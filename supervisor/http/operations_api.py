@@ -1,0 +1,103 @@
+"""`/api/v1` operations (seed 003's Routing/Nodes), as DESIGN section 7 reads them for a
+supervisor: nodes are the supervised processes, the routing summary is the proxy's table."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psutil
+import trio
+from quart import current_app
+from quart_trio import QuartTrio
+
+from actors.fleet import ListFormations, Reconcile
+from actors.formation import Nodes, ProbeNow
+
+from ..errors import FsupError
+from ..routing import RouteTable
+from .params import int_param
+from .rpc import ask, services
+
+PREFIX = "/api/v1"
+# psutil.Process objects kept between calls, so cpu_percent measures since the last look.
+_watched: dict[int, psutil.Process] = {}
+
+
+def process_figures(pid: int) -> dict[str, Any]:
+    """cpu_percent (since the previous call for this pid; 0.0 the first time), rss_bytes,
+    uptime_s. Blocking: run in a thread."""
+    try:
+        proc = _watched.get(pid)
+        if proc is None or not proc.is_running():
+            proc = _watched[pid] = psutil.Process(pid)
+        with proc.oneshot():
+            return {
+                "cpu_percent": proc.cpu_percent(interval=None),
+                "rss_bytes": proc.memory_info().rss,
+                "uptime_s": round(time.time() - proc.create_time(), 3),
+            }
+    except psutil.Error:
+        _watched.pop(pid, None)
+        return {"cpu_percent": None, "rss_bytes": None, "uptime_s": None}
+
+
+def forget_gone(pids: set[int]) -> None:
+    for pid in list(_watched):
+        if pid not in pids:
+            del _watched[pid]
+
+
+async def all_nodes() -> list[dict[str, Any]]:
+    pairs = await ask(services().fleet, ListFormations())
+    found: dict[str, list[dict[str, Any]]] = {}
+
+    async def one(formation_id: str, ref: Any) -> None:
+        try:
+            found[formation_id] = await ask(ref, Nodes())
+        except FsupError:
+            found[formation_id] = []
+
+    async with trio.open_nursery() as nursery:
+        for formation_id, ref in pairs:
+            nursery.start_soon(one, formation_id, ref)
+    nodes = [node for formation_id, _ in pairs for node in found[formation_id]]
+
+    def add_figures() -> None:
+        for node in nodes:
+            node.update(process_figures(node["pid"]))
+        forget_gone({node["pid"] for node in nodes})
+
+    await trio.to_thread.run_sync(add_figures)
+    return nodes
+
+
+def register(app: QuartTrio) -> None:
+    @app.get(f"{PREFIX}/routing/summary")
+    async def routing_summary() -> Any:
+        routes: RouteTable = current_app.extensions["fsup.routes"]
+        return routes.summary(trio.current_time())
+
+    @app.post(f"{PREFIX}/routing/refresh")
+    async def routing_refresh() -> Any:
+        pairs = await ask(services().fleet, ListFormations())
+        probing = []
+        for formation_id, ref in pairs:
+            try:
+                if (await ask(ref, ProbeNow()))["probing"]:
+                    probing.append(formation_id)
+            except FsupError:
+                continue
+        return {"refreshing": probing, "total": len(pairs)}
+
+    @app.get(f"{PREFIX}/nodes")
+    async def nodes() -> Any:
+        limit = int_param("limit", 100, 1, 1000)
+        offset = int_param("offset", 0, 0, 1_000_000)
+        found = await all_nodes()
+        return {"nodes": found[offset:offset + limit], "total": len(found), "limit": limit,
+                "offset": offset}
+
+    @app.post(f"{PREFIX}/bootstrap")
+    async def bootstrap_fleet() -> Any:
+        return await ask(services().fleet, Reconcile(), 30.0)
