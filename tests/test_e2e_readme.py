@@ -86,3 +86,34 @@ def test_serve_deploys_the_example_formations(home: Path) -> None:
         )
     finally:
         assert server.stop() == 0
+
+
+def test_readme_search_walkthrough(home: Path) -> None:
+    server = Server(home).start("--deploy", str(EXAMPLES))
+    try:
+        wait_for(lambda: server.rpc.call("GET", "/rpc/formations")["total"] == 2, timeout=30)
+        wait_for(lambda: all(f["status"] == "running" for f in
+                             server.rpc.call("GET", "/rpc/formations")["formations"]))
+        script = f"""
+set -euo pipefail
+API={server.url}/api/v1
+TOKEN=$(curl -s $API/auth/bootstrap | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+curl -s -c {home}/cookies -X POST -H "Authorization: Bearer $TOKEN" $API/session > /dev/null
+(timeout 4 curl -s -N -b {home}/cookies $API/events > {home}/events.txt || true) &
+sleep 0.5
+SEARCH=$(curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{{"keyword": "listening on port", "autostart": true}}' $API/searches \\
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["search"]["id"])')
+sleep 1
+curl -s -H "Authorization: Bearer $TOKEN" "$API/searches/$SEARCH/results?sort=recent"
+wait
+"""
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                              timeout=60, check=True)
+        results = json.loads(done.stdout)
+        sources = sorted({s for item in results["items"] for s in item["sources"]})
+        assert sources == ["flaky", "hello"]
+        events = (home / "events.txt").read_text()
+        assert "event: search_created" in events and "event: search_completed" in events
+    finally:
+        assert server.stop() == 0
