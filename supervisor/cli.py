@@ -1,54 +1,500 @@
-"""The `fsup` command line. For now: `fsup serve` (the management commands come next)."""
+"""The `fsup` command line: every endpoint from the terminal.
+
+Built on the same client code as the tests (`supervisor.client`: HMAC signing and SSE parsing
+written once). Exit status: 0 on success, 1 on an error (its code and message on stderr with a
+hint), 2 on a usage error (argparse's own).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
+import tarfile
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-import trio
+import httpx
+import yaml
 
-from . import __version__
+from . import __version__, cli_render
+from .client import ApiClient, ApiError, RpcClient, SseEvent, decode
 from .config import ConfigError, load_config, parse_port_range
 from .home import Home, default_home
-from .logs import configure as configure_logging
-from .store import StoreError
+from .intake import MANIFEST_NAME, pack_folder
+from .profiles import LOCAL, ProfileError, load, resolve, save
+
+GZIP = {"Content-Type": "application/gzip"}
+ZIP = {"Content-Type": "application/zip"}
+
+
+class CliError(Exception):
+    """An expected failure: printed without a traceback, exit status 1."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+# -- the parser ----------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fsup", description="A local, actor-based process supervisor."
+        prog="fsup", description="A local, actor-based process supervisor.",
     )
     parser.add_argument("--version", action="version", version=f"fsup {__version__}")
+    parser.add_argument("--profile", help="profile to use (see `fsup profile ls`)")
+    parser.add_argument("--url", help="server URL (default: the profile's; also $MUXI_URL)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     serve = commands.add_parser("serve", help="run the supervisor in the foreground")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 7890; 0 picks one)")
     serve.add_argument("--port-range", help="ports handed to formations (default 8000-9000)")
     serve.add_argument(
-        "--deploy",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="DIR",
-        help="deploy the formation folder DIR (or every formation folder inside DIR) "
-        "unless already deployed; may be repeated",
+        "--deploy", action="append", default=[], type=Path, metavar="DIR",
+        help="deploy the formation folder DIR (or every formation folder inside DIR) unless "
+        "already deployed; may be repeated",
     )
+
+    deploy = commands.add_parser(
+        "deploy", help="deploy a folder or bundle (updates the formation if it exists)"
+    )
+    deploy.add_argument("path", type=Path, help="a formation folder, .tar.gz or .zip")
+
+    commands.add_parser("ls", help="list formations")
+    for name, text in (("show", "show one formation"), ("start", "start a formation"),
+                       ("stop", "stop a formation"), ("restart", "restart a formation"),
+                       ("rollback", "roll back to the previous version")):
+        commands.add_parser(name, help=text).add_argument("id")
+    rm = commands.add_parser("rm", help="delete a formation (asks first on a terminal)")
+    rm.add_argument("id")
+    rm.add_argument("-y", "--yes", action="store_true", help="do not ask")
+
+    logs = commands.add_parser("logs", help="show (or follow) a formation's logs")
+    logs.add_argument("id")
+    logs.add_argument("-n", "--lines", type=int, default=100, help="how many lines (default 100)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("--stream", choices=("stdout", "stderr", "all"), default="all")
+
+    download = commands.add_parser("download", help="download a formation as a zip")
+    download.add_argument("id")
+    download.add_argument("--db", action="store_true", help="include data/ and memory.db")
+    download.add_argument("-o", "--output", type=Path, help="file to write (default ID-VERSION.zip)")
+
+    commands.add_parser("status", help="server status")
+    audit = commands.add_parser("audit", help="recent management calls")
+    audit.add_argument("-n", "--lines", type=int, default=50)
+
+    search = commands.add_parser("search", help="search the fleet's logs and formations")
+    search.add_argument("keyword", nargs="+")
+    search.add_argument("--live", action="store_true", help="keep following until Ctrl-C")
+
+    profile = commands.add_parser("profile", help="manage server profiles")
+    actions = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="add or replace a profile")
+    add.add_argument("name")
+    add.add_argument("--url", dest="profile_url", required=True)
+    add.add_argument("--key-id", required=True)
+    add.add_argument("--secret-key", required=True)
+    add.add_argument("--default", action="store_true", help="also make it the default")
+    actions.add_parser("ls", help="list profiles")
+    use = actions.add_parser("use", help="make a profile the default")
+    use.add_argument("name")
+    remove = actions.add_parser("rm", help="remove a profile")
+    remove.add_argument("name")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    return 2
-
-
-def serve(args: argparse.Namespace) -> int:
-    from .server import run_server  # noqa: PLC0415 - keep `fsup --help` fast
-
     home = Home(default_home())
+    if args.command == "serve":
+        return serve(args, home)
+    try:
+        COMMANDS[args.command](args, home)
+        return 0
+    except KeyboardInterrupt:
+        cli_render.err.print()
+        return 0 if args.command in ("logs", "search") else 130
+    except CliError as exc:
+        report(args, str(exc), exc.hint)
+    except ApiError as exc:
+        report(args, f"{exc.code}: {exc.message}", hint_for(exc), exc.details)
+    except ProfileError as exc:
+        report(args, str(exc))
+    except httpx.ConnectError:
+        report(args, "cannot reach the server", "is `fsup serve` running? (--url, $MUXI_URL)")
+    except httpx.HTTPError as exc:
+        report(args, f"the connection to the server failed: {exc}")
+    return 1
+
+
+def report(args: argparse.Namespace, message: str, hint: str = "", details: Any = None) -> None:
+    cli_render.err.print(f"[bold red]error:[/bold red] {message}", markup=True)
+    tail = (details or {}).get("stderr_tail") if isinstance(details, dict) else None
+    if tail:
+        cli_render.err.print("[dim]its stderr ended with:[/dim]", markup=True)
+        cli_render.err.print(tail.rstrip(), markup=False)
+    if hint:
+        cli_render.err.print(f"hint: {hint}", markup=False)
+
+
+def hint_for(exc: ApiError) -> str:
+    if exc.code == "UNAUTHORIZED":
+        if "clock" in exc.message:
+            return "this machine's clock and the server's differ; fix the time on one of them"
+        return "check the profile's key id and secret (`fsup profile ls`)"
+    return {
+        "FORMATION_NOT_FOUND": "see `fsup ls` for the formations there are",
+        "VERSION_NOT_HIGHER": "raise `version` in formation.yaml, then deploy again",
+        "FORMATION_ALREADY_RUNNING": "use `fsup restart` to restart it",
+        "FORMATION_NOT_RUNNING": "use `fsup start` to start it",
+        "NO_PREVIOUS_VERSION": "there is no older version kept to roll back to",
+        "UPDATE_IN_PROGRESS": "wait for it to finish, or cancel it",
+        "HEALTH_CHECK_FAILED": "see `fsup logs ID` for what the process said",
+        "PORTS_EXHAUSTED": "stop or delete a formation, or widen --port-range",
+    }.get(exc.code, "")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def rpc(args: argparse.Namespace, home: Home) -> RpcClient:
+    profile = resolve(home, args.profile, args.url)
+    return RpcClient(profile.url, profile.key_id, profile.secret_key, timeout=120)
+
+
+def operation(args: argparse.Namespace, client: RpcClient, method: str, path: str,
+              body: bytes = b"", headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a streamed lifecycle operation with progress; return its result or raise."""
+    final = cli_render.follow_progress(client.stream(method, path, body, headers), args.json)
+    if final is None:
+        raise CliError("the server closed the stream before the operation finished",
+                       "check `fsup show ID`; the operation may still be under way")
+    if final.event == "error":
+        data = final.data
+        raise ApiError(0, data.get("code", "?"), data.get("message", ""), data.get("details") or {})
+    return final.data  # type: ignore[no-any-return]
+
+
+def done(args: argparse.Namespace, result: dict[str, Any], summary: str) -> None:
+    if args.json:
+        cli_render.print_json(result)
+    else:
+        cli_render.out.print(summary)
+
+
+def uptime(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def cmd_deploy(args: argparse.Namespace, home: Home) -> None:
+    body, headers, formation_id = bundle_of(args.path)
+    with rpc(args, home) as client:
+        try:
+            client.call("GET", f"/rpc/formations/{formation_id}")
+            exists = True
+        except ApiError as exc:
+            if exc.code != "FORMATION_NOT_FOUND":
+                raise
+            exists = False
+        if exists:
+            result = operation(args, client, "PUT", f"/rpc/formations/{formation_id}", body, headers)
+            verb = f"updated to {result['version']} (from {result.get('previous_version')})"
+        else:
+            result = operation(args, client, "POST", "/rpc/formations/deploy", body, headers)
+            verb = f"deployed {result['version']}"
+    done(args, result, f"{formation_id}: {verb}, {result['status']} on port {result['port']} "
+                       f"(pid {result['pid']})")
+
+
+def bundle_of(path: Path) -> tuple[bytes, dict[str, str], str]:
+    """The bundle to send, its content type, and the formation id its manifest declares."""
+    if path.is_dir():
+        manifest = path / MANIFEST_NAME
+        if not manifest.is_file():
+            raise CliError(f"{path} has no {MANIFEST_NAME}", "point at a formation folder")
+        return pack_folder(path.resolve()), GZIP, manifest_id(manifest.read_bytes(), path)
+    if not path.is_file():
+        raise CliError(f"{path} does not exist")
+    data = path.read_bytes()
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            name = _manifest_member(archive.namelist(), path)
+            return data, ZIP, manifest_id(archive.read(name), path)
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            name = _manifest_member(archive.getnames(), path)
+            member = archive.extractfile(name)
+            assert member is not None
+            return data, GZIP, manifest_id(member.read(), path)
+    except tarfile.TarError:
+        raise CliError(f"{path} is neither a folder, a .tar.gz nor a .zip") from None
+
+
+def _manifest_member(names: list[str], path: Path) -> str:
+    for name in names:
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if parts and parts[-1] == MANIFEST_NAME and len(parts) <= 2:
+            return name
+    raise CliError(f"{path} holds no {MANIFEST_NAME} at its top or in its top folder")
+
+
+def manifest_id(text: bytes, where: Path) -> str:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CliError(f"{where}: {MANIFEST_NAME} is not valid YAML: {exc}") from None
+    formation_id = doc.get("id") if isinstance(doc, dict) else None
+    if not isinstance(formation_id, str) or not re.fullmatch(r"[a-z0-9-]{3,50}", formation_id):
+        raise CliError(f"{where}: {MANIFEST_NAME} needs an `id` like my-app")
+    return formation_id
+
+
+def cmd_ls(args: argparse.Namespace, home: Home) -> None:
+    with rpc(args, home) as client:
+        listing = client.call("GET", "/rpc/formations")
+    if args.json:
+        cli_render.print_json(listing)
+        return
+    if not listing["formations"]:
+        cli_render.out.print("no formations; deploy one with `fsup deploy PATH`")
+        return
+    cli_render.table(
+        ["ID", "VERSION", "STATUS", "HEALTHY", "PID", "PORT", "RESTARTS", "UPTIME"],
+        ([f["id"], f.get("version"), f.get("status"), f.get("healthy"), f.get("pid"),
+          f.get("port"), f.get("restart_count"), uptime(f.get("uptime_s"))]
+         for f in listing["formations"]),
+    )
+
+
+def cmd_show(args: argparse.Namespace, home: Home) -> None:
+    with rpc(args, home) as client:
+        formation = client.call("GET", f"/rpc/formations/{args.id}")
+    if args.json:
+        cli_render.print_json(formation)
+        return
+    keys = ("id", "version", "status", "healthy", "pid", "port", "restart_count", "desired",
+            "versions", "update_in_progress", "last_exit_code", "last_error", "created_at",
+            "updated_at", "description")
+    cli_render.fields(
+        (key, ", ".join(formation[key]) if key == "versions" else formation.get(key))
+        for key in keys
+    )
+    cli_render.fields([("uptime", uptime(formation.get("uptime_s")))])
+
+
+def lifecycle(action: str) -> Callable[[argparse.Namespace, Home], None]:
+    def run(args: argparse.Namespace, home: Home) -> None:
+        with rpc(args, home) as client:
+            result = operation(args, client, "POST", f"/rpc/formations/{args.id}/{action}")
+        extra = f" (from {result['previous_version']})" if result.get("previous_version") else ""
+        done(args, result, f"{args.id}: {result['status']}, version {result['version']}{extra}"
+                           + (f", pid {result['pid']}" if result.get("pid") else ""))
+    return run
+
+
+def cmd_rm(args: argparse.Namespace, home: Home) -> None:
+    if not args.yes and sys.stdin.isatty():
+        answer = cli_render.out.input(f"Delete formation {args.id!r}, its versions and logs? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise CliError("not deleted")
+    with rpc(args, home) as client:
+        result = client.call("DELETE", f"/rpc/formations/{args.id}")
+    done(args, result, f"{args.id}: deleted")
+
+
+def cmd_logs(args: argparse.Namespace, home: Home) -> None:
+    if args.lines < 0:
+        raise CliError("-n must be 0 or more")
+    path = f"/rpc/formations/{args.id}/logs?lines={args.lines}&stream={args.stream}"
+    with rpc(args, home) as client:
+        if not args.follow:
+            result = client.call("GET", path)
+            if args.json:
+                cli_render.print_json(result)
+                return
+            for line in result["lines"]:
+                print_log_line(args, line)
+            return
+        for event in client.stream("GET", path + "&follow=true"):
+            if event.event == "log":
+                if args.json:
+                    sys.stdout.write(json.dumps(event.data, sort_keys=True) + "\n")
+                    sys.stdout.flush()
+                else:
+                    print_log_line(args, event.data)
+
+
+def print_log_line(args: argparse.Namespace, line: dict[str, Any]) -> None:
+    prefix = f"{line['stream']:<6} | " if args.stream == "all" else ""
+    cli_render.out.print(f"{prefix}{line['line']}", markup=False)
+
+
+def cmd_download(args: argparse.Namespace, home: Home) -> None:
+    path = f"/rpc/formations/{args.id}/download" + ("?db=true" if args.db else "")
+    with rpc(args, home) as client:
+        response = client.send(client.build("GET", path), stream=True)
+        try:
+            if response.status_code >= 400:
+                response.read()
+                decode(response)
+            disposition = response.headers.get("content-disposition", "")
+            match = re.search(r'filename="([^"/]+)"', disposition)
+            target = args.output or Path(match.group(1) if match else f"{args.id}.zip")
+            size = 0
+            with open(target, "wb") as handle:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+                    size += len(chunk)
+        finally:
+            response.close()
+    done(args, {"formation_id": args.id, "file": str(target), "bytes": size},
+         f"{args.id}: wrote {target} ({size} bytes)")
+
+
+def cmd_status(args: argparse.Namespace, home: Home) -> None:
+    with rpc(args, home) as client:
+        status = client.call("GET", "/rpc/server/status")
+    if args.json:
+        cli_render.print_json(status)
+        return
+    counts, ports = status["formations"], status["ports"]
+    cli_render.fields([
+        ("server", status["server_id"]), ("version", status["version"]),
+        ("uptime", uptime(status["uptime_s"])),
+        ("formations", f"{counts['total']} ({counts['running']} running, "
+                       f"{counts['stopped']} stopped, {counts['crashed']} crashed)"),
+        ("ports", f"{ports['allocated']} used, {ports['available']} free in {ports['range']}"),
+    ])
+
+
+def cmd_audit(args: argparse.Namespace, home: Home) -> None:
+    with rpc(args, home) as client:
+        entries = client.call("GET", f"/rpc/server/logs?lines={max(1, args.lines)}")["entries"]
+    if args.json:
+        cli_render.print_json({"entries": entries})
+        return
+    cli_render.table(
+        ["TIME", "KEY", "METHOD", "PATH", "STATUS", "MS", "FROM"],
+        ([e["ts"], e["key_id"], e["method"], e["path"], e["status"], e["duration_ms"],
+          e["remote_addr"]] for e in entries),
+    )
+
+
+def cmd_search(args: argparse.Namespace, home: Home) -> None:
+    profile = resolve(home, args.profile, args.url)
+    keyword = " ".join(args.keyword)
+    with ApiClient(profile.url) as api:
+        api.login()
+        with api.open_events() as events:  # subscribed before the search exists
+            mode = "live" if args.live else "full"
+            created = api.call("POST", "/searches", {"keyword": keyword, "mode": mode,
+                                                     "autostart": True})
+            search_id = created["search"]["id"]
+            try:
+                follow_search(args, events, search_id)
+            except KeyboardInterrupt:
+                api.call("POST", f"/searches/{search_id}/stop")
+                if not args.json:
+                    cli_render.err.print("stopped")
+        detail = api.call("GET", f"/searches/{search_id}")
+        results = api.call("GET", f"/searches/{search_id}/results?limit=500")
+    if args.json:
+        cli_render.print_json({"search": detail, "results": results})
+        return
+    stats = detail["telemetry"]
+    cli_render.out.print(
+        f"{results['total']} result(s) for {keyword!r} from {stats['peers']} formation(s); "
+        f"{stats['drops']} dropped", markup=False,
+    )
+
+
+def follow_search(args: argparse.Namespace, events: Iterator[SseEvent], search_id: str) -> None:
+    """Print hits as they are found until the search completes or stops."""
+    for event in events:
+        envelope = event.data
+        if envelope.get("search_id") != search_id:
+            continue
+        if envelope["type"] == "search_hit_found" and not args.json:
+            hit = envelope["data"]
+            cli_render.out.print(f"[{hit['kind']}] {','.join(hit['sources'])}: {hit['title']}",
+                                 markup=False)
+        if envelope["type"] == "search_completed" or (
+            envelope["type"] == "search_state_changed"
+            and envelope["data"].get("state") in ("complete", "stopped")
+        ):
+            return
+
+
+def cmd_profile(args: argparse.Namespace, home: Home) -> None:
+    doc = load(home)
+    if args.action == "add":
+        if args.name == LOCAL:
+            raise CliError(f"{LOCAL!r} is the built-in local profile; choose another name")
+        doc["profiles"][args.name] = {"url": args.profile_url, "key_id": args.key_id,
+                                      "secret_key": args.secret_key}
+        if args.default:
+            doc["default"] = args.name
+        save(home, doc)
+        done(args, {"added": args.name}, f"profile {args.name} saved")
+    elif args.action == "ls":
+        default = doc.get("default") or LOCAL
+        rows = [(LOCAL, "http://127.0.0.1:7890 (credentials.json)", default == LOCAL)]
+        rows += [(name, p.get("url"), default == name) for name, p in sorted(doc["profiles"].items())]
+        if args.json:
+            cli_render.print_json({"default": default, "profiles": [
+                {"name": n, "url": u, "default": d} for n, u, d in rows]})
+            return
+        cli_render.table(["NAME", "URL", "DEFAULT"], ((n, u, "*" if d else "") for n, u, d in rows))
+    elif args.action == "use":
+        if args.name != LOCAL and args.name not in doc["profiles"]:
+            raise CliError(f"no profile named {args.name!r}", "see `fsup profile ls`")
+        doc["default"] = None if args.name == LOCAL else args.name
+        save(home, doc)
+        done(args, {"default": args.name}, f"now using profile {args.name}")
+    elif args.action == "rm":
+        if doc["profiles"].pop(args.name, None) is None:
+            raise CliError(f"no profile named {args.name!r}", "see `fsup profile ls`")
+        if doc.get("default") == args.name:
+            doc["default"] = None
+        save(home, doc)
+        done(args, {"removed": args.name}, f"profile {args.name} removed")
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Home], None]] = {
+    "deploy": cmd_deploy, "ls": cmd_ls, "show": cmd_show, "start": lifecycle("start"),
+    "stop": lifecycle("stop"), "restart": lifecycle("restart"),
+    "rollback": lifecycle("rollback"), "rm": cmd_rm, "logs": cmd_logs,
+    "download": cmd_download, "status": cmd_status, "audit": cmd_audit,
+    "search": cmd_search, "profile": cmd_profile,
+}
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def serve(args: argparse.Namespace, home: Home) -> int:
+    import trio  # noqa: PLC0415 - keep the client commands' start-up light
+
+    from .logs import configure as configure_logging  # noqa: PLC0415
+    from .server import run_server  # noqa: PLC0415
+    from .store import StoreError  # noqa: PLC0415
+
     home.ensure()
     configure_logging(home.logs)
     try:

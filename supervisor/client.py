@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -136,3 +137,39 @@ def decode(response: httpx.Response) -> Any:
             )
         raise ApiError(response.status_code, "HTTP_ERROR", response.text[:500], {})
     return body
+
+
+class ApiClient:
+    """The `/api/v1` side: the bearer token from the loopback bootstrap, a session cookie for
+    the event stream."""
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        self._http = httpx.Client(
+            base_url=url.rstrip("/") + "/api/v1", timeout=timeout, trust_env=False
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def login(self) -> None:
+        token = decode(self._http.get("/auth/bootstrap"))["token"]
+        self._http.headers["Authorization"] = f"Bearer {token}"
+        decode(self._http.post("/session"))
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        return decode(self._http.request(method, path, json=body))
+
+    @contextmanager
+    def open_events(self) -> Iterator[Iterator[SseEvent]]:
+        """The event stream, open (subscribed on the server) when the block starts."""
+        with self._http.stream("GET", "/events", timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                decode(response)
+            yield parse_sse(response.iter_lines())

@@ -22,7 +22,7 @@ from .manifest import FormationSpec, RestartSpec, invalid, parse_manifest
 
 MANIFEST_NAME = "formation.yaml"
 # Never packed from a source folder (`fsup serve --deploy`, the CLI): anywhere in the tree...
-PACK_EXCLUDES = frozenset({".git", "__pycache__", "node_modules"})
+PACK_EXCLUDES = frozenset({".git", "__pycache__", "node_modules", "logs"})
 # ...and at the top, the formation's runtime state, which a deploy must not overwrite.
 PACK_EXCLUDES_TOP = frozenset({"data", "memory.db"})
 
@@ -87,7 +87,9 @@ def discard(staged: Path) -> None:
 
 
 def pack_folder(folder: Path) -> bytes:
-    """A `.tar.gz` of a formation folder, without VCS, caches and runtime state."""
+    """A `.tar.gz` of a formation folder, leaving out `.git`, `__pycache__`, `*.pyc`, `.env*`,
+    `node_modules`, logs (`logs/`, `*.log`), links (a bundle may not hold them) and the
+    runtime state at its top (`data/`, `memory.db`)."""
     buffer = io.BytesIO()
 
     def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -115,5 +116,30 @@ wait
         assert sources == ["flaky", "hello"]
         events = (home / "events.txt").read_text()
         assert "event: search_created" in events and "event: search_completed" in events
+    finally:
+        assert server.stop() == 0
+
+
+def test_readme_cli_walkthrough_runs_as_written(home: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## The CLI", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.strip().splitlines() if " -f " not in line]
+    server = Server(home).start("--deploy", str(EXAMPLES))
+    try:
+        wait_for(lambda: sorted(f["status"] for f in
+                                server.rpc.call("GET", "/rpc/formations")["formations"])
+                 == ["running", "running"], timeout=30)
+        script = "set -euo pipefail\n" + "\n".join(lines)
+        script = script.replace(".venv/bin/fsup", f"{sys.executable} -m supervisor")
+        script = script.replace("http://127.0.0.1:7890", server.url)
+        script = script.replace("-o hello.zip", f"-o {home}/hello.zip")  # not into the repo
+        env = {**os.environ, "MUXI_HOME": str(home), "MUXI_URL": server.url}
+        done = subprocess.run(["bash", "-c", script], env=env, cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "bonjour from 1.1.0" in done.stdout
+        assert "[log] hello: hello 1.0.0 listening on port" in done.stdout
+        assert (home / "hello.zip").exists()
+        assert [f["id"] for f in server.rpc.call("GET", "/rpc/formations")["formations"]] == ["hello"]
     finally:
         assert server.stop() == 0
