@@ -14,6 +14,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from helpers import EXAMPLES, REPO, Server, wait_for
@@ -203,3 +204,29 @@ def test_hints_say_what_to_do(code: str, message: str, words: str) -> None:
     from supervisor.client import ApiError  # noqa: PLC0415
 
     assert words in hint_for(ApiError(400, code, message, {}))
+
+
+def test_live_search_stops_cleanly_on_ctrl_c(server: Server) -> None:
+    server.rpc.deploy(open_bundle(EXAMPLES / "hello"))
+    wait_for(lambda: "listening" in fsup(server, "logs", "hello").stdout)
+    env = {**os.environ, "MUXI_HOME": str(server.home), "MUXI_URL": server.url}
+    searcher = subprocess.Popen([sys.executable, "-m", "supervisor", "search", "--live", "listening"],
+                                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    try:
+        ready, _, _ = select.select([searcher.stdout], [], [], 20)
+        assert ready and searcher.stdout is not None
+        assert "[log] hello:" in searcher.stdout.readline()
+        searcher.send_signal(signal.SIGINT)
+        out, err = searcher.communicate(timeout=20)
+        assert searcher.returncode == 0 and "Traceback" not in err
+        assert "1 result(s)" in out
+    finally:
+        if searcher.poll() is None:
+            searcher.kill()
+            searcher.wait()
+    # The search was stopped on the server, not left running.
+    bearer = httpx.get(f"{server.url}/api/v1/auth/bootstrap").json()["token"]
+    searches = httpx.get(f"{server.url}/api/v1/searches",
+                         headers={"Authorization": f"Bearer {bearer}"}).json()["searches"]
+    assert [s["state"] for s in searches] == ["stopped"]
