@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 from supervisor.client import RpcClient
@@ -67,6 +68,13 @@ def nasty_bundle(formation_id: str, mode: str = "serve", fmt: str = "tar.gz", **
 def example_bundle(name: str) -> bytes:
     folder = EXAMPLES / name
     return make_bundle({p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}, top=name)
+
+
+def api_client(server: Server) -> httpx.Client:
+    """An /api/v1 client carrying the bearer token from the loopback bootstrap."""
+    token = httpx.get(f"{server.url}/api/v1/auth/bootstrap", trust_env=False).json()["token"]
+    return httpx.Client(base_url=f"{server.url}/api/v1", trust_env=False, timeout=30,
+                        headers={"Authorization": f"Bearer {token}"})
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:

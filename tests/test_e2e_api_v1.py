@@ -8,16 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import Server, nasty_bundle
+from helpers import api_client as api
 
 from supervisor.client import SseEvent, parse_sse
 
 pytestmark = pytest.mark.e2e
-
-
-def api(server: Server) -> httpx.Client:
-    token = httpx.get(f"{server.url}/api/v1/auth/bootstrap", trust_env=False).json()["token"]
-    return httpx.Client(base_url=f"{server.url}/api/v1", trust_env=False, timeout=30,
-                        headers={"Authorization": f"Bearer {token}"})
 
 
 def test_auth_rules(server: Server, home: Path) -> None:

@@ -8,18 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 from helpers import NASTY, Server, main_processes, nasty_bundle, wait_for
+from helpers import api_client as api
 
 pytestmark = pytest.mark.e2e
-
-
-def api(server: Server) -> httpx.Client:
-    token = httpx.get(f"{server.url}/api/v1/auth/bootstrap", trust_env=False).json()["token"]
-    return httpx.Client(base_url=f"{server.url}/api/v1", trust_env=False, timeout=30,
-                        headers={"Authorization": f"Bearer {token}"})
 
 
 def test_nodes_and_routing_summary_match_reality(server: Server, home: Path) -> None:

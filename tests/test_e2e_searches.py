@@ -10,18 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import Server, nasty_bundle, wait_for
+from helpers import api_client as api
 
 from supervisor.client import SseEvent, parse_sse
 
 pytestmark = pytest.mark.e2e
 
 SEARCHABLE = {"search": {"path": "/search"}}
-
-
-def api(server: Server) -> httpx.Client:
-    token = httpx.get(f"{server.url}/api/v1/auth/bootstrap", trust_env=False).json()["token"]
-    return httpx.Client(base_url=f"{server.url}/api/v1", trust_env=False, timeout=30,
-                        headers={"Authorization": f"Bearer {token}"})
 
 
 def say(server: Server, formation_id: str, *lines: str) -> None:
