@@ -167,7 +167,10 @@ class FleetActor(Actor):
                           if e.kept.process is not None}
                 killed = await trio.to_thread.run_sync(self._kill_strays_of, owned)
                 for entry in self.formations.values():
-                    entry.ref.tell_nowait(EnsureRunning())
+                    try:
+                        entry.ref.tell_nowait(EnsureRunning())
+                    except (ActorError, trio.WouldBlock):
+                        pass  # busy or gone: the next reconcile will see it again
                 return {"formations": len(self.formations), "strays_killed": killed}
             case ShutdownAll():
                 return self._shutdown_all(reply)
