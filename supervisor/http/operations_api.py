@@ -11,13 +11,12 @@ import trio
 from quart import current_app
 from quart_trio import QuartTrio
 
-from actors.fleet import ListFormations, Reconcile
+from actors.fleet import Reconcile
 from actors.formation import Nodes, ProbeNow
 
-from ..errors import FsupError
 from ..routing import RouteTable
 from .params import int_param
-from .rpc import ask, services
+from .rpc import ask, ask_formations, services
 
 PREFIX = "/api/v1"
 # psutil.Process objects kept between calls, so cpu_percent measures since the last look.
@@ -49,19 +48,8 @@ def forget_gone(pids: set[int]) -> None:
 
 
 async def all_nodes() -> list[dict[str, Any]]:
-    pairs = await ask(services().fleet, ListFormations())
-    found: dict[str, list[dict[str, Any]]] = {}
-
-    async def one(formation_id: str, ref: Any) -> None:
-        try:
-            found[formation_id] = await ask(ref, Nodes())
-        except FsupError:
-            found[formation_id] = []
-
-    async with trio.open_nursery() as nursery:
-        for formation_id, ref in pairs:
-            nursery.start_soon(one, formation_id, ref)
-    nodes = [node for formation_id, _ in pairs for node in found[formation_id]]
+    answers = await ask_formations(Nodes(), lambda _: [])
+    nodes = [node for _, formation_nodes in answers for node in formation_nodes]
 
     def add_figures() -> None:
         for node in nodes:
@@ -80,15 +68,9 @@ def register(app: QuartTrio) -> None:
 
     @app.post(f"{PREFIX}/routing/refresh")
     async def routing_refresh() -> Any:
-        pairs = await ask(services().fleet, ListFormations())
-        probing = []
-        for formation_id, ref in pairs:
-            try:
-                if (await ask(ref, ProbeNow()))["probing"]:
-                    probing.append(formation_id)
-            except FsupError:
-                continue
-        return {"refreshing": probing, "total": len(pairs)}
+        answers = await ask_formations(ProbeNow(), lambda _: {"probing": False})
+        probing = [formation_id for formation_id, answer in answers if answer["probing"]]
+        return {"refreshing": probing, "total": len(answers)}
 
     @app.get(f"{PREFIX}/nodes")
     async def nodes() -> Any:

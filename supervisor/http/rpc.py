@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,20 +62,29 @@ async def formation_ref(formation_id: str) -> ActorRef:
     return await ask(services().fleet, Lookup(formation_id))  # type: ignore[no-any-return]
 
 
-async def snapshots() -> list[dict[str, Any]]:
+async def ask_formations(
+    message: Any, fallback: Callable[[str], Any]
+) -> list[tuple[str, Any]]:
+    """Ask every formation the same thing at once; `(id, answer)` in the fleet's order, with
+    `fallback(id)` for one that does not answer in time."""
     pairs = await ask(services().fleet, ListFormations())
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Any] = {}
 
     async def one(formation_id: str, ref: ActorRef) -> None:
         try:
-            found[formation_id] = await ask(ref, Snapshot())
+            found[formation_id] = await ask(ref, message)
         except FsupError:
-            found[formation_id] = {"id": formation_id, "status": "unknown"}
+            found[formation_id] = fallback(formation_id)
 
     async with trio.open_nursery() as nursery:
         for formation_id, ref in pairs:
             nursery.start_soon(one, formation_id, ref)
-    return [found[fid] for fid, _ in pairs]
+    return [(formation_id, found[formation_id]) for formation_id, _ in pairs]
+
+
+async def snapshots() -> list[dict[str, Any]]:
+    answers = await ask_formations(Snapshot(), lambda fid: {"id": fid, "status": "unknown"})
+    return [snapshot for _, snapshot in answers]
 
 
 # Lifecycle routes: the message each sends its formation, and the first stage it reports.
