@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import psutil
+from port_blocks import PORT_RANGE
 
 from supervisor.client import RpcClient
 
@@ -115,7 +116,7 @@ def main_processes(home: Path, formation_id: str) -> list[psutil.Process]:
 class Server:
     """`python -m supervisor serve` in a subprocess on a free port, with its own home."""
 
-    def __init__(self, home: Path, port_range: str = "21000-21999") -> None:
+    def __init__(self, home: Path, port_range: str = PORT_RANGE) -> None:
         self.home = home
         self.port_range = port_range
         self.proc: subprocess.Popen[bytes] | None = None

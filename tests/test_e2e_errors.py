@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import Server, formation_processes, make_bundle, nasty_bundle, wait_for
+from port_blocks import PORT_HIGH
 
 from supervisor.client import ApiError, SseEvent
 from supervisor.hmac_auth import sign
@@ -169,7 +170,7 @@ def test_body_over_the_limit_gets_413(home: Path) -> None:
 
 
 def test_ports_exhausted_gets_503(home: Path) -> None:
-    server = Server(home, port_range="21950-21950").start()
+    server = Server(home, port_range=f"{PORT_HIGH}-{PORT_HIGH}").start()
     try:
         server.rpc.deploy(nasty_bundle("first"))
         error = error_of(lambda: server.rpc.deploy(nasty_bundle("second")))

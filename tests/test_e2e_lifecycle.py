@@ -17,6 +17,7 @@ from helpers import (
     nasty_bundle,
     wait_for,
 )
+from port_blocks import PORT_HIGH, PORT_LOW
 
 from supervisor.client import ApiError
 
@@ -29,7 +30,7 @@ def test_deploy_json_runs_the_example_with_its_environment(server: Server, home:
     assert result["status"] == "running"
     assert result["healthy"] is True
     port, pid = result["port"], result["pid"]
-    assert 21000 <= port <= 21999
+    assert PORT_LOW <= port <= PORT_HIGH
 
     answer = httpx.get(f"http://127.0.0.1:{port}/", trust_env=False).json()
     assert answer["message"] == "hello from 1.0.0"

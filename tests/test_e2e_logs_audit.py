@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import Server, nasty_bundle, wait_for
+from port_blocks import PORT_RANGE
 
 from supervisor.client import ApiError, SseEvent
 
@@ -141,5 +142,5 @@ def test_server_status(server: Server) -> None:
     server.rpc.call("POST", "/rpc/formations/two/stop")
     status = server.rpc.call("GET", "/rpc/server/status")
     assert status["formations"] == {"total": 2, "running": 1, "stopped": 1, "crashed": 0}
-    assert status["ports"] == {"range": "21000-21999", "allocated": 2, "available": 998}
+    assert status["ports"] == {"range": PORT_RANGE, "allocated": 2, "available": 498}
     assert status["server_id"] and status["version"] and status["uptime_s"] > 0
