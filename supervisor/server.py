@@ -17,7 +17,6 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from actors.base import ActorError, ActorRef, spawn
 from actors.fleet import FleetActor, Restore, ShutdownAll
@@ -33,6 +32,7 @@ from .events import EventBus
 from .home import Home, load_or_create_credentials
 from .http.app import create_app
 from .http.proxy import open_proxy_client
+from .http.serving import serve_http
 from .logs import LogBook
 from .operations import Services
 from .ports import PortPool
@@ -81,10 +81,8 @@ async def run_server(
             stop_http = trio.Event()
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 binds = await nursery.start(
-                    partial(
-                        hypercorn_serve, app, _hypercorn_config(config),
-                        shutdown_trigger=stop_http.wait,
-                    )
+                    partial(serve_http, app, _hypercorn_config(config),
+                            shutdown_trigger=stop_http.wait)
                 )
                 url = binds[0]
                 await fleet.tell(Restore(url))

@@ -8,6 +8,7 @@ block taken and moves to the next one, so two runs never hand the same port to f
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import tempfile
@@ -31,6 +32,7 @@ def claim_block() -> tuple[int, int]:
             handle.close()
             continue
         _held.append(handle)
+        atexit.register(handle.close)  # releases the lock; quiet at exit
         return low, low + BLOCK - 1
     raise RuntimeError(f"every test port block in {FIRST}-{LAST} is taken by other test runs")
 

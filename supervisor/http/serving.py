@@ -1,0 +1,176 @@
+"""Serve the app over HTTP/1.1 with Hypercorn's protocol layer, one contained task per connection.
+
+`hypercorn.trio.serve` runs every connection's task in a nursery inside the caller's, so an
+exception escaping one connection ends the whole server, and with it fsup's root nursery (the
+actors). Two races in its trio `TCPServer` (0.18.0, the current release) make that reachable
+by any client (docs/upstream/hypercorn-trio-close.md has the reproduction):
+
+- `_close()` calls `send_eof()`, which holds the stream's send-conflict detector across a
+  checkpoint without the connection's `send_lock`; a concurrent `send_all` (the reader task
+  answering a malformed request with its 400) then raises `trio.BusyResourceError`, which is
+  not caught and escapes the connection.
+- `_close()` and the idle-timer restart run inside the application's task (through the ASGI
+  `send`). Quart-Trio cancels that task as soon as the response is done, so the `aclose()`
+  after `send_eof()` and the keep-alive timer are cancelled half-way: `Connection: close` and
+  HTTP/1.0 connections stay open and idle keep-alive connections are never timed out.
+
+`ContainedTCPServer` fixes both at the source (closing and timer restarts are shielded and
+bounded, every write takes the send lock and has a deadline), and `serve_http` runs each
+connection in a handler that logs what escapes instead of passing it up. The rest is
+Hypercorn's own code: the h11 protocol, the ASGI bridge, the lifespan, the config.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.utils import repr_socket_addr, wrap_app
+
+log = logging.getLogger("fsup.http.serving")
+
+# A client that does not take a chunk of the answer within this long is gone: the connection
+# is closed (a shielded write with no deadline would otherwise hold the task forever).
+WRITE_TIMEOUT_S = 60.0
+# After the last response, how long the peer may keep sending (its unread body) before the
+# socket is closed; closing with unread data makes the kernel send RST, which can destroy the
+# answer the client has not read yet.
+LINGER_S = 2.0
+# At most this many connection failures are logged with a traceback per minute; the rest are
+# counted, so a client cannot flood the log.
+TRACEBACKS_PER_MINUTE = 10
+
+_STREAM_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
+
+
+class ContainedTCPServer(TCPServer):
+    """Hypercorn's trio connection with its close and timer races fixed (see the module)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._reader: trio.lowlevel.Task | None = None
+        self._reader_done = trio.Event()
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            await self._write(event.data)
+            return
+        # Closing and (re)starting the idle timer must finish even when the application task
+        # that triggered them is being cancelled.
+        with trio.CancelScope(shield=True):
+            await super().protocol_send(event)
+
+    async def _write(self, data: bytes) -> None:
+        written = False
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(WRITE_TIMEOUT_S):
+                try:
+                    async with self.send_lock:
+                        await self.stream.send_all(data)
+                    written = True
+                except _STREAM_GONE:
+                    pass
+            if not written:
+                await self.protocol.handle(Closed())
+                await self.stream.aclose()
+
+    async def _read_data(self) -> None:
+        self._reader = trio.lowlevel.current_task()
+        try:
+            await super()._read_data()
+        finally:
+            self._reader_done.set()
+
+    async def _close(self) -> None:
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(LINGER_S):
+                async with self.send_lock:
+                    try:
+                        await self.stream.send_eof()
+                    except (*_STREAM_GONE, AttributeError):
+                        pass  # already gone, or a TLS stream (no half-close)
+                if trio.lowlevel.current_task() is not self._reader:
+                    await self._reader_done.wait()  # the reader discards what still arrives
+            await self.stream.aclose()
+
+
+class _FailureLog:
+    """Log escaped connection failures with a bounded number of tracebacks per minute."""
+
+    def __init__(self) -> None:
+        self._window_start = -1e9
+        self._logged = 0
+        self._suppressed = 0
+
+    def record(self, group: BaseExceptionGroup[Exception]) -> None:
+        now = trio.current_time()
+        if now - self._window_start >= 60.0:
+            if self._suppressed:
+                log.error("%d more connection failures were not logged", self._suppressed)
+            self._window_start, self._logged, self._suppressed = now, 0, 0
+        if self._logged >= TRACEBACKS_PER_MINUTE:
+            self._suppressed += 1
+            return
+        self._logged += 1
+        log.error("a connection failed; it was closed and fsup carries on", exc_info=group)
+
+
+async def serve_http(
+    app: Any,
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` on `config.bind` until `shutdown_trigger` returns, then drain connections
+    for `config.graceful_timeout`. Reports the bound URLs through `task_status`."""
+    wrapped: AppWrapper = wrap_app(app, config.wsgi_max_body_size, None)
+    state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, state)
+    context = WorkerContext(None)
+    failures = _FailureLog()
+
+    async def serve_connection(stream: trio.SocketStream) -> None:
+        try:
+            server = ContainedTCPServer(wrapped, config, context, ConnectionState(state.copy()),
+                                        stream)
+            await server.run()
+        except* Exception as group:
+            failures.record(group)
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        listeners, binds = _listeners(config)
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                accepting.start_soon(
+                    partial(trio.serve_listeners, serve_connection, listeners,
+                            handler_nursery=connections)
+                )
+                task_status.started(binds)
+                await shutdown_trigger()
+                accepting.cancel_scope.cancel()
+            await context.terminated.set()  # idle keep-alive connections close now
+            connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
+
+
+def _listeners(config: Config) -> tuple[list[trio.SocketListener], list[str]]:
+    sockets = config.create_sockets()
+    listeners, binds = [], []
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+        binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+    return listeners, binds

@@ -1,0 +1,136 @@
+"""The HTTP serving layer on raw sockets: no client can end it, and connections close as HTTP says.
+
+A small Quart-Trio app served by `serve_http` in this process; each client speaks raw bytes so
+that nothing smooths over what the server really does on the wire.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from functools import partial
+
+import pytest
+import trio
+from hypercorn.config import Config
+from quart import request
+from quart_trio import QuartTrio
+
+from supervisor.http.serving import serve_http
+
+KEEP_ALIVE_S = 0.5
+
+
+def _app() -> QuartTrio:
+    app = QuartTrio("serving-test")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "healthy"}
+
+    @app.post("/echo")
+    async def echo() -> bytes:
+        return await request.get_data()
+
+    return app
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.keep_alive_timeout = KEEP_ALIVE_S
+    config.accesslog = None
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(serve_http, _app(), config, shutdown_trigger=stop.wait))
+        yield int(binds[0].rsplit(":", 1)[1])
+        stop.set()
+
+
+async def _until_eof(stream: trio.SocketStream, bound: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes, and how long that took."""
+    start, data = trio.current_time(), b""
+    with trio.fail_after(bound):
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    return data, trio.current_time() - start
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    ],
+    ids=["connection-close", "http-1.0", "post-connection-close"],
+)
+async def test_the_server_closes_when_the_request_says_close(port: int, request_bytes: bytes) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request_bytes)
+        data, took = await _until_eof(stream, bound=2.0)
+    assert data.startswith(b"HTTP/1.1 200")
+    assert took < 1.0
+
+
+async def test_an_idle_keep_alive_connection_is_closed(port: int) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        data, took = await _until_eof(stream, bound=KEEP_ALIVE_S * 6)
+    assert data.startswith(b"HTTP/1.1 200") and data.count(b"HTTP/1.1") == 1
+    assert KEEP_ALIVE_S * 0.8 <= took
+
+
+async def test_a_connection_that_never_sends_a_request_is_closed(port: int) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        data, _ = await _until_eof(stream, bound=KEEP_ALIVE_S * 6)
+    assert data == b""
+
+
+BAD_CHUNKS = [
+    [b"5\r\nabcde\r\nzz\r\nabc\r\n0\r\n\r\n"], [b"zz\r\n"], [b"5\r\nabcde\r\n", b"zz\r\n"],
+    [b"5\r\nab"], [b"0\r\n\r\n"],
+]
+
+
+@pytest.mark.parametrize("path", [b"/nope", b"/echo", b"/health"])
+async def test_malformed_chunked_bodies_never_end_the_server(port: int, path: bytes) -> None:
+    """Stock Hypercorn 0.18 exits on this within a few rounds (BusyResourceError)."""
+    for _ in range(3):
+        for body, mode in itertools.product(BAD_CHUNKS, ["close", "shut", "wait"]):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(
+                    b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )
+                for part in body:
+                    await stream.send_all(part)
+                if mode == "close":
+                    continue
+                if mode == "shut":
+                    await stream.send_eof()
+                with trio.move_on_after(2):
+                    await stream.receive_some(300)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data, _ = await _until_eof(stream, bound=2.0)
+    assert data.startswith(b"HTTP/1.1 200")
+
+
+async def test_a_client_that_never_reads_does_not_hold_up_others(port: int) -> None:
+    hog = await trio.open_tcp_stream("127.0.0.1", port)
+    async with hog:
+        big = b"x" * (8 * 1024 * 1024)
+        head = f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len(big)}\r\n\r\n".encode()
+        with trio.move_on_after(1):
+            await hog.send_all(head + big)  # the echo fills both socket buffers
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data, took = await _until_eof(stream, bound=2.0)
+    assert data.startswith(b"HTTP/1.1 200") and took < 1.0
