@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,6 +22,9 @@ MAX_SKEW_S = 300.0
 KEY_ID_HEADER = "X-MUXI-Key-ID"
 TIMESTAMP_HEADER = "X-MUXI-Timestamp"
 SIGNATURE_HEADER = "X-MUXI-Signature"
+MAX_TIMESTAMP_LEN = 64
+# base64 of a 32-byte SHA-256 MAC.
+SIGNATURE_SHAPE = re.compile(r"[A-Za-z0-9+/]{43}=")
 
 
 def canonical(method: str, path: bytes, timestamp: str, body: bytes) -> bytes:
@@ -67,15 +72,21 @@ def parse_timestamp(text: str) -> datetime:
     return parsed
 
 
-def verify(
-    creds: Credentials,
-    method: str,
-    path: bytes,
-    body: bytes,
-    headers: dict[str, str],
-    now: datetime | None = None,
-) -> None:
-    """Raise `FsupError(UNAUTHORIZED)` unless the headers sign this exact request."""
+@dataclass(frozen=True)
+class SignedHeaders:
+    """The auth headers of a request whose key and time checked out: only the signature over
+    the body is left to check."""
+
+    timestamp: str
+    signature: str
+
+
+def check_headers(
+    creds: Credentials, headers: Mapping[str, str], now: datetime | None = None
+) -> SignedHeaders:
+    """Everything that can be checked before a body byte is read: the three headers are
+    there, the key id is ours (compared in constant time), the timestamp is in the window and
+    the signature has the shape of one. An unsigned or stale upload is refused unread."""
     key_id = headers.get(KEY_ID_HEADER.lower()) or ""
     timestamp = headers.get(TIMESTAMP_HEADER.lower()) or ""
     signature = headers.get(SIGNATURE_HEADER.lower()) or ""
@@ -84,6 +95,8 @@ def verify(
             f"missing authentication headers ({KEY_ID_HEADER}, {TIMESTAMP_HEADER}, "
             f"{SIGNATURE_HEADER})"
         )
+    if len(timestamp) > MAX_TIMESTAMP_LEN:
+        raise _unauthorized(f"{TIMESTAMP_HEADER} is too long to be an RFC3339 time")
     sent = parse_timestamp(timestamp)
     skew = abs(((now or datetime.now(UTC)) - sent).total_seconds())
     if skew > MAX_SKEW_S:
@@ -91,8 +104,28 @@ def verify(
             f"request timestamp is {skew:.0f}s away from the server clock (limit "
             f"{MAX_SKEW_S:.0f}s); check that both clocks are right"
         )
-    expected = sign(creds.secret_key, method, path, timestamp, body)
     key_ok = hmac.compare_digest(key_id.encode(), creds.key_id.encode())
-    signature_ok = hmac.compare_digest(signature.encode(), expected.encode())
-    if not (key_ok and signature_ok):
+    if not key_ok or not SIGNATURE_SHAPE.fullmatch(signature):
         raise _unauthorized("invalid key id or signature")
+    return SignedHeaders(timestamp, signature)
+
+
+def check_signature(
+    creds: Credentials, signed: SignedHeaders, method: str, path: bytes, body: bytes
+) -> None:
+    """The last check, once the body is read: the signature covers this exact request."""
+    expected = sign(creds.secret_key, method, path, signed.timestamp, body)
+    if not hmac.compare_digest(signed.signature.encode(), expected.encode()):
+        raise _unauthorized("invalid key id or signature")
+
+
+def verify(
+    creds: Credentials,
+    method: str,
+    path: bytes,
+    body: bytes,
+    headers: Mapping[str, str],
+    now: datetime | None = None,
+) -> None:
+    """Raise `FsupError(UNAUTHORIZED)` unless the headers sign this exact request."""
+    check_signature(creds, check_headers(creds, headers, now), method, path, body)

@@ -15,16 +15,19 @@ import httpx
 import trio
 from quart import Response, current_app, request
 from quart_trio import QuartTrio
+from werkzeug.routing import PathConverter
 
 from ..errors import FsupError
 from ..routing import Backend, RouteTable
+from .proxy_target import (
+    REPLACED_IN_RESPONSE,
+    connection_tokens,
+    forwardable,
+    parse_target,
+    upstream_url,
+)
 from .render import error_response
 
-# Hop-by-hop headers (RFC 9110 7.6.1) are for one connection and never forwarded.
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-     "trailer", "transfer-encoding", "upgrade", "proxy-connection"}
-)
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CLOSE_BOUND_S = 2.0
 
@@ -68,13 +71,14 @@ class ProxiedBody:
 
 
 def forwarded_headers(formation_id: str) -> list[tuple[str, str]]:
+    listed = connection_tokens(request.headers.getlist("Connection"))
     headers = [
         (name, value) for name, value in request.headers.items()
-        if name.lower() not in HOP_BY_HOP and name.lower() not in ("host", "x-formation-id")
+        if forwardable(name, listed) and name.lower() not in ("host", "x-formation-id")
+        and not name.lower().startswith("x-forwarded-")
     ]
     client = request.remote_addr or ""
     prior = request.headers.get("X-Forwarded-For")
-    headers = [(n, v) for n, v in headers if not n.lower().startswith("x-forwarded-")]
     headers += [
         ("X-Forwarded-For", f"{prior}, {client}" if prior else client),
         ("X-Forwarded-Proto", request.scheme),
@@ -82,6 +86,13 @@ def forwarded_headers(formation_id: str) -> list[tuple[str, str]]:
         ("X-Formation-ID", formation_id),
     ]
     return headers
+
+
+def response_headers(upstream: httpx.Response) -> list[tuple[str, str]]:
+    """The formation's answer headers, less hop-by-hop ones and those fsup sets itself."""
+    listed = connection_tokens(upstream.headers.get_list("connection"))
+    return [(n, v) for n, v in upstream.headers.multi_items()
+            if forwardable(n, listed) and n.lower() not in REPLACED_IN_RESPONSE]
 
 
 async def _stream_body() -> AsyncIterator[bytes]:
@@ -98,19 +109,15 @@ def request_body() -> AsyncIterator[bytes] | bytes:
     return _stream_body() if has_length or chunked else b""
 
 
-def upstream_target(formation_id: str, port: int) -> str:
-    """The raw path after `/api/{id}` and the raw query, passed on exactly as sent."""
-    raw = (request.scope.get("raw_path") or request.path.encode()).decode("latin-1")
-    prefix = f"/api/{formation_id}"
-    rest = raw[len(prefix):] if raw.startswith(prefix) else "/"
-    query = (request.scope.get("query_string") or b"").decode("latin-1")
-    return f"http://127.0.0.1:{port}{rest or '/'}" + (f"?{query}" if query else "")
-
-
 def register(app: QuartTrio) -> None:
     async def proxy(formation_id: str, rest: str = "") -> Any:
+        """The route's `formation_id` is werkzeug's decoding of the path; the target parsed
+        from the raw bytes is the one that counts (see proxy_target)."""
         routes: RouteTable = current_app.extensions["fsup.routes"]
         client: httpx.AsyncClient = current_app.extensions["fsup.proxy_client"]
+        target = parse_target(request.scope.get("raw_path") or request.path.encode(),
+                              request.scope.get("query_string") or b"")
+        formation_id = target.formation_id
         route = routes.get(formation_id)
         if route is None:
             return error_response(FsupError(
@@ -126,11 +133,12 @@ def register(app: QuartTrio) -> None:
                 {"formation_id": formation_id},
                 status=503,
             ))
+        url = upstream_url(backend.port, target)
         backend.acquire()  # no checkpoint since the route was read: see routing.py
         try:
             outgoing = client.build_request(
                 request.method,
-                upstream_target(formation_id, backend.port),
+                url,
                 headers=forwarded_headers(formation_id),
                 content=request_body(),
             )
@@ -145,7 +153,7 @@ def register(app: QuartTrio) -> None:
         except BaseException:
             backend.release()
             raise
-        headers = [(n, v) for n, v in upstream.headers.multi_items() if n.lower() not in HOP_BY_HOP]
+        headers = response_headers(upstream)
         response = Response(ProxiedBody(upstream, backend), status=upstream.status_code)
         response.headers.clear()
         for name, value in headers:
@@ -153,6 +161,14 @@ def register(app: QuartTrio) -> None:
         response.timeout = None
         return response
 
-    app.add_url_rule("/api/<formation_id>", "proxy_root", proxy, methods=METHODS)
-    app.add_url_rule("/api/<formation_id>/", "proxy_slash", proxy, methods=METHODS)
-    app.add_url_rule("/api/<formation_id>/<path:rest>", "proxy", proxy, methods=METHODS)
+    # Any rest, `//` and empty included, taken as sent: no slash merging, no redirect.
+    app.url_map.converters["rest"] = _AnyRest
+    app.add_url_rule("/api/<formation_id>", "proxy_root", proxy, methods=METHODS,
+                     merge_slashes=False)
+    app.add_url_rule("/api/<formation_id>/<rest:rest>", "proxy", proxy, methods=METHODS,
+                     merge_slashes=False)
+
+
+class _AnyRest(PathConverter):
+    regex = ".*"
+    part_isolating = False
