@@ -28,6 +28,8 @@ import trio
 
 from supervisor.errors import FsupError
 
+from . import faults
+
 log = logging.getLogger("fsup.actors")
 
 MAILBOX_SIZE = 64
@@ -234,6 +236,10 @@ class Actor:
         """Handle one message; return the answer, or `DEFERRED` to answer via `reply` later."""
         raise NotImplementedError
 
+    def hand_off(self, reply: Reply) -> None:
+        """Another actor answers `reply` from now on: this one's end no longer fails it."""
+        self._open_replies.discard(reply)
+
     def stop_after_this_message(self) -> None:
         """End the message loop once the current message is handled (a normal exit)."""
         self._stop_requested = True
@@ -274,6 +280,8 @@ class Actor:
             self._open_replies.add(reply)
             reply.on_done(self._open_replies.discard)
         try:
+            if faults.ENABLED:
+                faults.trip(self.name)
             result = await self.handle(envelope.message, reply)
         except FsupError as exc:
             if reply is not None:

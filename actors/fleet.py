@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from .formation import (
 from .port_requests import AllocatePort, ReleasePort
 from .process import adopt, kill_stray, processes_of_home
 from .supervision import Intensity, Supervisor
+from .unrestorable import Revive, UnrestorableFormation, unusable
 
 log = logging.getLogger("fsup.fleet")
 
@@ -133,6 +135,10 @@ class FleetActor(Actor):
         assert self.nursery is not None
         self._supervisor = Supervisor(self.nursery, self.intensity)
         self.ctx.fleet = self.ref
+        if self.ctx.server_url:
+            # A restarted incarnation: the server listens already; rebuild from the store
+            # (the formations' processes are adopted again, as after a crash of fsup).
+            await self._restore()
 
     async def handle(self, message: Any, reply: Reply | None) -> Any:
         match message:
@@ -174,6 +180,9 @@ class FleetActor(Actor):
                 return {"formations": len(self.formations), "strays_killed": killed}
             case ShutdownAll():
                 return self._shutdown_all(reply)
+            case Revive(formation_id=fid, reply=waiter):
+                await self._revive(fid, waiter)
+                return None
             case _Removed(formation_id=fid):
                 await self._finish_removal(fid)
                 return None
@@ -204,12 +213,7 @@ class FleetActor(Actor):
         for row in rows:
             # Reserved even if the formation cannot be restored: its row still claims it.
             self.ports.reserve(row.port)
-            try:
-                spec, version_dir = self._current_version(row.id, row.current_version)
-            except (FsupError, LookupError) as exc:
-                log.error("%s: cannot restore (%s); left in the store untouched", row.id, exc)
-                continue
-            await self._start_actor(row.id, spec, version_dir, row.port, adopted[row.id])
+            await self._start_actor(row.id, row.port, adopted[row.id])
         self.restored.set()
 
     def _kill_strays(self, adopted: dict[str, Kept]) -> None:
@@ -236,23 +240,63 @@ class FleetActor(Actor):
             raise LookupError(f"version {version} is missing from the store")
         return parse_manifest(row.manifest, self.ctx.restart_defaults), Path(row.path)
 
-    async def _start_actor(
-        self, formation_id: str, spec: FormationSpec, version_dir: Path, port: int, kept: Kept
-    ) -> ActorRef:
+    async def _start_actor(self, formation_id: str, port: int, kept: Kept) -> ActorRef:
         assert self._supervisor is not None
-
-        def incarnation() -> FormationActor:
-            # A restarted incarnation reads the current version afresh from the store.
-            row = self.ctx.store.formation(formation_id)
-            current_spec, current_dir = spec, version_dir
-            if row is not None:
-                current_spec, current_dir = self._current_version(formation_id, row.current_version)
-            return FormationActor(self.ctx, formation_id, current_spec, current_dir, port, kept)
-
         self.ctx.routes.register(formation_id)
-        ref = await self._supervisor.start(f"formation:{formation_id}", incarnation)
+        ref = await self._supervisor.start(
+            f"formation:{formation_id}", lambda: self._incarnation(formation_id, kept)
+        )
         self.formations[formation_id] = _Entry(ref, {port}, kept)
         return ref
+
+    def _incarnation(self, formation_id: str, kept: Kept) -> Actor:
+        """The formation's actor as the store describes it now (each restart reads it
+        afresh); one whose stored version does not load stays listed as unrestorable."""
+        row = self.ctx.store.formation(formation_id)
+        if row is None:
+            raise LookupError(f"formation {formation_id} is not in the store")
+        try:
+            spec, version_dir = self._current_version(formation_id, row.current_version)
+        except (FsupError, LookupError) as exc:
+            reason = exc.message if isinstance(exc, FsupError) else str(exc)
+            log.error("%s: cannot restore (%s); kept, listed as crashed", formation_id, reason)
+            return UnrestorableFormation(self.ctx, row, reason)
+        return FormationActor(self.ctx, formation_id, spec, version_dir, row.port, kept)
+
+    async def _revive(self, formation_id: str, reply: Reply | None) -> None:
+        """Replace an unrestorable formation's actor by one loaded from the store (after an
+        update, or to retry) and start it; the formation stays listed whatever happens."""
+        entry = self.formations.get(formation_id)
+        if entry is None or entry.removing:
+            if reply is not None:
+                reply.fail(FsupError("FORMATION_NOT_FOUND", f"formation '{formation_id}' not found"))
+            return
+        ref = await self._start_actor(formation_id, next(iter(entry.ports)), Kept())
+        row = self.ctx.store.formation(formation_id)
+        try:
+            self._current_version(formation_id, row.current_version if row else "")
+        except (FsupError, LookupError) as exc:
+            reason = exc.message if isinstance(exc, FsupError) else str(exc)
+            if reply is not None:
+                reply.fail(unusable(formation_id, reason, "start"))
+            return
+        assert self.nursery is not None
+        self.nursery.start_soon(self._forward_start, ref, reply)
+
+    @staticmethod
+    async def _forward_start(ref: ActorRef, reply: Reply | None) -> None:
+        try:
+            with await ref.request(Start()) as call:
+                async for event in call.progress():
+                    if reply is not None:
+                        reply.emit(event)
+                result = await call.result()
+        except (FsupError, ActorError) as exc:
+            if reply is not None:
+                reply.fail(exc if isinstance(exc, FsupError) else FsupError("INTERNAL", str(exc)))
+            return
+        if reply is not None:
+            reply.resolve(result)
 
     # -- create ----------------------------------------------------------------------------
 
@@ -263,35 +307,46 @@ class FleetActor(Actor):
                 "FORMATION_UNAVAILABLE", "fsup is still restoring its formations; retry shortly"
             )
         if spec.id in self.formations:
-            raise FsupError(
-                "FORMATION_ALREADY_EXISTS",
-                f"formation '{spec.id}' already exists; update it with PUT "
-                f"/rpc/formations/{spec.id} or delete it first",
-                {"formation_id": spec.id},
-            )
+            raise self._exists(spec.id)
         port = self.ports.allocate()
+        version_dir = self.ctx.home.version_dir(spec.id, spec.version)
+        row = VersionRow(spec.id, spec.version, message.manifest, str(version_dir), now_rfc3339())
         try:
-            version_dir = await trio.to_thread.run_sync(
-                self._install_version, spec, message.staged_dir
-            )
-            self.ctx.store.insert_formation(
-                spec.id,
-                port,
-                VersionRow(spec.id, spec.version, message.manifest, str(version_dir), now_rfc3339()),
-            )
+            # The store claims the id first; only then may the disk be touched.
+            self.ctx.store.insert_formation(spec.id, port, row)
+        except sqlite3.IntegrityError:
+            self.ports.release(port)
+            raise self._exists(spec.id) from None
         except BaseException:
             self.ports.release(port)
             raise
+        try:
+            await trio.to_thread.run_sync(self._install_version, spec, message.staged_dir)
+        except BaseException:
+            self.ctx.store.delete_formation(spec.id)
+            self.ports.release(port)
+            raise
         log.info("%s: created version %s on port %s", spec.id, spec.version, port)
-        ref = await self._start_actor(spec.id, spec, version_dir, port, Kept())
+        ref = await self._start_actor(spec.id, port, Kept())
         assert self.nursery is not None
         self.nursery.start_soon(self._first_start, spec.id, ref, reply)
         return DEFERRED
 
+    @staticmethod
+    def _exists(formation_id: str) -> FsupError:
+        return FsupError(
+            "FORMATION_ALREADY_EXISTS",
+            f"formation '{formation_id}' already exists; update it with PUT "
+            f"/rpc/formations/{formation_id} or delete it first",
+            {"formation_id": formation_id},
+        )
+
     def _install_version(self, spec: FormationSpec, staged_dir: Path) -> Path:
         version_dir = self.ctx.home.version_dir(spec.id, spec.version)
         if version_dir.parent.parent.exists():
-            # Left by a crash between install and store insert: nothing refers to it.
+            # The store row was created just now and no other row names this id, so this is
+            # a folder left by a crash before an earlier deploy's row was written (or after
+            # a delete's row went): nothing refers to it.
             shutil.rmtree(version_dir.parent.parent)
         version_dir.parent.mkdir(parents=True, mode=0o700)
         staged_dir.rename(version_dir)

@@ -6,8 +6,10 @@ Only the request being handled when the child crashed fails (with `ActorCrashed`
 
 A child that crashes more than `max_restarts` times within `period` seconds is not restarted
 again: the supervisor raises `Escalation`, which cancels its nursery and reaches its own
-parent, as in Erlang/OTP. A child whose `run` returns normally has finished and is not
-restarted.
+parent, as in Erlang/OTP. The root actors (the fleet, the searches) have no parent to escalate
+to but fsup itself, and fsup must not exit because of what a client sent: their intensity says
+`escalate=False`, and past the limit the supervisor waits `period` seconds before the next
+restart instead. A child whose `run` returns normally has finished and is not restarted.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ log = logging.getLogger("fsup.supervision")
 class Intensity:
     max_restarts: int = 5
     period: float = 10.0
+    # False: past the limit, pause for `period` and restart again rather than escalate.
+    escalate: bool = True
 
 
 class Escalation(Exception):
@@ -65,7 +69,7 @@ class Supervisor:
     ) -> None:
         crashes: deque[float] = deque()
         status: trio.TaskStatus[None] = task_status
-        self.restarts[ref.name] = 0
+        self.restarts.setdefault(ref.name, 0)
         with send, receive:
             try:
                 while True:
@@ -77,17 +81,24 @@ class Supervisor:
                         if not actor.accepting and status is task_status:
                             raise  # never started: the caller of start() gets the error
                         log.exception("actor %s crashed; restarting it", ref.name)
-                        self._count_crash(ref.name, crashes)
+                        if self._count_crash(ref.name, crashes):
+                            log.error("actor %s crashes too often; next restart in %gs",
+                                      ref.name, self.intensity.period)
+                            await trio.sleep(self.intensity.period)
                     status = trio.TASK_STATUS_IGNORED
             finally:
                 drain_mailbox(receive, ActorUnavailable(f"{ref.name} has stopped"))
-                self.restarts.pop(ref.name, None)
 
-    def _count_crash(self, name: str, crashes: deque[float]) -> None:
+    def _count_crash(self, name: str, crashes: deque[float]) -> bool:
+        """Count a crash; True when the limit is passed and the restart should wait."""
         now = trio.current_time()
         crashes.append(now)
         while crashes and crashes[0] < now - self.intensity.period:
             crashes.popleft()
-        if len(crashes) > self.intensity.max_restarts:
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+        if len(crashes) <= self.intensity.max_restarts:
+            return False
+        if self.intensity.escalate:
             raise Escalation(name, len(crashes), self.intensity.period)
-        self.restarts[name] += 1
+        crashes.clear()
+        return True

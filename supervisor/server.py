@@ -18,12 +18,13 @@ from pathlib import Path
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from actors.base import ActorError, ActorRef, spawn
+from actors.base import ActorError, ActorRef
 from actors.fleet import FleetActor, Restore, ShutdownAll
 from actors.formation import FormationContext
 from actors.health import ProbeFactory, open_probe_client
 from actors.process import OsLauncher
 from actors.search import SearchContext, SearchesActor
+from actors.supervision import Intensity, Supervisor
 
 from . import intake, operations
 from .api_auth import load_or_create_token
@@ -41,6 +42,8 @@ from .store import SearchStore, Store
 from .telemetry import publish_fleet_stats
 
 log = logging.getLogger("fsup.server")
+
+ROOT_INTENSITY = Intensity(max_restarts=5, period=10.0, escalate=False)
 
 
 async def run_server(
@@ -69,11 +72,17 @@ async def run_server(
                 home, store, OsLauncher(), ProbeFactory(client), server_url="", routes=routes,
                 restart_defaults=config.restart_defaults, log_limits=config.logs,
             )
-            fleet = await spawn(nursery, FleetActor(ctx, PortPool(*config.port_range)))
+            # The root actors are supervised like the formations, but never escalate: a crash
+            # is logged, its caller gets INTERNAL, and a fresh incarnation rebuilds its state
+            # from the store (the fleet re-adopts the running processes).
+            roots = Supervisor(nursery, ROOT_INTENSITY)
+            fleet = await roots.start(
+                "fleet", lambda: FleetActor(ctx, PortPool(*config.port_range))
+            )
             search_ctx = SearchContext(
                 SearchStore(store), bus, fleet, client, log_backups=config.logs.backups
             )
-            searches_ref = await spawn(nursery, SearchesActor(search_ctx))
+            searches_ref = await roots.start("searches", lambda: SearchesActor(search_ctx))
             services = Services(fleet, home, config, routes, store, bus)
             app = create_app(services, credentials, server_id, proxy_client, api_token)
             app.extensions["fsup.log_book"] = log_book

@@ -16,12 +16,15 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import FsupError
-from ..hmac_auth import KEY_ID_HEADER, Credentials, verify
+from ..hmac_auth import KEY_ID_HEADER, Credentials, check_headers, check_signature
 from ..operations import Services
-from . import api_v1, operations_api, proxy, rpc, searches
+from . import api_v1, faults, openapi, operations_api, proxy, rpc, searches
 from .render import error_response
 
 log = logging.getLogger("fsup.http")
+
+# The longest a request body may take to arrive (100 MB at under 1 MB/s is refused with 408).
+BODY_TIMEOUT_S = 120
 
 
 def create_app(
@@ -33,7 +36,7 @@ def create_app(
 ) -> QuartTrio:
     app = QuartTrio("fsup")
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
-    app.config["BODY_TIMEOUT"] = 120
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT_S
     app.extensions["fsup"] = services
     app.extensions["fsup.server_id"] = server_id
     app.extensions["fsup.routes"] = services.routes
@@ -51,15 +54,18 @@ def create_app(
 
     @app.before_request
     async def authenticate() -> Any:
+        """Headers first (an unsigned or stale request is refused before a body byte is
+        read), then the body under the size bound and read deadline, then its signature."""
         if not is_rpc():
             return None
         g.started = time.monotonic()
+        signed = check_headers(credentials, request.headers)  # type: ignore[arg-type]
         body = await request.get_data(cache=True)
         path = request.scope.get("raw_path") or request.path.encode()
         query = request.scope.get("query_string") or b""
         if query:
             path += b"?" + query
-        verify(credentials, request.method, path, body, request.headers)  # type: ignore[arg-type]
+        check_signature(credentials, signed, request.method, path, body)
         return None
 
     @app.after_request
@@ -106,7 +112,9 @@ def create_app(
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(FsupError("INTERNAL", "internal error; see the server log"))
 
+    openapi.register(app)
     rpc.register(app)
+    faults.register(app)
     searches.register(app)
     operations_api.register(app)
     api_v1.register(app)
