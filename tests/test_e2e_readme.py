@@ -1,69 +1,419 @@
-"""The README's curl walk-through, run as written against a real fsup."""
+"""The README, run as written: its walk-throughs top to bottom against a real fsup, its links.
+
+The walk-throughs' shell blocks are read from README.md and sent one command at a time to one
+bash process (so `field`, `$TOKEN`, `$SEARCH` and `%1` carry over, as in a terminal), from a
+working folder that looks like the repository's root (`examples/` and `.venv/bin/fsup`), on a
+fresh `fsup serve --deploy examples/formations` (the quick start). The only rewrites are the
+server's address (a free port instead of 7890) and `/tmp/` (this test's own folder). A command
+whose comment says "Ctrl-C to stop" runs for a few seconds and is then interrupted.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import select
+import shlex
+import signal
 import subprocess
 import sys
-import tarfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import EXAMPLES, REPO, Server, wait_for
 
 pytestmark = pytest.mark.e2e
 
+README = REPO / "README.md"
 SCRIPT = REPO / "examples" / "rpc-curl.sh"
+QUICK_START = ".venv/bin/fsup serve --deploy examples/formations"
+README_URL = "http://127.0.0.1:7890"
+WALKTHROUGHS = ("The CLI", "Talking to it with curl", "Searches and the event stream")
+FOLLOW_SECONDS = 3
+SETTLE_SECONDS = 30  # how long a read-only command may be repeated until things settle
 
 
-def curl(server: Server, home: Path, *args: str) -> str:
+# --- Reading the README ---------------------------------------------------------------------
+
+
+def sections(text: str) -> dict[str, str]:
+    """The README's `## ` sections by title."""
+    parts = re.split(r"^## (.+)$", text, flags=re.MULTILINE)
+    return {title.strip(): body for title, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def shell_commands(section: str) -> list[str]:
+    """The commands of a section's ```sh blocks, continuation lines kept with their command."""
+    commands: list[str] = []
+    for block in re.findall(r"^```sh\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL):
+        pending = ""
+        for line in block.splitlines():
+            pending += line
+            if line.endswith("\\"):
+                pending += "\n"
+                continue
+            if pending.strip():
+                commands.append(pending)
+            pending = ""
+        assert not pending, f"a block ends in a continuation line: {pending!r}"
+    return commands
+
+
+def walkthrough_commands() -> list[str]:
+    found = sections(README.read_text())
+    commands = []
+    for title in WALKTHROUGHS:
+        assert title in found, f"README has no section {title!r}"
+        section_commands = shell_commands(found[title])
+        assert section_commands, f"README section {title!r} has no ```sh block"
+        commands += section_commands
+    return commands
+
+
+# --- Running commands in one shell ------------------------------------------------------------
+
+
+@dataclass
+class Ran:
+    command: str
+    rc: int
+    out_path: Path
+    err_path: Path
+
+    @property
+    def out(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    @property
+    def err(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def report(self) -> str:
+        return f"$ {self.command}\n[exit {self.rc}]\n{self.out[-3000:]}\n[stderr]\n{self.err[-3000:]}"
+
+
+class Shell:
+    """One bash process fed one command at a time; each command's output goes to its own files."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], scratch: Path) -> None:
+        self.scratch = scratch
+        self.count = 0
+        with open(scratch / "bash.err", "wb") as errors:
+            self.proc = subprocess.Popen(
+                ["bash", "--noprofile", "--norc"], cwd=cwd, env=env, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=errors, start_new_session=True,
+            )
+        self.send("set -o pipefail\n")
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.flush()
+
+    def run(self, command: str, timeout: float = 120.0) -> Ran:
+        self.count += 1
+        out, err = self.scratch / f"{self.count}.out", self.scratch / f"{self.count}.err"
+        marker = f"@@done {self.count} "
+        # The command on its own lines, so that a trailing comment or `&` stays as written.
+        self.send(f"{{ {command}\n}} </dev/null >{shlex.quote(str(out))} "
+                  f"2>{shlex.quote(str(err))}\necho \"{marker}$?\"\n")
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                line = self.proc.stdout.readline().decode()
+                if line.startswith(marker):
+                    return Ran(command, int(line[len(marker):]), out, err)
+                if not line:
+                    break
+        ran = Ran(command, -1, out, err)
+        raise AssertionError(f"no answer within {timeout}s\n{ran.report()}\n"
+                             f"{(self.scratch / 'bash.err').read_text()}")
+
+    def close(self) -> None:
+        """Ends bash and everything it started (its session's process group)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+# --- What each command must show --------------------------------------------------------------
+
+
+@dataclass
+class Walk:
+    server: Server
+    workdir: Path
+    runs: list[Ran] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def output_of(self, key: str) -> str:
+        """The output of the last command run so far that contains `key`."""
+        return next(ran.out for ran in reversed(self.runs) if key in ran.command)
+
+
+@dataclass(frozen=True)
+class Expect:
+    check: Callable[[Walk, Ran], object] = lambda walk, ran: True
+    # A read-only command: run it again until the check holds (a restart settling, a search
+    # finishing), as a reader would look again.
+    settle: bool = False
+    before: Callable[[Walk], object] | None = None
+
+
+def sse_complete(walk: Walk, ran: Ran) -> bool:
+    return "event: progress" in ran.out and "event: complete" in ran.out
+
+
+def formation(ran: Ran) -> dict[str, Any]:
+    answer: dict[str, Any] = ran.json()
+    return answer
+
+
+def ids(listed: dict[str, Any]) -> list[str]:
+    return sorted(f["id"] for f in listed["formations"])
+
+
+def is_zip(path: Path) -> bool:
+    return path.is_file() and zipfile.is_zipfile(path)
+
+
+def search_sources(ran: Ran) -> list[str]:
+    return sorted({s for item in ran.json()["items"] for s in item["sources"]})
+
+
+def events_seen(walk: Walk) -> str:
+    return walk.output_of("$API/events &")
+
+
+# Keyed by a piece of the command that occurs in exactly one README command. Every command must
+# also exit 0 (124 for the "Ctrl-C to stop" ones), and a comment quoting text ("bonjour from
+# 1.1.0") means that text is in the output.
+EXPECT: dict[str, Expect] = {
+    # The CLI
+    ".venv/bin/fsup ls ": Expect(lambda w, r: "hello" in r.out and "flaky" in r.out),
+    ".venv/bin/fsup show hello": Expect(lambda w, r: "hello" in r.out and "1.0.0" in r.out),
+    "fsup deploy examples/updates/hello-1.1.0": Expect(lambda w, r: "1.1.0" in r.out),
+    "fsup rollback hello": Expect(lambda w, r: "hello: running, version 1.0.0 (from 1.1.0)" in r.out),
+    "fsup logs hello -n 20": Expect(lambda w, r: "hello 1.0.0 listening on port" in r.out),
+    "fsup logs hello -f": Expect(lambda w, r: "listening on port" in r.out),
+    "fsup search listening on port": Expect(
+        lambda w, r: "hello 1.0.0 listening on port" in r.out and "flaky listening on port" in r.out
+    ),
+    "fsup restart flaky": Expect(lambda w, r: "flaky: running" in r.out),
+    "fsup download hello --db -o hello.zip": Expect(lambda w, r: is_zip(w.workdir / "hello.zip")),
+    "fsup status": Expect(lambda w, r: "formations" in r.out and "2 (" in r.out),
+    "fsup audit": Expect(lambda w, r: "/rpc/formations/flaky/restart" in r.out),
+    "fsup rm flaky": Expect(lambda w, r: "flaky: deleted" in r.out),
+    "fsup deploy examples/formations/flaky": Expect(lambda w, r: "flaky" in r.out and "running" in r.out),
+    # Talking to it with curl
+    "# list formations": Expect(lambda w, r: ids(r.json()) == ["flaky", "hello"]),
+    "# one formation": Expect(lambda w, r: formation(r)["status"] == "running"),
+    "field() {": Expect(lambda w, r: r.out == ""),
+    "# hello through fsup's proxy": Expect(lambda w, r: r.json()["message"] == "hello from 1.0.0"),
+    "# or directly, on its own port": Expect(lambda w, r: r.json()["message"] == "hello from 1.0.0"),
+    "DELETE /rpc/formations/hello": Expect(lambda w, r: r.json() == {"id": "hello", "deleted": True}),
+    "POST /rpc/formations/deploy": Expect(
+        lambda w, r: sse_complete(w, r) and '"stage": "health_check"' in r.out
+    ),
+    "hello/stop": Expect(lambda w, r: formation(r)["status"] == "stopped"),
+    "hello/start": Expect(lambda w, r: formation(r)["status"] == "running"),
+    "hello/restart -H 'Accept: text/event-stream'": Expect(
+        lambda w, r: '"stage": "stopping"' in r.out and "event: complete" in r.out
+    ),
+    "GET /rpc/server/status": Expect(lambda w, r: r.json()["formations"]["total"] == 2),
+    "PUT /rpc/formations/hello": Expect(
+        lambda w, r: sse_complete(w, r) and '"stage": "swapping"' in r.out
+    ),
+    "hello/rollback": Expect(
+        lambda w, r: (r.json()["version"], r.json()["previous_version"]) == ("1.0.0", "1.1.0")
+    ),
+    "logs?lines=20&stream=stdout": Expect(
+        lambda w, r: r.json()["lines"] and all(x["stream"] == "stdout" for x in r.json()["lines"])
+    ),
+    "logs?follow=true": Expect(lambda w, r: "event: log" in r.out),
+    "download -o hello.zip": Expect(lambda w, r: is_zip(w.workdir / "hello.zip")),
+    "/rpc/server/logs?lines=10": Expect(
+        lambda w, r: "/rpc/formations/hello/download" in [e["path"] for e in r.json()["entries"]]
+    ),
+    "(field flaky port)/crash": Expect(lambda w, r: r.json() == {"crashing": True}),
+    "GET /rpc/formations/flaky": Expect(
+        lambda w, r: formation(r)["status"] == "running" and formation(r)["restart_count"] >= 1,
+        settle=True,
+    ),
+    "kill -9": Expect(
+        before=lambda w: w.state.update(hello_pid=w.server.formation("hello")["pid"])
+    ),
+    "# back with a new pid": Expect(
+        lambda w, r: formation(r)["status"] == "running"
+        and formation(r)["pid"] not in (None, w.state["hello_pid"]),
+        settle=True,
+    ),
+    # Searches and the event stream
+    "$API/session": Expect(lambda w, r: r.json()["ok"] is True),
+    "$API/events &": Expect(),
+    "SEARCH=$(": Expect(
+        lambda w, r: r.out == "",
+        # A reader starts the search after the stream is up (its first line is sent once
+        # subscribed); here the next command would follow within a millisecond.
+        before=lambda w: wait_for(lambda: "retry:" in events_seen(w), 10),
+    ),
+    "# detail": Expect(lambda w, r: r.json()["search"]["keyword"] == "listening on port"),
+    "results?sort=recent": Expect(lambda w, r: search_sources(r) == ["flaky", "hello"], settle=True),
+    "$API/nodes": Expect(lambda w, r: {"flaky", "hello"} <= set(re.findall(r'"(flaky|hello)"', r.out))),
+    "$API/routing/summary": Expect(lambda w, r: r.json()["routes"] == 2),
+    "kill %1": Expect(
+        lambda w, r: "event: search_created" in events_seen(w),
+        # A reader kills the stream after the search has run; wait for its last event.
+        before=lambda w: wait_for(lambda: "event: search_completed" in events_seen(w), 30),
+    ),
+}
+
+
+def expectation(command: str) -> Expect:
+    keys = [key for key in EXPECT if key in command]
+    assert len(keys) <= 1, f"{command!r} matches several expectations: {keys}"
+    return EXPECT[keys[0]] if keys else Expect()
+
+
+def quoted_in_comment(command: str) -> list[str]:
+    """Texts quoted in a trailing comment: `curl ... # "bonjour from 1.1.0", through ...`."""
+    comment = command.rsplit("\n", 1)[-1].partition("  # ")[2]
+    return re.findall(r'"([^"]+)"', comment)
+
+
+def run_step(shell: Shell, walk: Walk, command: str, as_written: str) -> None:
+    expect = expectation(as_written)
+    if expect.before is not None:
+        expect.before(walk)
+    follow = "Ctrl-C to stop" in as_written
+    if follow:
+        command = f"timeout -s INT {FOLLOW_SECONDS} {command}"
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        ran = shell.run(command)
+        walk.runs.append(ran)
+        assert ran.rc == (124 if follow else 0), ran.report()
+        assert "Traceback" not in ran.err, ran.report()
+        problem: Exception | None = None
+        try:
+            ok = bool(expect.check(walk, ran)) and all(t in ran.out for t in quoted_in_comment(as_written))
+        except (ValueError, KeyError, TypeError) as error:  # not the JSON or shape expected
+            ok, problem = False, error
+        if ok:
+            return
+        if not expect.settle or time.monotonic() > deadline:
+            raise AssertionError(f"unexpected output ({problem!r})\n{ran.report()}")
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def quick_start(home: Path) -> Iterator[Server]:
+    """The quick start: `fsup serve --deploy examples/formations`, both formations running."""
+    server = Server(home).start("--deploy", str(EXAMPLES))
+    try:
+        wait_for(lambda: sorted((f["id"], f["status"]) for f in
+                                server.rpc.call("GET", "/rpc/formations")["formations"])
+                 == [("flaky", "running"), ("hello", "running")], timeout=30)
+        yield server
+    finally:
+        assert server.stop() == 0, server.log_tail()
+
+
+def test_readme_walkthroughs_run_top_to_bottom_as_written(
+    quick_start: Server, home: Path, tmp_path: Path
+) -> None:
+    assert QUICK_START in sections(README.read_text())["Quick start"]
+    commands = walkthrough_commands()
+    for key in EXPECT:
+        assert sum(key in c for c in commands) == 1, f"{key!r} is not in exactly one README command"
+
+    workdir, scratch = tmp_path / "work", tmp_path / "scratch"
+    (workdir / ".venv" / "bin").mkdir(parents=True)
+    scratch.mkdir()
+    (workdir / "examples").symlink_to(REPO / "examples")
+    shim = workdir / ".venv" / "bin" / "fsup"
+    shim.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))} "
+                    f"exec {shlex.quote(sys.executable)} -m supervisor \"$@\"\n")
+    shim.chmod(0o755)
+    env = {**os.environ, "MUXI_HOME": str(home), "MUXI_URL": quick_start.url}
+
+    walk = Walk(quick_start, workdir)
+    shell = Shell(workdir, env, scratch)
+    try:
+        for as_written in commands:
+            command = as_written.replace(README_URL, quick_start.url).replace("/tmp/", f"{scratch}/")
+            run_step(shell, walk, command, as_written)
+    finally:
+        shell.close()
+
+    # Followed to the end, the walk-throughs leave the fleet as the quick start made it.
+    listed = quick_start.rpc.call("GET", "/rpc/formations")["formations"]
+    assert sorted((f["id"], f["version"]) for f in listed) == [("flaky", "1.0.0"), ("hello", "1.0.0")]
+
+
+# --- The curl helper on its own ---------------------------------------------------------------
+
+
+def rpc_curl(server: Server, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MUXI_HOME": str(home), "MUXI_URL": server.url}
-    done = subprocess.run(
-        [str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60, check=True
-    )
-    return done.stdout
+    return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=home)
 
 
-def test_readme_curl_walkthrough(server: Server, home: Path, tmp_path: Path) -> None:
-    bundle = tmp_path / "hello.tar.gz"
-    with tarfile.open(bundle, "w:gz") as archive:
-        archive.add(EXAMPLES / "hello", arcname="hello")
+def request_headers(verbose: str) -> list[str]:
+    return [line[2:].lower() for line in verbose.splitlines() if line.startswith("> ")]
 
-    stream = curl(
-        server, home, "POST", "/rpc/formations/deploy", str(bundle),
-        "-H", "Content-Type: application/gzip", "-H", "Accept: text/event-stream",
-    )
-    assert "event: progress" in stream and "event: complete" in stream
-    assert '"stage": "health_check"' in stream
 
-    listed = json.loads(curl(server, home, "GET", "/rpc/formations"))
-    assert [f["id"] for f in listed["formations"]] == ["hello"]
-    assert json.loads(curl(server, home, "POST", "/rpc/formations/hello/stop"))["status"] == "stopped"
-    assert json.loads(curl(server, home, "POST", "/rpc/formations/hello/start"))["status"] == "running"
-    status = json.loads(curl(server, home, "GET", "/rpc/server/status"))
-    assert status["formations"]["running"] == 1
+def test_rpc_curl_passes_curl_options_through(server: Server, home: Path) -> None:
+    # No body: the empty body is signed and none is sent; every other argument goes to curl.
+    done = rpc_curl(server, home, "GET", "/rpc/server/logs?lines=1", "-v", "-o", "status.json",
+                    "-H", "X-Extra: yes")
+    assert done.returncode == 0, done.stderr
+    sent = request_headers(done.stderr)
+    assert sent[0] == "get /rpc/server/logs?lines=1 http/1.1"
+    assert "x-extra: yes" in sent and not [h for h in sent if h.startswith("content-")]
+    assert "entries" in json.loads((home / "status.json").read_text())
+    done = rpc_curl(server, home, "POST", "/rpc/formations/nope/start", "-w", "\n%{http_code}")
+    assert done.stdout.splitlines()[-1] == "404", done.stdout
+    assert json.loads(done.stdout.splitlines()[0])["error"]["code"] == "FORMATION_NOT_FOUND"
 
-    # The update and rollback walk-through.
-    update = tmp_path / "hello-1.1.0.tar.gz"
-    with tarfile.open(update, "w:gz") as archive:
-        archive.add(EXAMPLES.parent / "updates" / "hello-1.1.0", arcname="hello-1.1.0")
-    stream = curl(
-        server, home, "PUT", "/rpc/formations/hello", str(update),
-        "-H", "Content-Type: application/gzip", "-H", "Accept: text/event-stream",
-    )
-    assert '"stage": "swapping"' in stream and "event: complete" in stream
-    greeting = subprocess.run(["curl", "-s", f"{server.url}/api/hello/"], capture_output=True,
-                              text=True, check=True).stdout
-    assert json.loads(greeting)["message"] == "bonjour from 1.1.0"
-    rolled = json.loads(curl(server, home, "POST", "/rpc/formations/hello/rollback"))
-    assert rolled["version"] == "1.0.0" and rolled["previous_version"] == "1.1.0"
-    logs = json.loads(curl(server, home, "GET", "/rpc/formations/hello/logs?lines=5&stream=stdout"))
-    assert logs["lines"] and all(x["stream"] == "stdout" for x in logs["lines"])
-    audit = json.loads(curl(server, home, "GET", "/rpc/server/logs?lines=3"))
-    assert [e["path"] for e in audit["entries"]][-1] == "/rpc/formations/hello/logs?lines=5&stream=stdout"
-    deleted = json.loads(curl(server, home, "DELETE", "/rpc/formations/hello"))
-    assert deleted == {"id": "hello", "deleted": True}
+
+def test_rpc_curl_signs_and_sends_a_body_file(server: Server, home: Path) -> None:
+    body = home / "bundle.tar.gz"
+    body.write_bytes(b"not a bundle")
+    done = rpc_curl(server, home, "POST", "/rpc/formations/deploy", "bundle.tar.gz",
+                    "-H", "Content-Type: application/gzip", "-v", "-w", "\n%{http_code}")
+    assert done.returncode == 0, done.stderr
+    assert "content-length: 12" in request_headers(done.stderr)
+    # Signed over the body: past authentication (401) to the bundle check.
+    assert done.stdout.splitlines()[-1] == "400", done.stdout
+    assert json.loads(done.stdout.splitlines()[0])["error"]["code"] != "UNAUTHORIZED"
+
+
+def test_rpc_curl_usage_errors(server: Server, home: Path) -> None:
+    done = rpc_curl(server, home, "GET")
+    assert done.returncode == 2 and "usage:" in done.stderr
+    done = rpc_curl(server, home, "POST", "/rpc/formations/deploy", "missing.tar.gz")
+    assert done.returncode == 2 and "body file not found" in done.stderr
+
+
+# --- Other README claims ----------------------------------------------------------------------
 
 
 def test_serve_deploys_the_example_formations(home: Path) -> None:
@@ -89,57 +439,57 @@ def test_serve_deploys_the_example_formations(home: Path) -> None:
         assert server.stop() == 0
 
 
-def test_readme_search_walkthrough(home: Path) -> None:
-    server = Server(home).start("--deploy", str(EXAMPLES))
-    try:
-        wait_for(lambda: server.rpc.call("GET", "/rpc/formations")["total"] == 2, timeout=30)
-        wait_for(lambda: all(f["status"] == "running" for f in
-                             server.rpc.call("GET", "/rpc/formations")["formations"]))
-        script = f"""
-set -euo pipefail
-API={server.url}/api/v1
-TOKEN=$(curl -s $API/auth/bootstrap | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-curl -s -c {home}/cookies -X POST -H "Authorization: Bearer $TOKEN" $API/session > /dev/null
-(timeout 4 curl -s -N -b {home}/cookies $API/events > {home}/events.txt || true) &
-sleep 0.5
-SEARCH=$(curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-  -d '{{"keyword": "listening on port", "autostart": true}}' $API/searches \\
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["search"]["id"])')
-sleep 1
-curl -s -H "Authorization: Bearer $TOKEN" "$API/searches/$SEARCH/results?sort=recent"
-wait
-"""
-        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
-                              timeout=60, check=True)
-        results = json.loads(done.stdout)
-        sources = sorted({s for item in results["items"] for s in item["sources"]})
-        assert sources == ["flaky", "hello"]
-        events = (home / "events.txt").read_text()
-        assert "event: search_created" in events and "event: search_completed" in events
-    finally:
-        assert server.stop() == 0
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip()).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
-def test_readme_cli_walkthrough_runs_as_written(home: Path) -> None:
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("## The CLI", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    lines = [line for line in block.strip().splitlines() if " -f " not in line]
-    server = Server(home).start("--deploy", str(EXAMPLES))
-    try:
-        wait_for(lambda: sorted(f["status"] for f in
-                                server.rpc.call("GET", "/rpc/formations")["formations"])
-                 == ["running", "running"], timeout=30)
-        script = "set -euo pipefail\n" + "\n".join(lines)
-        script = script.replace(".venv/bin/fsup", f"{sys.executable} -m supervisor")
-        script = script.replace("http://127.0.0.1:7890", server.url)
-        script = script.replace("-o hello.zip", f"-o {home}/hello.zip")  # not into the repo
-        env = {**os.environ, "MUXI_HOME": str(home), "MUXI_URL": server.url}
-        done = subprocess.run(["bash", "-c", script], env=env, cwd=REPO, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "bonjour from 1.1.0" in done.stdout
-        assert "[log] hello: hello 1.0.0 listening on port" in done.stdout
-        assert (home / "hello.zip").exists()
-        assert [f["id"] for f in server.rpc.call("GET", "/rpc/formations")["formations"]] == ["hello"]
-    finally:
-        assert server.stop() == 0
+def anchors(markdown: str) -> set[str]:
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", strip_code(markdown), flags=re.MULTILINE):
+        base, n = slug(heading), 0
+        name = base
+        while name in found:
+            n += 1
+            name = f"{base}-{n}"
+        found.add(name)
+    return found
+
+
+def strip_code(markdown: str) -> str:
+    """The prose: fenced blocks and inline code spans removed."""
+    text = re.sub(r"^(```|~~~).*?^\1[ \t]*$", "", markdown, flags=re.MULTILINE | re.DOTALL)
+    return re.sub(r"(`+).+?\1", "", text, flags=re.DOTALL)
+
+
+def link_targets(markdown: str) -> list[str]:
+    """Every link target: inline links and images, reference definitions, autolinks, bare
+    URLs (which GitHub links too) and HTML href/src."""
+    prose = strip_code(markdown)
+    targets = re.findall(r"\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)", prose)
+    targets += re.findall(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", prose, flags=re.MULTILINE)
+    targets += re.findall(r"<([a-zA-Z][a-zA-Z0-9+.-]*:[^>\s]*)>", prose)
+    targets += re.findall(r"(?:href|src)\s*=\s*[\"']([^\"']*)[\"']", prose)
+    bare = re.findall(r"(?<![(<\w])((?:[a-zA-Z][a-zA-Z0-9+.-]*://|www\.)[^\s)>]+)", prose)
+    return targets + [url for url in bare if url not in targets]
+
+
+def test_readme_links_stay_inside_the_repository() -> None:
+    text = README.read_text()
+    targets = link_targets(text)
+    assert {"#hmac-signing", "docs/decisions.md"} <= set(targets)  # the parser sees links
+    for target in targets:
+        assert target, "an empty link target"
+        assert not re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|//|/|www\.)", target), (
+            f"{target!r} points outside the repository"
+        )
+        path_part, _, anchor = target.partition("#")
+        path = (README.parent / path_part).resolve() if path_part else README
+        assert path.is_relative_to(REPO), f"{target!r} points outside the repository"
+        assert path.exists(), f"{target!r}: no such file in the repository"
+        if anchor:
+            assert path.suffix == ".md", f"{target!r}: an anchor into a non-Markdown file"
+            assert anchor in anchors(path.read_text()), f"{target!r}: no such heading"
+    # Nor may a path in the text lead out of it (`../shared/...`).
+    assert "../" not in text
