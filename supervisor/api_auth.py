@@ -2,7 +2,9 @@
 the event stream, a loopback-only bootstrap. Pure functions apart from the token file.
 
 The session cookie is stateless: `<expiry>.<HMAC-SHA256(token, expiry)>`, so sessions survive
-a restart of fsup and no session table is needed; replacing `api.token` ends them all.
+a restart of fsup and no session table is needed; replacing `api.token` ends them all. A cookie
+is matched whole against its exact shape before any number is read from it (`str.isdigit`
+accepts '²', which `int` then refuses): anything else is a 401, never a 500.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 import time
 from pathlib import Path
@@ -19,6 +22,8 @@ from .home import write_private
 
 COOKIE_NAME = "rm_session"
 SESSION_TTL_S = 12 * 3600
+# `<unix seconds>.<64 lowercase hex>`, ASCII only; 12 digits reach the year 33658.
+SESSION_PATTERN = re.compile(r"([0-9]{1,12})\.([0-9a-f]{64})")
 
 
 def load_or_create_token(path: Path) -> str:
@@ -49,7 +54,7 @@ def check_bearer(token: str, authorization: str | None) -> None:
             "missing 'Authorization: Bearer <token>'; get the token from "
             "GET /api/v1/auth/bootstrap on this machine",
         )
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if not hmac.compare_digest(given.strip().encode("utf-8", "replace"), token.encode()):
         raise FsupError("UNAUTHORIZED", "invalid bearer token")
 
 
@@ -64,13 +69,15 @@ def new_session(token: str, now: float | None = None) -> tuple[str, int]:
 
 
 def check_session(token: str, cookie: str | None, now: float | None = None) -> None:
-    expiry_text, _, signature = (cookie or "").partition(".")
-    if not cookie or not expiry_text.isdigit():
+    if not cookie:
         raise FsupError(
             "UNAUTHORIZED", f"the event stream needs the {COOKIE_NAME} cookie from "
             "POST /api/v1/session",
         )
-    expiry = int(expiry_text)
+    match = SESSION_PATTERN.fullmatch(cookie)
+    if match is None:
+        raise FsupError("UNAUTHORIZED", f"malformed {COOKIE_NAME} cookie; POST /api/v1/session")
+    expiry, signature = int(match[1]), match[2]
     if not hmac.compare_digest(signature.encode(), _signature(token, expiry).encode()):
         raise FsupError("UNAUTHORIZED", "invalid session cookie")
     if expiry < (now if now is not None else time.time()):

@@ -16,7 +16,7 @@ from . import manifest
 from .bundles import BundleLimits
 from .errors import FsupError
 from .formation_logs import LogLimits
-from .manifest import RestartSpec
+from .manifest import RestartSpec, load_yaml
 
 
 class ConfigError(Exception):
@@ -84,9 +84,10 @@ def load_config(path: Path) -> ServerConfig:
         path.write_text(config.to_yaml())
         return config
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        # The manifest's loader: bounded size and nesting, no aliases.
+        doc = load_yaml(path.read_bytes()) or {}
+    except FsupError as exc:
+        raise ConfigError(f"{path}: {exc.message.removeprefix('formation.yaml: ')}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: must be a mapping of settings")
     return _from_doc(doc, path)

@@ -90,7 +90,9 @@ class EventBus:
         if after is not None:
             backlog = [e for e in self._history if e.id > after]
             oldest = self._history[0].id if self._history else self.last_id + 1
-            if after < oldest - 1:
+            # From before the history, or from an id never issued (fsup restarted and its
+            # ids with it, or a made-up one): the client must re-fetch.
+            if after < oldest - 1 or after > self.last_id:
                 send.send_nowait(BusEvent(oldest - 1, "reset", rfc3339_now(), None,
                                           {"message": "events since your Last-Event-ID are no "
                                                       "longer kept; re-fetch snapshots"}))

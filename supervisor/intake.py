@@ -18,7 +18,7 @@ import trio
 
 from .bundles import BundleLimits, extract_bundle
 from .errors import FsupError
-from .manifest import FormationSpec, RestartSpec, invalid, parse_manifest
+from .manifest import MAX_MANIFEST_BYTES, FormationSpec, RestartSpec, invalid, parse_manifest
 
 MANIFEST_NAME = "formation.yaml"
 # Never packed from a source folder (`fsup serve --deploy`, the CLI): anywhere in the tree...
@@ -52,7 +52,10 @@ def _validate(staged: Path, defaults: RestartSpec) -> Staged:
             "INVALID_BUNDLE",
             f"the bundle has no {MANIFEST_NAME} at its top (or in its single top folder)",
         )
-    manifest = manifest_path.read_bytes()
+    with manifest_path.open("rb") as source:
+        # One byte over the cap is enough for parse_manifest to refuse it: a 500 MB
+        # formation.yaml is never read whole.
+        manifest = source.read(MAX_MANIFEST_BYTES + 1)
     return Staged(staged, parse_manifest(manifest, defaults), manifest)
 
 

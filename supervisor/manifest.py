@@ -2,7 +2,10 @@
 
 Validation happens before any process starts, and every message names the field at fault
 (`restart.backoff.factor: must be a number >= 1`), because the person reading it is fixing a
-YAML file. The YAML itself is bounded: a size cap, no aliases (billion-laughs), safe types only.
+YAML file. The YAML itself is bounded: a size cap, a nesting cap (PyYAML's composer recurses,
+so `[[[[...]]]]` would end in RecursionError), no aliases (billion-laughs), safe types only.
+Every pattern is matched with `fullmatch`: `$` also matches before a trailing newline, which
+let `"api\n"` slip past the reserved names.
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ from packaging.version import InvalidVersion, Version
 from .errors import FsupError
 
 MAX_MANIFEST_BYTES = 64 * 1024
-ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$")
+MAX_YAML_DEPTH = 32
+# Matched with fullmatch (never match/search with `$`, which allows a trailing newline).
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{1,48}[a-z0-9]")
 RESERVED_IDS = frozenset({"api", "health", "ping", "rpc", "server", "admin", "metrics", "v1", "ui"})
+# [0-9], not \d: \d also matches other scripts' digits, which packaging then refuses.
 SEMVER_PATTERN = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+    r"(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,17})"
+    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
 )
-ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_VERSION_LENGTH = 128
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 # Set by the supervisor for every formation; a formation may not override them.
 SUPERVISOR_ENV = frozenset(
     {"PORT", "HOST", "FORMATION_ID", "FORMATION_VERSION", "MUXI_SERVER_URL", "MUXI_HOME"}
@@ -98,6 +105,16 @@ class FormationSpec:
         return Version(self.version)
 
 
+def label(value: Any, limit: int = 64) -> str:
+    """A key or value from the manifest as a message may show it: bounded, and safe for
+    integers too long to print (`str()` raises above 4300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return "<a very large number>"
+    text = value if isinstance(value, str) else repr(value)
+    text = text if text.isprintable() else repr(text)[1:-1]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def invalid(field_name: str, problem: str) -> FsupError:
     return FsupError(
         "INVALID_FORMATION",
@@ -107,14 +124,27 @@ def invalid(field_name: str, problem: str) -> FsupError:
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses anchors and aliases: they buy nothing in a manifest and
-    are the lever of exponential-expansion attacks."""
+    """A SafeLoader that refuses anchors and aliases (they buy nothing in a manifest and are
+    the lever of exponential-expansion attacks) and nesting deeper than `MAX_YAML_DEPTH`
+    (the composer recurses once a level)."""
+
+    def __init__(self, stream: bytes) -> None:
+        super().__init__(stream)
+        self.depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's API
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise invalid("(document)", f"YAML aliases are not allowed (line {mark.line + 1})")
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_YAML_DEPTH:
+            mark = self.peek_event().start_mark
+            raise invalid("(document)", f"nested deeper than {MAX_YAML_DEPTH} levels "
+                                        f"(line {mark.line + 1})")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def load_yaml(text: bytes) -> Any:
@@ -126,6 +156,10 @@ def load_yaml(text: bytes) -> Any:
         raise
     except yaml.YAMLError as exc:
         raise invalid("(document)", f"not valid YAML: {exc}") from None
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # PyYAML's constructors let these through: an integer of more than 4300 digits,
+        # a timestamp such as 2024-13-45.
+        raise invalid("(document)", f"a value cannot be read: {label(str(exc), 200)}") from None
 
 
 def parse_manifest(text: bytes, restart_defaults: RestartSpec = RestartSpec()) -> FormationSpec:
@@ -221,13 +255,13 @@ class _Fields:
         return value
 
     def reject_unknown(self) -> None:
-        unknown = sorted(str(k) for k in self.doc if k not in self.seen)
+        unknown = sorted(label(k) for k in self.doc if k not in self.seen)
         if unknown:
             raise invalid(self.name(unknown[0]), "unknown field")
 
 
 def _formation_id(value: Any) -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise invalid(
             "id",
             "must be 3-50 characters of a-z, 0-9 and '-', starting and ending with a letter "
@@ -240,8 +274,9 @@ def _formation_id(value: Any) -> str:
 
 def _version(value: Any) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        raise invalid("version", f"write it as a quoted semver string such as '{value}.0'")
-    if not isinstance(value, str) or not SEMVER_PATTERN.match(value):
+        raise invalid("version", f"write it as a quoted semver string such as '{label(value)}.0'")
+    if (not isinstance(value, str) or len(value) > MAX_VERSION_LENGTH
+            or not SEMVER_PATTERN.fullmatch(value)):
         raise invalid("version", "must be a semantic version such as 1.2.3")
     try:
         Version(value)
@@ -272,12 +307,14 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
         raise invalid("env", "has more than 256 variables")
     pairs = []
     for name, raw in value.items():
-        if not isinstance(name, str) or not ENV_NAME_PATTERN.match(name):
-            raise invalid(f"env.{name}", "is not a valid environment variable name")
+        if not isinstance(name, str) or not ENV_NAME_PATTERN.fullmatch(name):
+            raise invalid(f"env.{label(name)}", "is not a valid environment variable name")
         if name in SUPERVISOR_ENV:
             raise invalid(f"env.{name}", "is set by the supervisor and cannot be overridden")
         if isinstance(raw, bool):
             text = "true" if raw else "false"
+        elif isinstance(raw, int) and raw.bit_length() > 64:
+            raise invalid(f"env.{name}", "is a number too large for a variable; quote it")
         elif isinstance(raw, str | int | float):
             text = str(raw)
         else:
@@ -291,8 +328,8 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
 def _url_path(value: Any, field_name: str) -> str:
     if not isinstance(value, str) or not value.startswith("/") or len(value) > 1024:
         raise invalid(field_name, "must be a URL path starting with '/'")
-    if any(c.isspace() for c in value) or "#" in value:
-        raise invalid(field_name, "must not contain spaces or '#'")
+    if any(c.isspace() or not c.isprintable() for c in value) or "#" in value:
+        raise invalid(field_name, "must not contain spaces, control characters or '#'")
     return value
 
 
@@ -324,7 +361,7 @@ def _restart(fields: _Fields | None, defaults: RestartSpec) -> RestartSpec:
     policy = fields.optional("policy")
     if policy is None:
         policy = defaults.policy
-    if policy not in RESTART_POLICIES:
+    if not isinstance(policy, str) or policy not in RESTART_POLICIES:
         raise invalid(fields.name("policy"), f"must be one of {', '.join(RESTART_POLICIES)}")
     backoff_fields = fields.section("backoff")
     assert backoff_fields is not None
@@ -354,7 +391,9 @@ def _stop(fields: _Fields | None) -> StopSpec:
     name = fields.optional("signal")
     if name is None:
         name = "SIGTERM"
-    if isinstance(name, str) and not name.startswith("SIG"):
+    if not isinstance(name, str):
+        raise invalid(fields.name("signal"), "must be a signal name such as SIGTERM")
+    if not name.startswith("SIG"):
         name = "SIG" + name
     if name not in STOP_SIGNALS:
         raise invalid(fields.name("signal"), f"must be one of {', '.join(sorted(STOP_SIGNALS))}")

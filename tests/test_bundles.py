@@ -120,3 +120,47 @@ def test_not_an_archive(tmp_path: Path) -> None:
     assert "neither" in refused(b"hello", tmp_path).message
     assert "readable" in refused(b"\x1f\x8b garbage", tmp_path).message
     assert "empty" in refused(b"", tmp_path).message
+
+
+def pax_tar(pax: dict[str, str], name: str = "a", data: bytes = b"hello") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo(name)
+        info.size, info.pax_headers = len(data), pax
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("pax", "words"),
+    [({"path": "../../evil"}, "'..'"), ({"path": "/etc/evil"}, "absolute"),
+     ({"size": "-5"}, "negative"), ({"size": "9" * 30}, "limit"),
+     ({"size": "99999"}, "ends inside this member"),
+     ({"GNU.sparse.map": "0,5", "GNU.sparse.size": "999999999", "GNU.sparse.major": "1",
+       "GNU.sparse.minor": "0"}, "sparse")],
+)
+def test_pax_headers_cannot_smuggle_names_or_sizes(
+    tmp_path: Path, pax: dict[str, str], words: str
+) -> None:
+    error = refused(pax_tar(pax), tmp_path)
+    assert words in error.message and "member" in error.details
+    assert not (tmp_path.parent / "evil").exists()
+
+
+def test_zip_members_are_all_checked_before_one_is_written(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("formation.yaml", "id: x")
+        archive.writestr("x", "a file")
+        archive.writestr("x/y", "through the file")
+    error = refused(buffer.getvalue(), tmp_path)
+    assert "goes through the file 'x'" in error.message and error.details["member"] == "x/y"
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_damaged_tar_gz_is_never_half_deployed(tmp_path: Path) -> None:
+    """The CRC is checked at the end of the stream: the members before it were written,
+    but the bundle is refused (the caller removes the folder)."""
+    data = bytearray(make_bundle({"formation.yaml": "id: x", "app.py": "print()"}))
+    data[-8] ^= 0xFF
+    assert "incorrect data check" in refused(bytes(data), tmp_path).message

@@ -43,7 +43,8 @@ def test_config_overrides_and_mistakes(tmp_path: Path) -> None:
     assert config.port == 9999 and config.max_body_bytes == 10
     assert config.restart_defaults.policy == "always"
     for text, words in [("prot: 1\n", "unknown setting"), ("restart_defaults: {policy: x}\n", "policy"),
-                        ("port_range: 9-1\n", "port range")]:
+                        ("port_range: 9-1\n", "port range"), ("a: " + "[" * 5000 + "\n", "deep"),
+                        ("a: &x [1]\nb: *x\n", "alias")]:
         path.write_text(text)
         with pytest.raises(ConfigError, match=words):
             load_config(path)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
 from supervisor.errors import FsupError
-from supervisor.manifest import RestartSpec, parse_manifest
+from supervisor.intake import _validate
+from supervisor.manifest import RESERVED_IDS, RestartSpec, parse_manifest
+
+MiB = 1024 * 1024
 
 GOOD = b"""
 id: hello
@@ -87,6 +93,13 @@ def mutate(replace: str, by: str) -> bytes:
         (mutate("search: {path: /search}", "search: {path: search}"), "search.path"),
         (mutate("description: Hello service", "descripton: typo"), "descripton"),
         (mutate("window: 300", "window: 300\n  windw: 3"), "restart.windw"),
+        (mutate("id: hello", 'id: "hello\\n"'), "id"),
+        (mutate("id: hello", 'id: "rpc\\n"'), "id"),
+        (mutate("version: 1.0.0", 'version: "1.0.0\\n"'), "version"),
+        (mutate("version: 1.0.0", 'version: "\u0661.0.0"'), "version"),
+        (mutate("GREETING: hi", '"GREETING\\n": hi'), "env.GREETING\\n"),
+        (mutate("signal: SIGTERM", "signal: [SIGTERM]"), "stop.signal"),
+        (mutate("policy: on-failure", "policy: [always]"), "restart.policy"),
     ],
 )
 def test_bad_fields_are_named(text: bytes, field: str) -> None:
@@ -105,6 +118,9 @@ def test_bad_fields_are_named(text: bytes, field: str) -> None:
         b"a: &x [1, 2]\nb: *x\n",
         b"id: x\n" + b"#" * (64 * 1024 + 1),
         b"!!python/object:os.system {}\n",
+        b"[" * 50000,
+        b"id: 2024-13-45\n",
+        b"id: " + b"9" * 5000 + b"\n",
     ],
 )
 def test_bad_documents_are_refused(text: bytes) -> None:
@@ -121,3 +137,90 @@ def test_aliases_are_refused_by_name() -> None:
 def test_short_stop_signal_names_are_accepted() -> None:
     spec = parse_manifest(mutate("signal: SIGTERM", "signal: INT"))
     assert spec.stop.signal == "SIGINT"
+
+
+# --- hostile formation.yaml ------------------------------------------------------------------------
+
+BASE = 'id: {id}\nversion: "{version}"\ncommand: [python3, app.py]\n'
+
+
+def manifest(id_: str = '"hello"', version: str = "1.0.0", extra: str = "") -> bytes:
+    return (BASE.format(id=id_, version=version) + extra).encode()
+
+
+def refused_manifest(text: bytes) -> FsupError:
+    with pytest.raises(FsupError) as info:
+        parse_manifest(text)
+    assert info.value.code == "INVALID_FORMATION" and info.value.status == 400
+    return info.value
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_IDS))
+def test_reserved_ids_with_a_trailing_newline_are_refused(name: str) -> None:
+    assert refused_manifest(manifest(f'"{name}\\n"')).details["field"] == "id"
+    assert refused_manifest(manifest(f'"{name}"')).details["field"] == "id"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (manifest('"hello\\n"'), "id"),
+        (manifest('"\\nhello"'), "id"),
+        (manifest('|\n  hello\n'), "id"),
+        (manifest(version="1.0.0\\n"), "version"),
+        (manifest(version="1.0.0\\n\\n"), "version"),
+        (manifest(version="\u0661.0.0"), "version"),  # Arabic-Indic one
+        (manifest(version="1.\uff10.0"), "version"),  # fullwidth zero
+        (manifest(version="1.0.0-" + "a" * 200), "version"),
+        (manifest(version="1" * 30 + ".0.0"), "version"),
+        (manifest(extra='env: {"A\\n": x}\n'), "env.A\\n"),
+        (manifest(extra="env: {A: 0b" + "1" * 20000 + "}\n"), "env.A"),
+        (manifest(extra="stop: {signal: [1]}\n"), "stop.signal"),
+        (manifest(extra="stop: {signal: {a: 1}}\n"), "stop.signal"),
+        (manifest(extra="restart: {policy: [always]}\n"), "restart.policy"),
+        (manifest(extra='health: {http: "/health\\x00"}\n'), "health.http"),
+        (manifest(extra='search: {path: "/s\\x1b[2J"}\n'), "search.path"),
+    ],
+)
+def test_bad_manifest_values_are_named(text: bytes, field: str) -> None:
+    error = refused_manifest(text)
+    assert error.details["field"] == field and error.message.startswith(f"formation.yaml: {field}")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (b"[" * 60000, "(document)"),
+        (b"{a: " * 15000, "(document)"),
+        (b"id: " + b"[" * 30000 + b"]" * 30000, "(document)"),
+        (b"".join(b"  " * i + b"- \n" for i in range(200)), "(document)"),
+        (b"a:\n" + b"".join(b"  " * i + b"b:\n" for i in range(1, 200)), "(document)"),
+        (manifest(extra="restart: {max_restarts: " + "9" * 5000 + "}\n"), "(document)"),
+        (manifest(extra="description: 2024-13-45\n"), "(document)"),
+        (manifest(extra="? 0b" + "1" * 15000 + "\n: 1\n"), "<a very large number>"),
+        (b"\xff\xfe\x00garbage", "(document)"),
+        (manifest(extra="env: {A: !!python/name:os.system ''}\n"), "(document)"),
+    ],
+    ids=["flow-seq", "flow-map", "nested-value", "block-seq", "block-map", "long-int",
+         "bad-date", "huge-key", "not-utf8", "python-tag"],
+)
+def test_hostile_yaml_documents_are_refused(text: bytes, field: str) -> None:
+    started = time.perf_counter()
+    error = refused_manifest(text)
+    assert time.perf_counter() - started < 2
+    assert error.details["field"] == field
+
+
+def test_nesting_up_to_the_cap_is_parsed() -> None:
+    """31 levels under the document: parsed, then refused as an unknown field."""
+    deep = refused_manifest(manifest(extra="x-deep: " + "[" * 31 + "]" * 31 + "\n"))
+    assert deep.details["field"] == "x-deep"
+    too_deep = refused_manifest(manifest(extra="x-deep: " + "[" * 32 + "]" * 32 + "\n"))
+    assert "deeper than 32" in too_deep.message
+
+
+def test_an_oversized_formation_yaml_is_not_read_whole(tmp_path: Path) -> None:
+    (tmp_path / "formation.yaml").write_bytes(manifest() + b"#" * (200 * MiB // 100))
+    with pytest.raises(FsupError) as info:
+        _validate(tmp_path, RestartSpec())
+    assert info.value.code == "INVALID_FORMATION" and "larger than" in info.value.message

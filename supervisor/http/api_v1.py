@@ -25,7 +25,8 @@ from ..api_auth import (
 from ..errors import FsupError
 from ..events import EventBus, Subscription
 from ..logs import LEVELS
-from .params import choice_param, int_param
+from ..safe_json import query_int, shown, whole_number
+from .params import choice_param
 from .render import sse_frame
 
 PREFIX = "/api/v1"
@@ -97,8 +98,8 @@ def register(app: QuartTrio) -> None:
     @app.get(f"{PREFIX}/logs")
     async def api_logs() -> Any:
         level = choice_param("level", tuple(LEVELS), "info")
-        limit = int_param("limit", 200, 1, 1000)
-        cursor = int_param("cursor", 0, 0, 2**62)
+        limit = query_int(request.args, "limit", 200, 1, 1000)
+        cursor = query_int(request.args, "cursor", 0, 0, 2**62)
         items, next_cursor = current_app.extensions["fsup.log_book"].page(level, limit, cursor)
         return {"items": items, "next_cursor": next_cursor}
 
@@ -108,12 +109,19 @@ def register(app: QuartTrio) -> None:
 
 
 def _last_event_id() -> int | None:
+    """The id to resume after: 1-19 ASCII digits (`isdigit` would take '²', which `int`
+    refuses), or absent."""
     raw = request.headers.get("Last-Event-ID")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
-        raise FsupError("INVALID_REQUEST", "Last-Event-ID must be an event id (a whole number)")
-    return int(raw)
+    value = whole_number(raw)
+    if value is None:
+        raise FsupError(
+            "INVALID_REQUEST",
+            f"header 'Last-Event-ID' must be an event id (1-19 digits 0-9), not {shown(raw)}",
+            {"header": "Last-Event-ID"},
+        )
+    return value
 
 
 async def _stream(events_bus: EventBus, subscription: Subscription) -> AsyncIterator[bytes]:

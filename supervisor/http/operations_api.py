@@ -8,14 +8,14 @@ from typing import Any
 
 import psutil
 import trio
-from quart import current_app
+from quart import current_app, request
 from quart_trio import QuartTrio
 
 from actors.fleet import Reconcile
 from actors.formation import Nodes, ProbeNow
 
 from ..routing import RouteTable
-from .params import int_param
+from ..safe_json import query_int
 from .rpc import ask, ask_formations, services
 
 PREFIX = "/api/v1"
@@ -74,8 +74,8 @@ def register(app: QuartTrio) -> None:
 
     @app.get(f"{PREFIX}/nodes")
     async def nodes() -> Any:
-        limit = int_param("limit", 100, 1, 1000)
-        offset = int_param("offset", 0, 0, 1_000_000)
+        limit = query_int(request.args, "limit", 100, 1, 1000)
+        offset = query_int(request.args, "offset", 0, 0, 1_000_000)
         found = await all_nodes()
         return {"nodes": found[offset:offset + limit], "total": len(found), "limit": limit,
                 "offset": offset}

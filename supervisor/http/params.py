@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart import request
 
 from ..errors import FsupError
+from ..safe_json import query_int
 
 
 def _bad(name: str, problem: str) -> FsupError:
@@ -12,16 +13,9 @@ def _bad(name: str, problem: str) -> FsupError:
 
 
 def int_param(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _bad(name, f"must be a whole number, not {raw[:40]!r}") from None
-    if not low <= value <= high:
-        raise _bad(name, f"must be between {low} and {high}")
-    return value
+    """A whole number in `low..high`: ASCII digits only (no sign, `_`, spaces or other
+    scripts' digits, which `int()` would take)."""
+    return query_int(request.args, name, default, low, high)
 
 
 def choice_param(name: str, choices: tuple[str, ...], default: str) -> str:

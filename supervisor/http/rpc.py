@@ -11,7 +11,7 @@ import trio
 from quart import current_app, jsonify, make_response, request
 from quart_trio import QuartTrio
 
-from actors.base import ActorError, ActorRef
+from actors.base import ActorCrashed, ActorError, ActorRef
 from actors.fleet import Delete, ListFormations, Lookup, PortStatus
 from actors.formation import (
     CancelUpdate,
@@ -54,6 +54,10 @@ async def ask(ref: ActorRef, message: Any, within: float = ASK_TIMEOUT_S) -> Any
         raise FsupError(
             "FORMATION_UNAVAILABLE", f"{ref.name} did not answer within {within:g}s; retry"
         ) from None
+    except ActorCrashed as exc:
+        # A bug inside the actor: logged there with its traceback; the actor is restarted.
+        raise FsupError("INTERNAL", f"{ref.name} failed while handling the request and was "
+                        "restarted; retry") from exc
     except ActorError as exc:
         raise FsupError("FORMATION_UNAVAILABLE", f"{ref.name} is unavailable: {exc}") from None
 

@@ -1,9 +1,10 @@
 """`/api/v1/searches`: create, list, get, patch, delete; start, stop, rerun, export;
-results. Handlers validate, then ask the searches actor."""
+results. Handlers validate, then ask the searches actor. Bodies are parsed by
+`safe_json.loads_object` (bounded size and depth), every field's type is checked, and a
+refusal names the field or query parameter."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import trio
@@ -25,7 +26,8 @@ from actors.search import (
 )
 
 from ..errors import FsupError
-from .params import choice_param, int_param
+from ..safe_json import MAX_JSON_BYTES, bad_request, loads_object, query_int, shown
+from .params import choice_param
 
 PREFIX = "/api/v1/searches"
 MODES = ("full", "live")
@@ -46,27 +48,25 @@ async def ask(message: Any) -> Any:
         raise FsupError("INTERNAL", f"the searches actor did not answer: {exc!r}") from None
 
 
-def _bad(message: str, field: str | None = None) -> FsupError:
-    return FsupError("INVALID_REQUEST", message, {"field": field} if field else {})
-
-
 async def json_body(allowed: set[str], required: bool = True) -> dict[str, Any]:
-    """The request's JSON object, with only `allowed` fields."""
-    raw = await request.get_data()
+    """The request's JSON object, with only `allowed` fields. A declared length over the
+    limit is refused before the body is read."""
+    declared = request.content_length
+    if declared is not None and declared > MAX_JSON_BYTES:
+        raise FsupError("PAYLOAD_TOO_LARGE",
+                        f"the request body is larger than {MAX_JSON_BYTES} bytes")
+    raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     if not raw.strip():
         if required:
-            raise _bad("the request body must be a JSON object")
+            raise bad_request("the request body must be a JSON object")
         return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise _bad(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise _bad("the request body must be a JSON object")
+    body = loads_object(raw)
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise _bad(f"unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})",
-                   unknown[0])
+        raise bad_request(
+            f"unknown field {shown(unknown[0])} (allowed: {', '.join(sorted(allowed))})",
+            unknown[0][:64],
+        )
     return body
 
 
@@ -75,23 +75,26 @@ def keyword_of(body: dict[str, Any], required: bool) -> str | None:
     if keyword is None and not required:
         return None
     if not isinstance(keyword, str) or not keyword.strip():
-        raise _bad("'keyword' must be a non-empty string", "keyword")
+        raise bad_request("'keyword' must be a non-empty string", "keyword")
     if len(keyword) > MAX_KEYWORD:
-        raise _bad(f"'keyword' is longer than {MAX_KEYWORD} characters", "keyword")
+        raise bad_request(f"'keyword' is longer than {MAX_KEYWORD} characters", "keyword")
+    if not keyword.isprintable():
+        raise bad_request("'keyword' must not contain control characters or line breaks",
+                          "keyword")
     return keyword.strip()
 
 
 def flag(body: dict[str, Any], name: str) -> bool | None:
     value = body.get(name)
     if value is not None and not isinstance(value, bool):
-        raise _bad(f"{name!r} must be true or false", name)
+        raise bad_request(f"{name!r} must be true or false", name)
     return value
 
 
 def mode_of(body: dict[str, Any]) -> str | None:
     mode = body.get("mode")
-    if mode is not None and mode not in MODES:
-        raise _bad(f"'mode' must be one of {', '.join(MODES)}", "mode")
+    if mode is not None and (not isinstance(mode, str) or mode not in MODES):
+        raise bad_request(f"'mode' must be one of {', '.join(MODES)}", "mode")
     return mode
 
 
@@ -143,13 +146,13 @@ def register(app: QuartTrio) -> None:
     @app.get(f"{PREFIX}/<search_id>/results")
     async def results(search_id: str) -> Any:
         q = request.args.get("q")
-        if q is not None and len(q) > MAX_KEYWORD:
-            raise FsupError("INVALID_REQUEST", f"query parameter 'q' is longer than {MAX_KEYWORD}",
-                            {"parameter": "q"})
+        if q is not None and (len(q) > MAX_KEYWORD or not q.isprintable()):
+            raise FsupError("INVALID_REQUEST", f"query parameter 'q' must be at most "
+                            f"{MAX_KEYWORD} printable characters", {"parameter": "q"})
         return await ask(SearchResults(
             search_id,
-            limit=int_param("limit", 50, 1, 500),
-            offset=int_param("offset", 0, 0, 10_000_000),
+            limit=query_int(request.args, "limit", 50, 1, 500),
+            offset=query_int(request.args, "offset", 0, 0, 10_000_000),
             sort=choice_param("sort", SORTS, "sources"),
             q=q or None,
         ))
