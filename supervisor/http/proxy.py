@@ -30,6 +30,7 @@ from .render import error_response
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CLOSE_BOUND_S = 2.0
+BODY_IDLE_S = 30.0
 
 
 def open_proxy_client() -> httpx.AsyncClient:
@@ -96,7 +97,18 @@ def response_headers(upstream: httpx.Response) -> list[tuple[str, str]]:
 
 
 async def _stream_body() -> AsyncIterator[bytes]:
-    async for chunk in request.body:
+    """The client's body as it arrives; a client that sends nothing for `BODY_IDLE_S` gets a
+    408 instead of holding the formation's in-flight count (and an update's drain) forever."""
+    chunks = request.body.__aiter__()
+    while True:
+        with trio.move_on_after(BODY_IDLE_S) as idle:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+        if idle.cancelled_caught:
+            raise FsupError("INVALID_REQUEST", f"the request body stalled for {BODY_IDLE_S:g}s",
+                            status=408)
         yield chunk
 
 
