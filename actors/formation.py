@@ -44,10 +44,12 @@ from supervisor.manifest import FormationSpec, HealthSpec, RestartSpec, StopSpec
 from supervisor.routing import Backend, RouteTable
 from supervisor.store import Store, VersionRow
 
+from . import listener
 from .base import DEFERRED, Actor, ActorError, ActorRef, Reply
-from .health import Probe
+from .health import PortTaken, Probe, owned
 from .lifecycle import State, check_transition
-from .port_requests import AllocatePort, ReleasePort
+from .listener import Holder, ListenerCheck, ProcListeners, port_in_use
+from .port_requests import ReleasePort
 from .process import HOME_ENV, Launcher, LaunchSpec, ProcessHandle, SpawnError
 from .restart_policy import RestartTracker
 
@@ -167,6 +169,15 @@ class _ProbeResult:
 
 
 @dataclass(frozen=True)
+class _PortTaken:
+    """A probe succeeded, but a process outside the formation listens on its port."""
+
+    gen: int
+    port: int
+    holders: tuple[Holder, ...]
+
+
+@dataclass(frozen=True)
 class _BackoffElapsed:
     gen: int
 
@@ -260,6 +271,7 @@ class FormationContext:
     fleet: ActorRef | None = None
     restart_defaults: RestartSpec = field(default_factory=RestartSpec)
     log_limits: LogLimits = field(default_factory=LogLimits)
+    listeners: ListenerCheck = field(default_factory=ProcListeners)
 
 
 def now_rfc3339() -> str:
@@ -362,7 +374,7 @@ class FormationActor(Actor):
                 return self._on_rollback(reply)
             case CancelUpdate():
                 return self._on_cancel_update(reply)
-            case _Exited() | _GatePassed() | _GateFailed() | _GateProgress() | _ProbeResult():
+            case _Exited() | _GatePassed() | _GateFailed() | _GateProgress() | _ProbeResult() | _PortTaken():
                 job = self._job
                 if message.gen == self._gen:
                     await self._on_process_event(message)
@@ -473,12 +485,14 @@ class FormationActor(Actor):
         self._set_state(State.STARTING)
         self._emit_start({"stage": "spawning", "message": f"Starting {' '.join(self.spec.command)}"})
         try:
+            await listener.ensure_port_free(self.ctx.listeners, self.id, self.port)
             process = await self.ctx.launcher.spawn(
                 self._launch_spec(self.spec, self.version_dir, self.port)
             )
-        except SpawnError as exc:
+        except (SpawnError, FsupError) as exc:
             self.kept.process = None
-            self._on_start_failure(str(exc), returncode=None)
+            failure = exc if isinstance(exc, FsupError) else None
+            self._on_start_failure(str(exc), returncode=None, failure=failure)
             return
         self.kept.process = process
         self.ctx.store.set_process(self.id, process.pid, process.started_at)
@@ -526,7 +540,7 @@ class FormationActor(Actor):
             with scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._watch_exit, gen, process)
-                    nursery.start_soon(self._watch_health, gen, gate, health, port)
+                    nursery.start_soon(self._watch_health, gen, gate, health, port, process.pid)
 
         assert self.nursery is not None
         self.nursery.start_soon(attend)
@@ -536,15 +550,20 @@ class FormationActor(Actor):
         returncode = await process.wait()
         await self._post(_Exited(gen, returncode))
 
-    async def _watch_health(self, gen: int, gate: bool, health: HealthSpec, port: int) -> None:
-        probe = self.ctx.probe_for(health)
-        if gate and not await self._gate(gen, health, probe, port):
-            return
-        # Keep checking, even with no probe declared (then being alive is being healthy):
-        # the routing summary tells stale routes by the age of their last good check.
-        while True:
-            await trio.sleep(health.interval)
-            await self._post(_ProbeResult(gen, await probe.check(port)))
+    async def _watch_health(
+        self, gen: int, gate: bool, health: HealthSpec, port: int, pid: int
+    ) -> None:
+        probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, pid)
+        try:
+            if gate and not await self._gate(gen, health, probe, port):
+                return
+            # Keep checking, even with no probe declared (then being alive is being healthy):
+            # the routing summary tells stale routes by the age of their last good check.
+            while True:
+                await trio.sleep(health.interval)
+                await self._post(_ProbeResult(gen, await probe.check(port)))
+        except PortTaken as exc:
+            await self._post(_PortTaken(gen, exc.port, exc.holders))
 
     async def _gate(self, gen: int, health: HealthSpec, probe: Probe, port: int) -> bool:
         """Wait until the new process is healthy; report a countdown on the way."""
@@ -605,6 +624,8 @@ class FormationActor(Actor):
                 self._on_start_failure(event.error, returncode=None, still_running=True)
             case _ProbeResult() if self.state is State.RUNNING:
                 self._on_probe(event.error)
+            case _PortTaken(port=port, holders=holders) if self.state in (State.STARTING, State.RUNNING):
+                self._on_port_taken(port_in_use(self.id, port, holders, "health_check"))
             case _Exited():
                 self._on_exit(event.returncode)
 
@@ -636,6 +657,18 @@ class FormationActor(Actor):
         elif now - self._unhealthy_since >= self.spec.health.timeout:
             self._failure_reason = f"unhealthy for {self.spec.health.timeout:g}s: {error}"
             self._begin_stop(_After.FAILURE)
+
+    def _on_port_taken(self, error: FsupError) -> None:
+        """A stranger answers on our port: this process cannot serve there, starting or not.
+        Stopping it withdraws the route at once; the restart that may follow checks the port
+        before it spawns."""
+        if self.state is State.STARTING:
+            self._on_start_failure(error.message, returncode=None, still_running=True, failure=error)
+            return
+        log.warning("%s: %s", self.id, error.message)
+        self.healthy = False
+        self.last_error = self._failure_reason = error.message
+        self._begin_stop(_After.FAILURE)
 
     def _publish(self) -> None:
         """Route proxied requests to the running process."""
@@ -675,6 +708,7 @@ class FormationActor(Actor):
         returncode: int | None,
         still_running: bool = False,
         tail: str | None = None,
+        failure: FsupError | None = None,
     ) -> None:
         """The start did not reach healthy: the process exited, never answered, or could not
         be spawned. A requested start is reported and the formation is `crashed`; an automatic
@@ -687,7 +721,9 @@ class FormationActor(Actor):
             details["stderr_tail"] = tail[-STDERR_TAIL_CHARS:]
         if returncode is not None:
             details["exit_code"] = returncode
-        self._pending_failure = FsupError("HEALTH_CHECK_FAILED", f"{self.id}: {error}", details)
+        self._pending_failure = failure or FsupError(
+            "HEALTH_CHECK_FAILED", f"{self.id}: {error}", details
+        )
         if still_running:
             self._failure_reason = error
             self._begin_stop(_After.CRASHED if self._requested_start else _After.FAILURE)
@@ -822,10 +858,14 @@ class FormationActor(Actor):
     def _probe_now(self) -> dict[str, Any]:
         if self.state is not State.RUNNING or self.kept.process is None:
             return {"formation_id": self.id, "probing": False}
-        gen, port, probe = self._gen, self.port, self.ctx.probe_for(self.spec.health)
+        gen, port, health = self._gen, self.port, self.spec.health
+        probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, self.kept.process.pid)
 
         async def probe_once() -> None:
-            await self._post(_ProbeResult(gen, await probe.check(port)))
+            try:
+                await self._post(_ProbeResult(gen, await probe.check(port)))
+            except PortTaken as exc:
+                await self._post(_PortTaken(gen, exc.port, exc.holders))
 
         assert self.nursery is not None
         self.nursery.start_soon(probe_once)
@@ -926,10 +966,10 @@ class FormationActor(Actor):
                 )
                 if live:
                     assert self.ctx.fleet is not None
-                    # Shielded: a port the fleet handed out must reach the job, or it leaks.
-                    with trio.CancelScope(shield=True), trio.fail_after(10):
-                        job.port = await self.ctx.fleet.ask(AllocatePort(self.id))
-                    launch = self._launch_spec(job.spec, job.version_dir, job.port)
+                    job.port = port = await listener.staging_port(
+                        self.ctx.fleet, self.ctx.listeners, self.id, self.spec.version
+                    )
+                    launch = self._launch_spec(job.spec, job.version_dir, port)
                     job.process = await self.ctx.launcher.spawn(launch)
                     self.kept.extra_pids.add(job.process.pid)
         except FsupError as exc:
@@ -984,6 +1024,8 @@ class FormationActor(Actor):
                 self._swap(job)
             case _GateFailed(error=error):
                 self._abort_job(self._staging_failure(job, error, None))
+            case _PortTaken(port=port, holders=holders):
+                self._abort_job(port_in_use(self.id, port, holders, "health_check", self.spec.version))
             case _Exited(returncode=code):
                 self._abort_job(
                     self._staging_failure(job, f"exited before it was healthy ({_describe_exit(code)})", code)

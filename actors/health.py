@@ -2,6 +2,9 @@
 
 The loops around them (how often, until when) belong to the formation actor, so that they run
 on trio's clock and can be tested on virtual time with fake probes.
+
+A probe that reaches the port proves only that *something* answered there: `OwnedProbe` adds
+that the listener is the formation's own process tree (see `listener`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import httpx
 import trio
 
 from supervisor.manifest import HealthSpec
+
+from .listener import Holder, ListenerCheck
 
 # One attempt never takes longer than this, whatever the interval.
 ATTEMPT_TIMEOUT_S = 5.0
@@ -62,6 +67,55 @@ class AliveProbe:
 
     async def check(self, port: int) -> str | None:
         return None
+
+
+class PortTaken(Exception):
+    """A process outside the formation listens on its port: a probe's success was its answer,
+    and waiting longer will not change that."""
+
+    def __init__(self, port: int, holders: tuple[Holder, ...]) -> None:
+        super().__init__(f"port {port} is held by another process")
+        self.port = port
+        self.holders = holders
+
+
+class OwnedProbe:
+    """A probe whose success counts only while the formation's own process tree listens on
+    the port; raises `PortTaken` when a stranger does.
+
+    The ownership check runs on a success that follows no success (the first one, or one
+    after a failure), not on every probe: a port that our process keeps listening on cannot
+    be taken by another process, so a steadily healthy formation pays nothing for it. (What
+    stays open: our process closes its socket and a stranger binds the port within one
+    interval, with no failed probe in between.)"""
+
+    def __init__(self, inner: Probe, listeners: ListenerCheck, pid: int) -> None:
+        self._inner = inner
+        self._listeners = listeners
+        self._pid = pid
+        self._confirmed = False
+
+    async def check(self, port: int) -> str | None:
+        error = await self._inner.check(port)
+        if error is not None:
+            self._confirmed = False
+            return error
+        if not self._confirmed:
+            owners = await self._listeners.owners(port, (self._pid,))
+            if owners.foreign:
+                raise PortTaken(port, owners.foreign)
+            if not owners.ours:
+                return f"port {port} answered, but neither pid {self._pid} nor its children listen on it"
+            self._confirmed = True
+        return None
+
+
+def owned(probe: Probe, health: HealthSpec, listeners: ListenerCheck, pid: int) -> Probe:
+    """`probe` with the ownership check, unless the formation declares no probe (then it need
+    not listen at all: being alive is being healthy)."""
+    if health.kind == "process":
+        return probe
+    return OwnedProbe(probe, listeners, pid)
 
 
 class ProbeFactory:

@@ -26,6 +26,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "OPERATION_CANCELLED": 409,
     # The formation is starting, stopping or restarting: retry in a moment.
     "FORMATION_BUSY": 409,
+    # A process outside the formation listens on its port: free the port, then retry.
+    "PORT_IN_USE": 409,
     "INVALID_BUNDLE": 400,
     "INVALID_FORMATION": 400,
     "INVALID_REQUEST": 400,
