@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from ..errors import FsupError
 from ..hmac_auth import KEY_ID_HEADER, Credentials, check_headers, check_signature
 from ..operations import Services
-from . import api_v1, faults, openapi, operations_api, proxy, rpc, searches
+from . import api_v1, faults, openapi, operations_api, proxy, request_guard, rpc, searches
 from .render import error_response
 
 log = logging.getLogger("fsup.http")
@@ -35,6 +35,9 @@ def create_app(
     api_token: str,
 ) -> QuartTrio:
     app = QuartTrio("fsup")
+    # `//` in a path is not redirected (a 308 to an HTML page is not the contract's answer):
+    # fsup's routes then answer 404, the proxy passes it on to the formation as it came.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT_S
     app.extensions["fsup"] = services
@@ -51,6 +54,18 @@ def create_app(
     @app.get("/ping")
     async def ping() -> Any:
         return {"message": "pong"}
+
+    @app.before_request
+    async def guard() -> Any:
+        """The head's framing, size and query are checked before anything else; a refused
+        request's connection is closed, so no byte left in it is read as a next request."""
+        try:
+            request_guard.check_head()
+        except FsupError as error:
+            response, status = error_response(error)
+            response.headers["Connection"] = "close"
+            return response, status
+        return None
 
     @app.before_request
     async def authenticate() -> Any:
@@ -105,7 +120,10 @@ def create_app(
     async def http_error(error: HTTPException) -> Any:
         code = "NOT_FOUND" if error.code == 404 else "INVALID_REQUEST"
         body = FsupError(code, f"{error.name}: {request.method} {request.path}").to_json()
-        return jsonify(body), error.code or 400
+        response = jsonify(body)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return response, error.code or 400
 
     @app.errorhandler(Exception)
     async def internal(error: Exception) -> Any:
