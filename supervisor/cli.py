@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import yaml
 
-from . import __version__, cli_render
+from . import cli_render
+from .cli_parser import build_parser
 from .client import ApiClient, ApiError, RpcClient, SseEvent, decode
 from .config import ConfigError, load_config, parse_port_range
 from .home import Home, default_home
@@ -38,78 +39,6 @@ class CliError(Exception):
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
         self.hint = hint
-
-
-# -- the parser ----------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fsup", description="A local, actor-based process supervisor.",
-    )
-    parser.add_argument("--version", action="version", version=f"fsup {__version__}")
-    parser.add_argument("--profile", help="profile to use (see `fsup profile ls`)")
-    parser.add_argument("--url", help="server URL (default: the profile's; also $MUXI_URL)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve = commands.add_parser("serve", help="run the supervisor in the foreground")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 7890; 0 picks one)")
-    serve.add_argument("--port-range", help="ports handed to formations (default 8000-9000)")
-    serve.add_argument(
-        "--deploy", action="append", default=[], type=Path, metavar="DIR",
-        help="deploy the formation folder DIR (or every formation folder inside DIR) unless "
-        "already deployed; may be repeated",
-    )
-
-    deploy = commands.add_parser(
-        "deploy", help="deploy a folder or bundle (updates the formation if it exists)"
-    )
-    deploy.add_argument("path", type=Path, help="a formation folder, .tar.gz or .zip")
-
-    commands.add_parser("ls", help="list formations")
-    for name, text in (("show", "show one formation"), ("start", "start a formation"),
-                       ("stop", "stop a formation"), ("restart", "restart a formation"),
-                       ("rollback", "roll back to the previous version")):
-        commands.add_parser(name, help=text).add_argument("id")
-    rm = commands.add_parser("rm", help="delete a formation (asks first on a terminal)")
-    rm.add_argument("id")
-    rm.add_argument("-y", "--yes", action="store_true", help="do not ask")
-
-    logs = commands.add_parser("logs", help="show (or follow) a formation's logs")
-    logs.add_argument("id")
-    logs.add_argument("-n", "--lines", type=int, default=100, help="how many lines (default 100)")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    logs.add_argument("--stream", choices=("stdout", "stderr", "all"), default="all")
-
-    download = commands.add_parser("download", help="download a formation as a zip")
-    download.add_argument("id")
-    download.add_argument("--db", action="store_true", help="include data/ and memory.db")
-    download.add_argument("-o", "--output", type=Path, help="file to write (default ID-VERSION.zip)")
-
-    commands.add_parser("status", help="server status")
-    audit = commands.add_parser("audit", help="recent management calls")
-    audit.add_argument("-n", "--lines", type=int, default=50)
-
-    search = commands.add_parser("search", help="search the fleet's logs and formations")
-    search.add_argument("keyword", nargs="+")
-    search.add_argument("--live", action="store_true", help="keep following until Ctrl-C")
-
-    profile = commands.add_parser("profile", help="manage server profiles")
-    actions = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = actions.add_parser("add", help="add or replace a profile")
-    add.add_argument("name")
-    add.add_argument("--url", dest="profile_url", required=True)
-    add.add_argument("--key-id", required=True)
-    add.add_argument("--secret-key", required=True)
-    add.add_argument("--default", action="store_true", help="also make it the default")
-    actions.add_parser("ls", help="list profiles")
-    use = actions.add_parser("use", help="make a profile the default")
-    use.add_argument("name")
-    remove = actions.add_parser("rm", help="remove a profile")
-    remove.add_argument("name")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +97,9 @@ def hint_for(exc: ApiError) -> str:
 
 def rpc(args: argparse.Namespace, home: Home) -> RpcClient:
     profile = resolve(home, args.profile, args.url)
-    return RpcClient(profile.url, profile.key_id, profile.secret_key, timeout=120)
+    return RpcClient(
+        profile.url, profile.key_id, profile.secret_key, timeout=120, scheme=args.auth_scheme
+    )
 
 
 def operation(args: argparse.Namespace, client: RpcClient, method: str, path: str,
@@ -390,9 +321,9 @@ def cmd_audit(args: argparse.Namespace, home: Home) -> None:
         cli_render.print_json({"entries": entries})
         return
     cli_render.table(
-        ["TIME", "KEY", "METHOD", "PATH", "STATUS", "MS", "FROM"],
-        ([e["ts"], e["key_id"], e["method"], e["path"], e["status"], e["duration_ms"],
-          e["remote_addr"]] for e in entries),
+        ["TIME", "KEY", "SCHEME", "METHOD", "PATH", "STATUS", "MS", "FROM"],
+        ([e["ts"], e["key_id"], e.get("scheme") or "-", e["method"], e["path"], e["status"],
+          e["duration_ms"], e["remote_addr"]] for e in entries),
     )
 
 

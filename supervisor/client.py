@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .hmac_auth import signed_headers
+from . import muxi_hmac
+from .hmac_auth import MUXI_HMAC, SIGNED_HEADERS, signed_headers
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,21 @@ def parse_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
 
 
 class RpcClient:
-    def __init__(self, url: str, key_id: str, secret_key: str, timeout: float = 60.0) -> None:
+    """`scheme`: how requests are signed, the seed's X-MUXI-* headers (signed-headers) or
+    MUXI's `Authorization: MUXI-HMAC` (muxi-hmac, as MUXI's own CLI and SDKs sign)."""
+
+    def __init__(
+        self,
+        url: str,
+        key_id: str,
+        secret_key: str,
+        timeout: float = 60.0,
+        scheme: str = SIGNED_HEADERS,
+    ) -> None:
         self.url = url.rstrip("/")
         self.key_id = key_id
         self.secret_key = secret_key
+        self.scheme = scheme
         self._http = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
 
     def close(self) -> None:
@@ -86,8 +98,13 @@ class RpcClient:
         headers: dict[str, str] | None = None,
     ) -> httpx.Request:
         """A signed request; `path` may carry a query string, signed as written."""
-        wire_path = urlsplit(self.url).path.rstrip("/") + path
-        auth = signed_headers(self.key_id, self.secret_key, method, wire_path.encode(), body)
+        wire_path = (urlsplit(self.url).path.rstrip("/") + path).encode()
+        auth = (
+            {"Authorization": muxi_hmac.authorization(
+                self.key_id, self.secret_key, method, wire_path)}
+            if self.scheme == MUXI_HMAC
+            else signed_headers(self.key_id, self.secret_key, method, wire_path, body)
+        )
         request = self._http.build_request(
             method, path, content=body, headers={**auth, **(headers or {})}
         )

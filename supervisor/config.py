@@ -6,6 +6,7 @@ in one place and edit it; unknown keys there are an error (a typo must not be ig
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from . import manifest
 from .bundles import BundleLimits
 from .errors import FsupError
 from .formation_logs import LogLimits
+from .hmac_auth import SCHEMES, SIGNED_HEADERS
 from .manifest import RestartSpec, load_yaml
 
 
@@ -34,6 +36,16 @@ class ServerConfig:
     logs: LogLimits = field(default_factory=LogLimits)
     # How long a clean shutdown waits for all formations to stop (each has its own timeout).
     shutdown_timeout: float = 60.0
+    # The /rpc signing schemes accepted; None is "auto" (see `accepted_schemes`).
+    auth_schemes: tuple[str, ...] | None = None
+
+    def accepted_schemes(self) -> tuple[str, ...]:
+        """"auto" accepts both schemes on a loopback address, where nobody can see a signed
+        request to replay it with another query or body, and only the seed's scheme (which
+        signs both) when fsup listens beyond loopback."""
+        if self.auth_schemes is not None:
+            return self.auth_schemes
+        return SCHEMES if is_loopback(self.host) else (SIGNED_HEADERS,)
 
     def to_yaml(self) -> str:
         doc = {
@@ -61,8 +73,15 @@ class ServerConfig:
                 "window": self.restart_defaults.window,
             },
             "shutdown_timeout": self.shutdown_timeout,
+            "auth": {"schemes": list(self.auth_schemes) if self.auth_schemes else "auto"},
         }
-        header = "# fsup server settings; command-line flags override these.\n"
+        header = (
+            "# fsup server settings; command-line flags override these.\n"
+            "# auth.schemes: the /rpc signing schemes accepted. signed-headers (X-MUXI-* headers;\n"
+            "# signs method, path, query, timestamp and body), muxi-hmac (Authorization: MUXI-HMAC,\n"
+            "# as MUXI's CLI and SDKs sign; method, path and timestamp only). auto: both on a\n"
+            "# loopback address, signed-headers only beyond it.\n"
+        )
         return header + yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -94,7 +113,8 @@ def load_config(path: Path) -> ServerConfig:
 
 
 def _from_doc(doc: dict[str, Any], path: Path) -> ServerConfig:
-    known = {"host", "port", "port_range", "limits", "restart_defaults", "shutdown_timeout"}
+    known = {"host", "port", "port_range", "limits", "restart_defaults", "shutdown_timeout",
+             "auth"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
@@ -122,10 +142,37 @@ def _from_doc(doc: dict[str, Any], path: Path) -> ServerConfig:
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    if "auth" in doc:
+        config = replace(config, auth_schemes=parse_auth(doc["auth"], path))
     restart_doc = doc.get("restart_defaults")
     if restart_doc is not None:
         config = replace(config, restart_defaults=_restart_defaults(restart_doc, path))
     return config
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_auth(doc: Any, path: Path) -> tuple[str, ...] | None:
+    """`auth: {schemes: auto | [signed-headers, muxi-hmac]}`; None is auto."""
+    if not isinstance(doc, dict) or set(doc) - {"schemes"}:
+        raise ConfigError(f"{path}: auth must be a mapping with one setting, schemes")
+    schemes = doc.get("schemes", "auto")
+    if schemes == "auto":
+        return None
+    if isinstance(schemes, str):
+        schemes = [schemes]
+    choices = ", ".join(SCHEMES)
+    if not isinstance(schemes, list) or not schemes or \
+            not all(isinstance(s, str) and s in SCHEMES for s in schemes):
+        raise ConfigError(f"{path}: auth.schemes must be auto or a list of {choices}")
+    return tuple(dict.fromkeys(schemes))
 
 
 def _restart_defaults(doc: Any, path: Path) -> RestartSpec:

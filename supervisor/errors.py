@@ -65,7 +65,14 @@ class FsupError(Exception):
         return self._status or STATUS_BY_CODE[self.code]
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        """The contract's `{"error": {...}}`, with `code` and `message` mirrored at the top:
+        MUXI's SDKs read those two from the top level and would otherwise show the user a
+        dict and an empty message."""
+        return {
+            "error": {"code": self.code, "message": self.message, "details": self.details},
+            "code": self.code,
+            "message": self.message,
+        }
 
     def __repr__(self) -> str:
         return f"FsupError({self.code!r}, {self.message!r})"

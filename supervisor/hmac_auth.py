@@ -1,4 +1,5 @@
-"""HMAC-SHA256 request signing for `/rpc/*`, exactly as the seed's Go function.
+"""HMAC-SHA256 request signing for `/rpc/*`: the seed's scheme, exactly as its Go function,
+and which of the accepted schemes a request uses (the MUXI clients' one is in `muxi_hmac`).
 
 Canonical string: `METHOD\\nPATH\\nTIMESTAMP\\nBODY`. PATH is the raw request path plus `?query`
 when there is a query, taken as sent (never re-encoded), and the key is the `secret_key` string's
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from . import muxi_hmac
 from .errors import FsupError
 
 MAX_SKEW_S = 300.0
@@ -25,6 +27,12 @@ SIGNATURE_HEADER = "X-MUXI-Signature"
 MAX_TIMESTAMP_LEN = 64
 # base64 of a 32-byte SHA-256 MAC.
 SIGNATURE_SHAPE = re.compile(r"[A-Za-z0-9+/]{43}=")
+AUTHORIZATION_HEADER = "Authorization"
+
+# The schemes' names, as `auth.schemes` in config.yaml and `--auth-scheme` spell them.
+SIGNED_HEADERS = "signed-headers"
+MUXI_HMAC = "muxi-hmac"
+SCHEMES = (SIGNED_HEADERS, MUXI_HMAC)
 
 
 def canonical(method: str, path: bytes, timestamp: str, body: bytes) -> bytes:
@@ -129,3 +137,94 @@ def verify(
 ) -> None:
     """Raise `FsupError(UNAUTHORIZED)` unless the headers sign this exact request."""
     check_signature(creds, check_headers(creds, headers, now), method, path, body)
+
+
+def _has_seed_headers(headers: Mapping[str, str]) -> bool:
+    return any(
+        headers.get(name.lower()) for name in (KEY_ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
+    )
+
+
+def scheme_of(headers: Mapping[str, str]) -> str | None:
+    """The scheme a request claims (for the audit log, before anything is checked)."""
+    if _has_seed_headers(headers):
+        return SIGNED_HEADERS
+    if muxi_hmac.is_muxi_hmac(headers.get(AUTHORIZATION_HEADER.lower()) or ""):
+        return MUXI_HMAC
+    return None
+
+
+def claimed_key_id(headers: Mapping[str, str]) -> str:
+    """The key id a request names, unchecked (for the audit log)."""
+    if scheme_of(headers) == MUXI_HMAC:
+        try:
+            return muxi_hmac.parse(headers.get(AUTHORIZATION_HEADER.lower()) or "").key_id
+        except FsupError:
+            return ""
+    return headers.get(KEY_ID_HEADER.lower()) or ""
+
+
+def check_head(
+    creds: Credentials,
+    headers: Mapping[str, str],
+    method: str,
+    path: bytes,
+    schemes: tuple[str, ...] = SCHEMES,
+    now: datetime | None = None,
+) -> SignedHeaders | None:
+    """Authenticate from the head alone. The MUXI-HMAC scheme is checked completely here (it
+    does not sign the body): None. The seed's scheme has its signature left to check once the
+    body is read (`check_signature`). A request with both, or with neither, is refused."""
+    authorization = headers.get(AUTHORIZATION_HEADER.lower())
+    seed = _has_seed_headers(headers)
+    if authorization and seed:
+        raise _unauthorized(
+            f"the request carries both {AUTHORIZATION_HEADER} and the {KEY_ID_HEADER} headers; "
+            "sign it with one scheme only"
+        )
+    if seed:
+        _require(SIGNED_HEADERS, schemes)
+        return check_headers(creds, headers, now)
+    if authorization is None:
+        raise _unauthorized(f"the request is not signed; sign it with {_how(schemes)}")
+    _require(MUXI_HMAC, schemes)
+    check_muxi_hmac(creds, muxi_hmac.parse(authorization), method, path, now)
+    return None
+
+
+def _how(schemes: tuple[str, ...]) -> str:
+    ways = {
+        SIGNED_HEADERS: f"the {KEY_ID_HEADER}, {TIMESTAMP_HEADER} and {SIGNATURE_HEADER} headers",
+        MUXI_HMAC: f"{AUTHORIZATION_HEADER}: {muxi_hmac.SCHEME}",
+    }
+    return " or ".join(ways[scheme] for scheme in schemes)
+
+
+def _require(scheme: str, schemes: tuple[str, ...]) -> None:
+    if scheme not in schemes:
+        raise _unauthorized(
+            f"the {scheme} signing scheme is turned off on this server (auth.schemes in "
+            f"config.yaml accepts {', '.join(schemes)})"
+        )
+
+
+def check_muxi_hmac(
+    creds: Credentials,
+    sent: muxi_hmac.MuxiAuthorization,
+    method: str,
+    path: bytes,
+    now: datetime | None = None,
+) -> None:
+    """Key, window and signature of an `Authorization: MUXI-HMAC` request, the same checks
+    and messages as the seed's scheme."""
+    skew = abs((now or datetime.now(UTC)).timestamp() - sent.timestamp)
+    if skew > MAX_SKEW_S:
+        raise _unauthorized(
+            f"request timestamp is {skew:.0f}s away from the server clock (limit "
+            f"{MAX_SKEW_S:.0f}s); check that both clocks are right"
+        )
+    expected = muxi_hmac.sign(creds.secret_key, sent.timestamp, method, path)
+    key_ok = hmac.compare_digest(sent.key_id.encode(), creds.key_id.encode())
+    signature_ok = hmac.compare_digest(sent.signature.encode(), expected.encode())
+    if not (key_ok and signature_ok):
+        raise _unauthorized("invalid key id or signature")

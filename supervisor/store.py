@@ -18,7 +18,7 @@ from typing import Any
 
 from .hmac_auth import rfc3339_now
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS formations (
     id              TEXT PRIMARY KEY,
@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS audit (
     path        TEXT NOT NULL,
     status      INTEGER NOT NULL,
     duration_ms REAL NOT NULL,
-    remote_addr TEXT NOT NULL
+    remote_addr TEXT NOT NULL,
+    scheme      TEXT NOT NULL DEFAULT ''
 );
 """
 # Audit rows kept (the oldest are dropped beyond this).
@@ -130,6 +131,9 @@ class Store:
         # executescript commits on its own; the statements are idempotent, so a crash
         # between them and the version bump just repeats them on the next start.
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(audit)")}
+        if "scheme" not in columns:  # schema 3 and before: no MUXI-HMAC scheme yet
+            self._db.execute("ALTER TABLE audit ADD COLUMN scheme TEXT NOT NULL DEFAULT ''")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
@@ -202,13 +206,21 @@ class Store:
     # -- audit -----------------------------------------------------------------------------
 
     def record_audit(
-        self, key_id: str, method: str, path: str, status: int, duration_ms: float, remote: str
+        self,
+        key_id: str,
+        method: str,
+        path: str,
+        status: int,
+        duration_ms: float,
+        remote: str,
+        scheme: str = "",
     ) -> None:
+        """`scheme`: the signing scheme the request used (empty when it used none)."""
         with self.transaction() as db:
             cursor = db.execute(
-                "INSERT INTO audit (ts, key_id, method, path, status, duration_ms, remote_addr) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (rfc3339_now(), key_id, method, path, status, duration_ms, remote),
+                "INSERT INTO audit (ts, key_id, method, path, status, duration_ms, remote_addr, "
+                "scheme) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (rfc3339_now(), key_id, method, path, status, duration_ms, remote, scheme),
             )
             row_id = cursor.lastrowid or 0
             if row_id % 500 == 0:
@@ -216,11 +228,12 @@ class Store:
 
     def audit_tail(self, count: int) -> list[dict[str, object]]:
         rows = self._db.execute(
-            "SELECT ts, key_id, method, path, status, duration_ms, remote_addr FROM audit "
-            "ORDER BY id DESC LIMIT ?",
+            "SELECT ts, key_id, method, path, status, duration_ms, remote_addr, scheme "
+            "FROM audit ORDER BY id DESC LIMIT ?",
             (count,),
         ).fetchall()
-        names = ("ts", "key_id", "method", "path", "status", "duration_ms", "remote_addr")
+        names = ("ts", "key_id", "method", "path", "status", "duration_ms", "remote_addr",
+                 "scheme")
         return [dict(zip(names, row, strict=True)) for row in reversed(rows)]
 
     # -- versions --------------------------------------------------------------------------

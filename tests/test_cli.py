@@ -230,3 +230,12 @@ def test_live_search_stops_cleanly_on_ctrl_c(server: Server) -> None:
     searches = httpx.get(f"{server.url}/api/v1/searches",
                          headers={"Authorization": f"Bearer {bearer}"}).json()["searches"]
     assert [s["state"] for s in searches] == ["stopped"]
+
+
+def test_auth_scheme_muxi_hmac_signs_as_muxi_clients_do(server: Server) -> None:
+    status = ok_json(server, "--auth-scheme", "muxi-hmac", "status")
+    assert status["formations"]["total"] == 0
+    audit = ok_json(server, "audit", "-n", "2")["entries"]
+    assert [(e["scheme"], e["path"]) for e in audit][0] == ("muxi-hmac", "/rpc/server/status")
+    wrong = fsup(server, "--auth-scheme", "bearer", "status")
+    assert wrong.returncode == 2 and "invalid choice" in wrong.stderr

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import EXAMPLES, REPO, Server, wait_for
+from helpers import EXAMPLES, REPO, Server, example_bundle, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -406,9 +406,37 @@ def test_rpc_curl_signs_and_sends_a_body_file(server: Server, home: Path) -> Non
     assert json.loads(done.stdout.splitlines()[0])["error"]["code"] != "UNAUTHORIZED"
 
 
+def test_rpc_curl_signs_as_muxi_clients_do(server: Server, home: Path) -> None:
+    done = rpc_curl(server, home, "--auth-scheme", "muxi-hmac", "GET",
+                    "/rpc/server/logs?lines=5", "-v")
+    assert done.returncode == 0, done.stderr
+    sent = request_headers(done.stderr)
+    assert any(h.startswith("authorization: muxi-hmac key=") for h in sent), sent
+    assert not [h for h in sent if h.startswith("x-muxi-")]
+    assert "entries" in json.loads(done.stdout)
+    audit = server.rpc.call("GET", "/rpc/server/logs?lines=1")["entries"]
+    assert (audit[-1]["scheme"], audit[-1]["status"]) == ("muxi-hmac", 200)
+
+
+def test_the_readme_sdk_example_runs(server: Server, home: Path) -> None:
+    server.rpc.deploy(example_bundle("hello"))
+    block = re.search(r"^```python\n(.*?)^```", sections(README.read_text())["HMAC signing"],
+                      flags=re.MULTILINE | re.DOTALL)
+    assert block is not None, "the HMAC section has no ```python block"
+    env = {**os.environ, "MUXI_HOME": str(home), "MUXI_URL": server.url,
+           "MUXI_SDK_VERSION_NOTIFICATION": "0", "NO_PROXY": "127.0.0.1"}
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", block.group(1)], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=home)
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.splitlines()
+    assert printed[0] == "['hello']" and printed[-1] == "running", printed
+
+
 def test_rpc_curl_usage_errors(server: Server, home: Path) -> None:
     done = rpc_curl(server, home, "GET")
     assert done.returncode == 2 and "usage:" in done.stderr
+    done = rpc_curl(server, home, "--auth-scheme", "bearer", "GET", "/rpc/formations")
+    assert done.returncode == 2 and "signed-headers or muxi-hmac" in done.stderr
     done = rpc_curl(server, home, "POST", "/rpc/formations/deploy", "missing.tar.gz")
     assert done.returncode == 2 and "body file not found" in done.stderr
 

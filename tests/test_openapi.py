@@ -135,13 +135,15 @@ def test_operations_are_consistent() -> None:
 
 
 def test_auth_is_documented_per_family() -> None:
-    """HMAC headers on /rpc, bearer on /api/v1, the cookie on the event stream, none on the
+    """HMAC headers or MUXI-HMAC on /rpc, bearer on /api/v1, the cookie on the event stream, none on the
     public paths: as DESIGN sections 5 and 6 say."""
     public = {"/health", "/ping", PATH, "/api/v1/health", "/api/v1/auth/bootstrap"}
     for path, method, op in operations():
         names = {name for requirement in op["security"] for name in requirement}
         if path.startswith("/rpc/"):
-            assert names == {"muxiKeyId", "muxiTimestamp", "muxiSignature"}, path
+            assert names == {"muxiKeyId", "muxiTimestamp", "muxiSignature", "muxiHmac"}, path
+            alternatives = [set(requirement) for requirement in op["security"]]
+            assert {"muxiHmac"} in alternatives, path
             assert "401" in op["responses"], path
         elif path == "/api/v1/events":
             assert names == {"sessionCookie"}

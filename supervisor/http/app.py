@@ -16,7 +16,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from ..errors import FsupError
-from ..hmac_auth import KEY_ID_HEADER, Credentials, check_headers, check_signature
+from ..hmac_auth import Credentials, check_head, check_signature, claimed_key_id, scheme_of
 from ..operations import Services
 from . import api_v1, faults, openapi, operations_api, proxy, request_guard, rpc, searches
 from .render import error_response
@@ -46,6 +46,7 @@ def create_app(
     app.extensions["fsup.proxy_client"] = proxy_client
     app.extensions["fsup.api_token"] = api_token
     app.extensions["fsup.bus"] = services.bus
+    schemes = services.config.accepted_schemes()
 
     @app.get("/health")
     async def health() -> Any:
@@ -74,13 +75,18 @@ def create_app(
         if not is_rpc():
             return None
         g.started = time.monotonic()
-        signed = check_headers(credentials, request.headers)  # type: ignore[arg-type]
-        body = await request.get_data(cache=True)
         path = request.scope.get("raw_path") or request.path.encode()
+        headers = request.headers
+        pending = check_head(
+            credentials, headers, request.method, path, schemes  # type: ignore[arg-type]
+        )
+        if pending is None:
+            return None  # MUXI-HMAC: the body is not signed, the handler reads it when needed
+        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         query = request.scope.get("query_string") or b""
         if query:
             path += b"?" + query
-        check_signature(credentials, signed, request.method, path, body)
+        check_signature(credentials, pending, request.method, path, body)
         return None
 
     @app.after_request
@@ -89,13 +95,15 @@ def create_app(
         if is_rpc() and "started" in g:
             path = request.path + (f"?{request.query_string.decode('latin-1')}"
                                    if request.query_string else "")
+            headers = request.headers
             services.store.record_audit(
-                (request.headers.get(KEY_ID_HEADER) or "")[:64],
+                claimed_key_id(headers)[:64],  # type: ignore[arg-type]
                 request.method,
                 path[:1024],
                 response.status_code,
                 round((time.monotonic() - g.started) * 1000, 2),
                 request.remote_addr or "",
+                scheme_of(headers) or "",  # type: ignore[arg-type]
             )
         return response
 

@@ -1,9 +1,8 @@
 """The OpenAPI 3.1 document of fsup's HTTP API, served (public) at `GET /openapi.json`.
 
-Built by helpers, not kept as JSON, so that what holds for a whole family of routes is written
-once (signed `/rpc` calls may answer 401, 408, 413, 500); each error response has the contract's
-shape with the codes the operation really returns. tests/test_openapi.py keeps it equal to the
-app's routes; tests/test_schemathesis.py checks a live server's answers against it.
+Built by helpers, not kept as JSON, so that what holds for a family of routes is written once;
+each error response has the contract's shape with the codes the operation really returns.
+tests/test_openapi.py keeps it equal to the routes; tests/test_schemathesis.py checks a server.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ ID_PATTERN = "^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$"
 # Printable text: no ASCII control characters (the handlers refuse any non-printable one).
 PRINTABLE = "^[^\\x00-\\x1f\\x7f]*$"
 
-HMAC: Security = [{"muxiKeyId": [], "muxiTimestamp": [], "muxiSignature": []}]
+HMAC: Security = [{"muxiKeyId": [], "muxiTimestamp": [], "muxiSignature": []}, {"muxiHmac": []}]
 BEARER, COOKIE, PUBLIC = [{"bearerAuth": []}], [{"sessionCookie": []}], []
 
 
@@ -68,7 +67,8 @@ def schemas() -> dict[str, Schema]:
     run_summary = obj({"run_id": STR, "state": STR, "mode": STR, "started_at": STR,
                        "finished_at": maybe(STR)})
     return {
-        "Error": obj({"error": obj({"code": STR, "message": STR, "details": ANY_OBJECT})}),
+        "Error": obj({"error": obj({"code": STR, "message": STR, "details": ANY_OBJECT}),
+                      "code": STR, "message": STR}),
         "Formation": obj({
             "id": STR, "version": STR, "description": STR, "status": status, "port": INT,
             "pid": maybe(INT), "healthy": maybe(BOOL), "restart_count": INT,
@@ -98,7 +98,7 @@ def schemas() -> dict[str, Schema]:
             "ts": maybe(STR), "stream": enum("stdout", "stderr"), "line": STR}))}),
         "AuditLog": obj({"entries": array(obj({
             "ts": STR, "key_id": STR, "method": STR, "path": STR, "status": INT,
-            "duration_ms": NUM, "remote_addr": STR}))}),
+            "duration_ms": NUM, "remote_addr": STR, "scheme": STR}))}),
         "ServerStatus": obj({
             "server_id": STR, "version": STR, "uptime_s": NUM,
             "formations": obj({"total": INT, "running": INT, "stopped": INT, "crashed": INT}),
@@ -207,8 +207,7 @@ FORMATION_ID = param("formation_id", "path", {"type": "string", "pattern": ID_PA
                      "The formation's id (from its formation.yaml)")
 SEARCH_ID, RESULT_ID = (param(f"{kind}_id", "path", {"type": "string", "minLength": 1},
                                f"A {kind} id, as the API gave it") for kind in ("search", "result"))
-LOOKUP = {404: ["FORMATION_NOT_FOUND"], 503: ["FORMATION_UNAVAILABLE"]}
-BAD = {400: ["INVALID_REQUEST"]}
+LOOKUP, BAD = {404: ["FORMATION_NOT_FOUND"], 503: ["FORMATION_UNAVAILABLE"]}, {400: ["INVALID_REQUEST"]}
 # An id with an encoded slash reaches no route of this family: the contract's NOT_FOUND.
 SEARCH_404 = {404: ["SEARCH_NOT_FOUND", "NOT_FOUND"]}
 BUNDLE_BODY = {
@@ -299,6 +298,7 @@ def rpc_paths() -> dict[str, Schema]:
             "logs", "The formation's captured stdout/stderr", "formations", {"200": logs},
             {**BAD, **LOOKUP}, HMAC,
             [FORMATION_ID, int_query("lines", 0, 10_000, 100, "How many lines per stream"),
+             int_query("limit", 0, 10_000, 100, "Another name for lines (MUXI clients)"),
              param("stream", "query", {**enum("all", "stdout", "stderr"), "default": "all"},
                    "Which stream"),
              param("follow", "query", {"type": "boolean", "default": False},
@@ -311,7 +311,8 @@ def rpc_paths() -> dict[str, Schema]:
         "/rpc/server/logs": {"get": operation(
             "audit_log", "The audit trail of /rpc calls, oldest first", "server",
             ok("Audit entries", ref("AuditLog")), BAD, HMAC,
-            [int_query("lines", 1, 10_000, 100, "How many entries")])},
+            [int_query("lines", 1, 10_000, 100, "How many entries"),
+             int_query("limit", 1, 10_000, 100, "Another name for lines (MUXI clients)")])},
         "/rpc/server/status": {"get": operation(
             "status", "Server status: formations by state, ports", "server",
             ok("Status", ref("ServerStatus")), {503: ["FORMATION_UNAVAILABLE"]}, HMAC)},
@@ -457,6 +458,8 @@ SECURITY_SCHEMES = {
     "muxiTimestamp": api_key("header", "X-MUXI-Timestamp", "RFC3339 UTC, within 300 s"),
     "muxiSignature": api_key("header", "X-MUXI-Signature",
                              "base64(HMAC-SHA256(secret_key, canonical string))"),
+    "muxiHmac": api_key("header", "Authorization", "MUXI-HMAC key=<key id>, timestamp=<unix s>, "
+                        "signature=base64(HMAC-SHA256(secret_key, '<ts>;<METHOD>;<path>'))"),
     "bearerAuth": {"type": "http", "scheme": "bearer",
                    "description": "server/api.token (64 hex characters)"},
     "sessionCookie": api_key("cookie", "rm_session", "Set by POST /api/v1/session"),
@@ -471,17 +474,16 @@ def document() -> dict[str, Any]:
               PATH: ("openapi_document", "This document", ANY_OBJECT)}
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "fsup", "version": __version__,
+        "info": {"title": "fsup", "version": __version__,
             "description": "A local, actor-based process supervisor. `/rpc/*` is the "
-            "HMAC-signed management API (canonical string `METHOD\\nPATH?QUERY\\nTIMESTAMP\\n"
-            "BODY`, base64 HMAC-SHA256 with the secret key, timestamp within 300 s); "
-            "`/api/v1/*` takes a bearer token from GET /api/v1/auth/bootstrap, and the event "
-            "stream the rm_session cookie. Any other path under /api/v1 answers 404 "
-            "NOT_FOUND. Errors are always `{\"error\": {\"code\", \"message\", \"details\"}}`.",
+            "HMAC-signed management API (X-MUXI-* headers over `METHOD\\nPATH?QUERY\\nTIMESTAMP"
+            "\\nBODY`, or Authorization: MUXI-HMAC over `<ts>;<METHOD>;<path>`; base64 "
+            "HMAC-SHA256 with the secret key, timestamp within 300 s); `/api/v1/*` takes a "
+            "bearer token from GET /api/v1/auth/bootstrap, the event stream the rm_session "
+            "cookie. Errors: `{\"error\": {\"code\", \"message\", \"details\"}, \"code\", \"message\"}`.",
         },
-        "tags": [{"name": name} for name in ("public", "formations", "server", "searches",
-                                             "auth", "events", "operations", "proxy")],
+        "tags": [{"name": name} for name in (
+            "public", "formations", "server", "searches", "auth", "events", "operations", "proxy")],
         "paths": {
             **{path: {"get": operation(op_id, summary, "public", ok(summary, schema), {},
                                        PUBLIC)}

@@ -34,3 +34,12 @@ def bool_param(name: str, default: bool) -> bool:
     if raw.lower() in ("false", "0", "no"):
         return False
     raise _bad(name, "must be true or false")
+
+
+def lines_param(default: int, low: int, high: int) -> int:
+    """`lines`, or `limit` as MUXI's CLI and SDKs call it; both at once is refused (they
+    could disagree)."""
+    if "lines" in request.args and "limit" in request.args:
+        raise _bad("limit", "is another name for 'lines'; give one of them")
+    name = "limit" if "limit" in request.args else "lines"
+    return int_param(name, default, low, high)
