@@ -39,7 +39,8 @@ class ApiError(Exception):
 
 def parse_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
     """Events from an SSE line stream (comments skipped, multi-line data joined)."""
-    event, data, event_id = "message", [], None
+    event, event_id = "message", None
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:

@@ -66,7 +66,7 @@ class LogBook(logging.Handler):
         self._trio_thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
-        entry = {
+        entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname.lower(),
             "logger": record.name,

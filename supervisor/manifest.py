@@ -134,10 +134,10 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's API
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise invalid("(document)", f"YAML aliases are not allowed (line {mark.line + 1})")
         if self.depth >= MAX_YAML_DEPTH:
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise invalid("(document)", f"nested deeper than {MAX_YAML_DEPTH} levels "
                                         f"(line {mark.line + 1})")
         self.depth += 1

@@ -92,7 +92,7 @@ def register(app: QuartTrio) -> None:
             {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
              "X-Accel-Buffering": "no"},
         )
-        response.timeout = None
+        response.timeout = None  # type: ignore[union-attr]
         return response
 
     @app.get(f"{PREFIX}/logs")

@@ -29,7 +29,7 @@ ID_PATTERN = "^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$"
 PRINTABLE = "^[^\\x00-\\x1f\\x7f]*$"
 
 HMAC: Security = [{"muxiKeyId": [], "muxiTimestamp": [], "muxiSignature": []}, {"muxiHmac": []}]
-BEARER, COOKIE, PUBLIC = [{"bearerAuth": []}], [{"sessionCookie": []}], []
+BEARER, COOKIE, PUBLIC = [{"bearerAuth": []}], [{"sessionCookie": []}], []  # type: Security, Security, Security
 
 
 def ref(name: str) -> Schema:

@@ -55,7 +55,7 @@ async def sse_response(events: AsyncIterator[tuple[str, dict[str, Any]] | None])
         200,
         {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-    response.timeout = None  # Quart would cut a stream at 60 s otherwise
+    response.timeout = None  # type: ignore[union-attr]  # Quart would cut a stream at 60 s
     return response
 
 
