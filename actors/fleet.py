@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import trio
 
 from supervisor.errors import FsupError
@@ -40,7 +39,7 @@ from .formation import (
     now_rfc3339,
 )
 from .port_requests import AllocatePort, ReleasePort
-from .process import adopt, kill_stray, processes_of_home
+from .process import adopt, kill_strays
 from .supervision import Intensity, Supervisor
 from .unrestorable import Revive, UnrestorableFormation, unusable
 
@@ -221,18 +220,7 @@ class FleetActor(Actor):
 
     def _kill_strays_of(self, owned: set[int]) -> int:
         """Kill processes of this home that descend from none of `owned`; return how many."""
-        killed = 0
-        for proc, formation_id in processes_of_home(self.ctx.home.root):
-            try:
-                lineage = {proc.pid} | {p.pid for p in proc.parents()}
-            except psutil.Error:
-                continue
-            if lineage & owned:
-                continue
-            log.warning("%s: killing stray pid %s that no formation owns", formation_id, proc.pid)
-            kill_stray(proc)
-            killed += 1
-        return killed
+        return kill_strays(self.ctx.home.root, None, owned)
 
     def _current_version(self, formation_id: str, version: str) -> tuple[FormationSpec, Path]:
         row = self.ctx.store.version(formation_id, version)

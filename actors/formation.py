@@ -50,7 +50,7 @@ from .health import PortTaken, Probe, owned
 from .lifecycle import State, check_transition
 from .listener import Holder, ListenerCheck, ProcListeners, port_in_use
 from .port_requests import ReleasePort
-from .process import HOME_ENV, Launcher, LaunchSpec, ProcessHandle, SpawnError
+from .process import HOME_ENV, Launcher, LaunchSpec, ProcessHandle, SpawnError, StraySweeper
 from .restart_policy import RestartTracker
 
 log = logging.getLogger("fsup.formation")
@@ -272,6 +272,8 @@ class FormationContext:
     restart_defaults: RestartSpec = field(default_factory=RestartSpec)
     log_limits: LogLimits = field(default_factory=LogLimits)
     listeners: ListenerCheck = field(default_factory=ProcListeners)
+    # Kills what outlived an exited process outside its group (None: `process.kill_strays`).
+    kill_strays: Callable[[Path, str | None, frozenset[int], Callable[[], bool]], int] | None = None
 
 
 def now_rfc3339() -> str:
@@ -314,6 +316,7 @@ class FormationActor(Actor):
         self._backoff_scope: trio.CancelScope | None = None
         self._job: _Job | None = None
         self._exit_after_job = False
+        self._strays = StraySweeper(ctx.home.root, formation_id, kept, ctx.kill_strays)
 
     # -- life of the actor ---------------------------------------------------------------
 
@@ -486,9 +489,10 @@ class FormationActor(Actor):
         self._emit_start({"stage": "spawning", "message": f"Starting {' '.join(self.spec.command)}"})
         try:
             await listener.ensure_port_free(self.ctx.listeners, self.id, self.port)
-            process = await self.ctx.launcher.spawn(
-                self._launch_spec(self.spec, self.version_dir, self.port)
-            )
+            with self._strays.spawning():
+                process = await self.ctx.launcher.spawn(
+                    self._launch_spec(self.spec, self.version_dir, self.port)
+                )
         except (SpawnError, FsupError) as exc:
             self.kept.process = None
             failure = exc if isinstance(exc, FsupError) else None
@@ -693,6 +697,7 @@ class FormationActor(Actor):
         self.last_exit_code = returncode
         if process is not None:
             process.kill_group()  # leftovers of its group must not hold the port
+            self._strays.start(self.nursery)  # ...nor what left it (setsid): see StraySweeper
         described = _describe_exit(returncode)
         tail = process.stderr_tail() if process is not None else ""
         if self.state is State.STARTING:
@@ -802,6 +807,7 @@ class FormationActor(Actor):
 
     async def _on_stop_finished(self, event: _StopFinished) -> None:
         self._forget_process()
+        self._strays.start(self.nursery)  # a descendant that left the tree before it was stopped
         self.last_exit_code = event.returncode
         after = self._after_stop
         if after is _After.START:
@@ -970,7 +976,8 @@ class FormationActor(Actor):
                         self.ctx.fleet, self.ctx.listeners, self.id, self.spec.version
                     )
                     launch = self._launch_spec(job.spec, job.version_dir, port)
-                    job.process = await self.ctx.launcher.spawn(launch)
+                    with self._strays.spawning():
+                        job.process = await self.ctx.launcher.spawn(launch)
                     self.kept.extra_pids.add(job.process.pid)
         except FsupError as exc:
             error = exc

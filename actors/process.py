@@ -11,16 +11,21 @@ its start time, so a recycled pid is never mistaken for ours.
 
 Stopping is graceful, then hard: the configured signal to the process group and to any
 descendant that left the group, a bounded wait, then SIGKILL for the group and every
-descendant seen at the start (trio's own cancel delivery kills only the direct child).
+descendant seen at the start or still there (trio's own cancel delivery kills only the direct
+child). What left the tree as well (its parent gone) is a stray of the formation: after a
+process exits or is stopped, `StraySweeper` finds it by the environment marker and kills it.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +38,7 @@ STDERR_TAIL_BYTES = 2048
 KILL_GRACE_S = 5.0
 # The environment marker that ties a process to one fsup home (finds strays after a crash).
 HOME_ENV = "MUXI_HOME"
+log = logging.getLogger("fsup.process")
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,8 @@ class _Tree:
         with trio.move_on_after(grace):
             await self.wait()
             await _wait_all_gone(tree)
+        if self.alive():  # (not reaped: its pid cannot be someone else's yet)
+            tree += self._descendants()  # started since (a process stopped as it starts up)
         self._signal_group(signal.SIGKILL)
         for proc in tree:
             _kill_quietly(proc)
@@ -299,3 +307,111 @@ def kill_stray(proc: psutil.Process) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     _kill_quietly(proc)
+
+
+def kill_strays(
+    home: Path,
+    formation_id: str | None,
+    owned: Collection[int],
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """SIGKILL the processes of this fsup home (of one formation, or of any with None) that
+    descend from none of `owned`; return how many. Processes of another fsup home or of another
+    formation are never touched. Before each kill it asks `stop()`, and ends if that says so.
+    Blocking (it reads /proc): run it in a worker thread."""
+    owned_pids = frozenset(owned)
+    killed = 0
+    for proc, found_id in processes_of_home(home):
+        if formation_id is not None and found_id != formation_id:
+            continue
+        try:
+            lineage = {proc.pid} | {p.pid for p in proc.parents()}
+        except psutil.Error:
+            continue
+        if lineage & owned_pids:
+            continue
+        if stop():
+            break
+        log.warning("%s: killing stray pid %s (outside its live processes' trees)",
+                    found_id, proc.pid)
+        kill_stray(proc)
+        killed += 1
+    return killed
+
+
+Sweep = Callable[[Path, str | None, frozenset[int], Callable[[], bool]], int]
+
+
+class Owner(Protocol):
+    """What a formation owns now (its `Kept`): the live process, staging and retiring ones."""
+
+    process: ProcessHandle | None
+    extra_pids: set[int]
+
+
+class StraySweeper:
+    """One formation's sweeps for strays: what outlived its exited process outside the process
+    group (a grandchild that called setsid). Each runs in a worker thread; nothing waits for it.
+
+    A sweep spares the trees of the processes `owner` holds when it starts. A process the formation
+    spawns while a sweep runs is not among them, so every spawn goes through `spawning()`: it
+    makes the sweep in flight stop before its next kill (whatever it meets was alive before the
+    spawn began, and may be the new process) and sweep again once the spawn is over, by then
+    with the new process recorded, hence owned."""
+
+    def __init__(
+        self,
+        home: Path,
+        formation_id: str,
+        owner: Owner,
+        sweep: Sweep | None = None,
+    ) -> None:
+        self._home = home
+        self._id = formation_id
+        self._owner = owner
+        self._sweep = sweep or kill_strays
+        self._stops: set[threading.Event] = set()  # one per sweep in flight
+        self._spawns = 0
+        self._no_spawn = trio.Event()
+        self._no_spawn.set()
+
+    def start(self, nursery: trio.Nursery | None) -> None:
+        assert nursery is not None
+        nursery.start_soon(self._run)
+
+    def _owned(self) -> frozenset[int]:
+        process = self._owner.process
+        return frozenset(self._owner.extra_pids | ({process.pid} if process is not None else set()))
+
+    async def _run(self) -> None:
+        while True:
+            if self._spawns:
+                await self._no_spawn.wait()
+            stop = threading.Event()
+            self._stops.add(stop)
+            try:
+                # Shielded: the sweep after the last stop must run even as the actor ends.
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(
+                        self._sweep, self._home, self._id, self._owned(), stop.is_set
+                    )
+            finally:
+                self._stops.discard(stop)
+            if not stop.is_set():
+                return
+
+    @contextmanager
+    def spawning(self) -> Iterator[None]:
+        """Around the spawn of a process of the formation, up to the moment it is recorded as
+        owned (with no checkpoint between the end of this block and that moment)."""
+        for stop in self._stops:
+            stop.set()
+        if self._spawns == 0:
+            self._no_spawn = trio.Event()
+        self._spawns += 1
+        try:
+            yield
+        finally:
+            self._spawns -= 1
+            if self._spawns == 0:
+                self._no_spawn.set()

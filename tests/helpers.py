@@ -107,10 +107,18 @@ def formation_processes(home: Path, formation_id: str | None = None) -> list[psu
 
 
 def main_processes(home: Path, formation_id: str) -> list[psutil.Process]:
-    """The formation's top processes (those whose parent is not one of its own)."""
+    """The formation's top processes (those whose parent is not one of its own). A process
+    that exits while this looks (a stopping formation's) is simply not among them."""
     procs = formation_processes(home, formation_id)
     pids = {p.pid for p in procs}
-    return [p for p in procs if p.ppid() not in pids]
+    found = []
+    for proc in procs:
+        try:
+            if proc.ppid() not in pids:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
 
 
 class Server:

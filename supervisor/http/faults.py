@@ -76,7 +76,9 @@ def register(app: QuartTrio) -> None:
 
     @app.post(PATH)
     async def arm_fault() -> Any:
-        actor, count = parse_body(await request.get_data())
+        actor, count = parse_body(
+            await request.get_data(cache=True, as_text=False, parse_form_data=False)
+        )
         faults.arm(actor, count)
         return {"actor": actor, "armed": count}
 

@@ -27,10 +27,12 @@ from .. import __version__, operations
 from ..errors import FsupError
 from ..formation_logs import STREAMS, Follower, tail
 from ..hmac_auth import rfc3339_now
+from ..manifest import parse_manifest
 from ..operations import Services
 from ..routing import RouteTable
+from ..store import Store
 from ..versions import zip_version
-from .params import bool_param, choice_param, int_param
+from .params import bool_param, choice_param, lines_param
 from .render import render_operation, sse_response
 
 # How long a read (snapshot, list) waits for a formation actor before saying so.
@@ -87,8 +89,40 @@ async def ask_formations(
 
 
 async def snapshots() -> list[dict[str, Any]]:
-    answers = await ask_formations(Snapshot(), lambda fid: {"id": fid, "status": "unknown"})
+    store = services().store
+    answers = await ask_formations(Snapshot(), lambda fid: stored_snapshot(store, fid))
     return [snapshot for _, snapshot in answers]
+
+
+def stored_snapshot(store: Store, formation_id: str) -> dict[str, Any]:
+    """The listing entry of a formation whose actor did not answer in time: the keys of a
+    snapshot, filled from the store (null where only the actor knows), `status: "unknown"` and
+    `stale: true`; the stored `desired` state and recorded `pid` say what it should be doing."""
+    row = store.formation(formation_id)
+    if row is None:  # deleted in the meantime
+        return {"id": formation_id, "status": "unknown", "stale": True}
+    started = row.pid_started if row.pid is not None else None
+    return {
+        "id": row.id, "version": row.current_version,
+        "description": _stored_description(store, row.id, row.current_version),
+        "status": "unknown", "port": row.port, "pid": row.pid, "healthy": None,
+        "restart_count": None,
+        "uptime_s": round(max(0.0, time.time() - started), 3) if started is not None else None,
+        "created_at": row.created_at, "updated_at": row.updated_at, "desired": row.desired,
+        "versions": [v.version for v in store.versions(row.id)], "update_in_progress": None,
+        "last_exit_code": None,
+        "last_error": f"formation:{row.id} did not answer in time (busy or restarting); "
+        "this entry is what the store records",
+        "stale": True,
+    }
+
+
+def _stored_description(store: Store, formation_id: str, version: str) -> str:
+    row = store.version(formation_id, version)
+    try:
+        return parse_manifest(row.manifest).description if row is not None else ""
+    except FsupError:
+        return ""  # an unrestorable version: its manifest no longer loads
 
 
 # Lifecycle routes: the message each sends its formation, and the first stage it reports.
@@ -110,7 +144,7 @@ def lifecycle_handler(message: Any, first_stage: str) -> Any:
 
 def register(app: QuartTrio) -> None:
     async def deploy() -> Any:
-        body = await request.get_data(cache=True)
+        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         _check_bundle_type()
         expected = request.headers.get("X-Formation-ID") or None
         events = operations.deploy(services(), body, expected)
@@ -138,7 +172,7 @@ def register(app: QuartTrio) -> None:
 
     @app.put("/rpc/formations/<formation_id>")
     async def update(formation_id: str) -> Any:
-        body = await request.get_data(cache=True)
+        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         _check_bundle_type()
         ref = await formation_ref(formation_id)
         events = operations.update(services(), ref, formation_id, body)
@@ -151,7 +185,7 @@ def register(app: QuartTrio) -> None:
     @app.get("/rpc/formations/<formation_id>/logs")
     async def logs(formation_id: str) -> Any:
         await formation_ref(formation_id)  # 404 unless it exists
-        count = int_param("lines", 100, 0, MAX_LOG_LINES)
+        count = lines_param(100, 0, MAX_LOG_LINES)
         stream = choice_param("stream", ("all", *STREAMS), "all")
         follow = bool_param("follow", False)
         log_dir = services().home.formation_logs(formation_id)
@@ -179,7 +213,7 @@ def register(app: QuartTrio) -> None:
             "Content-Type": "application/zip",
             "Content-Disposition": f'attachment; filename="{filename}"',
         })
-        response.timeout = None
+        response.timeout = None  # type: ignore[union-attr]
         return response
 
     @app.delete("/rpc/formations/<formation_id>")
@@ -188,7 +222,7 @@ def register(app: QuartTrio) -> None:
 
     @app.get("/rpc/server/logs")
     async def audit_log() -> Any:
-        count = int_param("lines", 100, 1, MAX_LOG_LINES)
+        count = lines_param(100, 1, MAX_LOG_LINES)
         return {"entries": services().store.audit_tail(count)}
 
     @app.get("/rpc/server/status")
