@@ -360,8 +360,16 @@ class FleetActor(Actor):
                 entry.removal_waiters.append((reply, error))
             await self._begin_removal(formation_id)
             return
+        self._announce("formation_deployed", {
+            "formation_id": formation_id, "version": result.get("version"),
+            "status": result.get("status"), "pid": result.get("pid"), "port": result.get("port"),
+        })
         if reply is not None:
             reply.resolve(result)
+
+    def _announce(self, type_: str, data: dict[str, Any]) -> None:
+        if self.ctx.events is not None:
+            self.ctx.events.publish(type_, data)
 
     # -- delete ----------------------------------------------------------------------------
 
@@ -397,6 +405,9 @@ class FleetActor(Actor):
             self.ports.release(port)
         await trio.to_thread.run_sync(self._remove_files, formation_id)
         log.info("%s: deleted", formation_id)
+        # A deploy whose first start failed is removed too; `deployed` says which it was.
+        deployed = all(error is None for _, error in entry.removal_waiters)
+        self._announce("formation_deleted", {"formation_id": formation_id, "deployed": deployed})
         for waiter, error in entry.removal_waiters:
             if error is None:
                 waiter.resolve({"id": formation_id, "deleted": True})

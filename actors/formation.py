@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from packaging.version import Version
@@ -246,6 +246,12 @@ class _After(Enum):
 # -- shared context -----------------------------------------------------------------------
 
 
+class EventSink(Protocol):
+    """Where formation events go: the event bus, or a test's recorder. Never blocks."""
+
+    def publish(self, type_: str, data: dict[str, Any], search_id: str | None = None) -> Any: ...
+
+
 @dataclass
 class Kept:
     """State that outlives an actor incarnation (the fleet holds it per formation)."""
@@ -274,6 +280,8 @@ class FormationContext:
     listeners: ListenerCheck = field(default_factory=ProcListeners)
     # Kills what outlived an exited process outside its group (None: `process.kill_strays`).
     kill_strays: Callable[[Path, str | None, frozenset[int], Callable[[], bool]], int] | None = None
+    # The event bus (`supervisor.events.EventBus`); None in unit tests that do not listen.
+    events: EventSink | None = None
 
 
 def now_rfc3339() -> str:
@@ -311,6 +319,7 @@ class FormationActor(Actor):
         self._start_waiters: list[Reply] = []
         self._stop_waiters: list[Reply] = []
         self._after_stop: _After = _After.STOPPED
+        self._stop_reason = "stop"
         self._failure_reason = ""
         self._pending_failure: FsupError | None = None
         self._backoff_scope: trio.CancelScope | None = None
@@ -329,12 +338,12 @@ class FormationActor(Actor):
         if process is not None and process.alive():
             log.info("%s: re-attaching to running pid %s", self.id, process.pid)
             self._attach(process, gate=False)
-            self._set_state(State.RUNNING)
+            self._set_state(State.RUNNING, "adopted")
             self._publish()
             if desired == "stopped":
-                self._begin_stop(_After.STOPPED)
+                self._begin_stop(_After.STOPPED, "stop")
         elif desired == "running":
-            await self._spawn(requested=False)
+            await self._spawn(requested=False, reason="restored")
 
     async def handle(self, message: Any, reply: Reply | None) -> Any:
         match message:
@@ -353,7 +362,7 @@ class FormationActor(Actor):
                 if self.state not in (State.STOPPED, State.CRASHED):
                     return False
                 self._tracker.reset()
-                await self._spawn(requested=False)
+                await self._spawn(requested=False, reason="reconcile")
                 return True
             case SearchTarget():
                 serving = self.state is State.RUNNING and self.kept.process is not None
@@ -389,7 +398,7 @@ class FormationActor(Actor):
                     self._on_job_event(self._job, message)
                 return None
             case _BackoffElapsed(gen=gen) if gen == self._gen and self.state is State.RESTARTING:
-                await self._spawn(requested=False)
+                await self._spawn(requested=False, reason="backoff_elapsed")
                 return None
             case _StopFinished(gen=gen) if gen == self._gen:
                 await self._on_stop_finished(message)
@@ -420,7 +429,7 @@ class FormationActor(Actor):
         self._tracker.reset()
         self.kept.restart_count = 0
         self._cancel_backoff()
-        await self._spawn(requested=True)
+        await self._spawn(requested=True, reason="start")
         return DEFERRED
 
     def _on_stop_request(self, reply: Reply | None) -> Any:
@@ -432,14 +441,14 @@ class FormationActor(Actor):
         self._fail_start_waiters("stop")
         if self.state in (State.CRASHED, State.RESTARTING):
             self._cancel_backoff()
-            self._set_state(State.STOPPED)
+            self._set_state(State.STOPPED, "stop")
             return self.result("stopped")
         if reply is not None:
             self._stop_waiters.append(reply)
         if self.state is not State.STOPPING:
-            self._begin_stop(_After.STOPPED)
+            self._begin_stop(_After.STOPPED, "stop")
         else:
-            self._after_stop = _After.STOPPED
+            self._after_stop, self._stop_reason = _After.STOPPED, "stop"
         return DEFERRED
 
     async def _on_restart_request(self, reply: Reply | None) -> Any:
@@ -451,12 +460,12 @@ class FormationActor(Actor):
         if self.state in (State.RUNNING, State.STARTING):
             if reply is not None:
                 reply.emit({"stage": "stopping", "message": f"Stopping pid {self._pid()}"})
-            self._begin_stop(_After.START)
+            self._begin_stop(_After.START, "restart")
         elif self.state is State.STOPPING:
-            self._after_stop = _After.START
+            self._after_stop, self._stop_reason = _After.START, "restart"
         else:
             self._cancel_backoff()
-            await self._spawn(requested=True)
+            await self._spawn(requested=True, reason="restart")
         return DEFERRED
 
     def _on_shutdown(self, reply: Reply | None, keep_desired: bool) -> Any:
@@ -475,17 +484,18 @@ class FormationActor(Actor):
             return self.result(self.state.value)
         if reply is not None:
             self._stop_waiters.append(reply)
+        why = "shutdown" if keep_desired else "delete"
         if self.state is not State.STOPPING:
-            self._begin_stop(_After.EXIT)
+            self._begin_stop(_After.EXIT, why)
         else:
-            self._after_stop = _After.EXIT
+            self._after_stop, self._stop_reason = _After.EXIT, why
         return DEFERRED
 
     # -- spawning and attending a process ---------------------------------------------------
 
-    async def _spawn(self, requested: bool) -> None:
+    async def _spawn(self, requested: bool, reason: str) -> None:
         self._requested_start = requested
-        self._set_state(State.STARTING)
+        self._set_state(State.STARTING, reason)
         self._emit_start({"stage": "spawning", "message": f"Starting {' '.join(self.spec.command)}"})
         try:
             await listener.ensure_port_free(self.ctx.listeners, self.id, self.port)
@@ -618,7 +628,7 @@ class FormationActor(Actor):
                 self._emit_start(self._health_event(event, self.spec.health))
             case _GatePassed() if self.state is State.STARTING:
                 self._mark_healthy()
-                self._set_state(State.RUNNING)
+                self._set_state(State.RUNNING, "healthy")
                 self._publish()
                 self.last_error = None
                 result = self.result("running")
@@ -653,14 +663,14 @@ class FormationActor(Actor):
             return
         if self.healthy is not False:
             log.warning("%s: health check failed: %s", self.id, error)
-        self.healthy = False
+        self._set_healthy(False, error)
         self._healthy_since = None
         self.last_error = error
         if self._unhealthy_since is None:
             self._unhealthy_since = now
         elif now - self._unhealthy_since >= self.spec.health.timeout:
             self._failure_reason = f"unhealthy for {self.spec.health.timeout:g}s: {error}"
-            self._begin_stop(_After.FAILURE)
+            self._begin_stop(_After.FAILURE, "unhealthy")
 
     def _on_port_taken(self, error: FsupError) -> None:
         """A stranger answers on our port: this process cannot serve there, starting or not.
@@ -670,9 +680,9 @@ class FormationActor(Actor):
             self._on_start_failure(error.message, returncode=None, still_running=True, failure=error)
             return
         log.warning("%s: %s", self.id, error.message)
-        self.healthy = False
+        self._set_healthy(False, error.message)
         self.last_error = self._failure_reason = error.message
-        self._begin_stop(_After.FAILURE)
+        self._begin_stop(_After.FAILURE, "port_taken")
 
     def _publish(self) -> None:
         """Route proxied requests to the running process."""
@@ -681,7 +691,7 @@ class FormationActor(Actor):
         self.ctx.routes.publish(self.id, Backend(self.port, process.pid, self.spec.version))
 
     def _mark_healthy(self) -> None:
-        self.healthy = True
+        self._set_healthy(True)
         self._unhealthy_since = None
         route = self.ctx.routes.get(self.id)
         if route is not None:
@@ -705,7 +715,7 @@ class FormationActor(Actor):
         elif self.state is State.RUNNING:
             log.warning("%s: process %s", self.id, described)
             self.last_error = f"process {described}"
-            self._apply_restart_policy(returncode)
+            self._apply_restart_policy(returncode, "exited")
 
     def _on_start_failure(
         self,
@@ -731,34 +741,38 @@ class FormationActor(Actor):
         )
         if still_running:
             self._failure_reason = error
-            self._begin_stop(_After.CRASHED if self._requested_start else _After.FAILURE)
+            self._begin_stop(
+                _After.CRASHED if self._requested_start else _After.FAILURE, "start_failed"
+            )
             return
         if self._requested_start:
-            self._crash(error)
+            self._crash(error, "start_failed")
         else:
-            self._apply_restart_policy(returncode)
+            self._apply_restart_policy(returncode, "start_failed")
 
-    def _apply_restart_policy(self, returncode: int | None) -> None:
+    def _apply_restart_policy(self, returncode: int | None, cause: str) -> None:
+        """`cause` is why the process is gone (a transition's reason): `exited`, `unhealthy`,
+        `port_taken`, `start_failed`."""
         decision = self._tracker.on_exit(returncode, trio.current_time(), self._healthy_since)
         self._healthy_since = None
         if decision.restart:
             self.kept.restart_count += 1
-            self._set_state(State.RESTARTING)
+            self._set_state(State.RESTARTING, cause)
             log.info("%s: %s", self.id, decision.reason)
             self._start_backoff(decision.delay)
         elif decision.give_up:
-            self._crash(decision.reason)
+            self._crash(decision.reason, "gave_up")
         else:
             log.info("%s: exited; %s", self.id, decision.reason)
             self._set_desired("stopped")
-            self._set_state(State.STOPPED)
+            self._set_state(State.STOPPED, cause)
 
-    def _crash(self, reason: str) -> None:
-        log.error("%s: crashed: %s", self.id, reason)
-        self.last_error = reason
-        self._set_state(State.CRASHED)
+    def _crash(self, message: str, reason: str) -> None:
+        log.error("%s: crashed: %s", self.id, message)
+        self.last_error = message
+        self._set_state(State.CRASHED, reason)
         error = self._pending_failure or FsupError(
-            "HEALTH_CHECK_FAILED", f"{self.id}: {reason}", {"formation_id": self.id}
+            "HEALTH_CHECK_FAILED", f"{self.id}: {message}", {"formation_id": self.id}
         )
         for waiter in self._take(self._start_waiters):
             waiter.fail(error)
@@ -784,15 +798,18 @@ class FormationActor(Actor):
 
     # -- stopping --------------------------------------------------------------------------
 
-    def _begin_stop(self, after: _After) -> None:
-        """Stop the current process in the background; `_StopFinished` brings us back."""
+    def _begin_stop(self, after: _After, reason: str) -> None:
+        """Stop the current process in the background; `_StopFinished` brings us back.
+        `reason` is the transition's: `stop`, `restart`, `shutdown`, `delete`, `unhealthy`,
+        `port_taken`, `start_failed`."""
         self._after_stop = after
+        self._stop_reason = reason
         self._abort_job(self._interrupted(f"a {after.value} of the running version"))
         process = self.kept.process
         self.ctx.routes.publish(self.id, None)
         if self._process_scope is not None:
             self._process_scope.cancel(reason=f"stopping ({after.value})")
-        self._set_state(State.STOPPING)
+        self._set_state(State.STOPPING, reason)
         gen = self._gen = next(_generations)
         stop = self.spec.stop
 
@@ -811,15 +828,15 @@ class FormationActor(Actor):
         self.last_exit_code = event.returncode
         after = self._after_stop
         if after is _After.START:
-            await self._spawn(requested=True)
+            await self._spawn(requested=True, reason="restart")
             return
         if after is _After.FAILURE:
-            self._apply_restart_policy(event.returncode)
+            self._apply_restart_policy(event.returncode, self._stop_reason)
             return
         if after is _After.CRASHED:
-            self._crash(self._failure_reason)
+            self._crash(self._failure_reason, self._stop_reason)
             return
-        self._set_state(State.STOPPED)
+        self._set_state(State.STOPPED, self._stop_reason)
         if after is _After.EXIT and self._job is not None:
             # A staging or retiring process is still being stopped: exit once it is.
             self._exit_after_job = True
@@ -1019,6 +1036,12 @@ class FormationActor(Actor):
                 self._finish_job(job)
             case _OldRetired():
                 result = {**self.result(self.state.value), "previous_version": job.previous_version}
+                kind = "formation_updated" if job.kind == "update" else "formation_rolled_back"
+                self._announce(kind, {
+                    "formation_id": self.id, "version": self.spec.version,
+                    "previous_version": job.previous_version, "status": self.state.value,
+                    "pid": self._pid(), "port": self.port,
+                })
                 for waiter in self._take(job.waiters):
                     waiter.resolve(result)
                 self._finish_job(job)
@@ -1200,12 +1223,33 @@ class FormationActor(Actor):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _set_state(self, new: State) -> None:
+    def _set_state(self, new: State, reason: str) -> None:
+        """Check and announce a transition (`formation_state_changed`; reasons in
+        docs/decisions.md, "Formation core")."""
         if new is self.state:
             return
         check_transition(self.state, new)
-        log.info("%s: %s -> %s", self.id, self.state.value, new.value)
-        self.state = new
+        log.info("%s: %s -> %s (%s)", self.id, self.state.value, new.value, reason)
+        old, self.state = self.state, new
+        self._announce("formation_state_changed", {
+            "formation_id": self.id, "from": old.value, "to": new.value, "reason": reason,
+            "pid": self._pid(), "version": self.spec.version,
+            "restart_count": self.kept.restart_count,
+        })
+
+    def _set_healthy(self, healthy: bool | None, error: str | None = None) -> None:
+        """Record the health of the active process; a change to good or bad is announced
+        (`formation_health_changed`); back to unknown (no process) is not: the state change
+        says it."""
+        changed = healthy is not None and healthy != self.healthy
+        self.healthy = healthy
+        if changed:
+            self._announce("formation_health_changed",
+                           {"formation_id": self.id, "healthy": healthy, "error": error})
+
+    def _announce(self, type_: str, data: dict[str, Any]) -> None:
+        if self.ctx.events is not None:
+            self.ctx.events.publish(type_, data)
 
     def _set_desired(self, desired: str) -> None:
         row = self.ctx.store.formation(self.id)

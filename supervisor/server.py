@@ -70,7 +70,7 @@ async def run_server(
             routes = RouteTable()
             ctx = FormationContext(
                 home, store, OsLauncher(), ProbeFactory(client), server_url="", routes=routes,
-                restart_defaults=config.restart_defaults, log_limits=config.logs,
+                restart_defaults=config.restart_defaults, log_limits=config.logs, events=bus,
             )
             # The root actors are supervised like the formations, but never escalate: a crash
             # is logged, its caller gets INTERNAL, and a fresh incarnation rebuilds its state
