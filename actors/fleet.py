@@ -38,6 +38,7 @@ from .formation import (
     Start,
     now_rfc3339,
 )
+from .log_rotation import serve_log_rotation
 from .port_requests import AllocatePort, ReleasePort
 from .process import adopt, kill_strays
 from .supervision import Intensity, Supervisor
@@ -134,6 +135,7 @@ class FleetActor(Actor):
         assert self.nursery is not None
         self._supervisor = Supervisor(self.nursery, self.intensity)
         self.ctx.fleet = self.ref
+        self.nursery.start_soon(serve_log_rotation, self._log_dirs, self.ctx.log_limits)
         if self.ctx.server_url:
             # A restarted incarnation: the server listens already; rebuild from the store
             # (the formations' processes are adopted again, as after a crash of fsup).
@@ -186,6 +188,10 @@ class FleetActor(Actor):
                 await self._finish_removal(fid)
                 return None
         raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
+
+    def _log_dirs(self) -> list[tuple[str, Path]]:
+        return [(fid, self.ctx.home.formation_logs(fid))
+                for fid, entry in self.formations.items() if not entry.removing]
 
     def _entry(self, formation_id: str) -> _Entry:
         entry = self.formations.get(formation_id)

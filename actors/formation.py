@@ -38,7 +38,7 @@ from packaging.version import Version
 
 from supervisor import versions
 from supervisor.errors import FsupError
-from supervisor.formation_logs import LogLimits, needs_rotation, rotate_if_needed
+from supervisor.formation_logs import LogLimits
 from supervisor.home import Home
 from supervisor.manifest import FormationSpec, HealthSpec, RestartSpec, StopSpec, parse_manifest
 from supervisor.routing import Backend, RouteTable
@@ -330,8 +330,6 @@ class FormationActor(Actor):
     # -- life of the actor ---------------------------------------------------------------
 
     async def on_start(self) -> None:
-        assert self.nursery is not None
-        self.nursery.start_soon(self._rotate_logs)
         row = self.ctx.store.formation(self.id)
         desired = row.desired if row else "running"
         process = self.kept.process
@@ -604,17 +602,6 @@ class FormationActor(Actor):
             _GateFailed(gen, f"not healthy after {health.timeout:g}s (last error: {error})")
         )
         return False
-
-    async def _rotate_logs(self) -> None:
-        """Keep this formation's logs within their bounds (checked every second; the copy
-        runs in a worker thread, and only when a file is over its size)."""
-        log_dir = self.ctx.home.formation_logs(self.id)
-        limits = self.ctx.log_limits
-        while True:
-            if needs_rotation(log_dir, limits):
-                rotated = await trio.to_thread.run_sync(rotate_if_needed, log_dir, limits)
-                log.info("%s: rotated %s", self.id, ", ".join(rotated))
-            await trio.sleep(LOG_CHECK_INTERVAL_S)
 
     async def _post(self, event: Any) -> None:
         assert self.ref is not None
@@ -1315,7 +1302,6 @@ class FormationActor(Actor):
 
 
 STDERR_TAIL_CHARS = 2000
-LOG_CHECK_INTERVAL_S = 1.0
 # How long a swap waits for in-flight proxied requests to finish on the old process.
 DRAIN_BOUND_S = 30.0
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import trio
+
+from actors.log_rotation import serve_log_rotation
 from supervisor.formation_logs import Follower, LogLimits, rotate_if_needed, stream_path, tail
 
 
@@ -52,3 +55,24 @@ def test_follower_survives_rotation_without_losing_lines(tmp_path: Path) -> None
     write(path, "four\n")
     assert follower.read_new() == ["two", "three", "four"]
     assert follower.read_new() == []
+
+
+async def test_one_task_rotates_every_named_formation_and_follows_the_list(tmp_path: Path) -> None:
+    # Real time: the copies run in worker threads, which a virtual clock would jump past.
+    limits = LogLimits(max_bytes=10, backups=1)
+    dirs = {name: tmp_path / name for name in ("a", "b")}
+    for log_dir in dirs.values():
+        log_dir.mkdir()
+        stream_path(log_dir, "stdout").write_text("0123456789abc\n")
+    named = dict(dirs)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_log_rotation, lambda: named.items(), limits, 0.02)
+        await trio.sleep(0.5)
+        for log_dir in dirs.values():
+            assert stream_path(log_dir, "stdout", 1).exists()
+            assert stream_path(log_dir, "stdout").stat().st_size == 0
+        del named["b"]  # removed from the fleet: no longer looked at
+        stream_path(dirs["b"], "stdout").write_text("0123456789abc\n")
+        await trio.sleep(0.2)
+        assert stream_path(dirs["b"], "stdout").stat().st_size == 14
+        nursery.cancel_scope.cancel()
