@@ -10,6 +10,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import Server, formation_processes  # noqa: E402
 
+CHAOS_DEFAULT_MINUTES = 1.25  # 75 s of chaos: long enough for every kind of kill, short for CI
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The chaos run's options (tests/chaos), here so that pytest knows them before it parses
+    the command line, whichever tests are named."""
+    group = parser.getgroup("chaos", "seeded chaos run against a real fsup")
+    group.addoption(
+        "--chaos-minutes", type=float, default=CHAOS_DEFAULT_MINUTES,
+        help=f"how long the chaos run lasts, in minutes (default {CHAOS_DEFAULT_MINUTES})",
+    )
+    group.addoption(
+        "--chaos-seed", type=int, default=None,
+        help="seed of the chaos schedule (default: a fresh one, printed)",
+    )
+
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Path]:
