@@ -12,12 +12,19 @@ between the two, and the old process is stopped only once its count drains to ze
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 STALE_INTERVALS = 3
+# How long a proxied request waits, by default, for a formation that is coming back.
+DEFAULT_HOLD_S = 5.0
+# Methods retried once after a refused or reset connection, unless a formation declares more.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Hold waits kept per formation for the summary's median and p99.
+WAIT_SAMPLES = 1000
 
 
 @dataclass(eq=False)
@@ -52,12 +59,47 @@ class Backend:
 
 
 @dataclass
+class HoldFigures:
+    """What the proxy did for one formation while it was coming back (see `proxy_hold`)."""
+
+    held: int = 0  # requests that waited for a backend
+    served: int = 0  # ...that then went through
+    expired: int = 0  # ...that got 503 at the bound, or when the formation stopped coming back
+    retried: int = 0  # requests sent again after a refused or reset connection
+    retry_failed: int = 0  # ...whose second attempt failed too
+    waits: deque[float] = field(default_factory=lambda: deque(maxlen=WAIT_SAMPLES))
+
+    def to_json(self) -> dict[str, Any]:
+        waits = sorted(self.waits)
+        return {
+            "held": self.held, "served": self.served, "expired": self.expired,
+            "retried": self.retried, "retry_failed": self.retry_failed,
+            "wait_s": _spread(waits),
+        }
+
+
+@dataclass
 class Route:
     formation_id: str
     backend: Backend | None = None
     # trio clock time of the last successful health check, and the check interval.
     last_healthy_at: float | None = None
     interval: float = 0.5
+    # The formation is starting or restarting and meant to run: requests may wait for it.
+    coming_back: bool = False
+    hold_s: float = DEFAULT_HOLD_S
+    idempotent: frozenset[str] = SAFE_METHODS
+    figures: HoldFigures = field(default_factory=HoldFigures)
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    def changed(self) -> None:
+        """Wake every request waiting on this route (a publish, a withdrawal, a new
+        expectation, or the route's removal)."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
 
 
 class RouteTable:
@@ -68,7 +110,10 @@ class RouteTable:
         self._routes.setdefault(formation_id, Route(formation_id))
 
     def remove(self, formation_id: str) -> None:
-        self._routes.pop(formation_id, None)
+        route = self._routes.pop(formation_id, None)
+        if route is not None:
+            route.coming_back = False
+            route.changed()
 
     def get(self, formation_id: str) -> Route | None:
         return self._routes.get(formation_id)
@@ -79,7 +124,22 @@ class RouteTable:
         if route is None:
             return None
         previous, route.backend = route.backend, backend
+        route.changed()
         return previous
+
+    def expect(self, formation_id: str, coming_back: bool) -> None:
+        """Whether the formation is on its way (back) to running: the proxy holds requests
+        while it is, and answers 503 at once when it is not."""
+        route = self._routes.get(formation_id)
+        if route is not None and route.coming_back != coming_back:
+            route.coming_back = coming_back
+            route.changed()
+
+    def configure(self, formation_id: str, hold_s: float, idempotent: frozenset[str]) -> None:
+        """The formation's own proxy settings (`proxy:` in formation.yaml)."""
+        route = self._routes.get(formation_id)
+        if route is not None:
+            route.hold_s, route.idempotent = hold_s, SAFE_METHODS | idempotent
 
     def routes(self) -> list[Route]:
         return list(self._routes.values())
@@ -101,11 +161,32 @@ class RouteTable:
                 "median": round(statistics.median(ages), 3) if ages else None,
                 "max": round(ages[-1], 3) if ages else None,
             },
+            "holding": self.hold_summary(),
         }
 
+    def hold_summary(self) -> dict[str, Any]:
+        """Held and retried requests over every formation, with the spread of hold waits."""
+        figures = [r.figures for r in self._routes.values()]
+        names = ("held", "served", "expired", "retried", "retry_failed")
+        totals: dict[str, Any] = {n: sum(getattr(f, n) for f in figures) for n in names}
+        totals["wait_s"] = _spread(sorted(w for f in figures for w in f.waits))
+        return totals
+
     def traffic(self) -> dict[str, dict[str, int]]:
-        """Requests served and in flight, per formation (its active backend)."""
+        """Requests served and in flight, per formation (its active backend), with the held
+        and retried ones."""
         return {
-            r.formation_id: {"served": r.backend.served, "in_flight": r.backend.in_flight}
+            r.formation_id: {
+                "served": r.backend.served, "in_flight": r.backend.in_flight,
+                "held": r.figures.held, "retried": r.figures.retried,
+            }
             for r in self._routes.values() if r.backend is not None
         }
+
+
+def _spread(values: list[float]) -> dict[str, float | None]:
+    """Median and p99 of sorted `values` (None when there are none)."""
+    if not values:
+        return {"median": None, "p99": None}
+    p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+    return {"median": round(statistics.median(values), 4), "p99": round(p99, 4)}

@@ -18,9 +18,11 @@ from quart_trio import QuartTrio
 from werkzeug.routing import PathConverter
 
 from ..errors import FsupError
-from ..routing import Backend, RouteTable
+from ..routing import Backend, Route, RouteTable
+from .proxy_hold import RETRY_BODY_LIMIT, RETRYABLE, HoldGate, retryable, wait_for_backend
 from .proxy_target import (
     REPLACED_IN_RESPONSE,
+    ProxyTarget,
     connection_tokens,
     forwardable,
     parse_target,
@@ -31,6 +33,8 @@ from .render import error_response
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CLOSE_BOUND_S = 2.0
 BODY_IDLE_S = 30.0
+# At most this many connection attempts per proxied request (see `retry`).
+MAX_ATTEMPTS = 3
 
 
 def open_proxy_client() -> httpx.AsyncClient:
@@ -121,7 +125,77 @@ def request_body() -> AsyncIterator[bytes] | bytes:
     return _stream_body() if has_length or chunked else b""
 
 
+def declared_size() -> int:
+    length = request.headers.get("Content-Length") or "0"
+    return int(length) if length.isascii() and length.isdigit() else 0
+
+
+async def buffered_body(route: Route) -> bytes | None:
+    """The body in hand when the request may be sent twice (idempotent, at most
+    `RETRY_BODY_LIMIT` bytes declared); None when it must stream (and cannot be retried)."""
+    if request.method not in route.idempotent:
+        return None
+    body = request_body()
+    if isinstance(body, bytes):
+        return body
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower() or \
+            declared_size() > RETRY_BODY_LIMIT:
+        return None
+    return b"".join([chunk async for chunk in body])
+
+
+def not_running(formation_id: str, held: bool) -> Any:
+    """503: at once for a formation that is not coming back; with `Retry-After` when a held
+    request's bound passed."""
+    message = (f"formation '{formation_id}' did not come back within the hold bound; retry"
+               if held else f"formation '{formation_id}' is not running; start it with "
+               f"POST /rpc/formations/{formation_id}/start")
+    response, status = error_response(FsupError(
+        "FORMATION_NOT_RUNNING", message, {"formation_id": formation_id}, status=503))
+    if held:
+        response.headers["Retry-After"] = "1"
+    return response, status
+
+
+def bad_gateway(formation_id: str, backend: Backend, exc: Exception) -> Any:
+    return error_response(FsupError(
+        "BAD_GATEWAY",
+        f"formation '{formation_id}' did not answer: {type(exc).__name__}",
+        {"formation_id": formation_id, "port": backend.port},
+    ))
+
+
+async def send_upstream(
+    client: httpx.AsyncClient, backend: Backend, target: ProxyTarget, formation_id: str,
+    body: bytes | None,
+) -> httpx.Response:
+    """One attempt, counted on `backend` (the caller acquired it; released here on failure)."""
+    try:
+        outgoing = client.build_request(
+            request.method,
+            upstream_url(backend.port, target),
+            headers=forwarded_headers(formation_id),
+            content=request_body() if body is None else body,
+        )
+        return await client.send(outgoing, stream=True)
+    except BaseException:
+        backend.release()
+        raise
+
+
+def proxied_response(upstream: httpx.Response, backend: Backend) -> Response:
+    headers = response_headers(upstream)
+    response = Response(ProxiedBody(upstream, backend), status=upstream.status_code)
+    response.headers.clear()
+    for name, value in headers:
+        response.headers.add(name, value)
+    response.timeout = None
+    return response
+
+
 def register(app: QuartTrio) -> None:
+    gate = HoldGate()
+
     async def proxy(formation_id: str, rest: str = "") -> Any:
         """The route's `formation_id` is werkzeug's decoding of the path; the target parsed
         from the raw bytes is the one that counts (see proxy_target)."""
@@ -136,42 +210,54 @@ def register(app: QuartTrio) -> None:
                 "FORMATION_NOT_FOUND", f"formation '{formation_id}' not found",
                 {"formation_id": formation_id},
             ))
-        backend = route.backend
+        if route.backend is None and not route.coming_back:
+            return not_running(formation_id, held=False)
+        body = await buffered_body(route)
+        backend = await wait_for_backend(routes, route, gate, declared_size())
         if backend is None:
-            return error_response(FsupError(
-                "FORMATION_NOT_RUNNING",
-                f"formation '{formation_id}' is not running; start it with "
-                f"POST /rpc/formations/{formation_id}/start",
-                {"formation_id": formation_id},
-                status=503,
-            ))
-        url = upstream_url(backend.port, target)
+            return not_running(formation_id, held=True)
         backend.acquire()  # no checkpoint since the route was read: see routing.py
         try:
-            outgoing = client.build_request(
-                request.method,
-                url,
-                headers=forwarded_headers(formation_id),
-                content=request_body(),
-            )
-            upstream = await client.send(outgoing, stream=True)
+            upstream = await send_upstream(client, backend, target, formation_id, body)
+        except RETRYABLE as exc:
+            if not retryable(request.method, route, body):
+                return bad_gateway(formation_id, backend, exc)
+            return await retry(routes, route, gate, client, target, body, backend, exc)
         except httpx.HTTPError as exc:
-            backend.release()
-            return error_response(FsupError(
-                "BAD_GATEWAY",
-                f"formation '{formation_id}' did not answer: {type(exc).__name__}",
-                {"formation_id": formation_id, "port": backend.port},
-            ))
-        except BaseException:
-            backend.release()
-            raise
-        headers = response_headers(upstream)
-        response = Response(ProxiedBody(upstream, backend), status=upstream.status_code)
-        response.headers.clear()
-        for name, value in headers:
-            response.headers.add(name, value)
-        response.timeout = None
-        return response
+            return bad_gateway(formation_id, backend, exc)
+        return proxied_response(upstream, backend)
+
+    async def retry(
+        routes: RouteTable, route: Route, gate: HoldGate, client: httpx.AsyncClient,
+        target: ProxyTarget, body: bytes | None, backend: Backend, error: Exception,
+    ) -> Any:
+        """Send again, once, what failed before any byte of the answer came back. A reset
+        connection is sent again at once to whatever the route serves; a refused one (the
+        process is gone, nothing was sent) waits for the next backend, within the hold bound."""
+        route.figures.retried += 1
+        resent = False
+        for _ in range(MAX_ATTEMPTS - 1):
+            refused = isinstance(error, httpx.ConnectError)
+            if not refused and resent:
+                break
+            resent = resent or not refused
+            failed = backend if refused else None
+            nxt = await wait_for_backend(routes, route, gate, declared_size(), failed=failed)
+            if nxt is None:
+                break
+            backend = nxt
+            backend.acquire()
+            try:
+                upstream = await send_upstream(client, backend, target, route.formation_id, body)
+            except RETRYABLE as exc:
+                error = exc
+                continue
+            except httpx.HTTPError as exc:
+                error = exc
+                break
+            return proxied_response(upstream, backend)
+        route.figures.retry_failed += 1
+        return bad_gateway(route.formation_id, backend, error)
 
     # Any rest, `//` and empty included, taken as sent: no slash merging, no redirect.
     app.url_map.converters["rest"] = _AnyRest
