@@ -1,0 +1,363 @@
+"""FormationActor: the driver of one formation's machine, the only owner of its processes.
+
+Requests and outcomes arrive through the mailbox one at a time; each goes to
+`FormationMachine.handle`, and the effects it returns are carried out here, in order: spawns
+(inline: their outcome is fed back at once), watchers, timers and stops (in the actor's
+nursery: their outcomes come back through the mailbox), the store, the routes, the replies
+and the bus. This file decides nothing about the formation: what happens when is the
+machine's; how it happens is here (and in `watchers` and `jobs`).
+
+What must outlive a crash of the actor itself is kept in `Kept` (owned by the fleet): the live
+process handle. A restarted incarnation finds it there and re-attaches instead of spawning a
+second process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+from packaging.version import Version
+
+from supervisor import versions
+from supervisor.errors import FsupError
+from supervisor.manifest import FormationSpec, parse_manifest
+from supervisor.routing import Backend
+
+from .. import listener
+from ..base import DEFERRED, Actor, Reply
+from ..health import PortTaken as PortTakenError
+from ..health import owned
+from ..process import HOME_ENV, LaunchSpec, ProcessHandle, SpawnError, StraySweeper
+from . import effects as fx
+from . import views, watchers
+from .context import FormationContext, Kept
+from .jobs import JobRunner
+from .machine import FormationMachine
+from .messages import (
+    JOB_EVENTS,
+    PROCESS_EVENTS,
+    BeginJob,
+    Boot,
+    CancelUpdate,
+    CurrentVersion,
+    EnsureRunning,
+    JobTarget,
+    Nodes,
+    ProbeNow,
+    Requested,
+    Restart,
+    Rollback,
+    SearchTarget,
+    Shutdown,
+    Snapshot,
+    Spawned,
+    SpawnFailed,
+    Start,
+    Stop,
+    StopFinished,
+    TimerFired,
+    Update,
+)
+
+log = logging.getLogger("fsup.formation")
+
+# Unique across incarnations: an outcome posted by an earlier incarnation is stale.
+_generations = itertools.count(1)
+_requests = itertools.count(1)
+
+MACHINE_REQUESTS = (Start, Stop, Restart, Shutdown, EnsureRunning, ProbeNow, CancelUpdate)
+INTERNAL = (*PROCESS_EVENTS, *JOB_EVENTS, TimerFired, StopFinished)
+
+
+class FormationActor(Actor):
+    def __init__(
+        self,
+        ctx: FormationContext,
+        formation_id: str,
+        spec: FormationSpec,
+        version_dir: Path,
+        port: int,
+        kept: Kept,
+    ) -> None:
+        super().__init__()
+        self.name = f"formation:{formation_id}"
+        self.ctx = ctx
+        self.id = formation_id
+        self.kept = kept
+        self.machine = FormationMachine(
+            formation_id, spec, version_dir, port,
+            restart_count=kept.restart_count, rng=ctx.rng, gens=_generations,
+        )
+        self._replies: dict[int, Reply | None] = {}
+        self._handles: dict[int, ProcessHandle] = {}  # by pid: active, staging, retiring
+        self._watchers: dict[int, trio.CancelScope] = {}  # by pid
+        self._timers: dict[int, trio.CancelScope] = {}  # by gen
+        self._stopping: dict[int, int | None] = {}  # stop gen -> pid
+        self._strays = StraySweeper(ctx.home.root, formation_id, kept, ctx.kill_strays)
+        self._jobs = JobRunner(self)
+
+    # -- what the rest of the actor package reads -------------------------------------------
+
+    @property
+    def state(self) -> Any:
+        return self.machine.state
+
+    @property
+    def spec(self) -> FormationSpec:
+        return self.machine.spec
+
+    def result(self, status: str) -> dict[str, Any]:
+        return self.machine.result(status)
+
+    def snapshot(self) -> dict[str, Any]:
+        process = self.kept.process
+        uptime = round(max(0.0, time.time() - process.started_at), 3) if process else None
+        stored = [v.version for v in self.ctx.store.versions(self.id)]
+        return views.snapshot(self.machine, self.ctx.store.formation(self.id), stored, uptime)
+
+    # -- the mailbox -------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        row = self.ctx.store.formation(self.id)
+        process = self.kept.process
+        adopted = process if process is not None and process.alive() else None
+        if adopted is not None:
+            self._handles[adopted.pid] = adopted
+        desired = row.desired if row else "running"
+        await self._feed(Boot(desired, adopted.pid if adopted is not None else None))
+
+    async def handle(self, message: Any, reply: Reply | None) -> Any:
+        match message:
+            case Snapshot():
+                return self.snapshot()
+            case CurrentVersion():
+                return self.machine.spec.version, self.machine.version_dir
+            case Nodes():
+                return views.nodes(self.machine, self._health_check_age())
+            case SearchTarget():
+                return views.search_target(self.machine, self.ctx.home.formation_logs(self.id))
+            case EnsureRunning() if self.ctx.store.formation(self.id) is None:
+                return False
+            case Update(staged_dir=staged, spec=spec, manifest=manifest):
+                target = JobTarget("update", spec, self.ctx.home.version_dir(self.id, spec.version),
+                                   manifest, staged)
+                return await self._request(reply, lambda rid: BeginJob(rid, target))
+            case Rollback():
+                target = self._rollback_target()
+                return await self._request(reply, lambda rid: BeginJob(rid, target))
+            case _ if isinstance(message, MACHINE_REQUESTS):
+                return await self._request(reply, lambda rid: Requested(rid, message))
+            case _ if isinstance(message, INTERNAL):
+                self._note_outcome(message)
+                await self._feed(message)
+                return None
+        raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
+
+    async def _request(self, reply: Reply | None, event: Any) -> Any:
+        rid = next(_requests)
+        self._replies[rid] = reply
+        await self._feed(event(rid))
+        return DEFERRED
+
+    def _rollback_target(self) -> JobTarget:
+        stored = {row.version: row for row in self.ctx.store.versions(self.id)}
+        target = versions.previous(list(stored), self.machine.spec.version)
+        if target is None:
+            raise FsupError(
+                "NO_PREVIOUS_VERSION",
+                f"formation '{self.id}' has no version below {self.machine.spec.version} to "
+                "roll back to",
+                {"versions": sorted(stored, key=Version)},
+            )
+        row = stored[target]
+        spec = parse_manifest(row.manifest, self.ctx.restart_defaults)
+        return JobTarget("rollback", spec, Path(row.path), None, None)
+
+    def _note_outcome(self, message: Any) -> None:
+        if isinstance(message, StopFinished):
+            pid = self._stopping.pop(message.gen, None)
+            if pid is not None and pid != self.machine.pid:
+                self._handles.pop(pid, None)
+        elif isinstance(message, TimerFired):
+            self._timers.pop(message.gen, None)
+
+    async def post(self, event: Any) -> None:
+        assert self.ref is not None
+        await self.ref.tell(event)
+
+    # -- carrying out effects ----------------------------------------------------------------
+
+    async def _feed(self, event: Any) -> None:
+        """Hand `event` to the machine and carry out what it asks, in order. An effect with
+        an immediate outcome (a spawn) feeds that outcome back before the next effect."""
+        for effect in self.machine.handle(event, trio.current_time()):
+            outcome = await self._do(effect)
+            if outcome is not None:
+                await self._feed(outcome)
+        self.kept.restart_count = self.machine.restart_count
+        pid = self.machine.pid
+        self.kept.process = self._handles.get(pid) if pid is not None else None
+
+    async def _do(self, effect: fx.Effect) -> Any:
+        match effect:
+            case fx.Answer(rid=rid, value=value, error=error):
+                self._answer(rid, value, error)
+            case fx.Progress(rid=rid, event=event):
+                reply = self._replies.get(rid)
+                if reply is not None:
+                    reply.emit(event)
+            case fx.Publish(type=type_, data=data):
+                if self.ctx.events is not None:
+                    self.ctx.events.publish(type_, data)
+            case fx.Log(level=level, message=message):
+                getattr(log, level)("%s: %s", self.id, message)
+            case fx.EndActor():
+                self.stop_after_this_message()
+            case fx.Spawn():
+                return await self._spawn(effect)
+            case _:
+                self._do_process(effect) or self._do_store(effect) or self._jobs.do(effect)
+        return None
+
+    def _answer(self, rid: int, value: Any, error: FsupError | None) -> None:
+        reply = self._replies.pop(rid, None)
+        if reply is None:
+            if error is not None:
+                log.warning("%s: %s (no one asked)", self.id, error.message)
+        elif error is not None:
+            reply.fail(error)
+        else:
+            reply.resolve(value)
+
+    def _do_process(self, effect: fx.Effect) -> bool:
+        assert self.nursery is not None
+        match effect:
+            case fx.Watch():
+                self._watch(effect)
+            case fx.Unwatch(pid=pid):
+                scope = self._watchers.pop(pid, None)
+                if scope is not None:
+                    scope.cancel(reason="process no longer attended")
+            case fx.StopProcess(gen=gen, pid=pid, stop=stop):
+                self._stopping[gen] = pid
+                process = self._handles.get(pid) if pid is not None else None
+                self.nursery.start_soon(self._stop, gen, process, stop)
+            case fx.Reap(pid=pid):
+                process = self._handles.pop(pid, None) if pid is not None else None
+                if process is not None:
+                    process.kill_group()  # leftovers of its group must not hold the port
+                    self._strays.start(self.nursery)  # ...nor what left it (StraySweeper)
+            case fx.SweepStrays():
+                self._strays.start(self.nursery)
+            case fx.ProbeOnce(gen=gen, pid=pid, health=health, port=port):
+                probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, pid)
+                taken = partial(self._port_taken, False)
+                self.nursery.start_soon(watchers.probe_once, self.post, gen, probe, port, taken)
+            case fx.StartTimer(gen=gen, delay=delay):
+                self._timers[gen] = scope = trio.CancelScope()
+                self.nursery.start_soon(self._timer, scope, gen, delay)
+            case fx.CancelTimer(gen=gen):
+                timer = self._timers.pop(gen, None)
+                if timer is not None:
+                    timer.cancel(reason="backoff superseded")
+            case _:
+                return False
+        return True
+
+    def _do_store(self, effect: fx.Effect) -> bool:
+        store, routes = self.ctx.store, self.ctx.routes
+        match effect:
+            case fx.PersistDesired(desired=desired):
+                row = store.formation(self.id)
+                if row is not None and row.desired != desired:
+                    store.set_desired(self.id, desired)
+            case fx.PersistProcess(pid=pid, started_at=started_at):
+                store.set_process(self.id, pid, started_at)
+            case fx.PersistCurrent(version=version, port=port, pid=pid, started_at=started_at):
+                store.set_current(self.id, version, port, pid, started_at)
+            case fx.PersistVersion():
+                self._jobs.store_version(effect)
+            case fx.PublishRoute(port=port, pid=pid, version=version):
+                self._jobs.replaced = routes.publish(self.id, Backend(port, pid, version))
+            case fx.WithdrawRoute():
+                routes.publish(self.id, None)
+            case fx.MarkRouteHealthy(interval=interval):
+                route = routes.get(self.id)
+                if route is not None:
+                    route.last_healthy_at = trio.current_time()
+                    route.interval = interval
+            case _:
+                return False
+        return True
+
+    # -- processes ---------------------------------------------------------------------------
+
+    async def _spawn(self, effect: fx.Spawn) -> Spawned | SpawnFailed:
+        try:
+            await listener.ensure_port_free(self.ctx.listeners, self.id, effect.port)
+            with self._strays.spawning():
+                process = await self.ctx.launcher.spawn(
+                    self.launch_spec(effect.spec, effect.version_dir, effect.port)
+                )
+        except (SpawnError, FsupError) as exc:
+            return SpawnFailed(effect.gen, str(exc), exc if isinstance(exc, FsupError) else None)
+        self._handles[process.pid] = process
+        self.kept.process = process  # owned before the next checkpoint (StraySweeper)
+        return Spawned(effect.gen, process.pid, process.started_at)
+
+    def launch_spec(self, spec: FormationSpec, version_dir: Path, port: int) -> LaunchSpec:
+        env = dict(os.environ)
+        env.update(spec.env)
+        env.update(PORT=str(port), HOST="127.0.0.1", FORMATION_ID=self.id,
+                   FORMATION_VERSION=spec.version, MUXI_SERVER_URL=self.ctx.server_url)
+        env[HOME_ENV] = str(self.ctx.home.root)
+        logs = self.ctx.home.formation_logs(self.id)
+        argv = list(spec.command)
+        if "/" in argv[0] and not os.path.isabs(argv[0]):
+            argv[0] = str(version_dir / argv[0])
+        return LaunchSpec(argv=tuple(argv), cwd=version_dir, env=env,
+                          stdout=logs / "stdout.log", stderr=logs / "stderr.log")
+
+    def _watch(self, effect: fx.Watch) -> None:
+        """Watch a process's exit and health in the background, in its own cancel scope."""
+        assert self.nursery is not None
+        process = self._handles[effect.pid]
+        health = effect.health
+        probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, effect.pid)
+        taken = partial(self._port_taken, effect.staging)
+        scope = self._watchers[effect.pid] = trio.CancelScope()
+
+        async def attend() -> None:
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(watchers.watch_exit, self.post, effect.gen, process)
+                    nursery.start_soon(watchers.watch_health, self.post, effect.gen, effect.gate,
+                                       health, effect.port, probe, process, taken)
+
+        self.nursery.start_soon(attend)
+
+    def _port_taken(self, staging: bool, exc: PortTakenError) -> FsupError:
+        serving = self.machine.spec.version if staging else None
+        return listener.port_in_use(self.id, exc.port, exc.holders, "health_check", serving)
+
+    async def _stop(self, gen: int, process: ProcessHandle | None, stop: Any) -> None:
+        returncode = None
+        if process is not None:
+            returncode = await process.stop(stop.signum, stop.timeout)
+        await self.post(StopFinished(gen, returncode))
+
+    async def _timer(self, scope: trio.CancelScope, gen: int, delay: float) -> None:
+        with scope:
+            await watchers.fire_after(self.post, gen, delay)
+
+    def _health_check_age(self) -> float | None:
+        route = self.ctx.routes.get(self.id)
+        checked = route.last_healthy_at if route is not None else None
+        return round(trio.current_time() - checked, 3) if checked is not None else None
