@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from packaging.version import InvalidVersion, Version
 
-from supervisor import versions
+from supervisor import version_order, versions
 from supervisor.errors import FsupError
 from supervisor.store import FormationRow, VersionRow
 
@@ -164,7 +163,6 @@ def unusable(formation_id: str, reason: str, action: str) -> FsupError:
 
 
 def _higher(candidate: str, current: str) -> bool:
-    try:
-        return Version(candidate) > Version(current)
-    except InvalidVersion:
+    if version_order.problem(current) is not None:
         return True  # the stored one is unreadable: any valid version replaces it
+    return version_order.is_higher(candidate, current)

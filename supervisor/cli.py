@@ -14,7 +14,6 @@ import sys
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,10 @@ import yaml
 from . import cli_render
 from .cli_parser import build_parser
 from .client import ApiClient, ApiError, RpcClient, SseEvent, decode
-from .config import ConfigError, load_config, parse_port_range
+from .config import ConfigError, load_config, with_flags
 from .home import Home, default_home
 from .intake import MANIFEST_NAME, pack_folder
+from .manifest import id_problem
 from .profiles import LOCAL, ProfileError, load, resolve, save
 
 GZIP = {"Content-Type": "application/gzip"}
@@ -191,9 +191,10 @@ def manifest_id(text: bytes, where: Path) -> str:
     except yaml.YAMLError as exc:
         raise CliError(f"{where}: {MANIFEST_NAME} is not valid YAML: {exc}") from None
     formation_id = doc.get("id") if isinstance(doc, dict) else None
-    if not isinstance(formation_id, str) or not re.fullmatch(r"[a-z0-9-]{3,50}", formation_id):
-        raise CliError(f"{where}: {MANIFEST_NAME} needs an `id` like my-app")
-    return formation_id
+    problem = id_problem(formation_id)  # the server's own rule
+    if problem is not None:
+        raise CliError(f"{where}: {MANIFEST_NAME}: id: {problem}", "an id looks like my-app")
+    return str(formation_id)
 
 
 def cmd_ls(args: argparse.Namespace, home: Home) -> None:
@@ -429,13 +430,9 @@ def serve(args: argparse.Namespace, home: Home) -> int:
     home.ensure()
     configure_logging(home.logs)
     try:
-        config = load_config(home.config)
-        if args.host:
-            config = replace(config, host=args.host)
-        if args.port is not None:
-            config = replace(config, port=args.port)
-        if args.port_range:
-            config = replace(config, port_range=parse_port_range(args.port_range))
+        config = with_flags(load_config(home.config), {
+            "--host": args.host, "--port": args.port, "--port-range": args.port_range,
+        })
     except ConfigError as exc:
         print(f"fsup: {exc}", file=sys.stderr)
         return 2

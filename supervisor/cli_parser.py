@@ -7,6 +7,16 @@ from pathlib import Path
 
 from . import __version__
 from .hmac_auth import SCHEMES, SIGNED_HEADERS
+from .manifest import id_problem, label
+
+
+def formation_id(text: str) -> str:
+    """A formation id argument, checked with the server's own rule (`manifest.id_problem`)
+    before anything is sent: `fsup show ../x` is a usage error (exit 2), not a request."""
+    problem = id_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"'{label(text)}' is not a formation id: {problem}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,19 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("show", "show one formation"), ("start", "start a formation"),
                        ("stop", "stop a formation"), ("restart", "restart a formation"),
                        ("rollback", "roll back to the previous version")):
-        commands.add_parser(name, help=text).add_argument("id")
+        commands.add_parser(name, help=text).add_argument("id", type=formation_id)
     rm = commands.add_parser("rm", help="delete a formation (asks first on a terminal)")
-    rm.add_argument("id")
+    rm.add_argument("id", type=formation_id)
     rm.add_argument("-y", "--yes", action="store_true", help="do not ask")
 
     logs = commands.add_parser("logs", help="show (or follow) a formation's logs")
-    logs.add_argument("id")
+    logs.add_argument("id", type=formation_id)
     logs.add_argument("-n", "--lines", type=int, default=100, help="how many lines (default 100)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("--stream", choices=("stdout", "stderr", "all"), default="all")
 
     download = commands.add_parser("download", help="download a formation as a zip")
-    download.add_argument("id")
+    download.add_argument("id", type=formation_id)
     download.add_argument("--db", action="store_true", help="include data/ and memory.db")
     download.add_argument("-o", "--output", type=Path, help="file to write (default ID-VERSION.zip)")
 

@@ -1,24 +1,40 @@
 """Server settings: built-in defaults, overridden by `server/config.yaml`, overridden by flags.
 
-On first start the defaults are written out to `config.yaml` so an operator can see every knob
-in one place and edit it; unknown keys there are an error (a typo must not be ignored).
+One table, `SETTINGS`, is the model: each setting's place in config.yaml (a dotted path), the
+`ServerConfig` field it fills, its type and range, and a line of help. Reading config.yaml,
+checking the `fsup serve` flags and writing the defaults out all walk that table, so they
+cannot drift apart. On first start the defaults are written to `config.yaml`, each line with
+its type and range, so an operator sees every knob in one place. Anything wrong stops `fsup
+serve` with a message that starts with the file and names the setting by its full path:
+an unknown key (a typo must not be ignored), a wrong type (booleans are not numbers), a value
+out of range.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import re
+import textwrap
 from dataclasses import dataclass, field, replace
+from functools import reduce
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-from . import manifest
 from .bundles import BundleLimits
 from .errors import FsupError
 from .formation_logs import LogLimits
 from .hmac_auth import SCHEMES, SIGNED_HEADERS
-from .manifest import RestartSpec, load_yaml
+from .manifest import (
+    MAX_RESTARTS_RANGE,
+    RESTART_POLICIES,
+    RESTART_RANGES,
+    RestartSpec,
+    label,
+    load_yaml,
+)
 
 
 class ConfigError(Exception):
@@ -48,52 +64,251 @@ class ServerConfig:
         return SCHEMES if is_loopback(self.host) else (SIGNED_HEADERS,)
 
     def to_yaml(self) -> str:
-        doc = {
-            "host": self.host,
-            "port": self.port,
-            "port_range": f"{self.port_range[0]}-{self.port_range[1]}",
-            "limits": {
-                "max_body_bytes": self.max_body_bytes,
-                "bundle_max_members": self.bundle.max_members,
-                "bundle_max_unpacked_bytes": self.bundle.max_unpacked_bytes,
-                "bundle_max_ratio": self.bundle.max_ratio,
-                "log_max_bytes": self.logs.max_bytes,
-                "log_backups": self.logs.backups,
-            },
-            "restart_defaults": {
-                "policy": self.restart_defaults.policy,
-                "backoff": {
-                    "initial": self.restart_defaults.backoff.initial,
-                    "factor": self.restart_defaults.backoff.factor,
-                    "max": self.restart_defaults.backoff.max,
-                    "jitter": self.restart_defaults.backoff.jitter,
-                },
-                "reset_after": self.restart_defaults.reset_after,
-                "max_restarts": self.restart_defaults.max_restarts,
-                "window": self.restart_defaults.window,
-            },
-            "shutdown_timeout": self.shutdown_timeout,
-            "auth": {"schemes": list(self.auth_schemes) if self.auth_schemes else "auto"},
-        }
-        header = (
-            "# fsup server settings; command-line flags override these.\n"
-            "# auth.schemes: the /rpc signing schemes accepted. signed-headers (X-MUXI-* headers;\n"
-            "# signs method, path, query, timestamp and body), muxi-hmac (Authorization: MUXI-HMAC,\n"
-            "# as MUXI's CLI and SDKs sign; method, path and timestamp only). auto: both on a\n"
-            "# loopback address, signed-headers only beyond it.\n"
-        )
-        return header + yaml.safe_dump(doc, sort_keys=False)
+        """This configuration as config.yaml: every setting, with its type and range."""
+        return render(self)
 
 
-def parse_port_range(text: str) -> tuple[int, int]:
-    try:
-        low_text, high_text = str(text).split("-", 1)
-        low, high = int(low_text), int(high_text)
-    except ValueError:
-        raise ConfigError(f"port range {text!r} must look like 8000-9000") from None
-    if not (1 <= low <= high <= 65535):
-        raise ConfigError(f"port range {text!r} must be within 1-65535, low before high")
-    return low, high
+# -- kinds of value ------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A value is wrong; the message says how, without saying where."""
+
+
+def _shown(value: Any) -> str:
+    """What a wrong value is, for a message: its YAML type and a bounded rendering."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({label(value)})"
+    if isinstance(value, float):
+        return f"a number ({label(value)})"
+    if isinstance(value, str):
+        return f"a string ({label(value)!r})" if value else "an empty string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _expected(what: str, value: Any) -> _Invalid:
+    return _Invalid(f"expected {what}, got {_shown(value)}")
+
+
+class Kind(Protocol):
+    def read(self, value: Any) -> Any:
+        """The setting's value from YAML, checked; `_Invalid` when wrong."""
+
+    def write(self, value: Any) -> Any:
+        """The setting's value as YAML writes it."""
+
+    def describe(self) -> str:
+        """Type and range, for the comment beside the setting."""
+
+
+@dataclass(frozen=True)
+class Integer:
+    low: int
+    high: int
+
+    def read(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _expected("an integer", value)
+        if not self.low <= value <= self.high:
+            raise _Invalid(f"must be between {self.low} and {self.high}, got {label(value)}")
+        return value
+
+    def write(self, value: Any) -> Any:
+        return value
+
+    def describe(self) -> str:
+        if self.high == BIG:
+            return f"integer >= {self.low}"
+        return f"integer, {self.low} to {self.high}"
+
+
+@dataclass(frozen=True)
+class Number:
+    low: float
+    high: float
+
+    def read(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _expected("a number", value)
+        if not self.low <= value <= self.high:  # NaN fails this too
+            raise _Invalid(f"must be between {_num(self.low)} and {_num(self.high)}, "
+                           f"got {label(value)}")
+        return float(value)
+
+    def write(self, value: Any) -> Any:
+        return value
+
+    def describe(self) -> str:
+        return f"number, {_num(self.low)} to {_num(self.high)}"
+
+
+def _num(bound: float) -> str:
+    return str(int(bound)) if bound == int(bound) else str(bound)
+
+
+_HOST = re.compile(r"[A-Za-z0-9._:%\[\]-]{1,253}")
+
+
+@dataclass(frozen=True)
+class Host:
+    def read(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _expected("a string (an IP address or host name)", value)
+        if not _HOST.fullmatch(value):
+            raise _Invalid(f"{label(value)!r} is not an IP address or host name")
+        return value
+
+    def write(self, value: Any) -> Any:
+        return value
+
+    def describe(self) -> str:
+        return "IP address or host name"
+
+
+@dataclass(frozen=True)
+class Choice:
+    choices: tuple[str, ...]
+
+    def read(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _expected(f"one of {', '.join(self.choices)}", value)
+        if value not in self.choices:
+            raise _Invalid(f"must be one of {', '.join(self.choices)}, got {label(value)!r}")
+        return value
+
+    def write(self, value: Any) -> Any:
+        return value
+
+    def describe(self) -> str:
+        return " | ".join(self.choices)
+
+
+@dataclass(frozen=True)
+class PortRange:
+    def read(self, value: Any) -> tuple[int, int]:
+        if not isinstance(value, str):
+            raise _expected("a port range such as 8000-9000", value)
+        match = re.fullmatch(r"([0-9]{1,5})-([0-9]{1,5})", value)
+        if match is None:
+            raise _Invalid(f"{label(value)!r} is not a port range: write it as low-high, "
+                           "such as 8000-9000")
+        low, high = int(match[1]), int(match[2])
+        if not (1 <= low <= high <= 65535):
+            raise _Invalid(f"port range {value} must be within 1-65535, low before high")
+        return low, high
+
+    def write(self, value: Any) -> Any:
+        return f"{value[0]}-{value[1]}"
+
+    def describe(self) -> str:
+        return "low-high, within 1-65535"
+
+
+@dataclass(frozen=True)
+class Schemes:
+    """`auto`, one scheme, or a list of them; auto is None."""
+
+    def read(self, value: Any) -> tuple[str, ...] | None:
+        if value == "auto":
+            return None
+        listed = [value] if isinstance(value, str) else value
+        wanted = f"auto or a list of {', '.join(SCHEMES)}"
+        if not isinstance(listed, list) or not listed:
+            raise _expected(wanted, value)
+        for item in listed:
+            if not isinstance(item, str) or item not in SCHEMES:
+                raise _Invalid(f"must be {wanted}; {_shown(item)} is not a scheme")
+        return tuple(dict.fromkeys(listed))
+
+    def write(self, value: Any) -> Any:
+        return "auto" if value is None else list(value)
+
+    def describe(self) -> str:
+        return f"auto, or a list of {', '.join(SCHEMES)}"
+
+
+# -- the model -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # its dotted path in config.yaml
+    field: str  # the dotted ServerConfig attribute it fills
+    kind: Kind
+    help: str
+
+
+# Byte and count limits: no meaningful upper bound, so the largest integer a JSON number holds
+# exactly (settings may be shown over the API).
+BIG = 2**53 - 1
+_AUTH_HELP = ("/rpc signing schemes accepted: signed-headers (X-MUXI-* headers; signs method, "
+              "path, query, timestamp and body), muxi-hmac (Authorization: MUXI-HMAC, as MUXI's "
+              "CLI and SDKs sign; method, path and timestamp only); auto is both on a loopback "
+              "address, signed-headers only beyond it")
+
+
+def _restart(key: str, help_text: str) -> Setting:
+    low, high = RESTART_RANGES[key]
+    return Setting(f"restart_defaults.{key}", f"restart_defaults.{key}", Number(low, high),
+                   help_text)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "host", Host(), "address to listen on; --host overrides it"),
+    Setting("port", "port", Integer(0, 65535),
+            "port to listen on, 0 picks a free one; --port overrides it"),
+    Setting("port_range", "port_range", PortRange(),
+            "ports handed to formations; --port-range overrides it"),
+    Setting("limits.max_body_bytes", "max_body_bytes", Integer(1, BIG),
+            "largest request body, bundles included"),
+    Setting("limits.bundle_max_members", "bundle.max_members", Integer(1, BIG),
+            "most files and folders in a bundle"),
+    Setting("limits.bundle_max_unpacked_bytes", "bundle.max_unpacked_bytes", Integer(1, BIG),
+            "largest total size of a bundle once unpacked"),
+    Setting("limits.bundle_max_ratio", "bundle.max_ratio", Number(1, 1e6),
+            "highest unpacked/packed size ratio of a bundle (over 1 MiB)"),
+    Setting("limits.log_max_bytes", "logs.max_bytes", Integer(1, BIG),
+            "a formation's log file is rotated at this size"),
+    Setting("limits.log_backups", "logs.backups", Integer(0, 100),
+            "rotated log files kept per stream"),
+    Setting("restart_defaults.policy", "restart_defaults.policy", Choice(RESTART_POLICIES),
+            "restart policy of formations whose formation.yaml sets none"),
+    _restart("backoff.initial", "seconds before the first restart"),
+    _restart("backoff.factor", "each further wait is this many times longer"),
+    _restart("backoff.max", "longest wait, seconds; at least backoff.initial"),
+    _restart("backoff.jitter", "random share added to or taken from each wait"),
+    _restart("reset_after", "seconds up and healthy that reset the backoff"),
+    Setting("restart_defaults.max_restarts", "restart_defaults.max_restarts",
+            Integer(*MAX_RESTARTS_RANGE), "restarts within window before giving up (crashed)"),
+    _restart("window", "the window of max_restarts, seconds"),
+    Setting("shutdown_timeout", "shutdown_timeout", Number(0.1, 86400),
+            "seconds a clean stop of fsup waits for formations to stop"),
+    Setting("auth.schemes", "auth_schemes", Schemes(), _AUTH_HELP),
+)
+_BY_KEY = {setting.key: setting for setting in SETTINGS}
+# Every mapping that holds settings: limits, restart_defaults, restart_defaults.backoff, auth.
+_SECTIONS = {key.rsplit(".", depth)[0] for key in _BY_KEY for depth in range(1, key.count(".") + 1)}
+_FLAGS = {"--host": "host", "--port": "port", "--port-range": "port_range"}
+
+
+def _get(config: ServerConfig, attribute: str) -> Any:
+    return reduce(getattr, attribute.split("."), config)
+
+
+def _set(target: Any, attribute: str, value: Any) -> Any:
+    name, _, rest = attribute.partition(".")
+    return replace(target, **{name: _set(getattr(target, name), rest, value) if rest else value})
+
+
+# -- reading ---------------------------------------------------------------------------------
 
 
 def load_config(path: Path) -> ServerConfig:
@@ -104,50 +319,84 @@ def load_config(path: Path) -> ServerConfig:
         return config
     try:
         # The manifest's loader: bounded size and nesting, no aliases.
-        doc = load_yaml(path.read_bytes()) or {}
+        doc = load_yaml(path.read_bytes())
     except FsupError as exc:
         raise ConfigError(f"{path}: {exc.message.removeprefix('formation.yaml: ')}") from None
+    if doc is None:
+        return ServerConfig()
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: must be a mapping of settings")
-    return _from_doc(doc, path)
+        raise ConfigError(f"{path}: expected a mapping of settings, got {_shown(doc)}")
+    return from_doc(doc, str(path))
 
 
-def _from_doc(doc: dict[str, Any], path: Path) -> ServerConfig:
-    known = {"host", "port", "port_range", "limits", "restart_defaults", "shutdown_timeout",
-             "auth"}
-    unknown = sorted(set(doc) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
+def from_doc(doc: dict[Any, Any], source: str) -> ServerConfig:
+    """The configuration a parsed config.yaml describes; `source` starts every message."""
+    given: dict[str, Any] = {}
+    _collect(doc, "", source, given)
     config = ServerConfig()
-    limits = doc.get("limits") or {}
-    try:
-        config = replace(
-            config,
-            host=str(doc.get("host", config.host)),
-            port=int(doc.get("port", config.port)),
-            port_range=parse_port_range(doc.get("port_range", "8000-9000")),
-            max_body_bytes=int(limits.get("max_body_bytes", config.max_body_bytes)),
-            bundle=BundleLimits(
-                max_members=int(limits.get("bundle_max_members", config.bundle.max_members)),
-                max_unpacked_bytes=int(
-                    limits.get("bundle_max_unpacked_bytes", config.bundle.max_unpacked_bytes)
-                ),
-                max_ratio=float(limits.get("bundle_max_ratio", config.bundle.max_ratio)),
-            ),
-            logs=LogLimits(
-                max_bytes=int(limits.get("log_max_bytes", config.logs.max_bytes)),
-                backups=int(limits.get("log_backups", config.logs.backups)),
-            ),
-            shutdown_timeout=float(doc.get("shutdown_timeout", config.shutdown_timeout)),
+    for setting in SETTINGS:
+        if setting.key in given:
+            config = _set(config, setting.field, _read(setting, given[setting.key],
+                                                       f"{source}: {setting.key}"))
+    backoff = config.restart_defaults.backoff
+    if backoff.max < backoff.initial:
+        raise ConfigError(
+            f"{source}: restart_defaults.backoff.max: must be at least "
+            f"restart_defaults.backoff.initial ({backoff.initial:g}), got {backoff.max:g}"
         )
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    if "auth" in doc:
-        config = replace(config, auth_schemes=parse_auth(doc["auth"], path))
-    restart_doc = doc.get("restart_defaults")
-    if restart_doc is not None:
-        config = replace(config, restart_defaults=_restart_defaults(restart_doc, path))
     return config
+
+
+def _collect(doc: dict[Any, Any], prefix: str, source: str, given: dict[str, Any]) -> None:
+    """Flatten `doc` into `given` (dotted key: value), refusing unknown keys and sections that
+    are not mappings. A section left empty (`limits:` with nothing under it) is fine."""
+    for key, value in doc.items():
+        dotted = f"{prefix}{key}" if isinstance(key, str) else f"{prefix}{label(key)}"
+        if isinstance(key, str) and dotted in _BY_KEY:
+            given[dotted] = value
+        elif isinstance(key, str) and dotted in _SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {dotted}: expected a mapping of settings, "
+                                  f"got {_shown(value)}")
+            _collect(value, dotted + ".", source, given)
+        else:
+            raise ConfigError(f"{source}: unknown setting {dotted!r}{_suggestion(dotted)}")
+
+
+def _suggestion(dotted: str) -> str:
+    close = difflib.get_close_matches(dotted, [*_BY_KEY, *_SECTIONS], n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _read(setting: Setting, value: Any, where: str) -> Any:
+    try:
+        return setting.kind.read(value)
+    except _Invalid as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def with_flags(config: ServerConfig, flags: dict[str, Any]) -> ServerConfig:
+    """`config` with the `fsup serve` flags given (`{"--port": 0}`; None is not given) put in,
+    each checked as its config.yaml setting is."""
+    for flag, value in flags.items():
+        if value is not None:
+            setting = _BY_KEY[_FLAGS[flag]]
+            config = _set(config, setting.field, _read(setting, value, flag))
+    return config
+
+
+def parse_auth(doc: Any, path: Path) -> tuple[str, ...] | None:
+    """config.yaml's `auth:` section on its own (`{schemes: auto | [...]}`); None is auto."""
+    return from_doc({"auth": doc}, str(path)).auth_schemes
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    try:
+        return PortRange().read(text)
+    except _Invalid as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def is_loopback(host: str) -> bool:
@@ -159,26 +408,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse_auth(doc: Any, path: Path) -> tuple[str, ...] | None:
-    """`auth: {schemes: auto | [signed-headers, muxi-hmac]}`; None is auto."""
-    if not isinstance(doc, dict) or set(doc) - {"schemes"}:
-        raise ConfigError(f"{path}: auth must be a mapping with one setting, schemes")
-    schemes = doc.get("schemes", "auto")
-    if schemes == "auto":
-        return None
-    if isinstance(schemes, str):
-        schemes = [schemes]
-    choices = ", ".join(SCHEMES)
-    if not isinstance(schemes, list) or not schemes or \
-            not all(isinstance(s, str) and s in SCHEMES for s in schemes):
-        raise ConfigError(f"{path}: auth.schemes must be auto or a list of {choices}")
-    return tuple(dict.fromkeys(schemes))
+# -- writing ---------------------------------------------------------------------------------
+
+HEADER = (
+    "# fsup server settings. Flags of `fsup serve` (--host, --port, --port-range) override\n"
+    "# them. Each setting says its type and range; an unknown key or a wrong value stops\n"
+    "# `fsup serve` with a message that names it. Delete a line to get its default back.\n"
+)
 
 
-def _restart_defaults(doc: Any, path: Path) -> RestartSpec:
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: restart_defaults must be a mapping")
-    try:
-        return manifest.parse_restart(doc, "restart_defaults.", RestartSpec())
-    except FsupError as exc:
-        raise ConfigError(f"{path}: {exc.message.removeprefix('formation.yaml: ')}") from None
+def _scalar(value: Any) -> str:
+    """A value as YAML writes it inline (quoted where it would read back as another type)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
+    return text.removesuffix("\n...\n").rstrip("\n")
+
+
+def render(config: ServerConfig) -> str:
+    lines = [HEADER.rstrip("\n")]
+    open_sections: list[str] = []
+    for setting in SETTINGS:
+        *sections, name = setting.key.split(".")
+        common = 0
+        while (common < min(len(sections), len(open_sections))
+               and sections[common] == open_sections[common]):
+            common += 1
+        del open_sections[common:]
+        for depth in range(common, len(sections)):
+            lines.append(f"{'  ' * depth}{sections[depth]}:")
+            open_sections.append(sections[depth])
+        indent = "  " * len(sections)
+        lines += textwrap.wrap(f"{setting.help} [{setting.kind.describe()}]", 96,
+                               initial_indent=f"{indent}# ", subsequent_indent=f"{indent}# ")
+        lines.append(f"{indent}{name}: {_scalar(setting.kind.write(_get(config, setting.field)))}")
+    return "\n".join(lines) + "\n"

@@ -16,21 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from packaging.version import InvalidVersion, Version
 
+from . import version_order
 from .errors import FsupError
+from .version_order import Precedence
 
 MAX_MANIFEST_BYTES = 64 * 1024
 MAX_YAML_DEPTH = 32
 # Matched with fullmatch (never match/search with `$`, which allows a trailing newline).
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{1,48}[a-z0-9]")
 RESERVED_IDS = frozenset({"api", "health", "ping", "rpc", "server", "admin", "metrics", "v1", "ui"})
-# [0-9], not \d: \d also matches other scripts' digits, which packaging then refuses.
-SEMVER_PATTERN = re.compile(
-    r"(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,17})"
-    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
-)
-MAX_VERSION_LENGTH = 128
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 # Set by the supervisor for every formation; a formation may not override them.
 SUPERVISOR_ENV = frozenset(
@@ -38,6 +33,12 @@ SUPERVISOR_ENV = frozenset(
 )
 STOP_SIGNALS = frozenset({"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"})
 RESTART_POLICIES = ("always", "on-failure", "never")
+# The ranges of the restart settings (low, high), shared with config.yaml's restart_defaults.
+RESTART_RANGES: dict[str, tuple[float, float]] = {
+    "backoff.initial": (0.01, 3600), "backoff.factor": (1, 10), "backoff.max": (0.01, 86400),
+    "backoff.jitter": (0, 1), "reset_after": (0, 86400), "window": (1, 86400 * 7),
+}
+MAX_RESTARTS_RANGE = (0, 10000)
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,9 @@ class FormationSpec:
     search: SearchSpec | None = None
 
     @property
-    def parsed_version(self) -> Version:
-        return Version(self.version)
+    def parsed_version(self) -> Precedence:
+        """The version as it compares: by SemVer precedence (`supervisor.version_order`)."""
+        return Precedence(self.version)
 
 
 def label(value: Any, limit: int = 64) -> str:
@@ -172,7 +174,7 @@ def parse_manifest(text: bytes, restart_defaults: RestartSpec = RestartSpec()) -
         raise invalid("(document)", "must be a mapping of fields")
     reader = _Fields(doc, "")
     spec = FormationSpec(
-        id=_formation_id(reader.required("id")),
+        id=parse_formation_id(reader.required("id")),
         version=_version(reader.required("version")),
         description=reader.string("description", default="", max_len=1000),
         command=_command(reader.required("command")),
@@ -260,31 +262,32 @@ class _Fields:
             raise invalid(self.name(unknown[0]), "unknown field")
 
 
-def _formation_id(value: Any) -> str:
+def id_problem(value: Any) -> str | None:
+    """What makes `value` not a formation id, or None when it is one. The CLI checks the ids
+    it is given with this too, before it sends anything."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-        raise invalid(
-            "id",
-            "must be 3-50 characters of a-z, 0-9 and '-', starting and ending with a letter "
-            "or digit",
-        )
+        return ("must be 3-50 characters of a-z, 0-9 and '-', starting and ending with a letter "
+                "or digit")
     if value in RESERVED_IDS:
-        raise invalid("id", f"{value!r} is reserved ({', '.join(sorted(RESERVED_IDS))})")
-    return value
+        return f"{value!r} is reserved ({', '.join(sorted(RESERVED_IDS))})"
+    return None
+
+
+def parse_formation_id(value: Any) -> str:
+    reason = id_problem(value)
+    if reason is not None:
+        raise invalid("id", reason)
+    return str(value)
 
 
 def _version(value: Any) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         raise invalid("version", f"write it as a quoted semver string such as '{label(value)}.0'")
-    if (not isinstance(value, str) or len(value) > MAX_VERSION_LENGTH
-            or not SEMVER_PATTERN.fullmatch(value)):
-        raise invalid("version", "must be a semantic version such as 1.2.3")
-    try:
-        Version(value)
-    except InvalidVersion:
-        raise invalid(
-            "version", "pre-release must be one of alpha, beta, rc, dev or post (e.g. 1.0.0-rc.1)"
-        ) from None
-    return value
+    reason = version_order.problem(value) if isinstance(value, str) else "it is not a string"
+    if reason is not None:
+        raise invalid("version", f"must be a SemVer 2.0.0 version such as 1.2.3, 1.0.0-rc.1 or "
+                                 f"1.0.0+build.5, but {reason}")
+    return str(value)
 
 
 def _command(value: Any) -> tuple[str, ...]:
@@ -351,11 +354,6 @@ def _health(fields: _Fields | None) -> HealthSpec:
     return spec
 
 
-def parse_restart(doc: dict[Any, Any], prefix: str, defaults: RestartSpec) -> RestartSpec:
-    """Validate a `restart:` mapping on its own (config.yaml's `restart_defaults` uses it)."""
-    return _restart(_Fields(doc, prefix), defaults)
-
-
 def _restart(fields: _Fields | None, defaults: RestartSpec) -> RestartSpec:
     assert fields is not None
     policy = fields.optional("policy")
@@ -366,11 +364,12 @@ def _restart(fields: _Fields | None, defaults: RestartSpec) -> RestartSpec:
     backoff_fields = fields.section("backoff")
     assert backoff_fields is not None
     base = defaults.backoff
+    ranges = RESTART_RANGES
     backoff = BackoffSpec(
-        initial=backoff_fields.number("initial", base.initial, 0.01, 3600),
-        factor=backoff_fields.number("factor", base.factor, 1, 10),
-        max=backoff_fields.number("max", max(base.max, base.initial), 0.01, 86400),
-        jitter=backoff_fields.number("jitter", base.jitter, 0, 1),
+        initial=backoff_fields.number("initial", base.initial, *ranges["backoff.initial"]),
+        factor=backoff_fields.number("factor", base.factor, *ranges["backoff.factor"]),
+        max=backoff_fields.number("max", max(base.max, base.initial), *ranges["backoff.max"]),
+        jitter=backoff_fields.number("jitter", base.jitter, *ranges["backoff.jitter"]),
     )
     backoff_fields.reject_unknown()
     if backoff.max < backoff.initial:
@@ -378,9 +377,9 @@ def _restart(fields: _Fields | None, defaults: RestartSpec) -> RestartSpec:
     spec = RestartSpec(
         policy=policy,
         backoff=backoff,
-        reset_after=fields.number("reset_after", defaults.reset_after, 0, 86400),
-        max_restarts=fields.integer("max_restarts", defaults.max_restarts, 0, 10000),
-        window=fields.number("window", defaults.window, 1, 86400 * 7),
+        reset_after=fields.number("reset_after", defaults.reset_after, *ranges["reset_after"]),
+        max_restarts=fields.integer("max_restarts", defaults.max_restarts, *MAX_RESTARTS_RANGE),
+        window=fields.number("window", defaults.window, *ranges["window"]),
     )
     fields.reject_unknown()
     return spec

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .hmac_auth import rfc3339_now
+from .version_order import ordered
 
 SCHEMA_VERSION = 4
 SCHEMA = """
@@ -275,12 +276,15 @@ class Store:
             )
 
     def versions(self, formation_id: str) -> list[VersionRow]:
-        rows = self._db.execute(
+        """A formation's stored versions, lowest first by SemVer precedence (equal ones, i.e.
+        builds of one version, oldest stored first)."""
+        rows = [VersionRow(*row) for row in self._db.execute(
             "SELECT formation_id, version, manifest, path, created_at FROM versions "
             "WHERE formation_id = ? ORDER BY created_at, rowid",
             (formation_id,),
-        ).fetchall()
-        return [VersionRow(*row) for row in rows]
+        ).fetchall()]
+        rank = {version: index for index, version in enumerate(ordered(r.version for r in rows))}
+        return sorted(rows, key=lambda row: rank[row.version])
 
     def version(self, formation_id: str, version: str) -> VersionRow | None:
         row = self._db.execute(

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import IO
 
-from packaging.version import Version
+from .version_order import below
 
 RUNTIME_STATE = ("data", "memory.db")
 # Versions kept after an update: the current one and this many older ones to roll back to.
@@ -56,15 +56,17 @@ def remove(version_dir: Path) -> None:
 
 
 def previous(versions: list[str], current: str) -> str | None:
-    """The version a rollback goes to: the highest one below `current`."""
-    older = [v for v in versions if Version(v) < Version(current)]
-    return max(older, key=Version) if older else None
+    """The version a rollback goes to: the highest one below `current` by SemVer precedence
+    (of versions equal in precedence, the last in `versions`, i.e. the newest stored). A
+    version equal to `current` in precedence (another build of it) is not below it."""
+    older = below(versions, current)
+    return older[-1] if older else None
 
 
 def to_prune(versions: list[str], current: str) -> list[str]:
-    """After an update: everything but `current` and the `KEEP_OLDER` versions below it."""
-    older = sorted((v for v in versions if Version(v) < Version(current)), key=Version)
-    keep = {current, *older[-KEEP_OLDER:]}
+    """After an update: everything but `current` and the `KEEP_OLDER` versions below it. Other
+    builds of `current` (equal precedence) go, and so does anything that is not a version."""
+    keep = {current, *below(versions, current)[-KEEP_OLDER:]}
     return [v for v in versions if v not in keep]
 
 

@@ -206,6 +206,50 @@ def test_hints_say_what_to_do(code: str, message: str, words: str) -> None:
     assert words in hint_for(ApiError(400, code, message, {}))
 
 
+@pytest.mark.parametrize(
+    ("argv", "bad"),
+    [
+        (["show", "../x"], "'../x'"),
+        (["show", "hello/../x"], "'hello/../x'"),
+        (["start", "Hello"], "'Hello'"),
+        (["stop", "ab"], "'ab'"),
+        (["restart", "x" * 51], "'xxx"),
+        (["rollback", "rpc"], "'rpc' is reserved"),
+        (["rm", "-y", "hello-"], "'hello-'"),
+        (["logs", "-n", "5", "hello\n"], "'hello\\n'"),
+        (["logs", "he%2Fllo"], "'he%2Fllo'"),
+        (["download", "--db", "--", "-hello"], "'-hello'"),
+        (["download", "caf\u00e9"], "'caf\u00e9'"),
+    ],
+)
+def test_ids_are_checked_before_any_request(
+    argv: list[str], bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from supervisor import cli  # noqa: PLC0415
+
+    monkeypatch.setenv("MUXI_HOME", str(tmp_path))
+    monkeypatch.setattr(cli, "rpc", lambda *_: pytest.fail("a request was about to be made"))
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument id: " in err and bad in err and "is not a formation id" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written either
+
+
+def test_good_ids_go_through_and_deploy_reads_the_id_the_same_way(tmp_path: Path) -> None:
+    from supervisor.cli import CliError, manifest_id  # noqa: PLC0415
+    from supervisor.cli_parser import build_parser  # noqa: PLC0415
+
+    for command in ("show", "start", "stop", "restart", "rollback", "rm", "logs", "download"):
+        assert build_parser().parse_args([command, "my-app-2"]).id == "my-app-2"
+    assert manifest_id(b"id: my-app\nversion: 1.0.0\n", tmp_path) == "my-app"
+    for text in (b"id: ../x\n", b"id: api\n", b"version: 1.0.0\n", b"id: [a]\n"):
+        with pytest.raises(CliError, match="formation.yaml: id: "):
+            manifest_id(text, tmp_path)
+
+
 def test_live_search_stops_cleanly_on_ctrl_c(server: Server) -> None:
     server.rpc.deploy(open_bundle(EXAMPLES / "hello"))
     wait_for(lambda: "listening" in fsup(server, "logs", "hello").stdout)

@@ -71,7 +71,7 @@ def mutate(replace: str, by: str) -> bytes:
         (mutate("id: hello\n", ""), "id"),
         (mutate("version: 1.0.0", "version: 1.0"), "version"),
         (mutate("version: 1.0.0", "version: 1"), "version"),
-        (mutate("version: 1.0.0", "version: 1.0.0-banana"), "version"),
+        (mutate("version: 1.0.0", "version: 1.0.0-01"), "version"),
         (mutate('command: ["python3", "app.py"]', "command: python3 app.py"), "command"),
         (mutate('command: ["python3", "app.py"]', "command: []"), "command"),
         (mutate('command: ["python3", "app.py"]', 'command: ["python3", 3]'), "command[1]"),
