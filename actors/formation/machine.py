@@ -31,7 +31,7 @@ from supervisor.manifest import FormationSpec
 from ..lifecycle import State, check_transition
 from ..restart_policy import RestartTracker
 from . import effects as fx
-from . import requests, update
+from . import requests, update, views
 from .messages import (
     JOB_EVENTS,
     PROCESS_EVENTS,
@@ -107,9 +107,8 @@ class FormationMachine:
         self._out.append(effect)
 
     def result(self, status: str) -> dict[str, Any]:
-        """The answer to a lifecycle request (and the data of its `complete` event)."""
-        return {"formation_id": self.id, "status": status, "port": self.port,
-                "version": self.spec.version, "pid": self.pid, "healthy": self.healthy}
+        """The answer to a lifecycle request (`views.result`)."""
+        return views.result(self, status)
 
     def _dispatch(self, event: Any) -> None:
         match event:

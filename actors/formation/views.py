@@ -54,6 +54,12 @@ def health_event(event: Countdown, health: HealthSpec) -> dict[str, Any]:
     }
 
 
+def result(m: FormationMachine, status: str) -> dict[str, Any]:
+    """The answer to a lifecycle request (and the data of its `complete` event)."""
+    return {"formation_id": m.id, "status": status, "port": m.port,
+            "version": m.spec.version, "pid": m.pid, "healthy": m.healthy}
+
+
 def snapshot(
     m: FormationMachine,
     row: FormationRow | None,
