@@ -89,6 +89,19 @@ class SearchSpec:
     path: str
 
 
+# Methods a formation may declare safe to send twice (GET, HEAD and OPTIONS always are).
+DECLARABLE_IDEMPOTENT = ("PUT", "DELETE", "POST", "PATCH")
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """How the proxy treats requests while the formation comes back: `hold` seconds of
+    waiting at most, and the methods it may retry besides GET, HEAD and OPTIONS."""
+
+    hold: float = 5.0
+    idempotent: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True)
 class FormationSpec:
     id: str
@@ -100,6 +113,7 @@ class FormationSpec:
     restart: RestartSpec = field(default_factory=RestartSpec)
     stop: StopSpec = field(default_factory=StopSpec)
     search: SearchSpec | None = None
+    proxy: ProxySpec = field(default_factory=ProxySpec)
 
     @property
     def parsed_version(self) -> Precedence:
@@ -183,6 +197,7 @@ def parse_manifest(text: bytes, restart_defaults: RestartSpec = RestartSpec()) -
         restart=_restart(reader.section("restart"), restart_defaults),
         stop=_stop(reader.section("stop")),
         search=_search(reader.section("search", present=False)),
+        proxy=_proxy(reader.section("proxy")),
     )
     reader.reject_unknown()
     return spec
@@ -397,6 +412,20 @@ def _stop(fields: _Fields | None) -> StopSpec:
     if name not in STOP_SIGNALS:
         raise invalid(fields.name("signal"), f"must be one of {', '.join(sorted(STOP_SIGNALS))}")
     spec = StopSpec(signal=name, timeout=fields.number("timeout", 10.0, 0, 300))
+    fields.reject_unknown()
+    return spec
+
+
+def _proxy(fields: _Fields | None) -> ProxySpec:
+    assert fields is not None
+    methods = fields.optional("idempotent")
+    if methods is None:
+        methods = []
+    if not isinstance(methods, list) or not all(
+            isinstance(m, str) and m in DECLARABLE_IDEMPOTENT for m in methods):
+        raise invalid(fields.name("idempotent"),
+                      f"must be a list of {', '.join(DECLARABLE_IDEMPOTENT)}")
+    spec = ProxySpec(hold=fields.number("hold", 5.0, 0, 60), idempotent=frozenset(methods))
     fields.reject_unknown()
     return spec
 

@@ -51,9 +51,14 @@ async def all_nodes() -> list[dict[str, Any]]:
     answers = await ask_formations(Nodes(), lambda _: [])
     nodes = [node for _, formation_nodes in answers for node in formation_nodes]
 
+    routes: RouteTable = current_app.extensions["fsup.routes"]
+
     def add_figures() -> None:
         for node in nodes:
             node.update(process_figures(node["pid"]))
+            route = routes.get(node.get("formation_id", ""))
+            if route is not None:  # its formation's held and retried requests
+                node["proxy"] = route.figures.to_json()
         forget_gone({node["pid"] for node in nodes})
 
     await trio.to_thread.run_sync(add_figures)

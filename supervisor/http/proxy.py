@@ -167,9 +167,12 @@ def bad_gateway(formation_id: str, backend: Backend, exc: Exception) -> Any:
 
 async def send_upstream(
     client: httpx.AsyncClient, backend: Backend, target: ProxyTarget, formation_id: str,
-    body: bytes | None,
-) -> httpx.Response:
-    """One attempt, counted on `backend` (the caller acquired it; released here on failure)."""
+    body: bytes | None, whole: bool = False,
+) -> Response:
+    """One attempt, counted on `backend` (the caller acquired it; released here on failure).
+    `whole`: a small answer (a Content-Length up to `RETRY_BODY_LIMIT`) is read whole before
+    anything goes to the client, so that a process dying between its head and its body still
+    leaves the request retryable; anything else streams."""
     try:
         outgoing = client.build_request(
             request.method,
@@ -177,20 +180,42 @@ async def send_upstream(
             headers=forwarded_headers(formation_id),
             content=request_body() if body is None else body,
         )
-        return await client.send(outgoing, stream=True)
+        upstream = await client.send(outgoing, stream=True)
+        if not (whole and _small(upstream)):
+            return proxied_response(upstream, ProxiedBody(upstream, backend))
+        try:
+            content = b"".join([chunk async for chunk in upstream.aiter_raw()])
+        finally:
+            await upstream.aclose()
     except BaseException:
         backend.release()
         raise
+    backend.release()
+    return proxied_response(upstream, content)
 
 
-def proxied_response(upstream: httpx.Response, backend: Backend) -> Response:
+def _small(upstream: httpx.Response) -> bool:
+    length = upstream.headers.get("content-length", "")
+    return length.isascii() and length.isdigit() and int(length) <= RETRY_BODY_LIMIT
+
+
+def proxied_response(upstream: httpx.Response, body: ProxiedBody | bytes) -> Response:
     headers = response_headers(upstream)
-    response = Response(ProxiedBody(upstream, backend), status=upstream.status_code)
+    response = Response(body, status=upstream.status_code)
     response.headers.clear()
     for name, value in headers:
         response.headers.add(name, value)
     response.timeout = None
     return response
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped by its actor, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def register(app: QuartTrio) -> None:
@@ -217,45 +242,40 @@ def register(app: QuartTrio) -> None:
         if backend is None:
             return not_running(formation_id, held=True)
         backend.acquire()  # no checkpoint since the route was read: see routing.py
+        again = retryable(request.method, route, body)
         try:
-            upstream = await send_upstream(client, backend, target, formation_id, body)
+            return await send_upstream(client, backend, target, formation_id, body, again)
         except RETRYABLE as exc:
-            if not retryable(request.method, route, body):
+            if not again:
                 return bad_gateway(formation_id, backend, exc)
             return await retry(routes, route, gate, client, target, body, backend, exc)
         except httpx.HTTPError as exc:
             return bad_gateway(formation_id, backend, exc)
-        return proxied_response(upstream, backend)
 
     async def retry(
         routes: RouteTable, route: Route, gate: HoldGate, client: httpx.AsyncClient,
         target: ProxyTarget, body: bytes | None, backend: Backend, error: Exception,
     ) -> Any:
-        """Send again, once, what failed before any byte of the answer came back. A reset
-        connection is sent again at once to whatever the route serves; a refused one (the
-        process is gone, nothing was sent) waits for the next backend, within the hold bound."""
+        """Send again what failed before any byte of the answer reached the client: at once
+        to what the route serves if the process that failed still runs (a connection reset
+        by a live process), else to the next backend, waiting within the hold bound (its
+        actor withdraws the dead one and starts another)."""
         route.figures.retried += 1
-        resent = False
         for _ in range(MAX_ATTEMPTS - 1):
-            refused = isinstance(error, httpx.ConnectError)
-            if not refused and resent:
-                break
-            resent = resent or not refused
-            failed = backend if refused else None
+            failed = None if process_alive(backend.pid) else backend
             nxt = await wait_for_backend(routes, route, gate, declared_size(), failed=failed)
             if nxt is None:
                 break
             backend = nxt
             backend.acquire()
             try:
-                upstream = await send_upstream(client, backend, target, route.formation_id, body)
+                return await send_upstream(client, backend, target, route.formation_id, body,
+                                           whole=True)
             except RETRYABLE as exc:
                 error = exc
-                continue
             except httpx.HTTPError as exc:
                 error = exc
                 break
-            return proxied_response(upstream, backend)
         route.figures.retry_failed += 1
         return bad_gateway(route.formation_id, backend, error)
 

@@ -241,6 +241,8 @@ def register(app: QuartTrio) -> None:
                 "formations": counts,
                 "ports": {"range": ports.range, "allocated": ports.allocated,
                           "available": ports.available},
+                # Proxied requests held while a formation came back, and retried ones.
+                "proxy": services().routes.hold_summary(),
             }
         )
 
