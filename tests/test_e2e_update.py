@@ -203,14 +203,6 @@ def test_semver_precedence_decides_updates_rollbacks_and_listings(server: Server
     assert rolled["version"] == "1.0.0-beta.11" and served_version(server, "edges") == "1.0.0-beta.11"
 
 
-@pytest.mark.xfail(
-    reason="the formation actor's rollback (actors/formation/actor.py) lists the versions in "
-    "NO_PREVIOUS_VERSION's details with `sorted(stored, key=packaging.version.Version)`, which "
-    "refuses 1.0.0-alpha.beta: the actor crashes and the answer is 500. Fix: "
-    "`version_order.ordered(stored)` (or `list(stored)`: the store lists them in SemVer order), "
-    "then drop this mark",
-    strict=True,
-)
 def test_nothing_to_roll_back_to_from_a_semver_pre_release(server: Server) -> None:
     server.rpc.deploy(nasty_bundle("lonely", version="1.0.0-alpha.beta"))
     with pytest.raises(ApiError) as none:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from packaging.version import Version
 
 from supervisor import versions
 from supervisor.errors import FsupError
@@ -177,7 +176,7 @@ class FormationActor(Actor):
                 "NO_PREVIOUS_VERSION",
                 f"formation '{self.id}' has no version below {self.machine.spec.version} to "
                 "roll back to",
-                {"versions": sorted(stored, key=Version)},
+                {"versions": list(stored)},  # the store lists them in SemVer order
             )
         row = stored[target]
         spec = parse_manifest(row.manifest, self.ctx.restart_defaults)
