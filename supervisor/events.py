@@ -18,9 +18,12 @@ from typing import Any
 
 import trio
 
-from .hmac_auth import rfc3339_now
+from .timestamps import rfc3339_now
 
 HISTORY = 1000
+# Every event stream (the bus, /rpc progress, followed logs) sends a comment after this long
+# without an event, so proxies keep the connection and clients know the server is alive.
+HEARTBEAT_S = 15.0
 SUBSCRIBER_BUFFER = 256
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from . import muxi_hmac
 from .errors import FsupError
+from .timestamps import rfc3339_now
 
 MAX_SKEW_S = 300.0
 KEY_ID_HEADER = "X-MUXI-Key-ID"
@@ -42,10 +43,6 @@ def canonical(method: str, path: bytes, timestamp: str, body: bytes) -> bytes:
 def sign(secret_key: str, method: str, path: bytes, timestamp: str, body: bytes) -> str:
     mac = hmac.new(secret_key.encode(), canonical(method, path, timestamp, body), hashlib.sha256)
     return base64.b64encode(mac.digest()).decode()
-
-
-def rfc3339_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def signed_headers(key_id: str, secret_key: str, method: str, path: bytes, body: bytes) -> dict[str, str]:

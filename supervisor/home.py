@@ -11,7 +11,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hmac_auth import Credentials, rfc3339_now
+from .hmac_auth import Credentials
+from .timestamps import rfc3339_now
 
 
 def default_home() -> Path:

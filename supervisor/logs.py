@@ -7,11 +7,11 @@ import logging
 import logging.handlers
 import threading
 from collections import deque
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .events import EventBus
+from .timestamps import rfc3339_at
 
 LOG_BOOK_SIZE = 5000
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
@@ -22,7 +22,7 @@ LOG_BACKUPS = 3
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        ts = rfc3339_at(record.created)
         message = record.getMessage().replace('"', "'")
         line = f'ts={ts} level={record.levelname.lower()} logger={record.name} msg="{message}"'
         if record.exc_info:
@@ -67,7 +67,7 @@ class LogBook(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "ts": rfc3339_at(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

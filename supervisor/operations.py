@@ -21,13 +21,10 @@ from actors.formation import Update
 from . import intake
 from .config import ServerConfig
 from .errors import FsupError
-from .events import EventBus
+from .events import HEARTBEAT_S, EventBus
 from .home import Home
 from .routing import RouteTable
 from .store import Store
-
-# A progress stream that has been quiet this long sends a heartbeat comment.
-HEARTBEAT_S = 15.0
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .hmac_auth import rfc3339_now
+from .timestamps import rfc3339_now
 from .version_order import ordered
 
 SCHEMA_VERSION = 4

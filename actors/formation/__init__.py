@@ -7,8 +7,10 @@
 - `views`: the formation as JSON for the API; `context`: what the fleet hands an actor.
 """
 
+from supervisor.timestamps import rfc3339_now as now_rfc3339
+
 from .actor import FormationActor
-from .context import EventSink, FormationContext, Kept, now_rfc3339
+from .context import EventSink, FormationContext, Kept
 from .jobs import DRAIN_BOUND_S
 from .machine import FormationMachine
 from .messages import (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,7 +56,3 @@ class FormationContext:
     kill_strays: Callable[[Path, str | None, frozenset[int], Callable[[], bool]], int] | None = None
     # The event bus (`supervisor.events.EventBus`); None in unit tests that do not listen.
     events: EventSink | None = None
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

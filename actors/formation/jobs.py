@@ -19,13 +19,13 @@ from supervisor import versions
 from supervisor.errors import FsupError
 from supervisor.routing import Backend
 from supervisor.store import VersionRow
+from supervisor.timestamps import rfc3339_now as now_rfc3339
 
 from .. import listener
 from ..base import ActorError
 from ..port_requests import ReleasePort
 from ..process import ProcessHandle, SpawnError
 from . import effects as fx
-from .context import now_rfc3339
 from .messages import JobCleaned, JobFailed, JobStaged, OldRetired
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from ..api_auth import (
     new_session,
 )
 from ..errors import FsupError
-from ..events import EventBus, Subscription
+from ..events import HEARTBEAT_S, EventBus, Subscription
 from ..logs import LEVELS
 from ..safe_json import query_int, shown, whole_number
 from .params import choice_param
@@ -32,7 +32,6 @@ from .render import sse_frame
 PREFIX = "/api/v1"
 PUBLIC = {f"{PREFIX}/health", f"{PREFIX}/auth/bootstrap"}
 COOKIE_ONLY = {f"{PREFIX}/events"}
-HEARTBEAT_S = 15.0
 
 
 def token() -> str:

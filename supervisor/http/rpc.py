@@ -25,12 +25,13 @@ from actors.formation import (
 
 from .. import __version__, operations
 from ..errors import FsupError
+from ..events import HEARTBEAT_S
 from ..formation_logs import STREAMS, Follower, tail
-from ..hmac_auth import rfc3339_now
 from ..manifest import parse_manifest
 from ..operations import Services
 from ..routing import RouteTable
 from ..store import Store
+from ..timestamps import rfc3339_now
 from ..versions import zip_version
 from .params import bool_param, choice_param, lines_param
 from .render import render_operation, sse_response
@@ -250,7 +251,6 @@ def register(app: QuartTrio) -> None:
 MAX_LOG_LINES = 10_000
 DOWNLOAD_CHUNK = 256 * 1024
 FOLLOW_POLL_S = 0.25
-HEARTBEAT_S = 15.0
 
 
 def read_history(
