@@ -159,8 +159,9 @@ class FleetActor(Actor):
             case PortStatus():
                 return self.ports.statistics()
             case AllocatePort(formation_id=fid):
+                owner = self._entry(fid)  # an unknown id must not take a port from the pool
                 port = self.ports.allocate()
-                self._entry(fid).ports.add(port)
+                owner.ports.add(port)
                 return port
             case ReleasePort(formation_id=fid, port=port):
                 entry = self.formations.get(fid)

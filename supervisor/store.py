@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import FsupError
 from .timestamps import rfc3339_now
 from .version_order import ordered
 
@@ -82,6 +83,13 @@ CREATE TABLE IF NOT EXISTS audit (
     scheme      TEXT NOT NULL DEFAULT ''
 );
 """
+# How search results can be sorted, as SQL.
+RESULT_ORDERS = {
+    "sources": "json_array_length(sources) DESC, first_seen",
+    "size": "size IS NULL, size DESC, first_seen",
+    "score": "score IS NULL, score DESC, first_seen",
+    "recent": "first_seen DESC, rowid DESC",
+}
 # Audit rows kept (the oldest are dropped beyond this).
 AUDIT_KEEP = 10_000
 
@@ -402,12 +410,10 @@ class SearchStore:
     def results(
         self, search_id: str, limit: int, offset: int, sort: str, q: str | None
     ) -> tuple[list[dict[str, Any]], int]:
-        order = {
-            "sources": "json_array_length(sources) DESC, first_seen",
-            "size": "size IS NULL, size DESC, first_seen",
-            "score": "score IS NULL, score DESC, first_seen",
-            "recent": "first_seen DESC, rowid DESC",
-        }[sort]
+        order = RESULT_ORDERS.get(sort)
+        if order is None:  # the HTTP layer checks first; a caller that does not gets a 400
+            raise FsupError("INVALID_REQUEST", f"sort must be one of {', '.join(RESULT_ORDERS)}",
+                            {"parameter": "sort"})
         where, params = "search_id = ?", [search_id]
         if q:
             where += " AND (instr(lower(title), ?) > 0 OR instr(lower(coalesce(snippet, '')), ?) > 0)"
