@@ -23,7 +23,8 @@ from actors.fleet import FleetActor, Restore, ShutdownAll
 from actors.formation import FormationContext
 from actors.health import ProbeFactory, open_probe_client
 from actors.process import OsLauncher
-from actors.search import SearchContext, SearchesActor
+from actors.search import SearchesActor
+from actors.search_run import SearchContext
 from actors.supervision import Intensity, Supervisor
 
 from . import intake, operations

@@ -24,8 +24,9 @@ from ..errors import FsupError
 
 PATH = "/rpc/server/faults"
 MAX_BODY = 1024
-# The actor names fsup gives (actors/fleet.py, actors/search.py): anything else is a typo that
-# would arm a fault nobody ever trips, and a test that silently injects nothing proves nothing.
+# The actor names fsup gives (actors/fleet.py, actors/search.py, actors/search_run.py): anything
+# else is a typo that would arm a fault nobody ever trips, and a test that silently injects
+# nothing proves nothing.
 ACTOR_NAME = re.compile(
     r"fleet|searches|formation:[a-z0-9][a-z0-9-]{1,48}[a-z0-9]|search-run:[a-z0-9][a-z0-9-]{0,63}"
 )

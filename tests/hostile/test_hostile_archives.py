@@ -7,8 +7,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hostile_bundles import ARCHIVE_CASES, ArchiveCase, valid_targz
-from hostile_kit import BOUND_S, Target, assert_error
+from hostile_archive_cases import ARCHIVE_CASES, ArchiveCase
+from hostile_bundles import valid_targz
+from hostile_contract import BOUND_S, assert_error
+from hostile_kit import Target
 
 pytestmark = pytest.mark.e2e
 

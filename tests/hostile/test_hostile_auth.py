@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import pytest
 from hostile_bundles import valid_targz
-from hostile_kit import Target, assert_error, request_bytes, rfc3339
+from hostile_contract import assert_error
+from hostile_kit import Target
+from hostile_wire import request_bytes, rfc3339
 
 from supervisor.api_auth import SESSION_TTL_S, new_session
 

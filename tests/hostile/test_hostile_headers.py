@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from hostile_kit import Reply, Target, assert_error, assert_unparseable_refused, request_bytes
+from hostile_contract import assert_error, assert_unparseable_refused
+from hostile_kit import Target
+from hostile_wire import Reply, request_bytes
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,8 @@ Each must be a 400 (413 for size) in the contract's shape, with no search create
 from __future__ import annotations
 
 import pytest
-from hostile_kit import BOUND_S, Target, assert_error
+from hostile_contract import BOUND_S, assert_error
+from hostile_kit import Target
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 from helpers import NASTY, make_bundle
-from hostile_kit import PLANT, Target, assert_error
+from hostile_contract import assert_error
+from hostile_kit import PLANT, Target
 
 pytestmark = pytest.mark.e2e
 

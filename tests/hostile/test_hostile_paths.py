@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from hostile_kit import BOUND_S, Reply, Target, assert_error, request_bytes
+from hostile_contract import BOUND_S, assert_error
+from hostile_kit import Target
+from hostile_wire import Reply, request_bytes
 
 pytestmark = pytest.mark.e2e
 

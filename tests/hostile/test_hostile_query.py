@@ -8,7 +8,8 @@ may mean "absent" (then the answer is a 200) or a 400: both are clear."""
 from __future__ import annotations
 
 import pytest
-from hostile_kit import Target, assert_error
+from hostile_contract import assert_error
+from hostile_kit import Target
 
 pytestmark = pytest.mark.e2e
 

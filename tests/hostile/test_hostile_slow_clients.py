@@ -13,26 +13,22 @@ from __future__ import annotations
 
 import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import psutil
 import pytest
-from hostile_kit import (
-    BOUND_S,
-    Conn,
-    Reply,
-    Target,
-    assert_error,
-    connect,
-    read_response,
-    request_bytes,
-    rfc3339,
-    send_quietly,
+from hostile_contract import BOUND_S, assert_error
+from hostile_kit import Target
+from hostile_slow_kit import (
+    Stall,
+    assert_served_meanwhile,
+    close_with_reset,
+    unsigned_list,
+    upload,
 )
+from hostile_wire import Conn, Reply, connect, read_response, request_bytes, rfc3339, send_quietly
 
 pytestmark = pytest.mark.e2e
 
@@ -45,43 +41,6 @@ UPLOAD = 50 * 1024 * 1024
 
 
 # ---- background stalls, started with the module ---------------------------------------------
-
-
-@dataclass
-class Stall:
-    """One connection left hanging; `closed_after` is how long after its last byte fsup
-    closed it (None: still open when the watch ended)."""
-
-    name: str
-    head: bytes
-    trickle: bool = False  # keep sending one byte a second, never finishing the head
-    closed_after: float | None = None
-    answer: bytes = b""
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def run(self, addr: tuple[str, int], watch_s: float) -> None:
-        try:
-            with connect(addr) as sock:
-                sock.sendall(self.head)
-                last = start = time.monotonic()
-                while time.monotonic() - start < watch_s:
-                    ready, _, _ = select.select([sock], [], [], 1.0)
-                    if ready:
-                        try:
-                            data = sock.recv(65536)
-                        except OSError:
-                            data = b""
-                        if not data:
-                            self.closed_after = time.monotonic() - last
-                            return
-                        self.answer += data
-                    elif self.trickle:
-                        if not send_quietly(sock, b"x"):
-                            self.closed_after = time.monotonic() - last
-                            return
-                        last = time.monotonic()
-        finally:
-            self.done.set()
 
 
 @pytest.fixture(scope="module")
@@ -107,36 +66,6 @@ def stalls(target: Target) -> Iterator[dict[str, Stall]]:
 @pytest.fixture(autouse=True)
 def _start_stalls_first(stalls: dict[str, Stall]) -> None:
     """Every case asks for the stalls, so they start with the module's first case."""
-
-
-# ---- helpers ---------------------------------------------------------------------------------
-
-
-def unsigned_list(target: Target, *headers: tuple[str, str], version: str = "HTTP/1.1") -> bytes:
-    return request_bytes("GET", "/rpc/formations", list(headers), host=target.host_header,
-                         version=version)
-
-
-def quick_service(target: Target, rounds: int = 3) -> list[float]:
-    """How long /health and a signed GET /rpc/formations take for another client."""
-    times = []
-    for _ in range(rounds):
-        started = time.monotonic()
-        assert target.http.get("/health", timeout=BOUND_S).status_code == 200
-        assert "formations" in target.rpc.call("GET", "/rpc/formations")
-        times.append(time.monotonic() - started)
-    return times
-
-
-def assert_served_meanwhile(target: Target) -> None:
-    slowest = max(quick_service(target))
-    assert slowest < 2.0, f"other clients waited {slowest:.2f}s meanwhile"
-
-
-def _rst(sock: socket.socket) -> None:
-    """Close with a reset (SO_LINGER 0), as a crashed client would."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 # ---- connections closing as HTTP says -----------------------------------------------------------
@@ -292,51 +221,6 @@ def test_trickled_unsigned_body_is_refused_before_it_is_whole(target: Target) ->
 # ---- uploads refused unread ------------------------------------------------------------------------
 
 
-def upload(target: Target, head: bytes, total: int) -> tuple[Reply, int, bool]:
-    """Send `head`, then `total` bytes of body as fast as fsup takes them, until fsup answers
-    or closes. Returns the answer, how much was sent by then, and whether fsup cut the
-    connection (a reset or a close) before the body was whole."""
-    started = time.monotonic()
-    chunk = b"\0" * 65536
-    received, sent, cut = b"", 0, False
-    with connect(target.addr) as sock:
-        sock.sendall(head)
-        sock.setblocking(False)
-        while time.monotonic() - started < 60:
-            wanted = [sock] if sent < total else []
-            readable, writable, _ = select.select([sock], wanted, [], 1.0)
-            if readable:
-                try:
-                    data = sock.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    cut = sent < total
-                    break
-                received += data
-                if b"\r\n\r\n" in received:
-                    break
-            if writable:
-                try:
-                    sent += sock.send(chunk[: total - sent])
-                except (BrokenPipeError, ConnectionResetError):
-                    cut = True
-                    break
-                except BlockingIOError:
-                    pass
-        elapsed = time.monotonic() - started
-        sock.setblocking(True)
-        conn = Conn(sock, time.monotonic() + BOUND_S)
-        conn.buf = conn.raw = received
-        try:
-            reply = read_response(conn, head_only=False)
-        except AssertionError:
-            reply = Reply(None, raw=received)
-    reply.elapsed = elapsed
-    target.check_secrets(reply.raw)
-    return reply, sent, cut
-
-
 @pytest.mark.parametrize(
     ("method", "path"),
     [pytest.param("POST", "/rpc/formations/deploy", id="deploy"),
@@ -425,7 +309,7 @@ def test_reader_that_never_reads_a_large_answer(target: Target, big_log: int) ->
         time.sleep(1.0)
         assert_served_meanwhile(target)
     finally:
-        _rst(sock)
+        close_with_reset(sock)
 
 
 def test_pipelined_flood_never_read(target: Target) -> None:
@@ -443,7 +327,7 @@ def test_pipelined_flood_never_read(target: Target) -> None:
                 break  # fsup stopped reading: that is the back-pressure we want
         assert_served_meanwhile(target)
     finally:
-        _rst(sock)
+        close_with_reset(sock)
 
 
 def _fds(target: Target) -> int:
@@ -462,7 +346,7 @@ def test_200_connections_opened_and_dropped(target: Target) -> None:
             sock.sendall(b"GET /rpc/formations HTTP/1.1\r\nHo")
         socks.append(sock)
     for sock in socks:
-        _rst(sock)
+        close_with_reset(sock)
     assert_served_meanwhile(target)
     deadline = time.monotonic() + 10
     while _fds(target) > before + 5 and time.monotonic() < deadline:
@@ -486,7 +370,7 @@ def test_reset_in_the_middle_of_an_answer(target: Target, big_log: int) -> None:
         sock.sendall(request_bytes("GET", path, target.signer.headers("GET", path),
                                    host=target.host_header))
         sock.recv(1024)
-        _rst(sock)
+        close_with_reset(sock)
     assert_served_meanwhile(target)
 
 
