@@ -84,6 +84,24 @@ async def test_an_idle_keep_alive_connection_is_closed(port: int) -> None:
     assert KEEP_ALIVE_S * 0.8 <= took
 
 
+async def test_a_client_that_shuts_its_side_after_the_answer_is_closed_at_once(port: int) -> None:
+    """The answer is complete (the keep-alive timer runs), then the client half-closes: fsup
+    closes now, not when the keep-alive timer would (Hypercorn's connection task group waited
+    for that timer after the read side ended)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        with trio.fail_after(2):
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive_some(65536)
+        await trio.sleep(0.05)  # the cycle is over and the idle timer restarted
+        await stream.send_eof()
+        _, took = await _until_eof(stream, bound=KEEP_ALIVE_S * 6)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert took < KEEP_ALIVE_S * 0.5
+
+
 async def test_a_connection_that_never_sends_a_request_is_closed(port: int) -> None:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:

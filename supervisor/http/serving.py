@@ -87,6 +87,11 @@ class ContainedTCPServer(TCPServer):
         self._reader = trio.lowlevel.current_task()
         try:
             await super()._read_data()
+            # The peer closed its side (or the read failed): nothing more can arrive, so the
+            # idle keep-alive timer must not hold the connection open for its 5 s (the
+            # connection's task group waits for it before closing).
+            with trio.CancelScope(shield=True):
+                await self.idle_task.stop()
         finally:
             self._reader_done.set()
 
