@@ -24,8 +24,8 @@ from typing import Any
 import psutil
 import pytest
 import trio
+from formation_fakes import MANIFEST, FakeLauncher, FakeListeners, FakeProbe
 from port_blocks import PORT_HIGH
-from test_formation_actor import MANIFEST, FakeLauncher, FakeListeners, FakeProbe
 
 from actors.base import ActorCrashed, ActorRef
 from actors.fleet import (

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from test_formation_actor import MANIFEST, staged_bundle, start
+from formation_fakes import MANIFEST, staged_bundle, start
 from test_formation_events import watched
 
 from actors.formation import (

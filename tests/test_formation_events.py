@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from test_formation_actor import (
+from formation_fakes import (
     MANIFEST,
     FakeFleet,
     FakeLauncher,

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import trio
-from test_formation_actor import FakeLauncher, FakeProbe, World, state_of
+from formation_fakes import FakeLauncher, FakeProbe, World, state_of
 
 from actors.formation import Start
 from actors.process import HOME_ENV, ProcessHandle, StraySweeper, kill_strays
