@@ -147,7 +147,7 @@ def test_logs_follow_stops_cleanly_on_ctrl_c(server: Server) -> None:
     env = {**os.environ, "MUXI_HOME": str(server.home), "MUXI_URL": server.url}
     follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", "hello", "-f", "-n", "1"],
                                 env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, preexec_fn=ctrl_c_works)
     try:
         ready, _, _ = select.select([follower.stdout], [], [], 20)
         assert ready and follower.stdout is not None and follower.stdout.readline()
@@ -157,7 +157,7 @@ def test_logs_follow_stops_cleanly_on_ctrl_c(server: Server) -> None:
     finally:
         if follower.poll() is None:
             follower.kill()
-            follower.wait()
+            follower.communicate()
 
 
 def test_search_prints_hits(server: Server) -> None:
@@ -169,6 +169,13 @@ def test_search_prints_hits(server: Server) -> None:
     assert "1 result(s)" in done.stdout
     as_json = ok_json(server, "search", "listening")
     assert as_json["results"]["total"] == 1
+
+
+def ctrl_c_works() -> None:
+    """In the child before exec: SIGINT back to its default, so that Python installs its
+    KeyboardInterrupt handler even when this test run was started as a background job of a
+    non-interactive shell (which starts its jobs with SIGINT ignored, inherited here)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def open_bundle(folder: Path) -> bytes:
@@ -256,7 +263,7 @@ def test_live_search_stops_cleanly_on_ctrl_c(server: Server) -> None:
     env = {**os.environ, "MUXI_HOME": str(server.home), "MUXI_URL": server.url}
     searcher = subprocess.Popen([sys.executable, "-m", "supervisor", "search", "--live", "listening"],
                                 env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, preexec_fn=ctrl_c_works)
     try:
         ready, _, _ = select.select([searcher.stdout], [], [], 20)
         assert ready and searcher.stdout is not None
@@ -268,7 +275,7 @@ def test_live_search_stops_cleanly_on_ctrl_c(server: Server) -> None:
     finally:
         if searcher.poll() is None:
             searcher.kill()
-            searcher.wait()
+            searcher.communicate()
     # The search was stopped on the server, not left running.
     bearer = httpx.get(f"{server.url}/api/v1/auth/bootstrap").json()["token"]
     searches = httpx.get(f"{server.url}/api/v1/searches",
