@@ -114,6 +114,7 @@ def main() -> int:
     args = parser.parse_args()
     profile = PROFILES["quick" if args.quick else "full"]
     signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     started = time.monotonic()
     log: list[str] = []
     doc: dict[str, Any] = {
