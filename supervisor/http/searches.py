@@ -11,7 +11,7 @@ import trio
 from quart import current_app, request
 from quart_trio import QuartTrio
 
-from actors.base import ActorError, ActorRef
+from actors.base import ActorCrashed, ActorError, ActorRef
 from actors.search import (
     CreateSearch,
     DeleteSearch,
@@ -44,8 +44,12 @@ async def ask(message: Any) -> Any:
     try:
         with trio.fail_after(ASK_TIMEOUT_S):
             return await searches().ask(message)
-    except (ActorError, trio.TooSlowError) as exc:
-        raise FsupError("INTERNAL", f"the searches actor did not answer: {exc!r}") from None
+    except ActorCrashed:
+        # A bug inside the actor: logged there with its traceback; the actor is restarted.
+        raise FsupError("INTERNAL", "the searches actor failed while handling the request "
+                        "and was restarted; retry") from None
+    except (ActorError, trio.TooSlowError):
+        raise FsupError("INTERNAL", "the searches actor did not answer; retry") from None
 
 
 async def json_body(allowed: set[str], required: bool = True) -> dict[str, Any]:

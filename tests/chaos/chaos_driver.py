@@ -115,8 +115,10 @@ class Driver:
         procs = scan(world.fsup.home)
         alive = {fid: m[0].pid for fid in world.fleet.ids()
                  if len(m := mains(procs.get(fid, []))) == 1}
-        self.poll_faults()
         with world.fsup.lock:
+            # Right before the kill (the lock may take a while): a fault that fired since
+            # would be forgotten with fsup, and its 500 could not be told from a defect.
+            self.poll_faults()
             world.fleet.disrupt("*", "kill fsup")
             world.fsup.kill()
             world.recorder.kills["fsup"] += 1
