@@ -130,6 +130,8 @@ class FleetActor(Actor):
         self.formations: dict[str, _Entry] = {}
         self.restored = trio.Event()
         self._supervisor: Supervisor | None = None
+        # fsup is stopping: a first start cut short by it is kept, for the next start to run.
+        self._shutting_down = False
 
     async def on_start(self) -> None:
         assert self.nursery is not None
@@ -356,8 +358,15 @@ class FleetActor(Actor):
                         reply.emit(event)
                 result = await call.result()
         except (FsupError, ActorError) as exc:
-            log.warning("%s: first start failed, removing it: %s", formation_id, exc)
             error = exc if isinstance(exc, FsupError) else FsupError("INTERNAL", str(exc))
+            if self._shutting_down and formation_id in self.formations:
+                # Not a failure of the formation: it stays deployed (desired running), and
+                # the next start of fsup starts it.
+                log.warning("%s: first start cut short by the shutdown; kept", formation_id)
+                if reply is not None:
+                    reply.fail(error)
+                return
+            log.warning("%s: first start failed, removing it: %s", formation_id, exc)
             entry = self.formations.get(formation_id)
             if entry is None:  # deleted meanwhile
                 if reply is not None:
@@ -428,6 +437,7 @@ class FleetActor(Actor):
     # -- shutdown --------------------------------------------------------------------------
 
     def _shutdown_all(self, reply: Reply | None) -> Any:
+        self._shutting_down = True
         entries = list(self.formations.items())
 
         async def stop_all() -> None:

@@ -36,6 +36,7 @@ from actors.fleet import (
     Lookup,
     PortStatus,
     Restore,
+    ShutdownAll,
 )
 from actors.formation import FormationContext, Snapshot, Start, Stop
 from actors.port_requests import AllocatePort, ReleasePort
@@ -206,6 +207,28 @@ async def test_a_failed_first_start_removes_the_formation_again(
         assert world.store.formation("web") is None
         assert not world.home.formation_dir("web").exists()
         assert await ids(fleet) == [] and await allocated(fleet) == 0
+
+
+async def test_a_first_start_cut_short_by_the_shutdown_is_kept_for_the_next_start(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """fsup stops while a deploy waits for its health check: the deploy is answered with the
+    interruption, and the formation stays stored, meant to run, with its files."""
+    world = World(tmp_path, healthy=lambda: False)
+    async with fleet_of(world) as (fleet, _):
+        async with trio.open_nursery() as nursery:
+            errors: list[FsupError] = []
+
+            async def deploy() -> None:
+                errors.append(await refused(fleet, world.bundle("web")))
+
+            nursery.start_soon(deploy)
+            await trio.sleep(1.0)  # spawned, in its start gate
+            await ask(fleet, ShutdownAll())
+        assert errors and errors[0].code != "HEALTH_CHECK_FAILED", errors
+        row = world.store.formation("web")
+        assert row is not None and row.desired == "running"
+        assert world.home.formation_dir("web").exists()
 
 
 async def test_delete_removes_row_folder_and_port_and_announces_it(
