@@ -26,7 +26,7 @@ import trio
 
 from supervisor import versions
 from supervisor.errors import FsupError
-from supervisor.manifest import FormationSpec, parse_manifest
+from supervisor.manifest import FormationSpec, ProxySpec, parse_manifest
 from supervisor.routing import Backend
 
 from .. import listener
@@ -103,6 +103,7 @@ class FormationActor(Actor):
         self._timers: dict[int, trio.CancelScope] = {}  # by gen
         self._stopping: dict[int, int | None] = {}  # stop gen -> pid
         self._strays = StraySweeper(ctx.home.root, formation_id, kept, ctx.kill_strays)
+        self._proxy: ProxySpec | None = None  # the settings last given to the route
         self._jobs = JobRunner(self)
 
     # -- what the rest of the actor package reads -------------------------------------------
@@ -210,7 +211,9 @@ class FormationActor(Actor):
         if not coming_back:  # after a new route is published: none sees neither
             self.ctx.routes.expect(self.id, self._coming_back())
         proxy = self.machine.spec.proxy
-        self.ctx.routes.configure(self.id, proxy.hold, proxy.idempotent)
+        if proxy != self._proxy:  # a new version may bring other proxy settings
+            self.ctx.routes.configure(self.id, proxy.hold, proxy.idempotent)
+            self._proxy = proxy
         self.kept.restart_count = self.machine.restart_count
         pid = self.machine.pid
         self.kept.process = self._handles.get(pid) if pid is not None else None

@@ -72,7 +72,7 @@ def create_app(
     async def authenticate() -> Any:
         """Headers first (an unsigned or stale request is refused before a body byte is
         read), then the body under the size bound and read deadline, then its signature."""
-        if not is_rpc():
+        if not request_guard.is_rpc():
             return None
         g.started = time.monotonic()
         path = request.scope.get("raw_path") or request.path.encode()
@@ -92,7 +92,7 @@ def create_app(
     @app.after_request
     async def audit(response: Response) -> Response:
         """Every /rpc call, refused ones included (a stream: until its headers)."""
-        if is_rpc() and "started" in g:
+        if request_guard.is_rpc() and "started" in g:
             path = request.path + (f"?{request.query_string.decode('latin-1')}"
                                    if request.query_string else "")
             headers = request.headers
@@ -146,7 +146,3 @@ def create_app(
     api_v1.register(app)
     proxy.register(app)
     return app
-
-
-def is_rpc() -> bool:
-    return request.path.startswith("/rpc/") or request.path == "/rpc"

@@ -33,8 +33,13 @@ def check_head() -> None:
     if is_proxied():
         return
     _check_query()
-    if request.path == "/rpc" or request.path.startswith("/rpc/"):
+    if is_rpc():
         _check_rpc_path()
+
+
+def is_rpc() -> bool:
+    """The signed management API."""
+    return request.path == "/rpc" or request.path.startswith("/rpc/")
 
 
 def is_proxied() -> bool:

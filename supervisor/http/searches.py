@@ -27,11 +27,12 @@ from actors.search import (
 
 from ..errors import FsupError
 from ..safe_json import MAX_JSON_BYTES, bad_request, loads_object, query_int, shown
+from ..store import RESULT_ORDERS
 from .params import choice_param
 
 PREFIX = "/api/v1/searches"
 MODES = ("full", "live")
-SORTS = ("sources", "size", "score", "recent")
+SORTS = tuple(RESULT_ORDERS)
 MAX_KEYWORD = 200
 ASK_TIMEOUT_S = 10.0
 
