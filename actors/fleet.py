@@ -173,8 +173,11 @@ class FleetActor(Actor):
                 return None
             case Reconcile():
                 owned = {pid for e in self.formations.values() for pid in e.kept.extra_pids}
-                owned |= {e.kept.process.pid for e in self.formations.values()
-                          if e.kept.process is not None}
+                owned |= {
+                    e.kept.process.pid
+                    for e in self.formations.values()
+                    if e.kept.process is not None
+                }
                 killed = await trio.to_thread.run_sync(self._kill_strays_of, owned)
                 for entry in self.formations.values():
                     try:
@@ -193,8 +196,11 @@ class FleetActor(Actor):
         raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
 
     def _log_dirs(self) -> list[tuple[str, Path]]:
-        return [(fid, self.ctx.home.formation_logs(fid))
-                for fid, entry in self.formations.items() if not entry.removing]
+        return [
+            (fid, self.ctx.home.formation_logs(fid))
+            for fid, entry in self.formations.items()
+            if not entry.removing
+        ]
 
     def _entry(self, formation_id: str) -> _Entry:
         entry = self.formations.get(formation_id)
@@ -266,7 +272,9 @@ class FleetActor(Actor):
         entry = self.formations.get(formation_id)
         if entry is None or entry.removing:
             if reply is not None:
-                reply.fail(FsupError("FORMATION_NOT_FOUND", f"formation '{formation_id}' not found"))
+                reply.fail(
+                    FsupError("FORMATION_NOT_FOUND", f"formation '{formation_id}' not found")
+                )
             return
         ref = await self._start_actor(formation_id, next(iter(entry.ports)), Kept())
         row = self.ctx.store.formation(formation_id)
@@ -376,10 +384,16 @@ class FleetActor(Actor):
                 entry.removal_waiters.append((reply, error))
             await self._begin_removal(formation_id)
             return
-        self._announce("formation_deployed", {
-            "formation_id": formation_id, "version": result.get("version"),
-            "status": result.get("status"), "pid": result.get("pid"), "port": result.get("port"),
-        })
+        self._announce(
+            "formation_deployed",
+            {
+                "formation_id": formation_id,
+                "version": result.get("version"),
+                "status": result.get("status"),
+                "pid": result.get("pid"),
+                "port": result.get("port"),
+            },
+        )
         if reply is not None:
             reply.resolve(result)
 
@@ -413,7 +427,9 @@ class FleetActor(Actor):
     async def _finish_removal(self, formation_id: str) -> None:
         entry = self.formations.pop(formation_id)
         if entry.kept.process is not None and entry.kept.process.alive():
-            log.error("%s: process %s outlived its stop; killing it", formation_id, entry.kept.process.pid)
+            log.error(
+                "%s: process %s outlived its stop; killing it", formation_id, entry.kept.process.pid
+            )
             await entry.kept.process.stop(signal.SIGKILL, 0)
         self.ctx.store.delete_formation(formation_id)
         self.ctx.routes.remove(formation_id)

@@ -234,7 +234,11 @@ def _name(proc: Any) -> str | None:
 
 
 def port_in_use(
-    formation_id: str, port: int, holders: tuple[Holder, ...], stage: str, serving: str | None = None
+    formation_id: str,
+    port: int,
+    holders: tuple[Holder, ...],
+    stage: str,
+    serving: str | None = None,
 ) -> FsupError:
     """The PORT_IN_USE error: which port, who holds it, and what the operator can do."""
     who = ", ".join(holder.describe() for holder in holders) or "another process"
@@ -247,9 +251,14 @@ def port_in_use(
         "PORT_IN_USE",
         f"port {port} of formation '{formation_id}' is held by {who}, which is not part of "
         f"the formation; {todo}",
-        {"formation_id": formation_id, "port": port, "stage": stage, "pid": first.pid,
-         "process_name": first.name,
-         "holders": [{"pid": h.pid, "name": h.name} for h in holders]},
+        {
+            "formation_id": formation_id,
+            "port": port,
+            "stage": stage,
+            "pid": first.pid,
+            "process_name": first.name,
+            "holders": [{"pid": h.pid, "name": h.name} for h in holders],
+        },
     )
 
 

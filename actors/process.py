@@ -332,8 +332,9 @@ def kill_strays(
             continue
         if stop():
             break
-        log.warning("%s: killing stray pid %s (outside its live processes' trees)",
-                    found_id, proc.pid)
+        log.warning(
+            "%s: killing stray pid %s (outside its live processes' trees)", found_id, proc.pid
+        )
         kill_stray(proc)
         killed += 1
     return killed

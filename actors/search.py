@@ -133,14 +133,21 @@ class SearchesActor(Actor):
                 items, total = self.ctx.store.results(
                     sid, message.limit, message.offset, message.sort, message.q
                 )
-                return {"items": items, "total": total, "limit": message.limit,
-                        "offset": message.offset}
+                return {
+                    "items": items,
+                    "total": total,
+                    "limit": message.limit,
+                    "offset": message.offset,
+                }
             case SearchResult(search_id=sid, result_id=rid):
                 self._search(sid)
                 result = self.ctx.store.result(sid, rid)
                 if result is None:
-                    raise FsupError("RESULT_NOT_FOUND", f"search '{sid}' has no result '{rid}'",
-                                    {"search_id": sid, "result_id": rid})
+                    raise FsupError(
+                        "RESULT_NOT_FOUND",
+                        f"search '{sid}' has no result '{rid}'",
+                        {"search_id": sid, "result_id": rid},
+                    )
                 return result
             case ExportSearch(search_id=sid):
                 return self.export(sid)
@@ -160,15 +167,17 @@ class SearchesActor(Actor):
     def _search(self, search_id: str) -> dict[str, Any]:
         search = self.ctx.store.search(search_id)
         if search is None:
-            raise FsupError("SEARCH_NOT_FOUND", f"search '{search_id}' does not exist",
-                            {"search_id": search_id})
+            raise FsupError(
+                "SEARCH_NOT_FOUND", f"search '{search_id}' does not exist", {"search_id": search_id}
+            )
         return search
 
     async def _create(self, message: CreateSearch) -> Any:
         search_id = uuid.uuid4().hex[:12]
         self.ctx.store.insert_search(search_id, message.keyword, message.mode)
-        self.ctx.bus.publish("search_created", {"keyword": message.keyword,
-                                                "mode": message.mode}, search_id)
+        self.ctx.bus.publish(
+            "search_created", {"keyword": message.keyword, "mode": message.mode}, search_id
+        )
         if message.autostart:
             return await self._start(StartSearch(search_id, message.mode))
         return self.detail(search_id)
@@ -184,7 +193,8 @@ class SearchesActor(Actor):
             self.ctx.store.update_search(message.search_id, **fields)
             changed = {"keyword": message.keyword, "pinned": message.pinned}
             self.ctx.bus.publish(
-                "search_updated", {k: v for k, v in changed.items() if v is not None},
+                "search_updated",
+                {k: v for k, v in changed.items() if v is not None},
                 message.search_id,
             )
         return self.detail(message.search_id)
@@ -204,8 +214,9 @@ class SearchesActor(Actor):
         registry = self.ref
 
         def incarnation() -> SearchRunActor:
-            return SearchRunActor(self.ctx, registry, message.search_id, run_id,
-                                  search["keyword"], mode)
+            return SearchRunActor(
+                self.ctx, registry, message.search_id, run_id, search["keyword"], mode
+            )
 
         ref = await self._supervisor.start(f"search-run:{run_id}", incarnation)
         self.runs[message.search_id] = (run_id, ref)
@@ -222,8 +233,9 @@ class SearchesActor(Actor):
         except (ActorError, trio.WouldBlock):
             pass
         last = self.ctx.store.last_run(search_id)
-        self.ctx.store.update_run(run_id, "stopped", last["telemetry"] if last else {},
-                                  finished=True)
+        self.ctx.store.update_run(
+            run_id, "stopped", last["telemetry"] if last else {}, finished=True
+        )
         self._set_state(search_id, "stopped", active_run_id=None)
 
     def _set_state(self, search_id: str, state: str, **fields: Any) -> None:
@@ -236,10 +248,14 @@ class SearchesActor(Actor):
         stats = telemetry.get("telemetry", {})
         _, total = self.ctx.store.results(search["id"], 1, 0, "recent", None)
         return {
-            "id": search["id"], "keyword": search["keyword"], "state": search["state"],
-            "updated_at": search["updated_at"], "pinned": search["pinned"],
+            "id": search["id"],
+            "keyword": search["keyword"],
+            "state": search["state"],
+            "updated_at": search["updated_at"],
+            "pinned": search["pinned"],
             "summary": {
-                "hits": total, "peers_contacted": stats.get("peers_done", 0),
+                "hits": total,
+                "peers_contacted": stats.get("peers_done", 0),
                 "progress": telemetry.get("progress", {}).get("percent", 0.0),
                 "errors": stats.get("drops", 0),
             },
@@ -253,12 +269,18 @@ class SearchesActor(Actor):
         top, total = self.ctx.store.results(search_id, TOP_RESULTS, 0, "sources", None)
         activity = [
             {"id": e.id, "type": e.type, "ts": e.ts}
-            for e in self.ctx.bus.history(limit=2000) if e.search_id == search_id
+            for e in self.ctx.bus.history(limit=2000)
+            if e.search_id == search_id
         ][-ACTIVITY:]
         last_summary = None
         if last is not None:
-            last_summary = {"run_id": last["id"], "state": last["state"], "mode": last["mode"],
-                            "started_at": last["started_at"], "finished_at": last["finished_at"]}
+            last_summary = {
+                "run_id": last["id"],
+                "state": last["state"],
+                "mode": last["mode"],
+                "started_at": last["started_at"],
+                "finished_at": last["finished_at"],
+            }
         return {
             "search": {**search, "last_run_summary": last_summary},
             "telemetry": snapshot.get("telemetry", Telemetry().to_json()["telemetry"]),

@@ -55,7 +55,6 @@ class SearchContext:
     log_backups: int = 3
 
 
-
 @dataclass(frozen=True)
 class RunEnded:
     """Told by a run to its registry when it ends (complete or stopped), never asked: the run
@@ -111,10 +110,16 @@ class Telemetry:
         percent = 100.0 if self.peers == 0 else round(100.0 * self.peers_done / self.peers, 1)
         return {
             "telemetry": {
-                "peers": self.peers, "peers_done": self.peers_done, "requests": self.requests,
-                "responses": self.responses, "drops": self.drops, "hits": self.hits,
-                "rates": {"requests_per_s": round(self.requests / elapsed, 3),
-                          "hits_per_s": round(self.hits / elapsed, 3)},
+                "peers": self.peers,
+                "peers_done": self.peers_done,
+                "requests": self.requests,
+                "responses": self.responses,
+                "drops": self.drops,
+                "hits": self.hits,
+                "rates": {
+                    "requests_per_s": round(self.requests / elapsed, 3),
+                    "hits_per_s": round(self.hits / elapsed, 3),
+                },
             },
             "progress": {"phase": self.phase, "percent": percent, "started_at": self.started_at},
         }
@@ -122,7 +127,12 @@ class Telemetry:
 
 class SearchRunActor(Actor):
     def __init__(
-        self, ctx: SearchContext, registry: ActorRef, search_id: str, run_id: str, keyword: str,
+        self,
+        ctx: SearchContext,
+        registry: ActorRef,
+        search_id: str,
+        run_id: str,
+        keyword: str,
         mode: str,
     ) -> None:
         super().__init__()
@@ -229,8 +239,9 @@ class SearchRunActor(Actor):
             report = _PeerReport(formation_id, hits)
             if target["search_path"] and target["port"]:
                 peer_hits, drops = await self._ask_peer(target)
-                report = _PeerReport(formation_id, hits + peer_hits, requests=1,
-                                     responses=1 - drops, drops=drops)
+                report = _PeerReport(
+                    formation_id, hits + peer_hits, requests=1, responses=1 - drops, drops=drops
+                )
             await self._post(report)
 
     async def _ask_peer(self, target: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
@@ -280,7 +291,9 @@ class SearchRunActor(Actor):
         await self.ref.tell(message)
 
 
-def scan_logs(log_dir: Path, words: list[str], formation_id: str, backups: int) -> list[dict[str, Any]]:
+def scan_logs(
+    log_dir: Path, words: list[str], formation_id: str, backups: int
+) -> list[dict[str, Any]]:
     """Hits in a formation's logs, rotated files included (blocking: run in a thread)."""
     hits: dict[str, dict[str, Any]] = {}
     for stream in STREAMS:

@@ -82,8 +82,11 @@ class Supervisor:
                             raise  # never started: the caller of start() gets the error
                         log.exception("actor %s crashed; restarting it", ref.name)
                         if self._count_crash(ref.name, crashes):
-                            log.error("actor %s crashes too often; next restart in %gs",
-                                      ref.name, self.intensity.period)
+                            log.error(
+                                "actor %s crashes too often; next restart in %gs",
+                                ref.name,
+                                self.intensity.period,
+                            )
                             await trio.sleep(self.intensity.period)
                     status = trio.TASK_STATUS_IGNORED
             finally:

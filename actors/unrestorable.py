@@ -72,8 +72,12 @@ class UnrestorableFormation(Actor):
             case ProbeNow() | EnsureRunning():
                 return False
             case SearchTarget():
-                return {"formation_id": self.row.id, "port": None, "search_path": None,
-                        "log_dir": self.ctx.home.formation_logs(self.row.id)}
+                return {
+                    "formation_id": self.row.id,
+                    "port": None,
+                    "search_path": None,
+                    "log_dir": self.ctx.home.formation_logs(self.row.id),
+                }
             case Stop():
                 self.ctx.store.set_desired(self.row.id, "stopped")
                 return self._result("stopped")
@@ -102,8 +106,11 @@ class UnrestorableFormation(Actor):
         """Install the new version (keeping the runtime state) and make it current."""
         spec = message.spec
         if spec.id != self.row.id:
-            raise FsupError("INVALID_FORMATION", f"formation.yaml says id {spec.id!r}, but this "
-                            f"is formation {self.row.id!r}", {"field": "id"})
+            raise FsupError(
+                "INVALID_FORMATION",
+                f"formation.yaml says id {spec.id!r}, but this is formation {self.row.id!r}",
+                {"field": "id"},
+            )
         if not _higher(spec.version, self.row.current_version):
             raise FsupError(
                 "VERSION_NOT_HIGHER",
@@ -135,18 +142,32 @@ class UnrestorableFormation(Actor):
         return unusable(self.row.id, self.reason, action)
 
     def _result(self, status: str) -> dict[str, Any]:
-        return {"formation_id": self.row.id, "status": status, "port": self.row.port,
-                "version": self.row.current_version, "pid": None}
+        return {
+            "formation_id": self.row.id,
+            "status": status,
+            "port": self.row.port,
+            "version": self.row.current_version,
+            "pid": None,
+        }
 
     def snapshot(self) -> dict[str, Any]:
         row = self.ctx.store.formation(self.row.id) or self.row
         return {
-            "id": row.id, "version": row.current_version, "description": "",
-            "status": "crashed", "port": row.port, "pid": None, "healthy": False,
-            "restart_count": 0, "uptime_s": None, "created_at": row.created_at,
-            "updated_at": row.updated_at, "desired": row.desired,
+            "id": row.id,
+            "version": row.current_version,
+            "description": "",
+            "status": "crashed",
+            "port": row.port,
+            "pid": None,
+            "healthy": False,
+            "restart_count": 0,
+            "uptime_s": None,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "desired": row.desired,
             "versions": [v.version for v in self.ctx.store.versions(row.id)],
-            "update_in_progress": False, "last_exit_code": None,
+            "update_in_progress": False,
+            "last_exit_code": None,
             "last_error": f"could not be restored: {self.reason}",
         }
 

@@ -62,17 +62,32 @@ def closed_loop(call: Callable[[], int], seconds: float, warmup: float = 0.3) ->
         errors += not ok
     elapsed = time.perf_counter() - began
     ordered = sorted(latencies)
-    return {"requests": len(ordered), "errors": errors, "req_s": len(ordered) / elapsed,
-            "p50_ms": statistics.median(ordered) * 1000,
-            "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000}
+    return {
+        "requests": len(ordered),
+        "errors": errors,
+        "req_s": len(ordered) / elapsed,
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    }
 
 
 def hypercorn_hello(workdir: Path, port: int) -> str:
     """Start the bare hello app under Hypercorn's trio worker; return its URL once it answers."""
     (workdir / "hello_app.py").write_text(HELLO_APP)
-    procs.launch([sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind",
-                  f"127.0.0.1:{port}", "hello_app:app"], cwd=workdir,
-                 log=workdir / "hypercorn.out")
+    procs.launch(
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "--worker-class",
+            "trio",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "hello_app:app",
+        ],
+        cwd=workdir,
+        log=workdir / "hypercorn.out",
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -82,8 +97,9 @@ def hypercorn_hello(workdir: Path, port: int) -> str:
     raise RuntimeError("the bare Hypercorn app did not start")
 
 
-def measure(fsup: Any, workdir: Path, hello_port: int, seconds: float,
-            say: Callable[[str], None]) -> dict[str, Any]:
+def measure(
+    fsup: Any, workdir: Path, hello_port: int, seconds: float, say: Callable[[str], None]
+) -> dict[str, Any]:
     """All the front-end figures against a running fsup with its formations deployed."""
     out: dict[str, Any] = {}
     hello = hypercorn_hello(workdir, hello_port)
@@ -105,11 +121,13 @@ def measure(fsup: Any, workdir: Path, hello_port: int, seconds: float,
     for label, name in (("keepalive", fsup.names[0]), ("http10", "svc-h10")):
         port = workload.port_of(fsup.portdir, name)
         with httpx.Client(trust_env=False, timeout=10) as http:
-            direct = closed_loop(lambda p=port: http.get(f"http://127.0.0.1:{p}/health")
-                                 .status_code, seconds)
+            direct = closed_loop(
+                lambda p=port: http.get(f"http://127.0.0.1:{p}/health").status_code, seconds
+            )
         with httpx.Client(trust_env=False, timeout=10) as http:
-            proxied = closed_loop(lambda n=name: http.get(f"{fsup.url}/api/{n}/health")
-                                  .status_code, seconds)
+            proxied = closed_loop(
+                lambda n=name: http.get(f"{fsup.url}/api/{n}/health").status_code, seconds
+            )
         out[f"proxy_{label}"] = {"direct": direct, "proxy": proxied}
         say(f"  proxy {label}: {proxied['req_s']:.0f} req/s vs direct {direct['req_s']:.0f}")
     return out

@@ -36,7 +36,9 @@ RESTART = {"backoff": {"initial": 0.05, "factor": 1, "max": 0.05, "jitter": 0}, 
 def floor_once(port: int) -> float:
     env = {**os.environ, "PORT": str(port)}
     began = time.perf_counter()
-    child = subprocess.Popen([sys.executable, str(NASTY), "serve"], env=env, stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, str(NASTY), "serve"], env=env, stdout=subprocess.DEVNULL
+    )
     try:
         while True:
             try:
@@ -69,7 +71,8 @@ def main() -> None:
                 wait_for(
                     lambda fid=result["formation_id"], pid=result["pid"]: (
                         (s := server.formation(fid))["pid"] not in (None, pid)
-                        and s["status"] == "running" and s["healthy"]
+                        and s["status"] == "running"
+                        and s["healthy"]
                     ),
                     interval=0.005,
                 )
@@ -79,8 +82,10 @@ def main() -> None:
     floor = statistics.median(floors)
     for name, values in (("deploy", deploys), ("recover", recoveries), ("python", floors)):
         median = statistics.median(values)
-        print(f"{name:8s} median {median * 1000:7.1f} ms  ({median / floor:4.2f}x floor)  "
-              f"min {min(values) * 1000:6.1f}  max {max(values) * 1000:6.1f}  n={len(values)}")
+        print(
+            f"{name:8s} median {median * 1000:7.1f} ms  ({median / floor:4.2f}x floor)  "
+            f"min {min(values) * 1000:6.1f}  max {max(values) * 1000:6.1f}  n={len(values)}"
+        )
 
 
 if __name__ == "__main__":

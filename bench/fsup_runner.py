@@ -44,9 +44,15 @@ class Fsup(Runner):
     def write_formation(self, folder: Path, name: str, **env: str) -> Path:
         workload.write_service(folder)
         manifest = {
-            "id": name, "version": "1.0.0", "command": [workload.SERVICE_PYTHON, "svc.py"],
-            "env": {procs.SERVICE_MARK: name, "BENCH_PORTDIR": str(self.portdir),
-                    procs.MARKER: procs.RUN_ID, **env},
+            "id": name,
+            "version": "1.0.0",
+            "command": [workload.SERVICE_PYTHON, "svc.py"],
+            "env": {
+                procs.SERVICE_MARK: name,
+                "BENCH_PORTDIR": str(self.portdir),
+                procs.MARKER: procs.RUN_ID,
+                **env,
+            },
             "health": {"http": "/health"},
         }
         (folder / "formation.yaml").write_text(json.dumps(manifest))
@@ -58,9 +64,21 @@ class Fsup(Runner):
     def _serve(self, *extra: str) -> None:
         self.close_client()
         self.proc = procs.launch(
-            [sys.executable, "-m", "supervisor", "serve", "--port", str(self.port),
-             "--port-range", self.port_range, *extra],
-            env=self.env(), cwd=REPO, log=self.workdir / "fsup.out")
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                "serve",
+                "--port",
+                str(self.port),
+                "--port-range",
+                self.port_range,
+                *extra,
+            ],
+            env=self.env(),
+            cwd=REPO,
+            log=self.workdir / "fsup.out",
+        )
 
     def start(self) -> None:
         self._serve("--deploy", str(self.formations))
@@ -86,8 +104,11 @@ class Fsup(Runner):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             items = self.rpc.call("GET", "/rpc/formations")["formations"]
-            ready = {f.get("id", f.get("formation_id")) for f in items
-                     if f.get("status") == "running" and f.get("healthy")}
+            ready = {
+                f.get("id", f.get("formation_id"))
+                for f in items
+                if f.get("status") == "running" and f.get("healthy")
+            }
             if ready >= set(self.names):
                 return
             time.sleep(0.05)

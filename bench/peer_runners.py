@@ -36,8 +36,12 @@ class Runner:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def service_env(self, i: int) -> dict[str, str]:
-        return {"PORT": str(self.port_base + i), procs.SERVICE_MARK: self.names[i],
-                "BENCH_PORTDIR": str(self.portdir), procs.MARKER: procs.RUN_ID}
+        return {
+            "PORT": str(self.port_base + i),
+            procs.SERVICE_MARK: self.names[i],
+            "BENCH_PORTDIR": str(self.portdir),
+            procs.MARKER: procs.RUN_ID,
+        }
 
     def start(self) -> None:
         raise NotImplementedError
@@ -67,8 +71,10 @@ class Floor(Runner):
 
     def start(self) -> None:
         self.children = [
-            procs.launch([workload.SERVICE_PYTHON, str(self.script)],
-                         env=procs.bench_env(**self.service_env(i)))
+            procs.launch(
+                [workload.SERVICE_PYTHON, str(self.script)],
+                env=procs.bench_env(**self.service_env(i)),
+            )
             for i in range(self.n)
         ]
 
@@ -95,26 +101,45 @@ class Supervisord(Runner):
         self.conf = workdir / "supervisord.conf"
         sock = workdir / "s.sock"
         lines = [
-            "[unix_http_server]", f"file={sock}", "",
-            "[supervisord]", "nodaemon=true", f"logfile={workdir / 'supervisord.log'}",
-            f"pidfile={workdir / 'supervisord.pid'}", f"childlogdir={workdir}", "",
+            "[unix_http_server]",
+            f"file={sock}",
+            "",
+            "[supervisord]",
+            "nodaemon=true",
+            f"logfile={workdir / 'supervisord.log'}",
+            f"pidfile={workdir / 'supervisord.pid'}",
+            f"childlogdir={workdir}",
+            "",
             "[rpcinterface:supervisor]",
-            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
-            "[supervisorctl]", f"serverurl=unix://{sock}", "",
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+            "",
+            "[supervisorctl]",
+            f"serverurl=unix://{sock}",
+            "",
         ]
         for i, name in enumerate(self.names):
             env = ",".join(f'{k}="{v}"' for k, v in self.service_env(i).items())
-            lines += [f"[program:{name}]", f"command={workload.SERVICE_PYTHON} {self.script}",
-                      f"environment={env}", "autorestart=true", "stopasgroup=true",
-                      "killasgroup=true", "stdout_logfile=NONE", "stderr_logfile=NONE", ""]
+            lines += [
+                f"[program:{name}]",
+                f"command={workload.SERVICE_PYTHON} {self.script}",
+                f"environment={env}",
+                "autorestart=true",
+                "stopasgroup=true",
+                "killasgroup=true",
+                "stdout_logfile=NONE",
+                "stderr_logfile=NONE",
+                "",
+            ]
         self.conf.write_text("\n".join(lines))
 
     def ctl(self, *args: str) -> None:
         procs.run_quiet([str(self.peer.paths["supervisorctl"]), "-c", str(self.conf), *args])
 
     def start(self) -> None:
-        self.proc = procs.launch([str(self.peer.paths["supervisord"]), "-c", str(self.conf)],
-                                 log=self.workdir / "supervisord.out")
+        self.proc = procs.launch(
+            [str(self.peer.paths["supervisord"]), "-c", str(self.conf)],
+            log=self.workdir / "supervisord.out",
+        )
 
     def stop_all(self) -> None:
         self.ctl("stop", "all")
@@ -132,28 +157,54 @@ class Supervisord(Runner):
 class Circus(Runner):
     name = "circus"
 
-    def __init__(self, workdir: Path, n: int, port_base: int, peer: Peer,
-                 endpoint_port: int) -> None:
+    def __init__(
+        self, workdir: Path, n: int, port_base: int, peer: Peer, endpoint_port: int
+    ) -> None:
         super().__init__(workdir, n, port_base)
         self.peer = peer
         self.endpoint = f"tcp://127.0.0.1:{endpoint_port}"
         self.conf = workdir / "circus.ini"
-        lines = ["[circus]", f"endpoint = {self.endpoint}",
-                 f"pubsub_endpoint = tcp://127.0.0.1:{endpoint_port + 1}", "statsd = False", ""]
+        lines = [
+            "[circus]",
+            f"endpoint = {self.endpoint}",
+            f"pubsub_endpoint = tcp://127.0.0.1:{endpoint_port + 1}",
+            "statsd = False",
+            "",
+        ]
         for i, name in enumerate(self.names):
-            lines += [f"[watcher:{name}]", f"cmd = {workload.SERVICE_PYTHON} {self.script}",
-                      "numprocesses = 1", "copy_env = True", "", f"[env:{name}]"]
+            lines += [
+                f"[watcher:{name}]",
+                f"cmd = {workload.SERVICE_PYTHON} {self.script}",
+                "numprocesses = 1",
+                "copy_env = True",
+                "",
+                f"[env:{name}]",
+            ]
             lines += [f"{k} = {v}" for k, v in self.service_env(i).items()] + [""]
         self.conf.write_text("\n".join(lines))
 
     def ctl(self, *args: str) -> None:
-        procs.run_quiet([str(self.peer.paths["circusctl"]), "--endpoint", self.endpoint,
-                         "--timeout", "60", *args])
+        procs.run_quiet(
+            [
+                str(self.peer.paths["circusctl"]),
+                "--endpoint",
+                self.endpoint,
+                "--timeout",
+                "60",
+                *args,
+            ]
+        )
 
     def start(self) -> None:
-        self.proc = procs.launch([str(self.peer.paths["circusd"]), "--log-output",
-                                  str(self.workdir / "circus.log"), str(self.conf)],
-                                 log=self.workdir / "circusd.out")
+        self.proc = procs.launch(
+            [
+                str(self.peer.paths["circusd"]),
+                "--log-output",
+                str(self.workdir / "circus.log"),
+                str(self.conf),
+            ],
+            log=self.workdir / "circusd.out",
+        )
 
     def stop_all(self) -> None:
         self.ctl("stop")
@@ -177,9 +228,17 @@ class Pm2(Runner):
         self.home = workdir / "pm2home"
         self.home.mkdir()
         self.ecosystem = workdir / "ecosystem.json"
-        apps = [{"name": name, "script": str(self.script), "interpreter": workload.SERVICE_PYTHON,
-                 "cwd": str(self.script.parent), "autorestart": True,
-                 "env": self.service_env(i)} for i, name in enumerate(self.names)]
+        apps = [
+            {
+                "name": name,
+                "script": str(self.script),
+                "interpreter": workload.SERVICE_PYTHON,
+                "cwd": str(self.script.parent),
+                "autorestart": True,
+                "env": self.service_env(i),
+            }
+            for i, name in enumerate(self.names)
+        ]
         self.ecosystem.write_text(json.dumps({"apps": apps}))
 
     def env(self) -> dict[str, str]:
@@ -190,8 +249,11 @@ class Pm2(Runner):
 
     def start(self) -> None:
         # The CLI starts the daemon (detached, in its own session) and returns.
-        self.proc = procs.launch([str(self.peer.paths["pm2"]), "start", str(self.ecosystem)],
-                                 env=self.env(), log=self.workdir / "pm2-cli.out")
+        self.proc = procs.launch(
+            [str(self.peer.paths["pm2"]), "start", str(self.ecosystem)],
+            env=self.env(),
+            log=self.workdir / "pm2-cli.out",
+        )
 
     def supervisor_pids(self) -> list[int]:
         try:

@@ -35,8 +35,9 @@ class Peer:
 
 def _run(argv: list[str], cwd: Path | None = None) -> tuple[bool, str]:
     try:
-        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600,
-                              check=False)
+        done = subprocess.run(
+            argv, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, str(exc)
     return done.returncode == 0, (done.stdout + done.stderr)[-800:]
@@ -65,8 +66,10 @@ def ensure(log: list[str]) -> dict[str, Peer]:
     CACHE.mkdir(parents=True, exist_ok=True)
     peers = {name: Peer(name) for name in ("supervisord", "circus", "pm2")}
     ok, error = _python_peers(log)
-    for name, binaries in (("supervisord", ("supervisord", "supervisorctl")),
-                           ("circus", ("circusd", "circusctl"))):
+    for name, binaries in (
+        ("supervisord", ("supervisord", "supervisorctl")),
+        ("circus", ("circusd", "circusctl")),
+    ):
         peer = peers[name]
         peer.paths = {b: VENV / "bin" / b for b in binaries}
         if not ok:
@@ -83,8 +86,9 @@ def ensure(log: list[str]) -> dict[str, Peer]:
         else:
             log.append(f"installing pm2 into {NPM} (npm)")
             NPM.mkdir(parents=True, exist_ok=True)
-            ok, out = _run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NPM),
-                            "pm2"], cwd=NPM)
+            ok, out = _run(
+                ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NPM), "pm2"], cwd=NPM
+            )
             if not ok:
                 pm2.error = f"npm install pm2: {out}"
     if not pm2.error:

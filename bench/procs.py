@@ -36,14 +36,24 @@ def bench_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def launch(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-           log: Path | None = None) -> subprocess.Popen[bytes]:
+def launch(
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
     """Start `argv` in a new session (its own process group), remembered for cleanup."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     try:
-        proc = subprocess.Popen(argv, env=env or bench_env(), cwd=cwd, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env=env or bench_env(),
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     finally:
         if log:
             out.close()  # type: ignore[union-attr]
@@ -51,11 +61,23 @@ def launch(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None 
     return proc
 
 
-def run_quiet(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120,
-              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_quiet(
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     """A short command (a control CLI): output captured, never raises on failure."""
-    return subprocess.run(argv, env=env or bench_env(), cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        argv,
+        env=env or bench_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:

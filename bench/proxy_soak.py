@@ -28,12 +28,22 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers import Server, formation_processes, nasty_bundle  # noqa: E402
 
-RESTART = {"policy": "always", "max_restarts": 10000, "window": 60,
-           "backoff": {"initial": 0.05, "factor": 1, "max": 0.05, "jitter": 0}}
+RESTART = {
+    "policy": "always",
+    "max_restarts": 10000,
+    "window": 60,
+    "backoff": {"initial": 0.05, "factor": 1, "max": 0.05, "jitter": 0},
+}
 
 
-def client(url: str, stop: threading.Event, tally: Counter[str], latencies: list[float],
-           failures: list[str], lock: threading.Lock) -> None:
+def client(
+    url: str,
+    stop: threading.Event,
+    tally: Counter[str],
+    latencies: list[float],
+    failures: list[str],
+    lock: threading.Lock,
+) -> None:
     with httpx.Client(trust_env=False, timeout=30) as http:
         while not stop.is_set():
             started = time.monotonic()
@@ -77,9 +87,15 @@ def run(server: Server, args: argparse.Namespace, rng: random.Random) -> None:
     tally: Counter[str] = Counter()
     latencies: list[float] = []
     failures: list[str] = []
-    threads = [threading.Thread(target=client, daemon=True, args=(
-        f"{server.url}/api/{fid}/health", stop, tally, latencies, failures, lock))
-        for fid in ids for _ in range(2)]
+    threads = [
+        threading.Thread(
+            target=client,
+            daemon=True,
+            args=(f"{server.url}/api/{fid}/health", stop, tally, latencies, failures, lock),
+        )
+        for fid in ids
+        for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     kills, deadline = 0, time.monotonic() + args.seconds
@@ -98,12 +114,16 @@ def run(server: Server, args: argparse.Namespace, rng: random.Random) -> None:
     failed = sent - tally["200"]
     print(f"{args.seconds:.0f} s, {len(ids)} formations, {len(threads)} clients, seed {args.seed}")
     print(f"kills {kills}; GETs sent {sent}, failed {failed} ({failed / max(sent, 1):.3%})")
-    print(f"held {proxy['held']} (served {proxy['served']}, expired {proxy['expired']}), "
-          f"retried {proxy['retried']} (failed {proxy['retry_failed']})")
+    print(
+        f"held {proxy['held']} (served {proxy['served']}, expired {proxy['expired']}), "
+        f"retried {proxy['retried']} (failed {proxy['retry_failed']})"
+    )
     print(f"hold wait: median {proxy['wait_s']['median']} s, p99 {proxy['wait_s']['p99']} s")
     ordered = sorted(latencies)
-    print(f"all GETs: p50 {statistics.median(ordered) * 1000:.1f} ms, "
-          f"p99 {ordered[int(len(ordered) * 0.99)] * 1000:.1f} ms")
+    print(
+        f"all GETs: p50 {statistics.median(ordered) * 1000:.1f} ms, "
+        f"p99 {ordered[int(len(ordered) * 0.99)] * 1000:.1f} ms"
+    )
     for detail in failures[:10]:
         print("  failure:", detail)
 

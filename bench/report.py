@@ -16,9 +16,13 @@ def summary(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
     ordered = sorted(values)
-    return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1],
-            "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
-            "n": len(ordered)}
+    return {
+        "median": statistics.median(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+        "n": len(ordered),
+    }
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -29,8 +33,9 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.0f} MiB"
 
 
-def _cell(stat: dict[str, float] | None, unit: str, floor: float | None,
-          key: str = "median") -> str:
+def _cell(
+    stat: dict[str, float] | None, unit: str, floor: float | None, key: str = "median"
+) -> str:
     if stat is None:
         return "—"
     text = _fmt(stat[key], unit)
@@ -43,6 +48,7 @@ def _cell(stat: dict[str, float] | None, unit: str, floor: float | None,
 
 def rows(by_runner: dict[str, dict[str, Any]], idle_s: float) -> list[tuple[str, str, dict]]:
     """(label, unit, {runner: stat}) for each figure."""
+
     def get(name: str, *path: str) -> dict[str, float] | None:
         node: Any = by_runner.get(name, {})
         for part in path:
@@ -59,12 +65,26 @@ def rows(by_runner: dict[str, dict[str, Any]], idle_s: float) -> list[tuple[str,
         ("restore after a clean stop", "s", {n: get(n, "restore_s") for n in names}),
         ("crash recovery, port (median)", "s", {n: get(n, "crash", "port_s") for n in names}),
         ("crash recovery, port (p95)", "s:p95", {n: get(n, "crash", "port_s") for n in names}),
-        ("crash recovery, proxy route (median)", "s", {n: get(n, "crash", "proxy_s") for n in names}),
-        ("crash recovery, proxy route (p95)", "s:p95", {n: get(n, "crash", "proxy_s") for n in names}),
-        (f"supervisor CPU over {idle_s:g} s idle", "cpu",
-         {n: get(n, "idle", "supervisor_cpu_s") for n in names}),
-        (f"services' own CPU over {idle_s:g} s idle", "cpu",
-         {n: get(n, "idle", "services_cpu_s") for n in names}),
+        (
+            "crash recovery, proxy route (median)",
+            "s",
+            {n: get(n, "crash", "proxy_s") for n in names},
+        ),
+        (
+            "crash recovery, proxy route (p95)",
+            "s:p95",
+            {n: get(n, "crash", "proxy_s") for n in names},
+        ),
+        (
+            f"supervisor CPU over {idle_s:g} s idle",
+            "cpu",
+            {n: get(n, "idle", "supervisor_cpu_s") for n in names},
+        ),
+        (
+            f"services' own CPU over {idle_s:g} s idle",
+            "cpu",
+            {n: get(n, "idle", "services_cpu_s") for n in names},
+        ),
         ("supervisor RSS", "mib", {n: get(n, "idle", "supervisor_rss_mib") for n in names}),
         ("stop all", "s", {n: get(n, "stop_all_s") for n in names}),
     ]
@@ -103,23 +123,28 @@ def api_markdown(api: dict[str, Any]) -> str:
     if not api:
         return ""
     hello, rpc = api["hello"], api["rpc_formations"]
-    lines = ["| fsup front end (1 connection, closed loop) | req/s | p50 | p99 | vs baseline |",
-             "|---|---|---|---|---|",
-             f"| bare Hypercorn hello (trio worker) | {hello['req_s']:.0f} | "
-             f"{hello['p50_ms']:.2f} ms | {hello['p99_ms']:.2f} ms | baseline |",
-             f"| signed `GET /rpc/formations` | {rpc['req_s']:.0f} | {rpc['p50_ms']:.2f} ms | "
-             f"{rpc['p99_ms']:.2f} ms | {rpc['req_s'] / hello['req_s']:.2f}× req/s, p99 "
-             f"{rpc['p99_ms'] / hello['p99_ms']:.1f}× |"]
+    lines = [
+        "| fsup front end (1 connection, closed loop) | req/s | p50 | p99 | vs baseline |",
+        "|---|---|---|---|---|",
+        f"| bare Hypercorn hello (trio worker) | {hello['req_s']:.0f} | "
+        f"{hello['p50_ms']:.2f} ms | {hello['p99_ms']:.2f} ms | baseline |",
+        f"| signed `GET /rpc/formations` | {rpc['req_s']:.0f} | {rpc['p50_ms']:.2f} ms | "
+        f"{rpc['p99_ms']:.2f} ms | {rpc['req_s'] / hello['req_s']:.2f}× req/s, p99 "
+        f"{rpc['p99_ms'] / hello['p99_ms']:.1f}× |",
+    ]
     for label, title in (("keepalive", "keep-alive backend"), ("http10", "HTTP/1.0 backend")):
         if f"proxy_{label}" not in api:
             continue
         direct, proxy = api[f"proxy_{label}"]["direct"], api[f"proxy_{label}"]["proxy"]
-        lines.append(f"| direct `/health`, {title} | {direct['req_s']:.0f} | "
-                     f"{direct['p50_ms']:.2f} ms | {direct['p99_ms']:.2f} ms | baseline |")
+        lines.append(
+            f"| direct `/health`, {title} | {direct['req_s']:.0f} | "
+            f"{direct['p50_ms']:.2f} ms | {direct['p99_ms']:.2f} ms | baseline |"
+        )
         lines.append(
             f"| proxy `/api/{{id}}/health`, {title} | {proxy['req_s']:.0f} | "
             f"{proxy['p50_ms']:.2f} ms | {proxy['p99_ms']:.2f} ms | "
             f"{proxy['req_s'] / direct['req_s']:.2f}× direct, {proxy['req_s'] / hello['req_s']:.2f}"
             f"× hello; +{proxy['p50_ms'] - direct['p50_ms']:.2f} ms p50, "
-            f"+{proxy['p99_ms'] - direct['p99_ms']:.2f} ms p99 |")
+            f"+{proxy['p99_ms'] - direct['p99_ms']:.2f} ms p99 |"
+        )
     return "\n".join(lines)

@@ -44,8 +44,14 @@ NOT_MEASURED = [
 ]
 PROFILES = {
     "quick": {"ns": [10], "reps": 3, "kills": 5, "idle_s": 3.0, "settle_s": 1.0, "api_s": 2.0},
-    "full": {"ns": [10, 100], "reps": 3, "kills": 20, "idle_s": 10.0, "settle_s": 2.0,
-             "api_s": 5.0},
+    "full": {
+        "ns": [10, 100],
+        "reps": 3,
+        "kills": 20,
+        "idle_s": 10.0,
+        "settle_s": 2.0,
+        "api_s": 5.0,
+    },
 }
 # Below Linux's ephemeral range (32768-60999): the pollers open thousands of connections, and
 # a client socket (or its TIME_WAIT) on a listening port-to-be makes that bind fail.
@@ -85,8 +91,9 @@ def make_runner(name: str, workdir: Path, n: int, found: dict[str, peers.Peer]) 
     return Fsup(workdir, n, FSUP_PORT, FSUP_RANGE)
 
 
-def run_one(name: str, n: int, profile: dict[str, Any], found: dict[str, peers.Peer],
-            with_api: bool) -> dict[str, Any]:
+def run_one(
+    name: str, n: int, profile: dict[str, Any], found: dict[str, peers.Peer], with_api: bool
+) -> dict[str, Any]:
     workdirs: list[Path] = []
 
     def make(rep: int) -> Runner:
@@ -95,13 +102,18 @@ def run_one(name: str, n: int, profile: dict[str, Any], found: dict[str, peers.P
         return make_runner(name, workdir, n, found)
 
     def api(runner: Runner) -> dict[str, Any]:
-        return {"api": api_load.measure(runner, runner.workdir, HELLO_PORT, profile["api_s"],
-                                        say)}
+        return {"api": api_load.measure(runner, runner.workdir, HELLO_PORT, profile["api_s"], say)}
 
     try:
-        return scenario.measure(make, profile["reps"], profile["kills"], profile["idle_s"],
-                                profile["settle_s"], say,
-                                extra=api if (name == "fsup" and with_api) else None)
+        return scenario.measure(
+            make,
+            profile["reps"],
+            profile["kills"],
+            profile["idle_s"],
+            profile["settle_s"],
+            say,
+            extra=api if (name == "fsup" and with_api) else None,
+        )
     finally:
         for workdir in workdirs:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -118,11 +130,18 @@ def main() -> int:
     started = time.monotonic()
     log: list[str] = []
     doc: dict[str, Any] = {
-        "mode": "quick" if args.quick else "full", "profile": profile,
+        "mode": "quick" if args.quick else "full",
+        "profile": profile,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "load_avg_at_start": os.getloadavg()},
-        "not_measured": NOT_MEASURED, "results": {}, "errors": {},
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_avg_at_start": os.getloadavg(),
+        },
+        "not_measured": NOT_MEASURED,
+        "results": {},
+        "errors": {},
     }
     try:
         found = peers.ensure(log)
@@ -140,8 +159,9 @@ def main() -> int:
                 say(f"N={n} {name}")
                 began = time.monotonic()
                 try:
-                    doc["results"][str(n)][name] = run_one(name, n, profile, found,
-                                                           with_api=n == profile["ns"][0])
+                    doc["results"][str(n)][name] = run_one(
+                        name, n, profile, found, with_api=n == profile["ns"][0]
+                    )
                 except Exception as exc:  # noqa: BLE001 - one runner's failure is reported
                     traceback.print_exc()
                     doc["errors"][f"{n}/{name}"] = f"{type(exc).__name__}: {exc}"
@@ -168,8 +188,10 @@ def main() -> int:
     RESULTS.write_text(json.dumps(doc, indent=1, default=str))
     shutil.copyfile(RESULTS, RESULTS.with_name(f"{doc['mode']}.json"))  # the last of each mode
     say("")
-    say(f"{doc['date']}, {doc['machine']['cores']} cores, Python {doc['machine']['python']}, "
-        f"{doc['elapsed_s']:.0f} s; {RESULTS.relative_to(HERE.parent)}")
+    say(
+        f"{doc['date']}, {doc['machine']['cores']} cores, Python {doc['machine']['python']}, "
+        f"{doc['elapsed_s']:.0f} s; {RESULTS.relative_to(HERE.parent)}"
+    )
     say(doc["markdown"])
     return 1 if doc["errors"] else 0
 

@@ -27,11 +27,15 @@ from peer_runners import Runner
 
 def idle_window(runner: Runner, seconds: float) -> dict[str, float]:
     """Supervisor CPU and RSS and the services' own CPU over `seconds` of nothing happening."""
+
     def snapshot() -> tuple[dict[int, float], dict[int, float], list[Any]]:
         own, _ = procs.split_tree(runner.supervisor_pids())
         svc = list(procs.services().values())
-        return ({p.pid: procs.cpu_seconds([p]) for p in own},
-                {p.pid: procs.cpu_seconds([p]) for p in svc}, own)
+        return (
+            {p.pid: procs.cpu_seconds([p]) for p in own},
+            {p.pid: procs.cpu_seconds([p]) for p in svc},
+            own,
+        )
 
     own0, svc0, _ = snapshot()
     time.sleep(seconds)
@@ -53,8 +57,9 @@ def _name(proc: Any) -> str:
 
 
 def _proxy_pid(url: str, name: str) -> int | None:
-    conn = http.client.HTTPConnection(url.split("//")[1].split(":")[0],
-                                      int(url.rsplit(":", 1)[1]), timeout=10)
+    conn = http.client.HTTPConnection(
+        url.split("//")[1].split(":")[0], int(url.rsplit(":", 1)[1]), timeout=10
+    )
     try:
         conn.request("GET", f"/api/{name}/health")
         answer = conn.getresponse()
@@ -79,8 +84,9 @@ def crash_recovery(runner: Runner, kills: int, proxy_url: str | None) -> dict[st
             raise RuntimeError(f"{runner.name}: {name} does not answer before kill {k}")
         found: list[float] = []
 
-        def poll_proxy(began: float, name: str = name, old: int = old,
-                       found: list[float] = found) -> None:
+        def poll_proxy(
+            began: float, name: str = name, old: int = old, found: list[float] = found
+        ) -> None:
             assert proxy_url is not None
             while time.perf_counter() - began < 60:
                 pid = _proxy_pid(proxy_url, name)
@@ -120,9 +126,15 @@ def stop_all(runner: Runner) -> float:
     return time.perf_counter() - began
 
 
-def measure(make: Callable[[int], Runner], reps: int, kills: int, idle_s: float,
-            settle_s: float, say: Callable[[str], None],
-            extra: Callable[[Runner], dict[str, Any]] | None = None) -> dict[str, Any]:
+def measure(
+    make: Callable[[int], Runner],
+    reps: int,
+    kills: int,
+    idle_s: float,
+    settle_s: float,
+    say: Callable[[str], None],
+    extra: Callable[[Runner], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Run the sequence `reps` times on fresh runners; return the raw samples."""
     result: dict[str, Any] = {"cold_start_s": [], "stop_all_s": []}
     for rep in range(reps):
@@ -132,8 +144,10 @@ def measure(make: Callable[[int], Runner], reps: int, kills: int, idle_s: float,
             began = time.perf_counter()
             runner.start()
             result["cold_start_s"].append(workload.wait_all(runner.portdir, runner.names, began))
-            say(f"  {runner.name} rep {rep + 1}/{reps}: cold start "
-                f"{result['cold_start_s'][-1]:.3f} s")
+            say(
+                f"  {runner.name} rep {rep + 1}/{reps}: cold start "
+                f"{result['cold_start_s'][-1]:.3f} s"
+            )
             if rep == 0:
                 time.sleep(settle_s)
                 result["idle"] = idle_window(runner, idle_s)
@@ -152,7 +166,8 @@ def measure(make: Callable[[int], Runner], reps: int, kills: int, idle_s: float,
                 began = time.perf_counter()
                 runner.restore()  # type: ignore[attr-defined]
                 result.setdefault("restore_s", []).append(
-                    workload.wait_all(runner.portdir, runner.names, began, timeout=120))
+                    workload.wait_all(runner.portdir, runner.names, began, timeout=120)
+                )
                 runner.wait_settled()
                 result.setdefault("stop_after_restore_s", []).append(stop_all(runner))
                 say(f"  {runner.name} rep {rep + 1}: restore {result['restore_s'][-1]:.3f} s")

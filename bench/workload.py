@@ -50,7 +50,9 @@ os.replace(tmp, os.path.join(folder, NAME))
 server.serve_forever()
 '''
 
-SERVICE_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else shutil.which("python3")
+SERVICE_PYTHON = (
+    "/usr/bin/python3" if Path("/usr/bin/python3").exists() else shutil.which("python3")
+)
 
 
 def names(n: int) -> list[str]:
@@ -120,8 +122,9 @@ def wait_all(portdir: Path, wanted: list[str], began: float, timeout: float = 60
     return time.perf_counter() - began
 
 
-def wait_new_pid(portdir: Path, name: str, old_pid: int, began: float,
-                 timeout: float = 60.0) -> float:
+def wait_new_pid(
+    portdir: Path, name: str, old_pid: int, began: float, timeout: float = 60.0
+) -> float:
     """Seconds from `began` until `name` answers /health from a pid other than `old_pid`."""
     while True:
         pid = health_pid(portdir, name)

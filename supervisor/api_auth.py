@@ -71,8 +71,8 @@ def new_session(token: str, now: float | None = None) -> tuple[str, int]:
 def check_session(token: str, cookie: str | None, now: float | None = None) -> None:
     if not cookie:
         raise FsupError(
-            "UNAUTHORIZED", f"the event stream needs the {COOKIE_NAME} cookie from "
-            "POST /api/v1/session",
+            "UNAUTHORIZED",
+            f"the event stream needs the {COOKIE_NAME} cookie from POST /api/v1/session",
         )
     match = SESSION_PATTERN.fullmatch(cookie)
     if match is None:

@@ -51,8 +51,18 @@ ZIP_ENTRY = b"PK\x01\x02"
 ZIP_END_SEARCH = 22 + 0xFFFF  # the end record and the longest comment
 # Everything zipfile raises on a damaged archive (unknown method, bad version, bad UTF-8
 # names, short reads, inflate errors...): all of them are the client's bundle at fault.
-ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
-              EOFError, OSError, ValueError, OverflowError, struct.error, zlib.error)
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    ValueError,
+    OverflowError,
+    struct.error,
+    zlib.error,
+)
 TAR_ERRORS = (tarfile.TarError, ValueError, OverflowError, UnicodeError, EOFError)
 
 
@@ -148,8 +158,9 @@ class _Tree:
             if known:
                 break
             if known is False:
-                raise bad_bundle(f"the member's path goes through the file {printable(parent)!r}",
-                                 path)
+                raise bad_bundle(
+                    f"the member's path goes through the file {printable(parent)!r}", path
+                )
             new.append(parent)
         for folder in reversed(new):
             self._add(folder, True)
@@ -175,8 +186,9 @@ class _Tree:
                     raise bad_bundle("member holds more data than its header says", member.path)
                 out.write(chunk)
         if written != member.size:
-            raise bad_bundle("member holds less data than its header says (truncated?)",
-                             member.path)
+            raise bad_bundle(
+                "member holds less data than its header says (truncated?)", member.path
+            )
 
     def strip_single_top_folder(self) -> None:
         """When everything sits in one top folder, move its content up (after the fact, as
@@ -205,7 +217,8 @@ def check_ratio(total: int, packed_bytes: int, limits: BundleLimits, member: str
     if total > limits.ratio_floor_bytes and ratio > limits.max_ratio:
         raise bad_bundle(
             f"compression ratio {ratio:.0f}:1 exceeds {limits.max_ratio:.0f}:1 "
-            "(a decompression bomb?)", member,
+            "(a decompression bomb?)",
+            member,
         )
 
 
@@ -256,8 +269,10 @@ class _GzipStream:
     def read(self, size: int = -1) -> bytes:
         self.reads += 1
         if not 0 <= size <= MAX_HEADER_READ or self.reads > MAX_HEADER_READS:
-            raise bad_bundle("a tar member's extended headers (pax, GNU long name) are too "
-                             "large or too many", self.member)
+            raise bad_bundle(
+                "a tar member's extended headers (pax, GNU long name) are too large or too many",
+                self.member,
+            )
         return self.take(size)
 
     def tell(self) -> int:
@@ -298,8 +313,9 @@ class _GzipStream:
         while chunk := self.take(COPY_CHUNK):
             seen += len(chunk)
             if chunk.count(0) != len(chunk):
-                raise bad_bundle("data after the end-of-archive marker (a damaged tar header?)",
-                                 self.member)
+                raise bad_bundle(
+                    "data after the end-of-archive marker (a damaged tar header?)", self.member
+                )
             if seen > MAX_TRAILING_ZEROS:
                 raise bad_bundle("more than 4 MiB of padding after the end of the archive")
 
@@ -317,15 +333,18 @@ class _GzipStream:
             feed = self.zlib.unconsumed_tail
             if not feed:
                 if self.fed >= len(self.data):
-                    raise bad_bundle("not a readable .tar.gz: the gzip stream ends early "
-                                     "(truncated?)", self.member)
-                feed = self.data[self.fed:self.fed + COPY_CHUNK]
+                    raise bad_bundle(
+                        "not a readable .tar.gz: the gzip stream ends early (truncated?)",
+                        self.member,
+                    )
+                feed = self.data[self.fed : self.fed + COPY_CHUNK]
                 self.fed += len(feed)
             try:
                 out = self.zlib.decompress(feed, want)
             except zlib.error as exc:
-                raise bad_bundle(f"not a readable .tar.gz: damaged gzip data ({exc})",
-                                 self.member) from None
+                raise bad_bundle(
+                    f"not a readable .tar.gz: damaged gzip data ({exc})", self.member
+                ) from None
             if out:
                 self.produced += len(out)
                 self._check_budget()
@@ -346,8 +365,10 @@ class _GzipStream:
 
     def _check_budget(self) -> None:
         if self.produced > self.limits.max_inflated_bytes:
-            raise bad_bundle(f"inflates to more than {self.limits.max_inflated_bytes} bytes, "
-                             "the limit", self.member)
+            raise bad_bundle(
+                f"inflates to more than {self.limits.max_inflated_bytes} bytes, the limit",
+                self.member,
+            )
         check_ratio(self.produced, len(self.data), self.limits, self.member)
 
 
@@ -435,8 +456,10 @@ def _zip_directory(data: bytes) -> tuple[int, int]:
     if end < 0 or len(data) - end < 22:
         raise bad_bundle("not a readable .zip archive: no end of central directory (truncated?)")
     size = struct.unpack_from("<I", data, end + 12)[0]
-    if end >= 76 and data.startswith(ZIP64_LOCATOR, end - 20) and data.startswith(
-        ZIP64_END, end - 76
+    if (
+        end >= 76
+        and data.startswith(ZIP64_LOCATOR, end - 20)
+        and data.startswith(ZIP64_END, end - 76)
     ):
         end -= 76
         size = struct.unpack_from("<Q", data, end + 40)[0]
@@ -455,8 +478,10 @@ def _zip_member(info: zipfile.ZipInfo) -> _Member:
     if info.flag_bits & 0x1:
         raise bad_bundle("encrypted members are not supported", info.filename)
     if info.compress_type not in ZIP_METHODS:
-        raise bad_bundle(f"compression method {info.compress_type} is not supported "
-                         "(use deflate or store)", info.filename)
+        raise bad_bundle(
+            f"compression method {info.compress_type} is not supported (use deflate or store)",
+            info.filename,
+        )
     return _Member(path, info.is_dir(), info.file_size, bool(mode & 0o111))
 
 

@@ -102,13 +102,21 @@ def rpc(args: argparse.Namespace, home: Home) -> RpcClient:
     )
 
 
-def operation(args: argparse.Namespace, client: RpcClient, method: str, path: str,
-              body: bytes = b"", headers: dict[str, str] | None = None) -> dict[str, Any]:
+def operation(
+    args: argparse.Namespace,
+    client: RpcClient,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run a streamed lifecycle operation with progress; return its result or raise."""
     final = cli_render.follow_progress(client.stream(method, path, body, headers), args.json)
     if final is None:
-        raise CliError("the server closed the stream before the operation finished",
-                       "check `fsup show ID`; the operation may still be under way")
+        raise CliError(
+            "the server closed the stream before the operation finished",
+            "check `fsup show ID`; the operation may still be under way",
+        )
     if final.event == "error":
         data = final.data
         raise ApiError(0, data.get("code", "?"), data.get("message", ""), data.get("details") or {})
@@ -144,13 +152,19 @@ def cmd_deploy(args: argparse.Namespace, home: Home) -> None:
                 raise
             exists = False
         if exists:
-            result = operation(args, client, "PUT", f"/rpc/formations/{formation_id}", body, headers)
+            result = operation(
+                args, client, "PUT", f"/rpc/formations/{formation_id}", body, headers
+            )
             verb = f"updated to {result['version']} (from {result.get('previous_version')})"
         else:
             result = operation(args, client, "POST", "/rpc/formations/deploy", body, headers)
             verb = f"deployed {result['version']}"
-    done(args, result, f"{formation_id}: {verb}, {result['status']} on port {result['port']} "
-                       f"(pid {result['pid']})")
+    done(
+        args,
+        result,
+        f"{formation_id}: {verb}, {result['status']} on port {result['port']} "
+        f"(pid {result['pid']})",
+    )
 
 
 def bundle_of(path: Path) -> tuple[bytes, dict[str, str], str]:
@@ -208,9 +222,19 @@ def cmd_ls(args: argparse.Namespace, home: Home) -> None:
         return
     cli_render.table(
         ["ID", "VERSION", "STATUS", "HEALTHY", "PID", "PORT", "RESTARTS", "UPTIME"],
-        ([f["id"], f.get("version"), f.get("status"), f.get("healthy"), f.get("pid"),
-          f.get("port"), f.get("restart_count"), uptime(f.get("uptime_s"))]
-         for f in listing["formations"]),
+        (
+            [
+                f["id"],
+                f.get("version"),
+                f.get("status"),
+                f.get("healthy"),
+                f.get("pid"),
+                f.get("port"),
+                f.get("restart_count"),
+                uptime(f.get("uptime_s")),
+            ]
+            for f in listing["formations"]
+        ),
     )
 
 
@@ -220,9 +244,23 @@ def cmd_show(args: argparse.Namespace, home: Home) -> None:
     if args.json:
         cli_render.print_json(formation)
         return
-    keys = ("id", "version", "status", "healthy", "pid", "port", "restart_count", "desired",
-            "versions", "update_in_progress", "last_exit_code", "last_error", "created_at",
-            "updated_at", "description")
+    keys = (
+        "id",
+        "version",
+        "status",
+        "healthy",
+        "pid",
+        "port",
+        "restart_count",
+        "desired",
+        "versions",
+        "update_in_progress",
+        "last_exit_code",
+        "last_error",
+        "created_at",
+        "updated_at",
+        "description",
+    )
     cli_render.fields(
         (key, ", ".join(formation[key]) if key == "versions" else formation.get(key))
         for key in keys
@@ -235,14 +273,21 @@ def lifecycle(action: str) -> Callable[[argparse.Namespace, Home], None]:
         with rpc(args, home) as client:
             result = operation(args, client, "POST", f"/rpc/formations/{args.id}/{action}")
         extra = f" (from {result['previous_version']})" if result.get("previous_version") else ""
-        done(args, result, f"{args.id}: {result['status']}, version {result['version']}{extra}"
-                           + (f", pid {result['pid']}" if result.get("pid") else ""))
+        done(
+            args,
+            result,
+            f"{args.id}: {result['status']}, version {result['version']}{extra}"
+            + (f", pid {result['pid']}" if result.get("pid") else ""),
+        )
+
     return run
 
 
 def cmd_rm(args: argparse.Namespace, home: Home) -> None:
     if not args.yes and sys.stdin.isatty():
-        answer = cli_render.out.input(f"Delete formation {args.id!r}, its versions and logs? [y/N] ")
+        answer = cli_render.out.input(
+            f"Delete formation {args.id!r}, its versions and logs? [y/N] "
+        )
         if answer.strip().lower() not in ("y", "yes"):
             raise CliError("not deleted")
     with rpc(args, home) as client:
@@ -295,8 +340,11 @@ def cmd_download(args: argparse.Namespace, home: Home) -> None:
                     size += len(chunk)
         finally:
             response.close()
-    done(args, {"formation_id": args.id, "file": str(target), "bytes": size},
-         f"{args.id}: wrote {target} ({size} bytes)")
+    done(
+        args,
+        {"formation_id": args.id, "file": str(target), "bytes": size},
+        f"{args.id}: wrote {target} ({size} bytes)",
+    )
 
 
 def cmd_status(args: argparse.Namespace, home: Home) -> None:
@@ -306,13 +354,19 @@ def cmd_status(args: argparse.Namespace, home: Home) -> None:
         cli_render.print_json(status)
         return
     counts, ports = status["formations"], status["ports"]
-    cli_render.fields([
-        ("server", status["server_id"]), ("version", status["version"]),
-        ("uptime", uptime(status["uptime_s"])),
-        ("formations", f"{counts['total']} ({counts['running']} running, "
-                       f"{counts['stopped']} stopped, {counts['crashed']} crashed)"),
-        ("ports", f"{ports['allocated']} used, {ports['available']} free in {ports['range']}"),
-    ])
+    cli_render.fields(
+        [
+            ("server", status["server_id"]),
+            ("version", status["version"]),
+            ("uptime", uptime(status["uptime_s"])),
+            (
+                "formations",
+                f"{counts['total']} ({counts['running']} running, "
+                f"{counts['stopped']} stopped, {counts['crashed']} crashed)",
+            ),
+            ("ports", f"{ports['allocated']} used, {ports['available']} free in {ports['range']}"),
+        ]
+    )
 
 
 def cmd_audit(args: argparse.Namespace, home: Home) -> None:
@@ -323,8 +377,19 @@ def cmd_audit(args: argparse.Namespace, home: Home) -> None:
         return
     cli_render.table(
         ["TIME", "KEY", "SCHEME", "METHOD", "PATH", "STATUS", "MS", "FROM"],
-        ([e["ts"], e["key_id"], e.get("scheme") or "-", e["method"], e["path"], e["status"],
-          e["duration_ms"], e["remote_addr"]] for e in entries),
+        (
+            [
+                e["ts"],
+                e["key_id"],
+                e.get("scheme") or "-",
+                e["method"],
+                e["path"],
+                e["status"],
+                e["duration_ms"],
+                e["remote_addr"],
+            ]
+            for e in entries
+        ),
     )
 
 
@@ -335,8 +400,9 @@ def cmd_search(args: argparse.Namespace, home: Home) -> None:
         api.login()
         with api.open_events() as events:  # subscribed before the search exists
             mode = "live" if args.live else "full"
-            created = api.call("POST", "/searches", {"keyword": keyword, "mode": mode,
-                                                     "autostart": True})
+            created = api.call(
+                "POST", "/searches", {"keyword": keyword, "mode": mode, "autostart": True}
+            )
             search_id = created["search"]["id"]
             try:
                 follow_search(args, events, search_id)
@@ -352,7 +418,8 @@ def cmd_search(args: argparse.Namespace, home: Home) -> None:
     stats = detail["telemetry"]
     cli_render.out.print(
         f"{results['total']} result(s) for {keyword!r} from {stats['peers']} formation(s); "
-        f"{stats['drops']} dropped", markup=False,
+        f"{stats['drops']} dropped",
+        markup=False,
     )
 
 
@@ -364,8 +431,9 @@ def follow_search(args: argparse.Namespace, events: Iterator[SseEvent], search_i
             continue
         if envelope["type"] == "search_hit_found" and not args.json:
             hit = envelope["data"]
-            cli_render.out.print(f"[{hit['kind']}] {','.join(hit['sources'])}: {hit['title']}",
-                                 markup=False)
+            cli_render.out.print(
+                f"[{hit['kind']}] {','.join(hit['sources'])}: {hit['title']}", markup=False
+            )
         if envelope["type"] == "search_completed" or (
             envelope["type"] == "search_state_changed"
             and envelope["data"].get("state") in ("complete", "stopped")
@@ -378,8 +446,11 @@ def cmd_profile(args: argparse.Namespace, home: Home) -> None:
     if args.action == "add":
         if args.name == LOCAL:
             raise CliError(f"{LOCAL!r} is the built-in local profile; choose another name")
-        doc["profiles"][args.name] = {"url": args.profile_url, "key_id": args.key_id,
-                                      "secret_key": args.secret_key}
+        doc["profiles"][args.name] = {
+            "url": args.profile_url,
+            "key_id": args.key_id,
+            "secret_key": args.secret_key,
+        }
         if args.default:
             doc["default"] = args.name
         save(home, doc)
@@ -387,10 +458,16 @@ def cmd_profile(args: argparse.Namespace, home: Home) -> None:
     elif args.action == "ls":
         default = doc.get("default") or LOCAL
         rows = [(LOCAL, "http://127.0.0.1:7890 (credentials.json)", default == LOCAL)]
-        rows += [(name, p.get("url"), default == name) for name, p in sorted(doc["profiles"].items())]
+        rows += [
+            (name, p.get("url"), default == name) for name, p in sorted(doc["profiles"].items())
+        ]
         if args.json:
-            cli_render.print_json({"default": default, "profiles": [
-                {"name": n, "url": u, "default": d} for n, u, d in rows]})
+            cli_render.print_json(
+                {
+                    "default": default,
+                    "profiles": [{"name": n, "url": u, "default": d} for n, u, d in rows],
+                }
+            )
             return
         cli_render.table(["NAME", "URL", "DEFAULT"], ((n, u, "*" if d else "") for n, u, d in rows))
     elif args.action == "use":
@@ -409,11 +486,20 @@ def cmd_profile(args: argparse.Namespace, home: Home) -> None:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Home], None]] = {
-    "deploy": cmd_deploy, "ls": cmd_ls, "show": cmd_show, "start": lifecycle("start"),
-    "stop": lifecycle("stop"), "restart": lifecycle("restart"),
-    "rollback": lifecycle("rollback"), "rm": cmd_rm, "logs": cmd_logs,
-    "download": cmd_download, "status": cmd_status, "audit": cmd_audit,
-    "search": cmd_search, "profile": cmd_profile,
+    "deploy": cmd_deploy,
+    "ls": cmd_ls,
+    "show": cmd_show,
+    "start": lifecycle("start"),
+    "stop": lifecycle("stop"),
+    "restart": lifecycle("restart"),
+    "rollback": lifecycle("rollback"),
+    "rm": cmd_rm,
+    "logs": cmd_logs,
+    "download": cmd_download,
+    "status": cmd_status,
+    "audit": cmd_audit,
+    "search": cmd_search,
+    "profile": cmd_profile,
 }
 
 
@@ -430,9 +516,14 @@ def serve(args: argparse.Namespace, home: Home) -> int:
     home.ensure()
     configure_logging(home.logs)
     try:
-        config = with_flags(load_config(home.config), {
-            "--host": args.host, "--port": args.port, "--port-range": args.port_range,
-        })
+        config = with_flags(
+            load_config(home.config),
+            {
+                "--host": args.host,
+                "--port": args.port,
+                "--port-range": args.port_range,
+            },
+        )
     except ConfigError as exc:
         print(f"fsup: {exc}", file=sys.stderr)
         return 2

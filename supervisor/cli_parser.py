@@ -21,14 +21,17 @@ def formation_id(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fsup", description="A local, actor-based process supervisor.",
+        prog="fsup",
+        description="A local, actor-based process supervisor.",
     )
     parser.add_argument("--version", action="version", version=f"fsup {__version__}")
     parser.add_argument("--profile", help="profile to use (see `fsup profile ls`)")
     parser.add_argument("--url", help="server URL (default: the profile's; also $MUXI_URL)")
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     parser.add_argument(
-        "--auth-scheme", choices=SCHEMES, default=SIGNED_HEADERS,
+        "--auth-scheme",
+        choices=SCHEMES,
+        default=SIGNED_HEADERS,
         help="how /rpc calls are signed: signed-headers (X-MUXI-* headers, signs the query and "
         "body; default) or muxi-hmac (Authorization: MUXI-HMAC, as MUXI's CLI and SDKs sign)",
     )
@@ -39,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 7890; 0 picks one)")
     serve.add_argument("--port-range", help="ports handed to formations (default 8000-9000)")
     serve.add_argument(
-        "--deploy", action="append", default=[], type=Path, metavar="DIR",
+        "--deploy",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
         help="deploy the formation folder DIR (or every formation folder inside DIR) unless "
         "already deployed; may be repeated",
     )
@@ -50,9 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("path", type=Path, help="a formation folder, .tar.gz or .zip")
 
     commands.add_parser("ls", help="list formations")
-    for name, text in (("show", "show one formation"), ("start", "start a formation"),
-                       ("stop", "stop a formation"), ("restart", "restart a formation"),
-                       ("rollback", "roll back to the previous version")):
+    for name, text in (
+        ("show", "show one formation"),
+        ("start", "start a formation"),
+        ("stop", "stop a formation"),
+        ("restart", "restart a formation"),
+        ("rollback", "roll back to the previous version"),
+    ):
         commands.add_parser(name, help=text).add_argument("id", type=formation_id)
     rm = commands.add_parser("rm", help="delete a formation (asks first on a terminal)")
     rm.add_argument("id", type=formation_id)
@@ -67,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="download a formation as a zip")
     download.add_argument("id", type=formation_id)
     download.add_argument("--db", action="store_true", help="include data/ and memory.db")
-    download.add_argument("-o", "--output", type=Path, help="file to write (default ID-VERSION.zip)")
+    download.add_argument(
+        "-o", "--output", type=Path, help="file to write (default ID-VERSION.zip)"
+    )
 
     commands.add_parser("status", help="server status")
     audit = commands.add_parser("audit", help="recent management calls")

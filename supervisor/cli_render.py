@@ -16,8 +16,9 @@ from .client import SseEvent
 
 # Off a terminal (a pipe, a file), no width limit: tables are never cut to 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
-err = Console(stderr=True, highlight=False, soft_wrap=True,
-              width=None if sys.stderr.isatty() else 10_000)
+err = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 10_000
+)
 
 
 def print_json(value: Any) -> None:
@@ -71,8 +72,13 @@ def _plain(events: Iterator[SseEvent]) -> SseEvent | None:
 
 
 def _live(events: Iterator[SseEvent]) -> SseEvent | None:
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
+    columns = [
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=out, transient=False) as progress:
         current: Any = None
         stage = None
@@ -90,7 +96,9 @@ def _live(events: Iterator[SseEvent]) -> SseEvent | None:
                 current = progress.add_task(f"{stage}{skipped}", total=1, detail="")
             if "max_attempts" in data:  # the health-check countdown
                 progress.update(
-                    current, total=data["max_attempts"], completed=data["attempt"] - 1,
+                    current,
+                    total=data["max_attempts"],
+                    completed=data["attempt"] - 1,
                     detail=f"{data.get('remaining_s', 0):g}s left",
                 )
             else:

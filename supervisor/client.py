@@ -101,8 +101,11 @@ class RpcClient:
         """A signed request; `path` may carry a query string, signed as written."""
         wire_path = (urlsplit(self.url).path.rstrip("/") + path).encode()
         auth = (
-            {"Authorization": muxi_hmac.authorization(
-                self.key_id, self.secret_key, method, wire_path)}
+            {
+                "Authorization": muxi_hmac.authorization(
+                    self.key_id, self.secret_key, method, wire_path
+                )
+            }
             if self.scheme == MUXI_HMAC
             else signed_headers(self.key_id, self.secret_key, method, wire_path, body)
         )
@@ -136,9 +139,7 @@ class RpcClient:
             response.close()
 
     def deploy(self, bundle: bytes, content_type: str = "application/gzip") -> Any:
-        return self.call(
-            "POST", "/rpc/formations/deploy", bundle, {"Content-Type": content_type}
-        )
+        return self.call("POST", "/rpc/formations/deploy", bundle, {"Content-Type": content_type})
 
 
 def decode(response: httpx.Response) -> Any:
@@ -150,7 +151,9 @@ def decode(response: httpx.Response) -> Any:
         error = (body or {}).get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
             raise ApiError(
-                response.status_code, error.get("code", "?"), error.get("message", ""),
+                response.status_code,
+                error.get("code", "?"),
+                error.get("message", ""),
                 error.get("details") or {},
             )
         raise ApiError(response.status_code, "HTTP_ERROR", response.text[:500], {})

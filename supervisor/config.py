@@ -56,7 +56,7 @@ class ServerConfig:
     auth_schemes: tuple[str, ...] | None = None
 
     def accepted_schemes(self) -> tuple[str, ...]:
-        """"auto" accepts both schemes on a loopback address, where nobody can see a signed
+        """ "auto" accepts both schemes on a loopback address, where nobody can see a signed
         request to replay it with another query or body, and only the seed's scheme (which
         signs both) when fsup listens beyond loopback."""
         if self.auth_schemes is not None:
@@ -139,8 +139,9 @@ class Number:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _expected("a number", value)
         if not self.low <= value <= self.high:  # NaN fails this too
-            raise _Invalid(f"must be between {_num(self.low)} and {_num(self.high)}, "
-                           f"got {label(value)}")
+            raise _Invalid(
+                f"must be between {_num(self.low)} and {_num(self.high)}, got {label(value)}"
+            )
         return float(value)
 
     def write(self, value: Any) -> Any:
@@ -198,8 +199,9 @@ class PortRange:
             raise _expected("a port range such as 8000-9000", value)
         match = re.fullmatch(r"([0-9]{1,5})-([0-9]{1,5})", value)
         if match is None:
-            raise _Invalid(f"{label(value)!r} is not a port range: write it as low-high, "
-                           "such as 8000-9000")
+            raise _Invalid(
+                f"{label(value)!r} is not a port range: write it as low-high, such as 8000-9000"
+            )
         low, high = int(match[1]), int(match[2])
         if not (1 <= low <= high <= 65535):
             raise _Invalid(f"port range {value} must be within 1-65535, low before high")
@@ -249,48 +251,92 @@ class Setting:
 # Byte and count limits: no meaningful upper bound, so the largest integer a JSON number holds
 # exactly (settings may be shown over the API).
 BIG = 2**53 - 1
-_AUTH_HELP = ("/rpc signing schemes accepted: signed-headers (X-MUXI-* headers; signs method, "
-              "path, query, timestamp and body), muxi-hmac (Authorization: MUXI-HMAC, as MUXI's "
-              "CLI and SDKs sign; method, path and timestamp only); auto is both on a loopback "
-              "address, signed-headers only beyond it")
+_AUTH_HELP = (
+    "/rpc signing schemes accepted: signed-headers (X-MUXI-* headers; signs method, "
+    "path, query, timestamp and body), muxi-hmac (Authorization: MUXI-HMAC, as MUXI's "
+    "CLI and SDKs sign; method, path and timestamp only); auto is both on a loopback "
+    "address, signed-headers only beyond it"
+)
 
 
 def _restart(key: str, help_text: str) -> Setting:
     low, high = RESTART_RANGES[key]
-    return Setting(f"restart_defaults.{key}", f"restart_defaults.{key}", Number(low, high),
-                   help_text)
+    return Setting(
+        f"restart_defaults.{key}", f"restart_defaults.{key}", Number(low, high), help_text
+    )
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "host", Host(), "address to listen on; --host overrides it"),
-    Setting("port", "port", Integer(0, 65535),
-            "port to listen on, 0 picks a free one; --port overrides it"),
-    Setting("port_range", "port_range", PortRange(),
-            "ports handed to formations; --port-range overrides it"),
-    Setting("limits.max_body_bytes", "max_body_bytes", Integer(1, BIG),
-            "largest request body, bundles included"),
-    Setting("limits.bundle_max_members", "bundle.max_members", Integer(1, BIG),
-            "most files and folders in a bundle"),
-    Setting("limits.bundle_max_unpacked_bytes", "bundle.max_unpacked_bytes", Integer(1, BIG),
-            "largest total size of a bundle once unpacked"),
-    Setting("limits.bundle_max_ratio", "bundle.max_ratio", Number(1, 1e6),
-            "highest unpacked/packed size ratio of a bundle (over 1 MiB)"),
-    Setting("limits.log_max_bytes", "logs.max_bytes", Integer(1, BIG),
-            "a formation's log file is rotated at this size"),
-    Setting("limits.log_backups", "logs.backups", Integer(0, 100),
-            "rotated log files kept per stream"),
-    Setting("restart_defaults.policy", "restart_defaults.policy", Choice(RESTART_POLICIES),
-            "restart policy of formations whose formation.yaml sets none"),
+    Setting(
+        "port",
+        "port",
+        Integer(0, 65535),
+        "port to listen on, 0 picks a free one; --port overrides it",
+    ),
+    Setting(
+        "port_range",
+        "port_range",
+        PortRange(),
+        "ports handed to formations; --port-range overrides it",
+    ),
+    Setting(
+        "limits.max_body_bytes",
+        "max_body_bytes",
+        Integer(1, BIG),
+        "largest request body, bundles included",
+    ),
+    Setting(
+        "limits.bundle_max_members",
+        "bundle.max_members",
+        Integer(1, BIG),
+        "most files and folders in a bundle",
+    ),
+    Setting(
+        "limits.bundle_max_unpacked_bytes",
+        "bundle.max_unpacked_bytes",
+        Integer(1, BIG),
+        "largest total size of a bundle once unpacked",
+    ),
+    Setting(
+        "limits.bundle_max_ratio",
+        "bundle.max_ratio",
+        Number(1, 1e6),
+        "highest unpacked/packed size ratio of a bundle (over 1 MiB)",
+    ),
+    Setting(
+        "limits.log_max_bytes",
+        "logs.max_bytes",
+        Integer(1, BIG),
+        "a formation's log file is rotated at this size",
+    ),
+    Setting(
+        "limits.log_backups", "logs.backups", Integer(0, 100), "rotated log files kept per stream"
+    ),
+    Setting(
+        "restart_defaults.policy",
+        "restart_defaults.policy",
+        Choice(RESTART_POLICIES),
+        "restart policy of formations whose formation.yaml sets none",
+    ),
     _restart("backoff.initial", "seconds before the first restart"),
     _restart("backoff.factor", "each further wait is this many times longer"),
     _restart("backoff.max", "longest wait, seconds; at least backoff.initial"),
     _restart("backoff.jitter", "random share added to or taken from each wait"),
     _restart("reset_after", "seconds up and healthy that reset the backoff"),
-    Setting("restart_defaults.max_restarts", "restart_defaults.max_restarts",
-            Integer(*MAX_RESTARTS_RANGE), "restarts within window before giving up (crashed)"),
+    Setting(
+        "restart_defaults.max_restarts",
+        "restart_defaults.max_restarts",
+        Integer(*MAX_RESTARTS_RANGE),
+        "restarts within window before giving up (crashed)",
+    ),
     _restart("window", "the window of max_restarts, seconds"),
-    Setting("shutdown_timeout", "shutdown_timeout", Number(0.1, 86400),
-            "seconds a clean stop of fsup waits for formations to stop"),
+    Setting(
+        "shutdown_timeout",
+        "shutdown_timeout",
+        Number(0.1, 86400),
+        "seconds a clean stop of fsup waits for formations to stop",
+    ),
     Setting("auth.schemes", "auth_schemes", Schemes(), _AUTH_HELP),
 )
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
@@ -336,8 +382,11 @@ def from_doc(doc: dict[Any, Any], source: str) -> ServerConfig:
     config = ServerConfig()
     for setting in SETTINGS:
         if setting.key in given:
-            config = _set(config, setting.field, _read(setting, given[setting.key],
-                                                       f"{source}: {setting.key}"))
+            config = _set(
+                config,
+                setting.field,
+                _read(setting, given[setting.key], f"{source}: {setting.key}"),
+            )
     backoff = config.restart_defaults.backoff
     if backoff.max < backoff.initial:
         raise ConfigError(
@@ -358,8 +407,9 @@ def _collect(doc: dict[Any, Any], prefix: str, source: str, given: dict[str, Any
             if value is None:
                 continue
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {dotted}: expected a mapping of settings, "
-                                  f"got {_shown(value)}")
+                raise ConfigError(
+                    f"{source}: {dotted}: expected a mapping of settings, got {_shown(value)}"
+                )
             _collect(value, dotted + ".", source, given)
         else:
             raise ConfigError(f"{source}: unknown setting {dotted!r}{_suggestion(dotted)}")
@@ -429,15 +479,21 @@ def render(config: ServerConfig) -> str:
     for setting in SETTINGS:
         *sections, name = setting.key.split(".")
         common = 0
-        while (common < min(len(sections), len(open_sections))
-               and sections[common] == open_sections[common]):
+        while (
+            common < min(len(sections), len(open_sections))
+            and sections[common] == open_sections[common]
+        ):
             common += 1
         del open_sections[common:]
         for depth in range(common, len(sections)):
             lines.append(f"{'  ' * depth}{sections[depth]}:")
             open_sections.append(sections[depth])
         indent = "  " * len(sections)
-        lines += textwrap.wrap(f"{setting.help} [{setting.kind.describe()}]", 96,
-                               initial_indent=f"{indent}# ", subsequent_indent=f"{indent}# ")
+        lines += textwrap.wrap(
+            f"{setting.help} [{setting.kind.describe()}]",
+            96,
+            initial_indent=f"{indent}# ",
+            subsequent_indent=f"{indent}# ",
+        )
         lines.append(f"{indent}{name}: {_scalar(setting.kind.write(_get(config, setting.field)))}")
     return "\n".join(lines) + "\n"

@@ -70,9 +70,16 @@ class EventBus:
     def _deliver(self, subscription: Subscription, event: BusEvent) -> None:
         stats = subscription.send.statistics()
         if stats.current_buffer_used >= stats.max_buffer_size - 1:
-            notice = BusEvent(event.id, "overflow", event.ts, None,
-                              {"message": "you fell behind and were dropped; reconnect with "
-                                          "Last-Event-ID to resume"})
+            notice = BusEvent(
+                event.id,
+                "overflow",
+                event.ts,
+                None,
+                {
+                    "message": "you fell behind and were dropped; reconnect with "
+                    "Last-Event-ID to resume"
+                },
+            )
             subscription.send.send_nowait(notice)  # the slot kept for it
             self._drop(subscription)
             return
@@ -96,10 +103,19 @@ class EventBus:
             # From before the history, or from an id never issued (fsup restarted and its
             # ids with it, or a made-up one): the client must re-fetch.
             if after < oldest - 1 or after > self.last_id:
-                send.send_nowait(BusEvent(oldest - 1, "reset", rfc3339_now(), None,
-                                          {"message": "events since your Last-Event-ID are no "
-                                                      "longer kept; re-fetch snapshots"}))
-            for event in backlog[-(self._buffer - 2):]:
+                send.send_nowait(
+                    BusEvent(
+                        oldest - 1,
+                        "reset",
+                        rfc3339_now(),
+                        None,
+                        {
+                            "message": "events since your Last-Event-ID are no "
+                            "longer kept; re-fetch snapshots"
+                        },
+                    )
+                )
+            for event in backlog[-(self._buffer - 2) :]:
                 send.send_nowait(event)
         self._subscribers.append(subscription)
         return subscription

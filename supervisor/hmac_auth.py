@@ -45,7 +45,9 @@ def sign(secret_key: str, method: str, path: bytes, timestamp: str, body: bytes)
     return base64.b64encode(mac.digest()).decode()
 
 
-def signed_headers(key_id: str, secret_key: str, method: str, path: bytes, body: bytes) -> dict[str, str]:
+def signed_headers(
+    key_id: str, secret_key: str, method: str, path: bytes, body: bytes
+) -> dict[str, str]:
     """The three auth headers for one request (the client and CLI side)."""
     timestamp = rfc3339_now()
     return {

@@ -82,7 +82,8 @@ class LogBook(logging.Handler):
         """Records after `cursor` at `level` or above, oldest first; and the next cursor."""
         floor = LEVELS[level]
         with self._lock:
-            found = [r for r in self._records
-                     if r["id"] > cursor and LEVELS.get(r["level"], 0) >= floor]
+            found = [
+                r for r in self._records if r["id"] > cursor and LEVELS.get(r["level"], 0) >= floor
+            ]
         page = found[:limit]
         return page, (page[-1]["id"] if page else cursor)

@@ -35,8 +35,12 @@ STOP_SIGNALS = frozenset({"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "
 RESTART_POLICIES = ("always", "on-failure", "never")
 # The ranges of the restart settings (low, high), shared with config.yaml's restart_defaults.
 RESTART_RANGES: dict[str, tuple[float, float]] = {
-    "backoff.initial": (0.01, 3600), "backoff.factor": (1, 10), "backoff.max": (0.01, 86400),
-    "backoff.jitter": (0, 1), "reset_after": (0, 86400), "window": (1, 86400 * 7),
+    "backoff.initial": (0.01, 3600),
+    "backoff.factor": (1, 10),
+    "backoff.max": (0.01, 86400),
+    "backoff.jitter": (0, 1),
+    "reset_after": (0, 86400),
+    "window": (1, 86400 * 7),
 }
 MAX_RESTARTS_RANGE = (0, 10000)
 
@@ -154,8 +158,9 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise invalid("(document)", f"YAML aliases are not allowed (line {mark.line + 1})")
         if self.depth >= MAX_YAML_DEPTH:
             mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise invalid("(document)", f"nested deeper than {MAX_YAML_DEPTH} levels "
-                                        f"(line {mark.line + 1})")
+            raise invalid(
+                "(document)", f"nested deeper than {MAX_YAML_DEPTH} levels (line {mark.line + 1})"
+            )
         self.depth += 1
         try:
             return super().compose_node(parent, index)
@@ -281,8 +286,10 @@ def id_problem(value: Any) -> str | None:
     """What makes `value` not a formation id, or None when it is one. The CLI checks the ids
     it is given with this too, before it sends anything."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-        return ("must be 3-50 characters of a-z, 0-9 and '-', starting and ending with a letter "
-                "or digit")
+        return (
+            "must be 3-50 characters of a-z, 0-9 and '-', starting and ending with a letter "
+            "or digit"
+        )
     if value in RESERVED_IDS:
         return f"{value!r} is reserved ({', '.join(sorted(RESERVED_IDS))})"
     return None
@@ -300,8 +307,11 @@ def _version(value: Any) -> str:
         raise invalid("version", f"write it as a quoted semver string such as '{label(value)}.0'")
     reason = version_order.problem(value) if isinstance(value, str) else "it is not a string"
     if reason is not None:
-        raise invalid("version", f"must be a SemVer 2.0.0 version such as 1.2.3, 1.0.0-rc.1 or "
-                                 f"1.0.0+build.5, but {reason}")
+        raise invalid(
+            "version",
+            f"must be a SemVer 2.0.0 version such as 1.2.3, 1.0.0-rc.1 or "
+            f"1.0.0+build.5, but {reason}",
+        )
     return str(value)
 
 
@@ -422,9 +432,11 @@ def _proxy(fields: _Fields | None) -> ProxySpec:
     if methods is None:
         methods = []
     if not isinstance(methods, list) or not all(
-            isinstance(m, str) and m in DECLARABLE_IDEMPOTENT for m in methods):
-        raise invalid(fields.name("idempotent"),
-                      f"must be a list of {', '.join(DECLARABLE_IDEMPOTENT)}")
+        isinstance(m, str) and m in DECLARABLE_IDEMPOTENT for m in methods
+    ):
+        raise invalid(
+            fields.name("idempotent"), f"must be a list of {', '.join(DECLARABLE_IDEMPOTENT)}"
+        )
     spec = ProxySpec(hold=fields.number("hold", 5.0, 0, 60), idempotent=frozenset(methods))
     fields.reject_unknown()
     return spec

@@ -79,7 +79,7 @@ def parse(value: str) -> MuxiAuthorization:
     if not is_muxi_hmac(value):
         raise _refuse(f"the scheme is not {SCHEME}")
     params: dict[str, str] = {}
-    for part in value.strip()[len(SCHEME):].split(","):
+    for part in value.strip()[len(SCHEME) :].split(","):
         match = _PARAM.fullmatch(part)
         if match is None:
             raise _refuse("each parameter is name=value, separated by commas")

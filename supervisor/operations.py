@@ -133,9 +133,7 @@ async def _from_bundle(
             intake.discard(staged_dir)
 
 
-async def relay(
-    ref: ActorRef, message: Any, first_stage: str
-) -> AsyncIterator[Event | None]:
+async def relay(ref: ActorRef, message: Any, first_stage: str) -> AsyncIterator[Event | None]:
     """Ask an actor and relay its progress, then its answer (or error, with the last stage).
     Start, stop and restart are exactly this; a deploy ends with it. After `HEARTBEAT_S`
     without progress it yields None: a stream sends a heartbeat comment for it."""

@@ -72,8 +72,11 @@ class HoldFigures:
     def to_json(self) -> dict[str, Any]:
         waits = sorted(self.waits)
         return {
-            "held": self.held, "served": self.served, "expired": self.expired,
-            "retried": self.retried, "retry_failed": self.retry_failed,
+            "held": self.held,
+            "served": self.served,
+            "expired": self.expired,
+            "retried": self.retried,
+            "retry_failed": self.retry_failed,
             "wait_s": _spread(waits),
         }
 
@@ -149,8 +152,11 @@ class RouteTable:
         but without a successful check for 3 intervals), and how old the checks are."""
         serving = [r for r in self._routes.values() if r.backend is not None]
         ages = sorted(now - r.last_healthy_at for r in serving if r.last_healthy_at is not None)
-        stale = [r for r in serving if r.last_healthy_at is None
-                 or now - r.last_healthy_at > STALE_INTERVALS * r.interval]
+        stale = [
+            r
+            for r in serving
+            if r.last_healthy_at is None or now - r.last_healthy_at > STALE_INTERVALS * r.interval
+        ]
         return {
             "routes": len(self._routes),
             "serving": len(serving),
@@ -177,10 +183,13 @@ class RouteTable:
         and retried ones."""
         return {
             r.formation_id: {
-                "served": r.backend.served, "in_flight": r.backend.in_flight,
-                "held": r.figures.held, "retried": r.figures.retried,
+                "served": r.backend.served,
+                "in_flight": r.backend.in_flight,
+                "held": r.figures.held,
+                "retried": r.figures.retried,
             }
-            for r in self._routes.values() if r.backend is not None
+            for r in self._routes.values()
+            if r.backend is not None
         }
 
 

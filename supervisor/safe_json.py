@@ -89,8 +89,9 @@ def loads_object(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
     """Parse a JSON object body: UTF-8, at most `max_depth` levels, no NaN or Infinity,
     no duplicate keys, numbers of at most `MAX_NUMBER_CHARS` characters."""
     if len(raw) > MAX_JSON_BYTES:
-        raise FsupError("PAYLOAD_TOO_LARGE",
-                        f"the request body is larger than {MAX_JSON_BYTES} bytes")
+        raise FsupError(
+            "PAYLOAD_TOO_LARGE", f"the request body is larger than {MAX_JSON_BYTES} bytes"
+        )
     if json_depth(raw, max_depth) > max_depth:
         raise bad_request(f"the request body nests deeper than {max_depth} levels")
     try:
@@ -98,8 +99,13 @@ def loads_object(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise bad_request("the request body is not UTF-8 text") from None
     try:
-        body = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
-                          parse_int=_integer, parse_float=_finite)
+        body = json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+            parse_int=_integer,
+            parse_float=_finite,
+        )
     except (ValueError, RecursionError) as exc:
         raise bad_request(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -142,8 +148,9 @@ def _no_constant(name: str) -> Any:  # noqa: ANN401 - json's hook
 
 def _integer(text: str) -> int:
     if len(text) > MAX_NUMBER_CHARS:
-        raise bad_request(f"a number in the request body is longer than {MAX_NUMBER_CHARS} "
-                          "characters")
+        raise bad_request(
+            f"a number in the request body is longer than {MAX_NUMBER_CHARS} characters"
+        )
     return int(text)
 
 

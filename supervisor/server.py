@@ -70,8 +70,15 @@ async def run_server(
         ):
             routes = RouteTable()
             ctx = FormationContext(
-                home, store, OsLauncher(), ProbeFactory(client), server_url="", routes=routes,
-                restart_defaults=config.restart_defaults, log_limits=config.logs, events=bus,
+                home,
+                store,
+                OsLauncher(),
+                ProbeFactory(client),
+                server_url="",
+                routes=routes,
+                restart_defaults=config.restart_defaults,
+                log_limits=config.logs,
+                events=bus,
             )
             # The root actors are supervised like the formations, but never escalate: a crash
             # is logged, its caller gets INTERNAL, and a fresh incarnation rebuilds its state
@@ -91,8 +98,9 @@ async def run_server(
             stop_http = trio.Event()
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 binds = await nursery.start(
-                    partial(serve_http, app, _hypercorn_config(config),
-                            shutdown_trigger=stop_http.wait)
+                    partial(
+                        serve_http, app, _hypercorn_config(config), shutdown_trigger=stop_http.wait
+                    )
                 )
                 url = binds[0]
                 await fleet.tell(Restore(url))
@@ -152,4 +160,3 @@ async def deploy_folders(services: Services, paths: Sequence[Path]) -> None:
             log.info("%s: already deployed; leaving it as it is", folder.name)
         else:
             log.error("could not deploy %s: %s %s", folder, last.error.code, last.error.message)
-

@@ -241,8 +241,7 @@ class Store:
             "FROM audit ORDER BY id DESC LIMIT ?",
             (count,),
         ).fetchall()
-        names = ("ts", "key_id", "method", "path", "status", "duration_ms", "remote_addr",
-                 "scheme")
+        names = ("ts", "key_id", "method", "path", "status", "duration_ms", "remote_addr", "scheme")
         return [dict(zip(names, row, strict=True)) for row in reversed(rows)]
 
     # -- versions --------------------------------------------------------------------------
@@ -252,8 +251,13 @@ class Store:
         db.execute(
             "INSERT INTO versions (formation_id, version, manifest, path, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            (version.formation_id, version.version, version.manifest, version.path,
-             version.created_at),
+            (
+                version.formation_id,
+                version.version,
+                version.manifest,
+                version.path,
+                version.created_at,
+            ),
         )
 
     def put_version(self, version: VersionRow) -> None:
@@ -286,11 +290,14 @@ class Store:
     def versions(self, formation_id: str) -> list[VersionRow]:
         """A formation's stored versions, lowest first by SemVer precedence (equal ones, i.e.
         builds of one version, oldest stored first)."""
-        rows = [VersionRow(*row) for row in self._db.execute(
-            "SELECT formation_id, version, manifest, path, created_at FROM versions "
-            "WHERE formation_id = ? ORDER BY created_at, rowid",
-            (formation_id,),
-        ).fetchall()]
+        rows = [
+            VersionRow(*row)
+            for row in self._db.execute(
+                "SELECT formation_id, version, manifest, path, created_at FROM versions "
+                "WHERE formation_id = ? ORDER BY created_at, rowid",
+                (formation_id,),
+            ).fetchall()
+        ]
         rank = {version: index for index, version in enumerate(ordered(r.version for r in rows))}
         return sorted(rows, key=lambda row: rank[row.version])
 
@@ -322,7 +329,8 @@ class SearchStore:
     def search(self, search_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
             "SELECT id, keyword, state, mode, pinned, active_run_id, created_at, updated_at "
-            "FROM searches WHERE id = ?", (search_id,),
+            "FROM searches WHERE id = ?",
+            (search_id,),
         ).fetchone()
         return _search_dict(row) if row else None
 
@@ -368,7 +376,8 @@ class SearchStore:
     def last_run(self, search_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
             "SELECT id, mode, state, started_at, finished_at, telemetry FROM runs "
-            "WHERE search_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1", (search_id,),
+            "WHERE search_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
+            (search_id,),
         ).fetchone()
         if row is None:
             return None
@@ -377,9 +386,7 @@ class SearchStore:
 
     def interrupted_runs(self) -> list[tuple[str, str]]:
         """Runs still marked running (fsup stopped under them): (run id, search id)."""
-        return self._db.execute(
-            "SELECT id, search_id FROM runs WHERE state = 'running'"
-        ).fetchall()
+        return self._db.execute("SELECT id, search_id FROM runs WHERE state = 'running'").fetchall()
 
     def upsert_result(self, search_id: str, result: dict[str, Any]) -> bool:
         """Add a hit, or add its source to an existing one; True when it is new."""
@@ -401,9 +408,17 @@ class SearchStore:
             db.execute(
                 "INSERT INTO results (search_id, result_id, kind, title, sources, snippet, size, "
                 "score, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (search_id, result["result_id"], result["kind"], result["title"],
-                 json.dumps(sorted(result["sources"])), result.get("snippet"),
-                 result.get("size"), result.get("score"), rfc3339_now()),
+                (
+                    search_id,
+                    result["result_id"],
+                    result["kind"],
+                    result["title"],
+                    json.dumps(sorted(result["sources"])),
+                    result.get("snippet"),
+                    result.get("size"),
+                    result.get("score"),
+                    rfc3339_now(),
+                ),
             )
             return True
 
@@ -412,14 +427,20 @@ class SearchStore:
     ) -> tuple[list[dict[str, Any]], int]:
         order = RESULT_ORDERS.get(sort)
         if order is None:  # the HTTP layer checks first; a caller that does not gets a 400
-            raise FsupError("INVALID_REQUEST", f"sort must be one of {', '.join(RESULT_ORDERS)}",
-                            {"parameter": "sort"})
+            raise FsupError(
+                "INVALID_REQUEST",
+                f"sort must be one of {', '.join(RESULT_ORDERS)}",
+                {"parameter": "sort"},
+            )
         where, params = "search_id = ?", [search_id]
         if q:
-            where += " AND (instr(lower(title), ?) > 0 OR instr(lower(coalesce(snippet, '')), ?) > 0)"
+            where += (
+                " AND (instr(lower(title), ?) > 0 OR instr(lower(coalesce(snippet, '')), ?) > 0)"
+            )
             params += [q.lower(), q.lower()]
         (total,) = self._db.execute(
-            f"SELECT count(*) FROM results WHERE {where}", params  # noqa: S608
+            f"SELECT count(*) FROM results WHERE {where}",
+            params,  # noqa: S608
         ).fetchone()
         rows = self._db.execute(
             "SELECT result_id, kind, title, sources, snippet, size, score, first_seen FROM "
@@ -431,7 +452,8 @@ class SearchStore:
     def result(self, search_id: str, result_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
             "SELECT result_id, kind, title, sources, snippet, size, score, first_seen FROM "
-            "results WHERE search_id = ? AND result_id = ?", (search_id, result_id),
+            "results WHERE search_id = ? AND result_id = ?",
+            (search_id, result_id),
         ).fetchone()
         return _result_dict(row) if row else None
 
@@ -441,8 +463,16 @@ class SearchStore:
 
 
 def _search_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    names = ("id", "keyword", "state", "mode", "pinned", "active_run_id", "created_at",
-             "updated_at")
+    names = (
+        "id",
+        "keyword",
+        "state",
+        "mode",
+        "pinned",
+        "active_run_id",
+        "created_at",
+        "updated_at",
+    )
     search = dict(zip(names, row, strict=True))
     search["pinned"] = bool(search["pinned"])
     return search

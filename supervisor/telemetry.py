@@ -28,8 +28,11 @@ async def publish_fleet_stats(bus: EventBus, routes: RouteTable, period: float =
             for formation_id, counts in traffic.items()
         }
         previous = {fid: counts["served"] for fid, counts in traffic.items()}
-        bus.publish("traffic_stats", {
-            "formations": per_formation,
-            "served": sum(c["served"] for c in traffic.values()),
-            "in_flight": sum(c["in_flight"] for c in traffic.values()),
-        })
+        bus.publish(
+            "traffic_stats",
+            {
+                "formations": per_formation,
+                "served": sum(c["served"] for c in traffic.values()),
+                "in_flight": sum(c["in_flight"] for c in traffic.values()),
+            },
+        )

@@ -47,7 +47,9 @@ def problem(text: str) -> str | None:
     if PATTERN.fullmatch(text):
         return None
     if not _CHARACTERS.fullmatch(text):
-        return "it may hold only ASCII letters and digits, '.', '-' and '+' (no spaces or line breaks)"
+        return (
+            "it may hold only ASCII letters and digits, '.', '-' and '+' (no spaces or line breaks)"
+        )
     head, plus, build = text.partition("+")
     if plus and "" in build.split("."):
         return "a build identifier (after '+' or a '.') is empty"

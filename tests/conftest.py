@@ -18,11 +18,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     the command line, whichever tests are named."""
     group = parser.getgroup("chaos", "seeded chaos run against a real fsup")
     group.addoption(
-        "--chaos-minutes", type=float, default=CHAOS_DEFAULT_MINUTES,
+        "--chaos-minutes",
+        type=float,
+        default=CHAOS_DEFAULT_MINUTES,
         help=f"how long the chaos run lasts, in minutes (default {CHAOS_DEFAULT_MINUTES})",
     )
     group.addoption(
-        "--chaos-seed", type=int, default=None,
+        "--chaos-seed",
+        type=int,
+        default=None,
         help="seed of the chaos schedule (default: a fresh one, printed)",
     )
 

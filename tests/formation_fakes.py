@@ -158,8 +158,13 @@ class World:
         self.kept = Kept()
         self.listeners = FakeListeners()
         self.ctx = FormationContext(
-            self.home, self.store, launcher, lambda h: probe, "http://127.0.0.1:7890",
-            random.Random(1), listeners=self.listeners,
+            self.home,
+            self.store,
+            launcher,
+            lambda h: probe,
+            "http://127.0.0.1:7890",
+            random.Random(1),
+            listeners=self.listeners,
         )
 
     def actor(self) -> FormationActor:
@@ -173,7 +178,9 @@ async def running_world(
     manifest: str = MANIFEST,
     ignores_term: bool = False,
 ) -> AsyncIterator[tuple[World, ActorRef]]:
-    world = World(tmp_path, FakeLauncher(ignores_term), FakeProbe(healthy), parse_manifest(manifest.encode()))
+    world = World(
+        tmp_path, FakeLauncher(ignores_term), FakeProbe(healthy), parse_manifest(manifest.encode())
+    )
     async with trio.open_nursery() as nursery:
         ref = await Supervisor(nursery).start("formation:web", world.actor)
         yield world, ref

@@ -27,7 +27,9 @@ EXAMPLES = REPO / "examples" / "formations"
 NASTY = Path(__file__).resolve().parent / "fixtures" / "nasty.py"
 
 
-def make_bundle(files: dict[str, str | bytes], fmt: str = "tar.gz", top: str | None = "app") -> bytes:
+def make_bundle(
+    files: dict[str, str | bytes], fmt: str = "tar.gz", top: str | None = "app"
+) -> bytes:
     """A bundle holding `files` (name -> content), under one top folder unless `top` is None."""
     buffer = io.BytesIO()
     prefix = f"{top}/" if top else ""
@@ -59,7 +61,9 @@ def manifest(formation_id: str, mode: str = "serve", version: str = "1.0.0", **e
     return json.dumps(doc)
 
 
-def nasty_bundle(formation_id: str, mode: str = "serve", fmt: str = "tar.gz", **extra: Any) -> bytes:
+def nasty_bundle(
+    formation_id: str, mode: str = "serve", fmt: str = "tar.gz", **extra: Any
+) -> bytes:
     return make_bundle(
         {"formation.yaml": manifest(formation_id, mode, **extra), "nasty.py": NASTY.read_text()},
         fmt,
@@ -74,8 +78,12 @@ def example_bundle(name: str) -> bytes:
 def api_client(server: Server) -> httpx.Client:
     """An /api/v1 client carrying the bearer token from the loopback bootstrap."""
     token = httpx.get(f"{server.url}/api/v1/auth/bootstrap", trust_env=False).json()["token"]
-    return httpx.Client(base_url=f"{server.url}/api/v1", trust_env=False, timeout=30,
-                        headers={"Authorization": f"Bearer {token}"})
+    return httpx.Client(
+        base_url=f"{server.url}/api/v1",
+        trust_env=False,
+        timeout=30,
+        headers={"Authorization": f"Bearer {token}"},
+    )
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
@@ -135,9 +143,21 @@ class Server:
         env = {**os.environ, "MUXI_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
         log = open(self.home / "fsup-test.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "serve", "--port", "0",
-             "--port-range", self.port_range, *extra],
-            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=log,
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                "serve",
+                "--port",
+                "0",
+                "--port-range",
+                self.port_range,
+                *extra,
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=log,
         )
         log.close()
         self.url = self._read_url(timeout)

@@ -166,8 +166,9 @@ class Paper:
 
 
 def booted(desired: str = "running", policy: str = "on-failure") -> Paper:
-    paper = Paper(FormationMachine("web", spec(policy=policy), Path("/v/1.0.0"), 8001,
-                                   rng=random.Random(1)))
+    paper = Paper(
+        FormationMachine("web", spec(policy=policy), Path("/v/1.0.0"), 8001, rng=random.Random(1))
+    )
     paper.desired = desired
     paper.feed(Boot(desired, None))
     return paper

@@ -104,7 +104,9 @@ class Ran:
         return json.loads(self.out)
 
     def report(self) -> str:
-        return f"$ {self.command}\n[exit {self.rc}]\n{self.out[-3000:]}\n[stderr]\n{self.err[-3000:]}"
+        return (
+            f"$ {self.command}\n[exit {self.rc}]\n{self.out[-3000:]}\n[stderr]\n{self.err[-3000:]}"
+        )
 
 
 class Shell:
@@ -115,8 +117,13 @@ class Shell:
         self.count = 0
         with open(scratch / "bash.err", "wb") as errors:
             self.proc = subprocess.Popen(
-                ["bash", "--noprofile", "--norc"], cwd=cwd, env=env, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=errors, start_new_session=True,
+                ["bash", "--noprofile", "--norc"],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                start_new_session=True,
             )
         self.send("set -o pipefail\n")
 
@@ -130,8 +137,10 @@ class Shell:
         out, err = self.scratch / f"{self.count}.out", self.scratch / f"{self.count}.err"
         marker = f"@@done {self.count} "
         # The command on its own lines, so that a trailing comment or `&` stays as written.
-        self.send(f"{{ {command}\n}} </dev/null >{shlex.quote(str(out))} "
-                  f"2>{shlex.quote(str(err))}\necho \"{marker}$?\"\n")
+        self.send(
+            f"{{ {command}\n}} </dev/null >{shlex.quote(str(out))} "
+            f'2>{shlex.quote(str(err))}\necho "{marker}$?"\n'
+        )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -139,12 +148,14 @@ class Shell:
             if ready:
                 line = self.proc.stdout.readline().decode()
                 if line.startswith(marker):
-                    return Ran(command, int(line[len(marker):]), out, err)
+                    return Ran(command, int(line[len(marker) :]), out, err)
                 if not line:
                     break
         ran = Ran(command, -1, out, err)
-        raise AssertionError(f"no answer within {timeout}s\n{ran.report()}\n"
-                             f"{(self.scratch / 'bash.err').read_text()}")
+        raise AssertionError(
+            f"no answer within {timeout}s\n{ran.report()}\n"
+            f"{(self.scratch / 'bash.err').read_text()}"
+        )
 
     def close(self) -> None:
         """Ends bash and everything it started (its session's process group)."""

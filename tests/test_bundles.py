@@ -54,7 +54,9 @@ def test_flat_bundle_is_kept_as_is(tmp_path: Path, fmt: str) -> None:
 
 
 def test_executable_bit_survives(tmp_path: Path) -> None:
-    data = tar_with((member("run.sh", mode=0o755), b"#!/bin/sh\n"), (member("x", mode=0o4777), b"x"))
+    data = tar_with(
+        (member("run.sh", mode=0o755), b"#!/bin/sh\n"), (member("x", mode=0o4777), b"x")
+    )
     extract_bundle(data, tmp_path)
     assert stat.S_IMODE((tmp_path / "run.sh").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "x").stat().st_mode) == 0o755  # no setuid
@@ -62,8 +64,13 @@ def test_executable_bit_survives(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "words"),
-    [("../evil", "'..'"), ("a/../../evil", "'..'"), ("/etc/passwd", "absolute"),
-     ("C:/evil", "absolute"), ("a\\..\\evil", "backslash")],
+    [
+        ("../evil", "'..'"),
+        ("a/../../evil", "'..'"),
+        ("/etc/passwd", "absolute"),
+        ("C:/evil", "absolute"),
+        ("a\\..\\evil", "backslash"),
+    ],
 )
 def test_names_that_escape_are_refused(tmp_path: Path, name: str, words: str) -> None:
     dest = tmp_path / "dest"
@@ -75,8 +82,13 @@ def test_names_that_escape_are_refused(tmp_path: Path, name: str, words: str) ->
 
 @pytest.mark.parametrize(
     ("kind", "extra"),
-    [(tarfile.SYMTYPE, {"linkname": "/etc/passwd"}), (tarfile.LNKTYPE, {"linkname": "a"}),
-     (tarfile.CHRTYPE, {}), (tarfile.BLKTYPE, {}), (tarfile.FIFOTYPE, {})],
+    [
+        (tarfile.SYMTYPE, {"linkname": "/etc/passwd"}),
+        (tarfile.LNKTYPE, {"linkname": "a"}),
+        (tarfile.CHRTYPE, {}),
+        (tarfile.BLKTYPE, {}),
+        (tarfile.FIFOTYPE, {}),
+    ],
 )
 def test_links_and_devices_are_refused(tmp_path: Path, kind: bytes, extra: dict) -> None:
     refused(tar_with((member("a"), b"x"), (member("b", kind, **extra), b"")), tmp_path)
@@ -133,11 +145,22 @@ def pax_tar(pax: dict[str, str], name: str = "a", data: bytes = b"hello") -> byt
 
 @pytest.mark.parametrize(
     ("pax", "words"),
-    [({"path": "../../evil"}, "'..'"), ({"path": "/etc/evil"}, "absolute"),
-     ({"size": "-5"}, "negative"), ({"size": "9" * 30}, "limit"),
-     ({"size": "99999"}, "ends inside this member"),
-     ({"GNU.sparse.map": "0,5", "GNU.sparse.size": "999999999", "GNU.sparse.major": "1",
-       "GNU.sparse.minor": "0"}, "sparse")],
+    [
+        ({"path": "../../evil"}, "'..'"),
+        ({"path": "/etc/evil"}, "absolute"),
+        ({"size": "-5"}, "negative"),
+        ({"size": "9" * 30}, "limit"),
+        ({"size": "99999"}, "ends inside this member"),
+        (
+            {
+                "GNU.sparse.map": "0,5",
+                "GNU.sparse.size": "999999999",
+                "GNU.sparse.major": "1",
+                "GNU.sparse.minor": "0",
+            },
+            "sparse",
+        ),
+    ],
 )
 def test_pax_headers_cannot_smuggle_names_or_sizes(
     tmp_path: Path, pax: dict[str, str], words: str

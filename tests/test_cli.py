@@ -24,14 +24,22 @@ from supervisor.intake import pack_folder
 pytestmark = pytest.mark.e2e
 
 
-def fsup(server_or_home: Server | Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def fsup(
+    server_or_home: Server | Path, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     if isinstance(server_or_home, Server):
         home, url = server_or_home.home, server_or_home.url
     else:
         home, url = server_or_home, "http://127.0.0.1:9"  # nothing listens there
     env = {**os.environ, "MUXI_HOME": str(home), "MUXI_URL": url}
-    return subprocess.run([sys.executable, "-m", "supervisor", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def ok_json(server: Server, *args: str) -> dict:
@@ -44,7 +52,11 @@ def test_full_cycle_deploy_update_rollback_logs_download_stop_rm(
     server: Server, tmp_path: Path
 ) -> None:
     first = ok_json(server, "deploy", str(EXAMPLES / "hello"))
-    assert (first["formation_id"], first["status"], first["version"]) == ("hello", "running", "1.0.0")
+    assert (first["formation_id"], first["status"], first["version"]) == (
+        "hello",
+        "running",
+        "1.0.0",
+    )
     listing = ok_json(server, "ls")
     assert [f["id"] for f in listing["formations"]] == ["hello"]
 
@@ -76,7 +88,9 @@ def test_full_cycle_deploy_update_rollback_logs_download_stop_rm(
     table = fsup(server, "ls")
     assert table.returncode == 0 and "hello" in table.stdout and "stopped" in table.stdout
     audit = ok_json(server, "audit", "-n", "100")
-    assert any(e["method"] == "PUT" and e["path"] == "/rpc/formations/hello" for e in audit["entries"])
+    assert any(
+        e["method"] == "PUT" and e["path"] == "/rpc/formations/hello" for e in audit["entries"]
+    )
 
     removed = ok_json(server, "rm", "hello", "-y")
     assert removed == {"id": "hello", "deleted": True}
@@ -88,8 +102,13 @@ def test_progress_is_plain_lines_off_a_terminal(server: Server) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     stages = [line.split(":", 1)[0] for line in lines[:-1]]
-    assert stages[:5] == ["extracting", "validating", "resolving_runtime", "downloading_sif",
-                          "pulling_runner"]
+    assert stages[:5] == [
+        "extracting",
+        "validating",
+        "resolving_runtime",
+        "downloading_sif",
+        "pulling_runner",
+    ]
     assert "health_check" in stages and "(skipped)" in lines[3]
     assert lines[-1].startswith("hello: deployed 1.0.0, running on port")
 
@@ -110,8 +129,18 @@ def test_errors_exit_1_with_code_message_and_hint(server: Server, home: Path) ->
 
 
 def test_wrong_keys_say_so(server: Server, home: Path) -> None:
-    added = fsup(server, "profile", "add", "bad", "--url", server.url, "--key-id", "MUXI_LOCAL_x",
-                 "--secret-key", "nope")
+    added = fsup(
+        server,
+        "profile",
+        "add",
+        "bad",
+        "--url",
+        server.url,
+        "--key-id",
+        "MUXI_LOCAL_x",
+        "--secret-key",
+        "nope",
+    )
     assert added.returncode == 0
     denied = fsup(server, "--profile", "bad", "ls")
     assert denied.returncode == 1 and "UNAUTHORIZED" in denied.stderr
@@ -120,8 +149,19 @@ def test_wrong_keys_say_so(server: Server, home: Path) -> None:
 
 def test_profiles_file_and_its_mode(server: Server, home: Path) -> None:
     creds = json.loads((home / "server" / "credentials.json").read_text())
-    done = fsup(server, "profile", "add", "mine", "--url", server.url, "--key-id",
-                creds["key_id"], "--secret-key", creds["secret_key"], "--default")
+    done = fsup(
+        server,
+        "profile",
+        "add",
+        "mine",
+        "--url",
+        server.url,
+        "--key-id",
+        creds["key_id"],
+        "--secret-key",
+        creds["secret_key"],
+        "--default",
+    )
     assert done.returncode == 0
     path = home / "profiles.yaml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -132,8 +172,14 @@ def test_profiles_file_and_its_mode(server: Server, home: Path) -> None:
     assert [p["name"] for p in listed["profiles"]] == ["local", "mine"]
     env = {**os.environ, "MUXI_HOME": str(home)}
     env.pop("MUXI_URL", None)
-    via_default = subprocess.run([sys.executable, "-m", "supervisor", "--json", "ls"], env=env,
-                                 cwd=REPO, capture_output=True, text=True, timeout=60)
+    via_default = subprocess.run(
+        [sys.executable, "-m", "supervisor", "--json", "ls"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert via_default.returncode == 0, via_default.stderr  # the default profile's URL
     assert fsup(server, "profile", "use", "local").returncode == 0
     assert yaml.safe_load(path.read_text())["default"] is None
@@ -145,9 +191,15 @@ def test_profiles_file_and_its_mode(server: Server, home: Path) -> None:
 def test_logs_follow_stops_cleanly_on_ctrl_c(server: Server) -> None:
     server.rpc.deploy(open_bundle(EXAMPLES / "hello"))
     env = {**os.environ, "MUXI_HOME": str(server.home), "MUXI_URL": server.url}
-    follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", "hello", "-f", "-n", "1"],
-                                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, preexec_fn=ctrl_c_works)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "logs", "hello", "-f", "-n", "1"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_works,
+    )
     try:
         ready, _, _ = select.select([follower.stdout], [], [], 20)
         assert ready and follower.stdout is not None and follower.stdout.readline()
@@ -184,23 +236,41 @@ def open_bundle(folder: Path) -> bytes:
 
 def test_packing_leaves_out_what_does_not_belong(tmp_path: Path) -> None:
     app = tmp_path / "app"
-    for name in ("formation.yaml", "main.py", "sub/data/keep.txt", "sub/mod.py", ".git/HEAD",
-                 "__pycache__/x.cpython-311.pyc", "sub/y.pyc", ".env", ".env.local",
-                 "node_modules/pkg/index.js", "logs/today.txt", "app.log", "data/state.bin",
-                 "memory.db"):
+    for name in (
+        "formation.yaml",
+        "main.py",
+        "sub/data/keep.txt",
+        "sub/mod.py",
+        ".git/HEAD",
+        "__pycache__/x.cpython-311.pyc",
+        "sub/y.pyc",
+        ".env",
+        ".env.local",
+        "node_modules/pkg/index.js",
+        "logs/today.txt",
+        "app.log",
+        "data/state.bin",
+        "memory.db",
+    ):
         path = app / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
     (app / "link").symlink_to(app / "main.py")
     with tarfile.open(fileobj=io.BytesIO(pack_folder(app)), mode="r:gz") as archive:
-        names = {n.removeprefix("app/") for n in archive.getnames() if not archive.getmember(n).isdir()}
+        names = {
+            n.removeprefix("app/") for n in archive.getnames() if not archive.getmember(n).isdir()
+        }
     assert names == {"formation.yaml", "main.py", "sub/data/keep.txt", "sub/mod.py"}
 
 
 @pytest.mark.parametrize(
     ("code", "message", "words"),
     [
-        ("UNAUTHORIZED", "request timestamp is 400s away from the server clock (limit 300s)", "clock"),
+        (
+            "UNAUTHORIZED",
+            "request timestamp is 400s away from the server clock (limit 300s)",
+            "clock",
+        ),
         ("UNAUTHORIZED", "invalid key id or signature", "key id and secret"),
         ("VERSION_NOT_HIGHER", "version 1.0.0 is not higher", "raise `version`"),
         ("PORTS_EXHAUSTED", "no free port", "--port-range"),
@@ -230,7 +300,10 @@ def test_hints_say_what_to_do(code: str, message: str, words: str) -> None:
     ],
 )
 def test_ids_are_checked_before_any_request(
-    argv: list[str], bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    bad: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from supervisor import cli  # noqa: PLC0415
@@ -261,9 +334,15 @@ def test_live_search_stops_cleanly_on_ctrl_c(server: Server) -> None:
     server.rpc.deploy(open_bundle(EXAMPLES / "hello"))
     wait_for(lambda: "listening" in fsup(server, "logs", "hello").stdout)
     env = {**os.environ, "MUXI_HOME": str(server.home), "MUXI_URL": server.url}
-    searcher = subprocess.Popen([sys.executable, "-m", "supervisor", "search", "--live", "listening"],
-                                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, preexec_fn=ctrl_c_works)
+    searcher = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "search", "--live", "listening"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_works,
+    )
     try:
         ready, _, _ = select.select([searcher.stdout], [], [], 20)
         assert ready and searcher.stdout is not None
@@ -278,8 +357,9 @@ def test_live_search_stops_cleanly_on_ctrl_c(server: Server) -> None:
             searcher.communicate()
     # The search was stopped on the server, not left running.
     bearer = httpx.get(f"{server.url}/api/v1/auth/bootstrap").json()["token"]
-    searches = httpx.get(f"{server.url}/api/v1/searches",
-                         headers={"Authorization": f"Bearer {bearer}"}).json()["searches"]
+    searches = httpx.get(
+        f"{server.url}/api/v1/searches", headers={"Authorization": f"Bearer {bearer}"}
+    ).json()["searches"]
     assert [s["state"] for s in searches] == ["stopped"]
 
 

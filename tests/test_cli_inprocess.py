@@ -85,11 +85,18 @@ def test_ls_as_a_table_and_as_json(env: Server, capsys: Capture) -> None:
     code, out, err = run(capsys, "ls")
     assert code == 0 and err == ""
     header, row = out.splitlines()
-    assert header.split() == ["ID", "VERSION", "STATUS", "HEALTHY", "PID", "PORT", "RESTARTS",
-                              "UPTIME"]
+    assert header.split() == [
+        "ID",
+        "VERSION",
+        "STATUS",
+        "HEALTHY",
+        "PID",
+        "PORT",
+        "RESTARTS",
+        "UPTIME",
+    ]
     cells = row.split()
-    assert cells[:6] == ["hello", "1.0.0", "running", "True", str(hello["pid"]),
-                         str(hello["port"])]
+    assert cells[:6] == ["hello", "1.0.0", "running", "True", str(hello["pid"]), str(hello["port"])]
 
 
 def test_show_as_fields_and_as_json(env: Server, capsys: Capture) -> None:
@@ -131,7 +138,8 @@ def test_auth_scheme_muxi_hmac(env: Server, capsys: Capture) -> None:
     assert status["formations"]["total"] == 1 and status["formations"]["running"] == 1
     entries = ok_json(capsys, "audit", "-n", "1")["entries"]
     assert [(e["scheme"], e["method"], e["path"], e["status"]) for e in entries] == [
-        ("muxi-hmac", "GET", "/rpc/server/status", 200)]
+        ("muxi-hmac", "GET", "/rpc/server/status", 200)
+    ]
     code, out, _ = run(capsys, "--auth-scheme", "muxi-hmac", "status")
     assert code == 0
     assert "formations" in out and "1 (1 running, 0 stopped, 0 crashed)" in out
@@ -143,16 +151,31 @@ def test_profiles_in_their_own_home(
     monkeypatch.setenv("MUXI_HOME", str(tmp_path))
     monkeypatch.delenv("MUXI_URL", raising=False)
     creds = json.loads((served.home / "server" / "credentials.json").read_text())
-    code, out, _ = run(capsys, "profile", "add", "mine", "--url", served.url, "--key-id",
-                       creds["key_id"], "--secret-key", creds["secret_key"], "--default")
+    code, out, _ = run(
+        capsys,
+        "profile",
+        "add",
+        "mine",
+        "--url",
+        served.url,
+        "--key-id",
+        creds["key_id"],
+        "--secret-key",
+        creds["secret_key"],
+        "--default",
+    )
     assert (code, out.strip()) == (0, "profile mine saved")
     path = tmp_path / "profiles.yaml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert yaml.safe_load(path.read_text())["profiles"]["mine"]["url"] == served.url
     listed = ok_json(capsys, "profile", "ls")
-    assert listed == {"default": "mine", "profiles": [
-        {"name": "local", "url": "http://127.0.0.1:7890 (credentials.json)", "default": False},
-        {"name": "mine", "url": served.url, "default": True}]}
+    assert listed == {
+        "default": "mine",
+        "profiles": [
+            {"name": "local", "url": "http://127.0.0.1:7890 (credentials.json)", "default": False},
+            {"name": "mine", "url": served.url, "default": True},
+        ],
+    }
     code, out, _ = run(capsys, "profile", "ls")
     assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["NAME", "local", "mine"]
     # The default profile reaches the server: no URL given, no credentials in this home.
@@ -167,10 +190,14 @@ def test_profiles_in_their_own_home(
     assert ok_json(capsys, "profile", "rm", "mine") == {"removed": "mine"}
     code, _, err = run(capsys, "--profile", "mine", "ls")
     assert code == 1 and "no profile named 'mine'" in err
-    for argv, words in ((("profile", "rm", "mine"), "no profile named 'mine'"),
-                        (("profile", "use", "nope"), "no profile named 'nope'"),
-                        (("profile", "add", "local", "--url", "x", "--key-id", "k",
-                          "--secret-key", "s"), "built-in local profile")):
+    for argv, words in (
+        (("profile", "rm", "mine"), "no profile named 'mine'"),
+        (("profile", "use", "nope"), "no profile named 'nope'"),
+        (
+            ("profile", "add", "local", "--url", "x", "--key-id", "k", "--secret-key", "s"),
+            "built-in local profile",
+        ),
+    ):
         code, _, err = run(capsys, *argv)
         assert code == 1 and words in err, argv
     assert yaml.safe_load(path.read_text()) == {"default": None, "profiles": {}}

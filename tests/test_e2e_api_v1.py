@@ -21,8 +21,9 @@ def test_auth_rules(server: Server, home: Path) -> None:
     assert token == (home / "server" / "api.token").read_text().strip()
     assert oct((home / "server" / "api.token").stat().st_mode & 0o777) == "0o600"
     # A forwarded header does not make a request remote, nor a remote one local.
-    forwarded = httpx.get(f"{server.url}/api/v1/auth/bootstrap",
-                          headers={"X-Forwarded-For": "203.0.113.9"})
+    forwarded = httpx.get(
+        f"{server.url}/api/v1/auth/bootstrap", headers={"X-Forwarded-For": "203.0.113.9"}
+    )
     assert forwarded.status_code == 200
     no_bearer = httpx.get(f"{server.url}/api/v1/logs")
     assert no_bearer.status_code == 401 and no_bearer.json()["error"]["code"] == "UNAUTHORIZED"
@@ -54,8 +55,9 @@ def read_events(
     if last_id is not None:
         headers["Last-Event-ID"] = last_id
     got: list[SseEvent] = []
-    with httpx.stream("GET", f"{server.url}/api/v1/events", headers=headers, timeout=30,
-                      trust_env=False) as response:
+    with httpx.stream(
+        "GET", f"{server.url}/api/v1/events", headers=headers, timeout=30, trust_env=False
+    ) as response:
         assert response.status_code == 200
         if opened is not None:
             opened.set()

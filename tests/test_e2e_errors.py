@@ -31,8 +31,15 @@ def test_public_endpoints_need_no_signature(server: Server) -> None:
 
 @pytest.mark.parametrize(
     "tamper",
-    ["no-headers", "wrong-key-id", "wrong-signature", "old-timestamp", "signed-other-path",
-     "signed-other-body", "bad-timestamp"],
+    [
+        "no-headers",
+        "wrong-key-id",
+        "wrong-signature",
+        "old-timestamp",
+        "signed-other-path",
+        "signed-other-body",
+        "bad-timestamp",
+    ],
 )
 def test_unsigned_or_tampered_requests_get_401(server: Server, tamper: str) -> None:
     rpc = server.rpc
@@ -53,12 +60,18 @@ def test_unsigned_or_tampered_requests_get_401(server: Server, tamper: str) -> N
         )
     elif tamper == "signed-other-path":
         headers["x-muxi-signature"] = sign(
-            rpc.secret_key, "POST", b"/rpc/formations/other/stop", headers["x-muxi-timestamp"],
+            rpc.secret_key,
+            "POST",
+            b"/rpc/formations/other/stop",
+            headers["x-muxi-timestamp"],
             b"{}",
         )
     elif tamper == "signed-other-body":
         headers["x-muxi-signature"] = sign(
-            rpc.secret_key, "POST", b"/rpc/formations/nope/stop", headers["x-muxi-timestamp"],
+            rpc.secret_key,
+            "POST",
+            b"/rpc/formations/nope/stop",
+            headers["x-muxi-timestamp"],
             b"{ }",
         )
     elif tamper == "bad-timestamp":
@@ -102,7 +115,9 @@ def test_invalid_formation_yaml_names_the_field(server: Server) -> None:
     assert error.details["field"] == "restart.policy"
     reserved = error_of(lambda: server.rpc.deploy(nasty_bundle("admin")))
     assert "reserved" in reserved.message
-    missing = make_bundle({"formation.yaml": "id: nope\nversion: 1.0.0\ncommand: [definitely-not-a-binary]"})
+    missing = make_bundle(
+        {"formation.yaml": "id: nope\nversion: 1.0.0\ncommand: [definitely-not-a-binary]"}
+    )
     error = error_of(lambda: server.rpc.deploy(missing))
     assert error.code == "INVALID_FORMATION" and error.details["field"] == "command[0]"
 
@@ -110,7 +125,9 @@ def test_invalid_formation_yaml_names_the_field(server: Server) -> None:
 def test_header_id_must_match_the_manifest(server: Server) -> None:
     error = error_of(
         lambda: server.rpc.call(
-            "POST", "/rpc/formations/deploy", nasty_bundle("alpha"),
+            "POST",
+            "/rpc/formations/deploy",
+            nasty_bundle("alpha"),
             {"Content-Type": "application/gzip", "X-Formation-ID": "beta"},
         )
     )
@@ -135,8 +152,11 @@ def test_conflicts_and_missing_formations(server: Server) -> None:
     server.rpc.call("POST", "/rpc/formations/once/stop")
     stopped = error_of(lambda: server.rpc.call("POST", "/rpc/formations/once/stop"))
     assert (stopped.status, stopped.code) == (409, "FORMATION_NOT_RUNNING")
-    for method, path in [("GET", "/rpc/formations/ghost"), ("POST", "/rpc/formations/ghost/start"),
-                         ("DELETE", "/rpc/formations/ghost")]:
+    for method, path in [
+        ("GET", "/rpc/formations/ghost"),
+        ("POST", "/rpc/formations/ghost/start"),
+        ("DELETE", "/rpc/formations/ghost"),
+    ]:
         missing = error_of(lambda m=method, p=path: server.rpc.call(m, p))
         assert (missing.status, missing.code) == (404, "FORMATION_NOT_FOUND")
     unknown = error_of(lambda: server.rpc.call("GET", "/rpc/nothing-here"))
@@ -144,9 +164,13 @@ def test_conflicts_and_missing_formations(server: Server) -> None:
 
 
 def test_unhealthy_deploy_fails_with_422_and_leaves_nothing(server: Server, home: Path) -> None:
-    bundle = nasty_bundle("mute", "silent", health={"http": "/health", "interval": 0.1, "timeout": 1})
+    bundle = nasty_bundle(
+        "mute", "silent", health={"http": "/health", "interval": 0.1, "timeout": 1}
+    )
     events = list(
-        server.rpc.stream("POST", "/rpc/formations/deploy", bundle, {"Content-Type": "application/gzip"})
+        server.rpc.stream(
+            "POST", "/rpc/formations/deploy", bundle, {"Content-Type": "application/gzip"}
+        )
     )
     last = events[-1]
     assert last.event == "error"

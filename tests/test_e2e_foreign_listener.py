@@ -79,8 +79,12 @@ def stranger_on(port: int) -> Iterator[Stranger]:
 
 
 def late_bundle(formation_id: str, version: str, gate: Path) -> bytes:
-    doc = manifest(formation_id, version=version, command=["python3", "app.py"],
-                   env={"LISTEN_AFTER": str(gate)})
+    doc = manifest(
+        formation_id,
+        version=version,
+        command=["python3", "app.py"],
+        env={"LISTEN_AFTER": str(gate)},
+    )
     return make_bundle({"formation.yaml": doc, "app.py": LATE_APP, "nasty.py": NASTY.read_text()})
 
 
@@ -146,9 +150,7 @@ def test_a_stranger_that_binds_while_the_formation_starts_fails_the_start(
     port = server.rpc.deploy(late_bundle("late", "1.0.0", gate))["port"]
     server.rpc.call("POST", "/rpc/formations/late/stop")
     gate.unlink()  # from now on, the formation's process does not listen
-    worker, outcome = in_background(
-        lambda: server.rpc.call("POST", "/rpc/formations/late/start")
-    )
+    worker, outcome = in_background(lambda: server.rpc.call("POST", "/rpc/formations/late/start"))
     wait_for(lambda: tops(home, "late"))
     with stranger_on(port) as stranger:
         worker.join(30)
@@ -168,7 +170,9 @@ def test_update_takes_another_staging_port_when_the_next_one_is_held(
     first = server.rpc.deploy(nasty_bundle("blue", version="1.0.0"))
     # The pool hands ports out round-robin: the staging port would be the next one.
     with stranger_on(first["port"] + 1) as stranger:
-        done = server.rpc.call("PUT", "/rpc/formations/blue", nasty_bundle("blue", version="1.1.0"), GZIP)
+        done = server.rpc.call(
+            "PUT", "/rpc/formations/blue", nasty_bundle("blue", version="1.1.0"), GZIP
+        )
         assert done["version"] == "1.1.0"
         assert done["port"] == first["port"] + 2  # the held one skipped
         served = proxied_get(server, "blue").json()
@@ -180,9 +184,11 @@ def test_a_stranger_on_the_staging_port_fails_the_update_and_the_old_keeps_servi
     server: Server, home: Path, tmp_path: Path
 ) -> None:
     first = server.rpc.deploy(nasty_bundle("green", version="1.0.0"))
-    worker, outcome = in_background(lambda: server.rpc.call(
-        "PUT", "/rpc/formations/green", late_bundle("green", "2.0.0", tmp_path / "never"), GZIP
-    ))
+    worker, outcome = in_background(
+        lambda: server.rpc.call(
+            "PUT", "/rpc/formations/green", late_bundle("green", "2.0.0", tmp_path / "never"), GZIP
+        )
+    )
     staging = wait_for(lambda: [p for p in tops(home, "green") if p.pid != first["pid"]])
     staging_port = int(staging[0].environ()["PORT"])
     with stranger_on(staging_port) as stranger:
@@ -192,7 +198,11 @@ def test_a_stranger_on_the_staging_port_fails_the_update_and_the_old_keeps_servi
         assert f"port {staging_port}" in error.message and f"pid {os.getpid()} (" in error.message
         assert "1.0.0 keeps serving" in error.message
         shown = server.formation("green")
-        assert (shown["version"], shown["pid"], shown["port"]) == ("1.0.0", first["pid"], first["port"])
+        assert (shown["version"], shown["pid"], shown["port"]) == (
+            "1.0.0",
+            first["pid"],
+            first["port"],
+        )
         assert shown["versions"] == ["1.0.0"] and shown["update_in_progress"] is False
         assert shown["healthy"] is True
         assert proxied_get(server, "green").json()["version"] == "1.0.0"

@@ -24,8 +24,12 @@ pytestmark = pytest.mark.e2e
 
 GZIP = {"Content-Type": "application/gzip"}
 FLEET_TYPES = {
-    "formation_state_changed", "formation_deployed", "formation_updated",
-    "formation_rolled_back", "formation_deleted", "formation_health_changed",
+    "formation_state_changed",
+    "formation_deployed",
+    "formation_updated",
+    "formation_rolled_back",
+    "formation_deleted",
+    "formation_health_changed",
 }
 
 
@@ -51,9 +55,11 @@ class Events:
                 return event
 
     def transitions(self, formation_id: str) -> list[tuple[str, str, str]]:
-        return [(e["data"]["from"], e["data"]["to"], e["data"]["reason"]) for e in self.seen
-                if e["type"] == "formation_state_changed"
-                and e["data"]["formation_id"] == formation_id]
+        return [
+            (e["data"]["from"], e["data"]["to"], e["data"]["reason"])
+            for e in self.seen
+            if e["type"] == "formation_state_changed" and e["data"]["formation_id"] == formation_id
+        ]
 
 
 @contextmanager
@@ -62,6 +68,7 @@ def fleet_events(server: Server) -> Iterator[Events]:
     with ApiClient(server.url) as client:
         client.login()
         with client.open_events() as stream:
+
             def read() -> None:
                 try:
                     for event in stream:
@@ -87,20 +94,24 @@ def test_deploy_crash_update_rollback_and_delete_are_announced(server: Server) -
         assert event["search_id"] is None and event["ts"]
         assert event["data"]["version"] == "1.0.0" and event["data"]["pid"] == deployed["pid"]
         assert events.transitions("herald") == [
-            ("stopped", "starting", "start"), ("starting", "running", "healthy")]
+            ("stopped", "starting", "start"),
+            ("starting", "running", "healthy"),
+        ]
         health = [e for e in events.seen if e["type"] == "formation_health_changed"]
         assert health[-1]["data"] == {"formation_id": "herald", "healthy": True, "error": None}
 
         os.kill(deployed["pid"], signal.SIGKILL)
-        restarting = events.expect("formation_state_changed", formation_id="herald",
-                                   to="restarting")
+        restarting = events.expect(
+            "formation_state_changed", formation_id="herald", to="restarting"
+        )
         assert restarting["data"]["reason"] == "exited"
         assert restarting["data"]["restart_count"] == 1
         running = events.expect("formation_state_changed", formation_id="herald", to="running")
         assert running["data"]["pid"] not in (None, deployed["pid"])
 
-        server.rpc.call("PUT", "/rpc/formations/herald",
-                        nasty_bundle("herald", version="1.1.0"), GZIP)
+        server.rpc.call(
+            "PUT", "/rpc/formations/herald", nasty_bundle("herald", version="1.1.0"), GZIP
+        )
         updated = events.expect("formation_updated", formation_id="herald")
         assert updated["data"]["version"] == "1.1.0"
         assert updated["data"]["previous_version"] == "1.0.0"
@@ -126,5 +137,8 @@ def test_a_stop_and_a_start_are_announced_with_their_reasons(server: Server) -> 
         server.rpc.call("POST", "/rpc/formations/crier/start")
         events.expect("formation_state_changed", formation_id="crier", to="running")
         assert events.transitions("crier") == [
-            ("running", "stopping", "stop"), ("stopping", "stopped", "stop"),
-            ("stopped", "starting", "start"), ("starting", "running", "healthy")]
+            ("running", "stopping", "stop"),
+            ("stopping", "stopped", "stop"),
+            ("stopped", "starting", "start"),
+            ("starting", "running", "healthy"),
+        ]

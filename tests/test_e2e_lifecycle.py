@@ -60,7 +60,9 @@ def test_deploy_json_runs_the_example_with_its_environment(server: Server, home:
 def test_deploy_streams_the_seed_stages_in_order(server: Server) -> None:
     events = list(
         server.rpc.stream(
-            "POST", "/rpc/formations/deploy", nasty_bundle("sse-app"),
+            "POST",
+            "/rpc/formations/deploy",
+            nasty_bundle("sse-app"),
             {"Content-Type": "application/gzip"},
         )
     )
@@ -69,8 +71,13 @@ def test_deploy_streams_the_seed_stages_in_order(server: Server) -> None:
     stages = [e.data["stage"] for e in events[:-1]]
     distinct = list(dict.fromkeys(stages))
     assert distinct == [
-        "extracting", "validating", "resolving_runtime", "downloading_sif", "pulling_runner",
-        "spawning", "health_check",
+        "extracting",
+        "validating",
+        "resolving_runtime",
+        "downloading_sif",
+        "pulling_runner",
+        "spawning",
+        "health_check",
     ]
     skipped = {e.data["stage"] for e in events if e.data.get("skipped")}
     assert skipped == {"downloading_sif", "pulling_runner"}
@@ -100,8 +107,12 @@ def test_sigkilled_child_comes_back_healthy(server: Server) -> None:
 
 
 def test_crash_loop_gives_up_as_crashed(server: Server, home: Path) -> None:
-    restart = {"policy": "on-failure", "backoff": {"initial": 0.05, "factor": 2, "max": 0.2},
-               "max_restarts": 3, "window": 60}
+    restart = {
+        "policy": "on-failure",
+        "backoff": {"initial": 0.05, "factor": 2, "max": 0.2},
+        "max_restarts": 3,
+        "window": 60,
+    }
     # Passes its 1 s stay-up check, then exits with code 3 at 1.3 s, every time.
     first = server.rpc.deploy(nasty_bundle("crashy", "flap", health={}, restart=restart))
     assert first["status"] == "running"

@@ -21,8 +21,11 @@ pytestmark = pytest.mark.e2e
 
 
 def say(server: Server, formation_id: str, stream: str, *lines: str) -> None:
-    httpx.get(f"{server.url}/api/{formation_id}/say",
-              params={"stream": stream, "text": ",".join(lines)}, trust_env=False).raise_for_status()
+    httpx.get(
+        f"{server.url}/api/{formation_id}/say",
+        params={"stream": stream, "text": ",".join(lines)},
+        trust_env=False,
+    ).raise_for_status()
 
 
 def lines_of(server: Server, formation_id: str, query: str) -> list[dict]:
@@ -33,8 +36,13 @@ def test_logs_tail_both_streams(server: Server) -> None:
     server.rpc.deploy(nasty_bundle("talker"))
     say(server, "talker", "stdout", "out-1", "out-2")
     say(server, "talker", "stderr", "err-1")
-    out = wait_for(lambda: (got := lines_of(server, "talker", "stream=stdout&lines=1000"))
-                   and "out-2" in [x["line"] for x in got] and got)
+    out = wait_for(
+        lambda: (
+            (got := lines_of(server, "talker", "stream=stdout&lines=1000"))
+            and "out-2" in [x["line"] for x in got]
+            and got
+        )
+    )
     assert {x["stream"] for x in out} == {"stdout"}
     assert any(x["line"].startswith("serving on") for x in out)
     err = lines_of(server, "talker", "stream=stderr")
@@ -81,8 +89,13 @@ def test_follow_survives_rotation_and_restart(home: Path) -> None:
             expected += lines
         wait_for(lambda: len([e for e in seen if e.data["line"] in expected]) == len(expected))
         os.kill(first["pid"], signal.SIGKILL)
-        wait_for(lambda: (s := server.formation("chatty"))["status"] == "running"
-                 and s["pid"] != first["pid"] and s["healthy"])
+        wait_for(
+            lambda: (
+                (s := server.formation("chatty"))["status"] == "running"
+                and s["pid"] != first["pid"]
+                and s["healthy"]
+            )
+        )
         say(server, "chatty", "stderr", "after-restart", "last")
         assert done.wait(20)
         reader.join(5)
@@ -105,7 +118,9 @@ def test_download_with_and_without_runtime_state(server: Server, home: Path) -> 
     (version_dir / "memory.db").write_bytes(b"sqlite?")
 
     def names(query: str) -> tuple[set[str], httpx.Response]:
-        response = server.rpc.send(server.rpc.build("GET", f"/rpc/formations/packed/download{query}"))
+        response = server.rpc.send(
+            server.rpc.build("GET", f"/rpc/formations/packed/download{query}")
+        )
         assert response.status_code == 200, response.text
         return set(zipfile.ZipFile(io.BytesIO(response.content)).namelist()), response
 

@@ -58,8 +58,12 @@ def test_the_sdk_drives_every_seed_route(server: Server, sdk: ServerClient) -> N
     assert sdk.health() == {"status": "healthy"}
     assert sdk.ping() > 0
     server.rpc.deploy(nasty_bundle("alpha"))
-    server.rpc.call("PUT", "/rpc/formations/alpha", nasty_bundle("alpha", version="1.1.0"),
-                    {"Content-Type": "application/gzip"})
+    server.rpc.call(
+        "PUT",
+        "/rpc/formations/alpha",
+        nasty_bundle("alpha", version="1.1.0"),
+        {"Content-Type": "application/gzip"},
+    )
 
     status = sdk.status()
     assert status["formations"]["total"] == 1 and status["formations"]["running"] == 1
@@ -67,8 +71,9 @@ def test_the_sdk_drives_every_seed_route(server: Server, sdk: ServerClient) -> N
     assert [f["id"] for f in listed["formations"]] == ["alpha"]
     assert sdk.get_formation("alpha")["version"] == "1.1.0"
 
-    httpx.get(f"{server.url}/api/alpha/say", params={"stream": "stdout", "text": "a,b,c"},
-              trust_env=False).raise_for_status()
+    httpx.get(
+        f"{server.url}/api/alpha/say", params={"stream": "stdout", "text": "a,b,c"}, trust_env=False
+    ).raise_for_status()
     wait_for(lambda: "c" in [x["line"] for x in sdk.get_formation_logs("alpha", limit=2)["lines"]])
     assert len(sdk.get_formation_logs("alpha", limit=2)["lines"]) == 2
 
@@ -107,17 +112,27 @@ def test_sdk_errors_read_well(server: Server, sdk: ServerClient) -> None:
 def test_deploy_a_gzip_bundle_signed_with_authorization(server: Server) -> None:
     key_id, secret = credentials(server)
     with RpcClient(server.url, key_id, secret, scheme="muxi-hmac") as client:
-        request = client.build("POST", "/rpc/formations/deploy", nasty_bundle("bravo"),
-                               {"Content-Type": "application/gzip"})
+        request = client.build(
+            "POST",
+            "/rpc/formations/deploy",
+            nasty_bundle("bravo"),
+            {"Content-Type": "application/gzip"},
+        )
         assert request.headers["Authorization"].startswith("MUXI-HMAC key=")
         assert "X-MUXI-Signature" not in request.headers
-        deployed = client.call("POST", "/rpc/formations/deploy", nasty_bundle("bravo"),
-                               {"Content-Type": "application/gzip"})
+        deployed = client.call(
+            "POST",
+            "/rpc/formations/deploy",
+            nasty_bundle("bravo"),
+            {"Content-Type": "application/gzip"},
+        )
     assert deployed["status"] == "running" and deployed["version"] == "1.0.0"
     server.rpc.call("GET", "/rpc/formations")
     audit = server.rpc.call("GET", "/rpc/server/logs?lines=2")["entries"]
     assert [(e["scheme"], e["method"], e["status"]) for e in audit] == [
-        ("muxi-hmac", "POST", 201), ("signed-headers", "GET", 200)]
+        ("muxi-hmac", "POST", 201),
+        ("signed-headers", "GET", 200),
+    ]
 
 
 def header(key: str, secret: str, method: str, path: str, now: float | None = None) -> str:
@@ -138,8 +153,12 @@ def tampered(key_id: str, secret: str) -> dict[str, dict[str, str]]:
         "future": {"Authorization": header(key_id, secret, "GET", path, now + 310)},
         "signature": {"Authorization": good[:-6] + "AAAAA="},
         "scheme-name": {"Authorization": good.replace("MUXI-HMAC", "MUXI-HMAC2")},
-        "no-timestamp": {"Authorization": f"MUXI-HMAC key={key_id}, signature={fields['signature']}"},
-        "ms-timestamp": {"Authorization": good.replace(fields["timestamp"], fields["timestamp"] + "000")},
+        "no-timestamp": {
+            "Authorization": f"MUXI-HMAC key={key_id}, signature={fields['signature']}"
+        },
+        "ms-timestamp": {
+            "Authorization": good.replace(fields["timestamp"], fields["timestamp"] + "000")
+        },
         "twice": {"Authorization": good + f", key={key_id}"},
         "bearer": {"Authorization": "Bearer abc"},
         "both-schemes": {"Authorization": good, "X-MUXI-Key-ID": key_id},
@@ -149,8 +168,11 @@ def tampered(key_id: str, secret: str) -> dict[str, dict[str, str]]:
 def test_each_tampered_part_is_refused(server: Server) -> None:
     key_id, secret = credentials(server)
     path = "/rpc/formations"
-    good = httpx.get(server.url + path, headers={"Authorization": header(key_id, secret, "GET", path)},
-                     trust_env=False)
+    good = httpx.get(
+        server.url + path,
+        headers={"Authorization": header(key_id, secret, "GET", path)},
+        trust_env=False,
+    )
     assert good.status_code == 200
     for name, headers in tampered(key_id, secret).items():
         answer = httpx.get(server.url + path, headers=headers, trust_env=False)
@@ -158,8 +180,9 @@ def test_each_tampered_part_is_refused(server: Server) -> None:
         assert answer.status_code == 401, (name, body)
         assert body["error"]["code"] == "UNAUTHORIZED" and body["code"] == "UNAUTHORIZED", name
         assert body["error"]["message"], name
-    both = httpx.get(server.url + path, headers=tampered(key_id, secret)["both-schemes"],
-                     trust_env=False).json()
+    both = httpx.get(
+        server.url + path, headers=tampered(key_id, secret)["both-schemes"], trust_env=False
+    ).json()
     assert "one scheme only" in both["error"]["message"]
 
 

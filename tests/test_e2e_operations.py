@@ -60,8 +60,9 @@ def test_bootstrap_reconciles_strays_and_crashed_formations(server: Server, home
     wait_for(lambda: server.formation("fragile")["status"] == "crashed")
     keeper = server.rpc.deploy(nasty_bundle("keeper"))
     env = {**os.environ, "MUXI_HOME": str(home), "FORMATION_ID": "keeper", "PORT": "1"}
-    stray = subprocess.Popen([sys.executable, str(NASTY), "silent"], env=env,
-                             start_new_session=True)
+    stray = subprocess.Popen(
+        [sys.executable, str(NASTY), "silent"], env=env, start_new_session=True
+    )
     try:
         with api(server) as client:
             result = client.post("/bootstrap").json()

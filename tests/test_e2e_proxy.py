@@ -30,7 +30,9 @@ def test_proxy_passes_method_path_query_headers_and_body(server: Server) -> None
         posted = http.post("/api/echo/upload", content=body).json()
         assert posted["length"] == len(body)
         assert posted["sha256"] == hashlib.sha256(body).hexdigest()
-        assert {k.lower(): v for k, v in posted["headers"].items()}["content-length"] == str(len(body))
+        assert {k.lower(): v for k, v in posted["headers"].items()}["content-length"] == str(
+            len(body)
+        )
 
         assert http.get("/api/echo").json()["path"] == "/"
 
@@ -102,11 +104,16 @@ def test_proxy_reaches_only_the_formations_own_port(server: Server) -> None:
                 assert answer.json()["error"]["code"] == "INVALID_REQUEST"
                 assert token not in answer.text
             # Odd but unambiguous paths reach the formation itself, as sent.
-            for path in [f"/api/echo/%2F@127.0.0.1:{canary.port}/x", f"/api/echo//127.0.0.1:{canary.port}/x"]:
+            for path in [
+                f"/api/echo/%2F@127.0.0.1:{canary.port}/x",
+                f"/api/echo//127.0.0.1:{canary.port}/x",
+            ]:
                 answer = http.get(httpx.URL(server.url, raw_path=path.encode()))
                 assert answer.status_code == 200
                 # (the stdlib server of the fixture folds a leading "//" into "/")
-                assert answer.json()["path"].lstrip("/") == path.removeprefix("/api/echo/").lstrip("/")
+                assert answer.json()["path"].lstrip("/") == path.removeprefix("/api/echo/").lstrip(
+                    "/"
+                )
             assert canary.hits == []
     finally:
         canary.close()

@@ -23,8 +23,12 @@ from helpers import Server, nasty_bundle, wait_for
 
 pytestmark = pytest.mark.e2e
 
-QUICK_RESTART = {"policy": "always", "max_restarts": 1000, "window": 60,
-                 "backoff": {"initial": 0.05, "factor": 1, "max": 0.05, "jitter": 0}}
+QUICK_RESTART = {
+    "policy": "always",
+    "max_restarts": 1000,
+    "window": 60,
+    "backoff": {"initial": 0.05, "factor": 1, "max": 0.05, "jitter": 0},
+}
 
 
 def deploy(server: Server, formation_id: str, **extra: object) -> dict:
@@ -88,14 +92,17 @@ def test_every_get_succeeds_while_the_process_is_killed_again_and_again(server: 
     holding = server.rpc.call("GET", "/rpc/server/status")
     assert set(load.outcomes) == {"200"}, (load.outcomes, load.failures)
     assert load.outcomes["200"] > kills * 5
-    summary = httpx.get(f"{server.url}/api/v1/routing/summary", trust_env=False,
-                        headers=bearer(server)).json()["holding"]
+    summary = httpx.get(
+        f"{server.url}/api/v1/routing/summary", trust_env=False, headers=bearer(server)
+    ).json()["holding"]
     assert summary["held"] + summary["retried"] >= 1, summary
     assert summary["expired"] == 0 and summary["retry_failed"] == 0, summary
-    print(f"\nGETs {sum(load.outcomes.values())}, kills {kills}, held {summary['held']}, "
-          f"retried {summary['retried']}, failed 0, hold wait {summary['wait_s']}, "
-          f"p50 {statistics.median(load.latencies) * 1000:.1f} ms, "
-          f"max {max(load.latencies) * 1000:.0f} ms; status {holding['formations']}")
+    print(
+        f"\nGETs {sum(load.outcomes.values())}, kills {kills}, held {summary['held']}, "
+        f"retried {summary['retried']}, failed 0, hold wait {summary['wait_s']}, "
+        f"p50 {statistics.median(load.latencies) * 1000:.1f} ms, "
+        f"max {max(load.latencies) * 1000:.0f} ms; status {holding['formations']}"
+    )
 
 
 def bearer(server: Server) -> dict[str, str]:
@@ -141,8 +148,9 @@ def test_a_post_in_flight_at_a_kill_is_not_sent_again(server: Server) -> None:
     result: dict[str, httpx.Response] = {}
 
     def post() -> None:
-        result["answer"] = httpx.post(f"{server.url}/api/poster/slow?ms=3000", content=b"x",
-                                      trust_env=False, timeout=30)
+        result["answer"] = httpx.post(
+            f"{server.url}/api/poster/slow?ms=3000", content=b"x", trust_env=False, timeout=30
+        )
 
     thread = threading.Thread(target=post)
     thread.start()
@@ -150,6 +158,7 @@ def test_a_post_in_flight_at_a_kill_is_not_sent_again(server: Server) -> None:
     os.kill(pid, signal.SIGKILL)
     thread.join(30)
     assert result["answer"].status_code == 502
-    summary = httpx.get(f"{server.url}/api/v1/routing/summary", trust_env=False,
-                        headers=bearer(server)).json()["holding"]
+    summary = httpx.get(
+        f"{server.url}/api/v1/routing/summary", trust_env=False, headers=bearer(server)
+    ).json()["holding"]
     assert summary["retried"] == 0

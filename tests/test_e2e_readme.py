@@ -110,7 +110,9 @@ EXPECT: dict[str, Expect] = {
     ".venv/bin/fsup ls ": Expect(lambda w, r: "hello" in r.out and "flaky" in r.out),
     ".venv/bin/fsup show hello": Expect(lambda w, r: "hello" in r.out and "1.0.0" in r.out),
     "fsup deploy examples/updates/hello-1.1.0": Expect(lambda w, r: "1.1.0" in r.out),
-    "fsup rollback hello": Expect(lambda w, r: "hello: running, version 1.0.0 (from 1.1.0)" in r.out),
+    "fsup rollback hello": Expect(
+        lambda w, r: "hello: running, version 1.0.0 (from 1.1.0)" in r.out
+    ),
     "fsup logs hello -n 20": Expect(lambda w, r: "hello 1.0.0 listening on port" in r.out),
     "fsup logs hello -f": Expect(lambda w, r: "listening on port" in r.out),
     "fsup search listening on port": Expect(
@@ -121,14 +123,20 @@ EXPECT: dict[str, Expect] = {
     "fsup status": Expect(lambda w, r: "formations" in r.out and "2 (" in r.out),
     "fsup audit": Expect(lambda w, r: "/rpc/formations/flaky/restart" in r.out),
     "fsup rm flaky": Expect(lambda w, r: "flaky: deleted" in r.out),
-    "fsup deploy examples/formations/flaky": Expect(lambda w, r: "flaky" in r.out and "running" in r.out),
+    "fsup deploy examples/formations/flaky": Expect(
+        lambda w, r: "flaky" in r.out and "running" in r.out
+    ),
     # Talking to it with curl
     "# list formations": Expect(lambda w, r: ids(r.json()) == ["flaky", "hello"]),
     "# one formation": Expect(lambda w, r: formation(r)["status"] == "running"),
     "field() {": Expect(lambda w, r: r.out == ""),
     "# hello through fsup's proxy": Expect(lambda w, r: r.json()["message"] == "hello from 1.0.0"),
-    "# or directly, on its own port": Expect(lambda w, r: r.json()["message"] == "hello from 1.0.0"),
-    "DELETE /rpc/formations/hello": Expect(lambda w, r: r.json() == {"id": "hello", "deleted": True}),
+    "# or directly, on its own port": Expect(
+        lambda w, r: r.json()["message"] == "hello from 1.0.0"
+    ),
+    "DELETE /rpc/formations/hello": Expect(
+        lambda w, r: r.json() == {"id": "hello", "deleted": True}
+    ),
     "POST /rpc/formations/deploy": Expect(
         lambda w, r: sse_complete(w, r) and '"stage": "health_check"' in r.out
     ),
@@ -161,8 +169,10 @@ EXPECT: dict[str, Expect] = {
         before=lambda w: w.state.update(hello_pid=w.server.formation("hello")["pid"])
     ),
     "# back with a new pid": Expect(
-        lambda w, r: formation(r)["status"] == "running"
-        and formation(r)["pid"] not in (None, w.state["hello_pid"]),
+        lambda w, r: (
+            formation(r)["status"] == "running"
+            and formation(r)["pid"] not in (None, w.state["hello_pid"])
+        ),
         settle=True,
     ),
     # Searches and the event stream
@@ -175,8 +185,12 @@ EXPECT: dict[str, Expect] = {
         before=lambda w: wait_for(lambda: "retry:" in events_seen(w), 10),
     ),
     "# detail": Expect(lambda w, r: r.json()["search"]["keyword"] == "listening on port"),
-    "results?sort=recent": Expect(lambda w, r: search_sources(r) == ["flaky", "hello"], settle=True),
-    "$API/nodes": Expect(lambda w, r: {"flaky", "hello"} <= set(re.findall(r'"(flaky|hello)"', r.out))),
+    "results?sort=recent": Expect(
+        lambda w, r: search_sources(r) == ["flaky", "hello"], settle=True
+    ),
+    "$API/nodes": Expect(
+        lambda w, r: {"flaky", "hello"} <= set(re.findall(r'"(flaky|hello)"', r.out))
+    ),
     "$API/routing/summary": Expect(lambda w, r: r.json()["routes"] == 2),
     "kill %1": Expect(
         lambda w, r: "event: search_created" in events_seen(w),
@@ -213,7 +227,9 @@ def run_step(shell: Shell, walk: Walk, command: str, as_written: str) -> None:
         assert "Traceback" not in ran.err, ran.report()
         problem: Exception | None = None
         try:
-            ok = bool(expect.check(walk, ran)) and all(t in ran.out for t in quoted_in_comment(as_written))
+            ok = bool(expect.check(walk, ran)) and all(
+                t in ran.out for t in quoted_in_comment(as_written)
+            )
         except (ValueError, KeyError, TypeError) as error:  # not the JSON or shape expected
             ok, problem = False, error
         if ok:
@@ -228,9 +244,16 @@ def quick_start(home: Path) -> Iterator[Server]:
     """The quick start: `fsup serve --deploy examples/formations`, both formations running."""
     server = Server(home).start("--deploy", str(EXAMPLES))
     try:
-        wait_for(lambda: sorted((f["id"], f["status"]) for f in
-                                server.rpc.call("GET", "/rpc/formations")["formations"])
-                 == [("flaky", "running"), ("hello", "running")], timeout=30)
+        wait_for(
+            lambda: (
+                sorted(
+                    (f["id"], f["status"])
+                    for f in server.rpc.call("GET", "/rpc/formations")["formations"]
+                )
+                == [("flaky", "running"), ("hello", "running")]
+            ),
+            timeout=30,
+        )
         yield server
     finally:
         assert server.stop() == 0, server.log_tail()
@@ -249,8 +272,10 @@ def test_readme_walkthroughs_run_top_to_bottom_as_written(
     scratch.mkdir()
     (workdir / "examples").symlink_to(REPO / "examples")
     shim = workdir / ".venv" / "bin" / "fsup"
-    shim.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))} "
-                    f"exec {shlex.quote(sys.executable)} -m supervisor \"$@\"\n")
+    shim.write_text(
+        f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))} "
+        f'exec {shlex.quote(sys.executable)} -m supervisor "$@"\n'
+    )
     shim.chmod(0o755)
     env = {**os.environ, "MUXI_HOME": str(home), "MUXI_URL": quick_start.url}
 
@@ -258,14 +283,19 @@ def test_readme_walkthroughs_run_top_to_bottom_as_written(
     shell = Shell(workdir, env, scratch)
     try:
         for as_written in commands:
-            command = as_written.replace(README_URL, quick_start.url).replace("/tmp/", f"{scratch}/")
+            command = as_written.replace(README_URL, quick_start.url).replace(
+                "/tmp/", f"{scratch}/"
+            )
             run_step(shell, walk, command, as_written)
     finally:
         shell.close()
 
     # Followed to the end, the walk-throughs leave the fleet as the quick start made it.
     listed = quick_start.rpc.call("GET", "/rpc/formations")["formations"]
-    assert sorted((f["id"], f["version"]) for f in listed) == [("flaky", "1.0.0"), ("hello", "1.0.0")]
+    assert sorted((f["id"], f["version"]) for f in listed) == [
+        ("flaky", "1.0.0"),
+        ("hello", "1.0.0"),
+    ]
 
 
 # --- The curl helper on its own ---------------------------------------------------------------
@@ -273,8 +303,9 @@ def test_readme_walkthroughs_run_top_to_bottom_as_written(
 
 def rpc_curl(server: Server, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MUXI_HOME": str(home), "MUXI_URL": server.url}
-    return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True,
-                          timeout=60, cwd=home)
+    return subprocess.run(
+        [str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60, cwd=home
+    )
 
 
 def request_headers(verbose: str) -> list[str]:
@@ -283,8 +314,17 @@ def request_headers(verbose: str) -> list[str]:
 
 def test_rpc_curl_passes_curl_options_through(server: Server, home: Path) -> None:
     # No body: the empty body is signed and none is sent; every other argument goes to curl.
-    done = rpc_curl(server, home, "GET", "/rpc/server/logs?lines=1", "-v", "-o", "status.json",
-                    "-H", "X-Extra: yes")
+    done = rpc_curl(
+        server,
+        home,
+        "GET",
+        "/rpc/server/logs?lines=1",
+        "-v",
+        "-o",
+        "status.json",
+        "-H",
+        "X-Extra: yes",
+    )
     assert done.returncode == 0, done.stderr
     sent = request_headers(done.stderr)
     assert sent[0] == "get /rpc/server/logs?lines=1 http/1.1"
@@ -298,8 +338,18 @@ def test_rpc_curl_passes_curl_options_through(server: Server, home: Path) -> Non
 def test_rpc_curl_signs_and_sends_a_body_file(server: Server, home: Path) -> None:
     body = home / "bundle.tar.gz"
     body.write_bytes(b"not a bundle")
-    done = rpc_curl(server, home, "POST", "/rpc/formations/deploy", "bundle.tar.gz",
-                    "-H", "Content-Type: application/gzip", "-v", "-w", "\n%{http_code}")
+    done = rpc_curl(
+        server,
+        home,
+        "POST",
+        "/rpc/formations/deploy",
+        "bundle.tar.gz",
+        "-H",
+        "Content-Type: application/gzip",
+        "-v",
+        "-w",
+        "\n%{http_code}",
+    )
     assert done.returncode == 0, done.stderr
     assert "content-length: 12" in request_headers(done.stderr)
     # Signed over the body: past authentication (401) to the bundle check.
@@ -308,8 +358,9 @@ def test_rpc_curl_signs_and_sends_a_body_file(server: Server, home: Path) -> Non
 
 
 def test_rpc_curl_signs_as_muxi_clients_do(server: Server, home: Path) -> None:
-    done = rpc_curl(server, home, "--auth-scheme", "muxi-hmac", "GET",
-                    "/rpc/server/logs?lines=5", "-v")
+    done = rpc_curl(
+        server, home, "--auth-scheme", "muxi-hmac", "GET", "/rpc/server/logs?lines=5", "-v"
+    )
     assert done.returncode == 0, done.stderr
     sent = request_headers(done.stderr)
     assert any(h.startswith("authorization: muxi-hmac key=") for h in sent), sent
@@ -321,13 +372,27 @@ def test_rpc_curl_signs_as_muxi_clients_do(server: Server, home: Path) -> None:
 
 def test_the_readme_sdk_example_runs(server: Server, home: Path) -> None:
     server.rpc.deploy(example_bundle("hello"))
-    block = re.search(r"^```python\n(.*?)^```", sections(README.read_text())["HMAC signing"],
-                      flags=re.MULTILINE | re.DOTALL)
+    block = re.search(
+        r"^```python\n(.*?)^```",
+        sections(README.read_text())["HMAC signing"],
+        flags=re.MULTILINE | re.DOTALL,
+    )
     assert block is not None, "the HMAC section has no ```python block"
-    env = {**os.environ, "MUXI_HOME": str(home), "MUXI_URL": server.url,
-           "MUXI_SDK_VERSION_NOTIFICATION": "0", "NO_PROXY": "127.0.0.1"}
-    done = subprocess.run([sys.executable, "-W", "ignore", "-c", block.group(1)], env=env,
-                          capture_output=True, text=True, timeout=120, cwd=home)
+    env = {
+        **os.environ,
+        "MUXI_HOME": str(home),
+        "MUXI_URL": server.url,
+        "MUXI_SDK_VERSION_NOTIFICATION": "0",
+        "NO_PROXY": "127.0.0.1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", block.group(1)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=home,
+    )
     assert done.returncode == 0, done.stderr
     printed = done.stdout.splitlines()
     assert printed[0] == "['hello']" and printed[-1] == "running", printed
@@ -348,10 +413,12 @@ def test_rpc_curl_usage_errors(server: Server, home: Path) -> None:
 def test_serve_deploys_the_example_formations(home: Path) -> None:
     server = Server(home).start("--deploy", str(EXAMPLES))
     try:
+
         def both_running() -> bool:
             items = server.rpc.call("GET", "/rpc/formations")["formations"]
             return sorted((f["id"], f["status"]) for f in items) == [
-                ("flaky", "running"), ("hello", "running")
+                ("flaky", "running"),
+                ("hello", "running"),
             ]
 
         wait_for(both_running, timeout=30)

@@ -36,7 +36,9 @@ def test_clean_restart_brings_back_what_was_running(server: Server, home: Path) 
     assert not formation_processes(home, "sleeper")
 
 
-def test_after_sigkill_the_next_fsup_adopts_the_running_children(server: Server, home: Path) -> None:
+def test_after_sigkill_the_next_fsup_adopts_the_running_children(
+    server: Server, home: Path
+) -> None:
     first = server.rpc.deploy(nasty_bundle("survivor"))
     server.rpc.deploy(nasty_bundle("resting"))
     server.rpc.call("POST", "/rpc/formations/resting/stop")
@@ -52,9 +54,7 @@ def test_after_sigkill_the_next_fsup_adopts_the_running_children(server: Server,
 
     # An adopted process is still supervised: kill it and it is restarted.
     os.kill(first["pid"], signal.SIGKILL)
-    again = wait_for(
-        lambda: (s := running(server, "survivor")) and s["pid"] != first["pid"] and s
-    )
+    again = wait_for(lambda: (s := running(server, "survivor")) and s["pid"] != first["pid"] and s)
     assert again["restart_count"] == 1
     assert [p.pid for p in main_processes(home, "survivor")] == [again["pid"]]
 

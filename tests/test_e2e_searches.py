@@ -20,20 +20,31 @@ SEARCHABLE = {"search": {"path": "/search"}}
 
 
 def say(server: Server, formation_id: str, *lines: str) -> None:
-    httpx.get(f"{server.url}/api/{formation_id}/say", params={"text": ",".join(lines)},
-              trust_env=False).raise_for_status()
+    httpx.get(
+        f"{server.url}/api/{formation_id}/say", params={"text": ",".join(lines)}, trust_env=False
+    ).raise_for_status()
 
 
 def fleet_of_two(server: Server) -> None:
     for formation_id in ("alpha", "beta"):
         server.rpc.deploy(nasty_bundle(formation_id, **SEARCHABLE))
-        say(server, formation_id, "Payment FAILED for order 42", f"{formation_id} payment failed twice")
+        say(
+            server,
+            formation_id,
+            "Payment FAILED for order 42",
+            f"{formation_id} payment failed twice",
+        )
         say(server, formation_id, "all good here")
 
 
 def finished(client: httpx.Client, search_id: str) -> dict:
-    return wait_for(lambda: (d := client.get(f"/searches/{search_id}").json())["search"]["state"]
-                    in ("complete", "stopped") and d)
+    return wait_for(
+        lambda: (
+            (d := client.get(f"/searches/{search_id}").json())["search"]["state"]
+            in ("complete", "stopped")
+            and d
+        )
+    )
 
 
 def test_full_search_finds_and_deduplicates_hits_from_logs_and_peers(server: Server) -> None:
@@ -74,14 +85,21 @@ def test_full_search_finds_and_deduplicates_hits_from_logs_and_peers(server: Ser
         assert listed[0]["id"] == search_id and listed[0]["summary"]["hits"] == 6
 
 
-def open_events(server: Server, client: httpx.Client) -> tuple[list[SseEvent], threading.Event, threading.Event]:
+def open_events(
+    server: Server, client: httpx.Client
+) -> tuple[list[SseEvent], threading.Event, threading.Event]:
     cookie = client.post("/session").cookies["rm_session"]
     got: list[SseEvent] = []
     opened, stop = threading.Event(), threading.Event()
 
     def read() -> None:
-        with httpx.stream("GET", f"{server.url}/api/v1/events", trust_env=False, timeout=60,
-                          headers={"Cookie": f"rm_session={cookie}"}) as response:
+        with httpx.stream(
+            "GET",
+            f"{server.url}/api/v1/events",
+            trust_env=False,
+            timeout=60,
+            headers={"Cookie": f"rm_session={cookie}"},
+        ) as response:
             opened.set()
             for event in parse_sse(response.iter_lines()):
                 if event.data["type"] != "log":
@@ -98,8 +116,9 @@ def test_search_events_arrive_in_order_with_the_envelope(server: Server) -> None
     fleet_of_two(server)
     with api(server) as client:
         got, _, _ = open_events(server, client)
-        search_id = client.post("/searches", json={"keyword": "payment failed",
-                                                   "autostart": True}).json()["search"]["id"]
+        search_id = client.post(
+            "/searches", json={"keyword": "payment failed", "autostart": True}
+        ).json()["search"]["id"]
         wait_for(lambda: got and got[-1].data["type"] == "search_completed")
     types = [e.data["type"] for e in got]
     assert types[:2] == ["search_created", "search_state_changed"]
@@ -113,11 +132,13 @@ def test_search_events_arrive_in_order_with_the_envelope(server: Server) -> None
 def test_live_search_picks_up_new_lines_and_actions_are_idempotent(server: Server) -> None:
     fleet_of_two(server)
     with api(server) as client:
-        search_id = client.post("/searches", json={"keyword": "late marker", "mode": "live",
-                                                   "autostart": True}).json()["search"]["id"]
+        search_id = client.post(
+            "/searches", json={"keyword": "late marker", "mode": "live", "autostart": True}
+        ).json()["search"]["id"]
         wait_for(lambda: client.get(f"/searches/{search_id}").json()["progress"]["phase"] == "live")
         again = client.post(f"/searches/{search_id}/start")
         assert again.status_code == 200 and again.json()["search"]["state"] == "running"
+
         def log_hits() -> list[dict]:
             items = client.get(f"/searches/{search_id}/results").json()["items"]
             return [item for item in items if item["kind"] == "log"]
@@ -143,12 +164,14 @@ def test_a_subscriber_that_never_reads_does_not_slow_a_search(server: Server) ->
         host, port = server.url.removeprefix("http://").split(":")
         stuck = socket.create_connection((host, int(port)))
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.sendall(f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nCookie: rm_session={cookie}\r\n\r\n"
-                      .encode())
+        stuck.sendall(
+            f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nCookie: rm_session={cookie}\r\n\r\n".encode()
+        )
         try:
             began = time.monotonic()
-            search_id = client.post("/searches", json={"keyword": "payment failed",
-                                                       "autostart": True}).json()["search"]["id"]
+            search_id = client.post(
+                "/searches", json={"keyword": "payment failed", "autostart": True}
+            ).json()["search"]["id"]
             detail = finished(client, search_id)
             assert time.monotonic() - began < 10
             # Over 300 hit events alone: more than a subscriber buffer (256) holds.
@@ -159,25 +182,41 @@ def test_a_subscriber_that_never_reads_does_not_slow_a_search(server: Server) ->
 
 def test_bad_requests_and_missing_things(server: Server) -> None:
     with api(server) as client:
-        for body in ({}, {"keyword": ""}, {"keyword": "  "}, {"keyword": 5},
-                     {"keyword": "x", "colour": "red"}, {"keyword": "x", "mode": "turbo"},
-                     {"keyword": "x", "autostart": "yes"}, {"keyword": "x" * 201}):
+        for body in (
+            {},
+            {"keyword": ""},
+            {"keyword": "  "},
+            {"keyword": 5},
+            {"keyword": "x", "colour": "red"},
+            {"keyword": "x", "mode": "turbo"},
+            {"keyword": "x", "autostart": "yes"},
+            {"keyword": "x" * 201},
+        ):
             response = client.post("/searches", json=body)
             assert response.status_code == 400, body
             assert response.json()["error"]["code"] == "INVALID_REQUEST"
         assert client.post("/searches", content=b"not json").status_code == 400
         assert client.post("/searches", content=b"[1]").status_code == 400
         search_id = client.post("/searches", json={"keyword": "x"}).json()["search"]["id"]
-        for params in ({"limit": 0}, {"limit": 501}, {"offset": -1}, {"sort": "size,desc"},
-                       {"limit": "ten"}):
+        for params in (
+            {"limit": 0},
+            {"limit": 501},
+            {"offset": -1},
+            {"sort": "size,desc"},
+            {"limit": "ten"},
+        ):
             response = client.get(f"/searches/{search_id}/results", params=params)
             assert response.status_code == 400, params
         assert client.patch(f"/searches/{search_id}", json={"pinned": "yes"}).status_code == 400
         assert client.post(f"/searches/{search_id}/start", json={"mode": "slow"}).status_code == 400
         missing = client.get("/searches/nope")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "SEARCH_NOT_FOUND"
-        for method, path in (("POST", "/searches/nope/start"), ("POST", "/searches/nope/stop"),
-                             ("DELETE", "/searches/nope"), ("GET", "/searches/nope/results")):
+        for method, path in (
+            ("POST", "/searches/nope/start"),
+            ("POST", "/searches/nope/stop"),
+            ("DELETE", "/searches/nope"),
+            ("GET", "/searches/nope/results"),
+        ):
             assert client.request(method, path).status_code == 404
         no_result = client.get(f"/searches/{search_id}/results/none")
         assert no_result.json()["error"]["code"] == "RESULT_NOT_FOUND"
@@ -191,11 +230,13 @@ def test_bad_requests_and_missing_things(server: Server) -> None:
 def test_searches_and_results_survive_a_restart(server: Server, home: Path) -> None:
     fleet_of_two(server)
     with api(server) as client:
-        search_id = client.post("/searches", json={"keyword": "payment failed",
-                                                   "autostart": True}).json()["search"]["id"]
+        search_id = client.post(
+            "/searches", json={"keyword": "payment failed", "autostart": True}
+        ).json()["search"]["id"]
         before = finished(client, search_id)
-        live_id = client.post("/searches", json={"keyword": "zzz", "mode": "live",
-                                                 "autostart": True}).json()["search"]["id"]
+        live_id = client.post(
+            "/searches", json={"keyword": "zzz", "mode": "live", "autostart": True}
+        ).json()["search"]["id"]
     server.stop()
     server.start()
     with api(server) as client:

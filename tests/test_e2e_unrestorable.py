@@ -26,8 +26,10 @@ pytestmark = pytest.mark.e2e
 def _break_stored_manifest(home: Path, formation_id: str) -> None:
     db = sqlite3.connect(home / "server" / "state.db")
     with db:
-        db.execute("UPDATE versions SET manifest = ? WHERE formation_id = ?",
-                   (b"id: [this is not a formation", formation_id))
+        db.execute(
+            "UPDATE versions SET manifest = ? WHERE formation_id = ?",
+            (b"id: [this is not a formation", formation_id),
+        )
     db.close()
 
 
@@ -51,7 +53,9 @@ def test_an_unrestorable_formation_is_kept_and_can_be_updated(home: Path) -> Non
         shown = wait_for(lambda: server.formation("keepme"))
         assert shown["status"] == "crashed"
         assert "could not be restored" in shown["last_error"]
-        assert [f["id"] for f in server.rpc.call("GET", "/rpc/formations")["formations"]] == ["keepme"]
+        assert [f["id"] for f in server.rpc.call("GET", "/rpc/formations")["formations"]] == [
+            "keepme"
+        ]
 
         with pytest.raises(ApiError) as refused:
             server.rpc.deploy(nasty_bundle("keepme"))
@@ -64,8 +68,10 @@ def test_an_unrestorable_formation_is_kept_and_can_be_updated(home: Path) -> Non
         assert server.rpc.call("GET", "/rpc/server/status")["formations"]["crashed"] == 1
 
         updated = server.rpc.call(
-            "PUT", "/rpc/formations/keepme",
-            nasty_bundle_version("keepme", "1.1.0"), {"Content-Type": "application/gzip"},
+            "PUT",
+            "/rpc/formations/keepme",
+            nasty_bundle_version("keepme", "1.1.0"),
+            {"Content-Type": "application/gzip"},
         )
         assert updated["status"] == "running" and updated["version"] == "1.1.0"
         carried = next((home / "server" / "formations" / "keepme").rglob("1.1.0/data/precious.txt"))
@@ -78,5 +84,6 @@ def test_an_unrestorable_formation_is_kept_and_can_be_updated(home: Path) -> Non
 
 
 def nasty_bundle_version(formation_id: str, version: str) -> bytes:
-    return make_bundle({"formation.yaml": manifest(formation_id, version=version),
-                        "nasty.py": NASTY.read_text()})
+    return make_bundle(
+        {"formation.yaml": manifest(formation_id, version=version), "nasty.py": NASTY.read_text()}
+    )

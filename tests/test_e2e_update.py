@@ -30,13 +30,22 @@ def served_version(server: Server, formation_id: str) -> str:
 def test_update_streams_the_seed_stages_and_swaps(server: Server, home: Path) -> None:
     first = server.rpc.deploy(nasty_bundle("blue", version="1.0.0"))
     events = list(
-        server.rpc.stream("PUT", "/rpc/formations/blue", nasty_bundle("blue", version="1.1.0"), GZIP)
+        server.rpc.stream(
+            "PUT", "/rpc/formations/blue", nasty_bundle("blue", version="1.1.0"), GZIP
+        )
     )
     assert events[-1].event == "complete", events[-1]
     stages = list(dict.fromkeys(e.data["stage"] for e in events[:-1]))
     assert stages == [
-        "extracting", "validating", "resolving_runtime", "downloading_sif", "pulling_runner",
-        "spawning_staging", "health_check", "swapping", "stopping_old",
+        "extracting",
+        "validating",
+        "resolving_runtime",
+        "downloading_sif",
+        "pulling_runner",
+        "spawning_staging",
+        "health_check",
+        "swapping",
+        "stopping_old",
     ]
     done = events[-1].data
     assert done["version"] == "1.1.0" and done["previous_version"] == "1.0.0"
@@ -62,8 +71,12 @@ def test_version_must_be_strictly_higher(server: Server) -> None:
 
 def test_unhealthy_update_leaves_the_old_version_serving(server: Server, home: Path) -> None:
     first = server.rpc.deploy(nasty_bundle("sturdy", version="1.0.0"))
-    bad = nasty_bundle("sturdy", "silent", version="2.0.0",
-                       health={"http": "/health", "interval": 0.1, "timeout": 1})
+    bad = nasty_bundle(
+        "sturdy",
+        "silent",
+        version="2.0.0",
+        health={"http": "/health", "interval": 0.1, "timeout": 1},
+    )
     with pytest.raises(ApiError) as info:
         update(server, "sturdy", bad)
     assert (info.value.status, info.value.code) == (422, "HEALTH_CHECK_FAILED")
@@ -106,15 +119,23 @@ def test_only_the_last_three_versions_are_kept(server: Server, home: Path) -> No
     for version in ("1.1.0", "1.2.0", "1.3.0"):
         update(server, "layers", nasty_bundle("layers", version=version))
     assert server.formation("layers")["versions"] == ["1.1.0", "1.2.0", "1.3.0"]
-    kept = sorted(p.name for p in (home / "server" / "formations" / "layers" / "versions").iterdir())
+    kept = sorted(
+        p.name for p in (home / "server" / "formations" / "layers" / "versions").iterdir()
+    )
     assert kept == ["1.1.0", "1.2.0", "1.3.0"]
 
 
-def test_second_update_is_refused_and_cancel_aborts(server: Server, home: Path, tmp_path: Path) -> None:
+def test_second_update_is_refused_and_cancel_aborts(
+    server: Server, home: Path, tmp_path: Path
+) -> None:
     server.rpc.deploy(nasty_bundle("patient", version="1.0.0"))
     gate = tmp_path / "never"
-    slow = nasty_bundle("patient", version="2.0.0", env={"GATE_FILE": str(gate)},
-                        health={"http": "/health", "interval": 0.2, "timeout": 60})
+    slow = nasty_bundle(
+        "patient",
+        version="2.0.0",
+        env={"GATE_FILE": str(gate)},
+        health={"http": "/health", "interval": 0.2, "timeout": 60},
+    )
     outcome: dict = {}
 
     def run_update() -> None:
@@ -200,7 +221,9 @@ def test_semver_precedence_decides_updates_rollbacks_and_listings(server: Server
     # kept: the current one and the two below it, lowest first
     assert shown["versions"] == ["1.0.0-beta.2", "1.0.0-beta.11", "1.0.0+b1"]
     rolled = server.rpc.call("POST", "/rpc/formations/edges/rollback")
-    assert rolled["version"] == "1.0.0-beta.11" and served_version(server, "edges") == "1.0.0-beta.11"
+    assert (
+        rolled["version"] == "1.0.0-beta.11" and served_version(server, "edges") == "1.0.0-beta.11"
+    )
 
 
 def test_nothing_to_roll_back_to_from_a_semver_pre_release(server: Server) -> None:

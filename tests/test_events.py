@@ -14,7 +14,10 @@ async def test_subscribers_get_events_in_order_with_monotonic_ids() -> None:
         got_two = [two.receive.receive_nowait() for _ in range(5)]
     assert [e.id for e in got_one] == [1, 2, 3, 4, 5] == [e.id for e in got_two]
     assert got_one[0].envelope() == {
-        "type": "search_progress", "ts": got_one[0].ts, "search_id": "s1", "data": {"i": 0}
+        "type": "search_progress",
+        "ts": got_one[0].ts,
+        "search_id": "s1",
+        "data": {"i": 0},
     }
 
 

@@ -77,16 +77,26 @@ class World:
         self.launcher = FakeLauncher()
         self.probe = FakeProbe(healthy)
         self.ctx = FormationContext(
-            self.home, self.store, self.launcher, lambda _: self.probe, "", random.Random(1),
-            listeners=FakeListeners(), kill_strays=lambda *_: 0, events=self.bus,
+            self.home,
+            self.store,
+            self.launcher,
+            lambda _: self.probe,
+            "",
+            random.Random(1),
+            listeners=FakeListeners(),
+            kill_strays=lambda *_: 0,
+            events=self.bus,
         )
         self.staged = 0
 
     def bundle(self, formation_id: str, version: str = "1.0.0") -> Create:
         """A staged, validated bundle, as the intake hands it to the fleet."""
         self.staged += 1
-        manifest = MANIFEST.replace("id: web", f"id: {formation_id}").replace(
-            "version: 1.0.0", f"version: {version}").encode()
+        manifest = (
+            MANIFEST.replace("id: web", f"id: {formation_id}")
+            .replace("version: 1.0.0", f"version: {version}")
+            .encode()
+        )
         staged = self.home.root / f"staged-{self.staged}"
         staged.mkdir()
         (staged / "formation.yaml").write_bytes(manifest)
@@ -159,11 +169,19 @@ async def test_deploy_claims_the_id_and_a_second_deploy_is_409(
             deployed = await expect(events, "formation_deployed", formation_id="web")
         assert (result["status"], result["version"]) == ("running", "1.0.0")
         assert LOW <= result["port"] <= HIGH and result["pid"] == world.launcher.last.pid
-        assert deployed.data == {"formation_id": "web", "version": "1.0.0", "status": "running",
-                                 "pid": result["pid"], "port": result["port"]}
+        assert deployed.data == {
+            "formation_id": "web",
+            "version": "1.0.0",
+            "status": "running",
+            "pid": result["pid"],
+            "port": result["port"],
+        }
         row = world.store.formation("web")
         assert row is not None and (row.desired, row.port, row.pid) == (
-            "running", result["port"], result["pid"])
+            "running",
+            result["port"],
+            result["pid"],
+        )
         assert (world.home.version_dir("web", "1.0.0") / "formation.yaml").is_file()
         assert await ids(fleet) == ["web"]
 
@@ -268,8 +286,9 @@ async def test_a_restarted_fsup_brings_back_what_should_run_and_only_that(
     second = World(tmp_path)
     with second.bus.subscribe() as events:
         async with fleet_of(second) as (fleet, _):
-            running = await expect(events, "formation_state_changed", formation_id="up-one",
-                                   to="running")
+            running = await expect(
+                events, "formation_state_changed", formation_id="up-one", to="running"
+            )
             assert running.data["from"] == "starting"
             assert sorted(await ids(fleet)) == ["down-one", "up-one"]
             again = await snapshot(fleet, "up-one")
@@ -302,7 +321,10 @@ async def test_a_process_still_alive_is_adopted_not_spawned_again(
     async with fleet_of(world) as (fleet, _):
         adopted = await snapshot(fleet, "web")
         assert (adopted["status"], adopted["pid"], adopted["port"]) == (
-            "running", survivor.pid, LOW + 2)
+            "running",
+            survivor.pid,
+            LOW + 2,
+        )
         assert world.launcher.spawned == []
         assert survivor.poll() is None  # not taken for a stray
 

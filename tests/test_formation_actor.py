@@ -68,12 +68,16 @@ async def test_health_timeout_fails_the_start_and_stops_the_process(
         assert world.store.formation("web").pid is None  # type: ignore[union-attr]
 
 
-async def test_exit_before_healthy_reports_code_and_stderr(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_exit_before_healthy_reports_code_and_stderr(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
     async with running_world(tmp_path, healthy=lambda: False) as (world, ref):
         async with trio.open_nursery() as nursery:
+
             async def crash_soon() -> None:
                 await trio.sleep(0.7)
                 world.launcher.last.exit(2)
+
             nursery.start_soon(crash_soon)
             with pytest.raises(FsupError) as info:
                 await start(ref)
@@ -120,7 +124,9 @@ async def test_stable_uptime_resets_the_backoff(tmp_path: Path, autojump_clock: 
         assert world.launcher.spawned[-1][0] - crashed_at == pytest.approx(1)
 
 
-async def test_clean_exit_under_on_failure_stays_stopped(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_clean_exit_under_on_failure_stays_stopped(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
     async with running_world(tmp_path) as (world, ref):
         await start(ref)
         world.launcher.last.exit(0)
@@ -154,7 +160,9 @@ async def test_stop_interrupts_a_health_check_at_once(tmp_path: Path, autojump_c
         assert world.store.formation("web").desired == "stopped"  # type: ignore[union-attr]
 
 
-async def test_stop_escalates_to_sigkill_after_the_timeout(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_stop_escalates_to_sigkill_after_the_timeout(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
     async with running_world(tmp_path, ignores_term=True) as (world, ref):
         await start(ref)
         began = trio.current_time()
@@ -197,7 +205,9 @@ async def test_unhealthy_for_the_timeout_while_running_is_restarted(
         assert world.launcher.last is not first
 
 
-async def test_requests_that_do_not_fit_the_state_are_refused(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_requests_that_do_not_fit_the_state_are_refused(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
     async with running_world(tmp_path) as (_, ref):
         with pytest.raises(FsupError) as not_running:
             await ref.ask(Stop())
@@ -220,7 +230,9 @@ class Fragile(FormationActor):
 async def test_a_restarted_actor_reattaches_instead_of_spawning(
     tmp_path: Path, autojump_clock: Any
 ) -> None:
-    world = World(tmp_path, FakeLauncher(), FakeProbe(lambda: True), parse_manifest(MANIFEST.encode()))
+    world = World(
+        tmp_path, FakeLauncher(), FakeProbe(lambda: True), parse_manifest(MANIFEST.encode())
+    )
     factory = lambda: Fragile(world.ctx, "web", world.spec, world.home.root, 8001, world.kept)  # noqa: E731
     async with trio.open_nursery() as nursery:
         supervisor = Supervisor(nursery)
@@ -283,7 +295,11 @@ async def test_update_swaps_then_drains_before_stopping_the_old(
         assert old.signals == [signal.SIGTERM] and not old.alive()
         assert fleet.released == [8001]
         row = world.store.formation("web")
-        assert row is not None and (row.current_version, row.port, row.pid) == ("1.1.0", 9001, new.pid)
+        assert row is not None and (row.current_version, row.port, row.pid) == (
+            "1.1.0",
+            9001,
+            new.pid,
+        )
 
 
 async def test_failed_update_gives_everything_back(tmp_path: Path, autojump_clock: Any) -> None:

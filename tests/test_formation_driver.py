@@ -64,8 +64,10 @@ async def test_cancel_update_gives_everything_back(tmp_path: Path, autojump_cloc
         staging = trio.Event()
 
         async def update() -> None:
-            with pytest.raises(FsupError) as info, await ref.request(
-                    Update(staged, spec, manifest)) as call:
+            with (
+                pytest.raises(FsupError) as info,
+                await ref.request(Update(staged, spec, manifest)) as call,
+            ):
                 async for event in call.progress():
                     if event["stage"] == "spawning_staging":
                         staging.set()
@@ -136,8 +138,10 @@ async def test_delete_during_an_update_waits_for_its_cleanup(
         staging = trio.Event()
 
         async def update() -> None:
-            with pytest.raises(FsupError) as info, await ref.request(
-                    Update(staged, spec, manifest)) as call:
+            with (
+                pytest.raises(FsupError) as info,
+                await ref.request(Update(staged, spec, manifest)) as call,
+            ):
                 async for event in call.progress():
                     if event["stage"] == "spawning_staging":
                         staging.set()

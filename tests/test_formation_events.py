@@ -46,8 +46,11 @@ class Watch:
                     return event.data
 
     def transitions(self) -> list[tuple[str, str, str]]:
-        return [(e.data["from"], e.data["to"], e.data["reason"]) for e in self.seen
-                if e.type == "formation_state_changed"]
+        return [
+            (e.data["from"], e.data["to"], e.data["reason"])
+            for e in self.seen
+            if e.type == "formation_state_changed"
+        ]
 
 
 @asynccontextmanager
@@ -68,13 +71,21 @@ async def watched(
     world.store.close()
 
 
-async def test_every_transition_is_announced_and_allowed(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_every_transition_is_announced_and_allowed(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
     async with watched(tmp_path) as (world, ref, watch):
         await start(ref)
         running = await watch.expect("formation_state_changed", to="running")
-        assert running == {"formation_id": "web", "from": "starting", "to": "running",
-                           "reason": "healthy", "pid": 1000, "version": "1.0.0",
-                           "restart_count": 0}
+        assert running == {
+            "formation_id": "web",
+            "from": "starting",
+            "to": "running",
+            "reason": "healthy",
+            "pid": 1000,
+            "version": "1.0.0",
+            "restart_count": 0,
+        }
         world.launcher.last.exit(1)
         restarting = await watch.expect("formation_state_changed", to="restarting")
         assert restarting["reason"] == "exited" and restarting["restart_count"] == 1
@@ -83,9 +94,12 @@ async def test_every_transition_is_announced_and_allowed(tmp_path: Path, autojum
         await ref.ask(Stop())
         await watch.expect("formation_state_changed", to="stopped")
         assert watch.transitions() == [
-            ("stopped", "starting", "start"), ("starting", "running", "healthy"),
-            ("running", "restarting", "exited"), ("restarting", "starting", "backoff_elapsed"),
-            ("starting", "running", "healthy"), ("running", "stopping", "stop"),
+            ("stopped", "starting", "start"),
+            ("starting", "running", "healthy"),
+            ("running", "restarting", "exited"),
+            ("restarting", "starting", "backoff_elapsed"),
+            ("starting", "running", "healthy"),
+            ("running", "stopping", "stop"),
             ("stopping", "stopped", "stop"),
         ]
         for old, new, _ in watch.transitions():
@@ -99,7 +113,10 @@ async def test_health_changes_are_announced_once_per_change(
     async with watched(tmp_path, healthy=lambda: good["now"]) as (_world, ref, watch):
         await start(ref)
         assert await watch.expect("formation_health_changed") == {
-            "formation_id": "web", "healthy": True, "error": None}
+            "formation_id": "web",
+            "healthy": True,
+            "error": None,
+        }
         good["now"] = False
         bad = await watch.expect("formation_health_changed")
         assert bad == {"formation_id": "web", "healthy": False, "error": "503"}

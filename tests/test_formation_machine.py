@@ -60,42 +60,107 @@ REQUESTS: dict[str, Any] = {
     "unknown": object(),
 }
 
-S, G, RUN, P, RS, C = (State.STOPPED, State.STARTING, State.RUNNING, State.STOPPING,
-                       State.RESTARTING, State.CRASHED)
-BUSY, ALREADY, NOT_RUNNING, INVALID = ("FORMATION_BUSY", "FORMATION_ALREADY_RUNNING",
-                                       "FORMATION_NOT_RUNNING", "INVALID_REQUEST")
+S, G, RUN, P, RS, C = (
+    State.STOPPED,
+    State.STARTING,
+    State.RUNNING,
+    State.STOPPING,
+    State.RESTARTING,
+    State.CRASHED,
+)
+BUSY, ALREADY, NOT_RUNNING, INVALID = (
+    "FORMATION_BUSY",
+    "FORMATION_ALREADY_RUNNING",
+    "FORMATION_NOT_RUNNING",
+    "INVALID_REQUEST",
+)
 
 # state -> request -> (state after, answer)
 REQUEST_TABLE: dict[State, dict[str, tuple[State, str]]] = {
-    S: {"start": (G, "deferred"), "stop": (S, NOT_RUNNING), "restart": (G, "deferred"),
-        "shutdown": (S, "value"), "delete": (S, "value"), "ensure": (S, "value"),
-        "probe_now": (S, "value"), "cancel_update": (S, "value"), "update": (S, "deferred"),
-        "rollback": (S, "deferred"), "unknown": (S, INVALID)},
-    G: {"start": (G, "deferred"), "stop": (P, "deferred"), "restart": (P, "deferred"),
-        "shutdown": (P, "deferred"), "delete": (P, "deferred"), "ensure": (G, "value"),
-        "probe_now": (G, "value"), "cancel_update": (G, "value"), "update": (G, BUSY),
-        "rollback": (G, BUSY), "unknown": (G, INVALID)},
-    RUN: {"start": (RUN, ALREADY), "stop": (P, "deferred"), "restart": (P, "deferred"),
-          "shutdown": (P, "deferred"), "delete": (P, "deferred"), "ensure": (RUN, "value"),
-          "probe_now": (RUN, "value"), "cancel_update": (RUN, "value"),
-          "update": (RUN, "deferred"), "rollback": (RUN, "deferred"), "unknown": (RUN, INVALID)},
-    P: {"start": (P, ALREADY), "stop": (P, "deferred"), "restart": (P, "deferred"),
-        "shutdown": (P, "deferred"), "delete": (P, "deferred"), "ensure": (P, "value"),
-        "probe_now": (P, "value"), "cancel_update": (P, "value"), "update": (P, BUSY),
-        "rollback": (P, BUSY), "unknown": (P, INVALID)},
-    RS: {"start": (G, "deferred"), "stop": (S, "value"), "restart": (G, "deferred"),
-         "shutdown": (RS, "value"), "delete": (RS, "value"), "ensure": (RS, "value"),
-         "probe_now": (RS, "value"), "cancel_update": (RS, "value"), "update": (RS, BUSY),
-         "rollback": (RS, BUSY), "unknown": (RS, INVALID)},
-    C: {"start": (G, "deferred"), "stop": (S, "value"), "restart": (G, "deferred"),
-        "shutdown": (C, "value"), "delete": (C, "value"), "ensure": (G, "value"),
-        "probe_now": (C, "value"), "cancel_update": (C, "value"), "update": (C, "deferred"),
-        "rollback": (C, "deferred"), "unknown": (C, INVALID)},
+    S: {
+        "start": (G, "deferred"),
+        "stop": (S, NOT_RUNNING),
+        "restart": (G, "deferred"),
+        "shutdown": (S, "value"),
+        "delete": (S, "value"),
+        "ensure": (S, "value"),
+        "probe_now": (S, "value"),
+        "cancel_update": (S, "value"),
+        "update": (S, "deferred"),
+        "rollback": (S, "deferred"),
+        "unknown": (S, INVALID),
+    },
+    G: {
+        "start": (G, "deferred"),
+        "stop": (P, "deferred"),
+        "restart": (P, "deferred"),
+        "shutdown": (P, "deferred"),
+        "delete": (P, "deferred"),
+        "ensure": (G, "value"),
+        "probe_now": (G, "value"),
+        "cancel_update": (G, "value"),
+        "update": (G, BUSY),
+        "rollback": (G, BUSY),
+        "unknown": (G, INVALID),
+    },
+    RUN: {
+        "start": (RUN, ALREADY),
+        "stop": (P, "deferred"),
+        "restart": (P, "deferred"),
+        "shutdown": (P, "deferred"),
+        "delete": (P, "deferred"),
+        "ensure": (RUN, "value"),
+        "probe_now": (RUN, "value"),
+        "cancel_update": (RUN, "value"),
+        "update": (RUN, "deferred"),
+        "rollback": (RUN, "deferred"),
+        "unknown": (RUN, INVALID),
+    },
+    P: {
+        "start": (P, ALREADY),
+        "stop": (P, "deferred"),
+        "restart": (P, "deferred"),
+        "shutdown": (P, "deferred"),
+        "delete": (P, "deferred"),
+        "ensure": (P, "value"),
+        "probe_now": (P, "value"),
+        "cancel_update": (P, "value"),
+        "update": (P, BUSY),
+        "rollback": (P, BUSY),
+        "unknown": (P, INVALID),
+    },
+    RS: {
+        "start": (G, "deferred"),
+        "stop": (S, "value"),
+        "restart": (G, "deferred"),
+        "shutdown": (RS, "value"),
+        "delete": (RS, "value"),
+        "ensure": (RS, "value"),
+        "probe_now": (RS, "value"),
+        "cancel_update": (RS, "value"),
+        "update": (RS, BUSY),
+        "rollback": (RS, BUSY),
+        "unknown": (RS, INVALID),
+    },
+    C: {
+        "start": (G, "deferred"),
+        "stop": (S, "value"),
+        "restart": (G, "deferred"),
+        "shutdown": (C, "value"),
+        "delete": (C, "value"),
+        "ensure": (G, "value"),
+        "probe_now": (C, "value"),
+        "cancel_update": (C, "value"),
+        "update": (C, "deferred"),
+        "rollback": (C, "deferred"),
+        "unknown": (C, INVALID),
+    },
 }
 
 
 @pytest.mark.parametrize(
-    ("state", "name"), [(s, n) for s in REQUEST_TABLE for n in REQUESTS],
+    ("state", "name"),
+    [(s, n) for s in REQUEST_TABLE for n in REQUESTS],
     ids=[f"{s.value}-{n}" for s in REQUEST_TABLE for n in REQUESTS],
 )
 def test_request_in_state(state: State, name: str) -> None:
@@ -118,8 +183,11 @@ def test_request_in_state(state: State, name: str) -> None:
 def _waiting(paper: Paper, rid: int) -> bool:
     m = paper.machine
     job = m.job
-    return rid in m.start_waiters or rid in m.stop_waiters or (
-        job is not None and (rid in job.waiters or rid in job.cancel_waiters))
+    return (
+        rid in m.start_waiters
+        or rid in m.stop_waiters
+        or (job is not None and (rid in job.waiters or rid in job.cancel_waiters))
+    )
 
 
 # Internal events: built from the machine as it is (its current generation), so that each
@@ -147,10 +215,22 @@ _ = "ignored"
 # state -> event -> state after ("ignored": no effect at all)
 EVENT_TABLE: dict[State, dict[str, State | str]] = {
     S: dict.fromkeys(EVENTS, _),
-    G: {**dict.fromkeys(EVENTS, _), "exited": RS, "gate_progress": G, "gate_passed": RUN,
-        "gate_failed": P, "port_taken": P},
-    RUN: {**dict.fromkeys(EVENTS, _), "exited": RS, "gate_progress": RUN, "probe_ok": RUN,
-          "probe_bad": RUN, "port_taken": P},
+    G: {
+        **dict.fromkeys(EVENTS, _),
+        "exited": RS,
+        "gate_progress": G,
+        "gate_passed": RUN,
+        "gate_failed": P,
+        "port_taken": P,
+    },
+    RUN: {
+        **dict.fromkeys(EVENTS, _),
+        "exited": RS,
+        "gate_progress": RUN,
+        "probe_ok": RUN,
+        "probe_bad": RUN,
+        "port_taken": P,
+    },
     P: {**dict.fromkeys(EVENTS, _), "stop_finished": S, "exited": P},
     RS: {**dict.fromkeys(EVENTS, _), "timer": G},
     C: dict.fromkeys(EVENTS, _),
@@ -158,7 +238,8 @@ EVENT_TABLE: dict[State, dict[str, State | str]] = {
 
 
 @pytest.mark.parametrize(
-    ("state", "name"), [(s, n) for s in EVENT_TABLE for n in EVENTS],
+    ("state", "name"),
+    [(s, n) for s in EVENT_TABLE for n in EVENTS],
     ids=[f"{s.value}-{n}" for s in EVENT_TABLE for n in EVENTS],
 )
 def test_event_in_state(state: State, name: str) -> None:
@@ -212,7 +293,8 @@ def test_update_of_a_stopped_formation_switches_the_version() -> None:
 
 @pytest.mark.parametrize("phase", [Phase.PREPARING, Phase.GATING])
 @pytest.mark.parametrize(
-    "undo", ["cancel", "failed", "exited", "gate_failed", "port_taken", "stop", "active_exit"])
+    "undo", ["cancel", "failed", "exited", "gate_failed", "port_taken", "stop", "active_exit"]
+)
 def test_abort_in_phase_cleans_up_then_answers(phase: Phase, undo: str) -> None:
     paper, rid, job_id = _updating()
     m = paper.machine
@@ -220,8 +302,11 @@ def test_abort_in_phase_cleans_up_then_answers(phase: Phase, undo: str) -> None:
         paper.stage(job_id)
     job = m.job
     assert job is not None and job.phase is phase
-    staging = {"exited": Exited(job.gen, 3), "gate_failed": GateFailed(job.gen, "nope"),
-               "port_taken": PortTaken(job.gen, TAKEN)}
+    staging = {
+        "exited": Exited(job.gen, 3),
+        "gate_failed": GateFailed(job.gen, "nope"),
+        "port_taken": PortTaken(job.gen, TAKEN),
+    }
     if undo == "cancel":
         cancel = paper.request(CancelUpdate())
     elif undo == "failed":
@@ -261,10 +346,18 @@ def test_job_events_outside_their_phase_are_ignored(phase: Phase, event: str) ->
     if phase is Phase.ABORTING:
         paper.request(CancelUpdate())
     assert job.phase is phase
-    accepted = {(Phase.PREPARING, "job_staged"), (Phase.PREPARING, "job_failed"),
-                (Phase.RETIRING, "old_retired"), (Phase.ABORTING, "job_cleaned")}
-    events = {"job_staged": JobStaged(job_id, 556, 9002, 1.0), "job_failed": JobFailed(job_id, TAKEN),
-              "job_cleaned": JobCleaned(job_id), "old_retired": OldRetired(job_id)}
+    accepted = {
+        (Phase.PREPARING, "job_staged"),
+        (Phase.PREPARING, "job_failed"),
+        (Phase.RETIRING, "old_retired"),
+        (Phase.ABORTING, "job_cleaned"),
+    }
+    events = {
+        "job_staged": JobStaged(job_id, 556, 9002, 1.0),
+        "job_failed": JobFailed(job_id, TAKEN),
+        "job_cleaned": JobCleaned(job_id),
+        "old_retired": OldRetired(job_id),
+    }
     effects = paper.stage(job_id, 556, 9002) if event == "job_staged" else paper.feed(events[event])
     if (phase, event) not in accepted:
         assert effects == [] and job.phase is phase

@@ -48,14 +48,18 @@ from actors.lifecycle import State
 from supervisor.errors import FsupError
 
 REQUESTS = {
-    "start": Start, "stop": Stop, "restart": Restart, "ensure": EnsureRunning,
-    "probe_now": ProbeNow, "cancel_update": CancelUpdate,
+    "start": Start,
+    "stop": Stop,
+    "restart": Restart,
+    "ensure": EnsureRunning,
+    "probe_now": ProbeNow,
+    "cancel_update": CancelUpdate,
     "shutdown": lambda: Shutdown(keep_desired=True),
     "delete": lambda: Shutdown(keep_desired=False),
-    "update": update_target, "rollback": rollback_target,
+    "update": update_target,
+    "rollback": rollback_target,
 }
-CHANGES_DESIRED = {"start": "running", "restart": "running", "stop": "stopped",
-                   "delete": "stopped"}
+CHANGES_DESIRED = {"start": "running", "restart": "running", "stop": "stopped", "delete": "stopped"}
 TAKEN = FsupError("PORT_IN_USE", "taken")
 
 
@@ -84,9 +88,12 @@ class FormationHistories(RuleBasedStateMachine):
         rid = self.paper.request(request)
         wanted = CHANGES_DESIRED.get(name)
         if wanted is not None and wanted != desired_before and self.m.desired == wanted:
-            order = [e for e in self.paper.last
-                     if isinstance(e, fx.PersistDesired)
-                     or (isinstance(e, fx.Answer | fx.Progress) and e.rid == rid)]
+            order = [
+                e
+                for e in self.paper.last
+                if isinstance(e, fx.PersistDesired)
+                or (isinstance(e, fx.Answer | fx.Progress) and e.rid == rid)
+            ]
             assert isinstance(order[0], fx.PersistDesired), order
 
     # -- the process ---------------------------------------------------------------------

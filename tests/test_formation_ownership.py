@@ -27,7 +27,9 @@ from actors.listener import FREE_GRACE_S
 from supervisor.errors import FsupError
 
 
-async def test_a_stranger_on_the_port_refuses_the_start(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_a_stranger_on_the_port_refuses_the_start(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
     async with running_world(tmp_path) as (world, ref):
         world.listeners.squat(8001)
         with pytest.raises(FsupError) as info:
@@ -71,6 +73,7 @@ async def test_a_stranger_answering_the_health_check_fails_the_start_at_once(
 ) -> None:
     # Our process never answers; a stranger binds the port after the pre-spawn check.
     async with running_world(tmp_path, healthy=lambda: trio.current_time() >= 1.0) as (world, ref):
+
         async def squat_soon() -> None:
             await trio.sleep(0.5)
             world.listeners.squat(8001)

@@ -60,7 +60,11 @@ async def test_http_probe_wants_a_2xx() -> None:
     config.accesslog = None
     stop = trio.Event()
     async with open_probe_client() as client, trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: serve(app, config, shutdown_trigger=stop.wait, task_status=task_status))
+        binds = await nursery.start(
+            lambda task_status: serve(
+                app, config, shutdown_trigger=stop.wait, task_status=task_status
+            )
+        )
         port = int(binds[0].rsplit(":", 1)[1])
         probe = HttpProbe(client, "/health", 2.0)
         assert await probe.check(port) is None
@@ -84,7 +88,9 @@ async def test_factory_picks_the_probe_the_manifest_asks_for() -> None:
 
 
 @contextmanager
-def listening(host: str = "127.0.0.1", family: socket.AddressFamily = socket.AF_INET) -> Iterator[int]:
+def listening(
+    host: str = "127.0.0.1", family: socket.AddressFamily = socket.AF_INET
+) -> Iterator[int]:
     """A listening socket in this test process (a stranger to any formation); its port."""
     with socket.socket(family) as server:
         server.bind((host, 0))
@@ -92,14 +98,16 @@ def listening(host: str = "127.0.0.1", family: socket.AddressFamily = socket.AF_
         yield int(server.getsockname()[1])
 
 
-LISTENER = "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); " \
-           "print(s.getsockname()[1], flush=True); time.sleep(60)"
+LISTENER = (
+    "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+    "print(s.getsockname()[1], flush=True); time.sleep(60)"
+)
 
 
 @contextmanager
 def listening_child(wrapped: bool) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A child process that listens; `wrapped`: behind a shell, so a grandchild listens."""
-    command = f"{sys.executable} -c \"{LISTENER}\"" + ("; true" if wrapped else "")
+    command = f'{sys.executable} -c "{LISTENER}"' + ("; true" if wrapped else "")
     child = subprocess.Popen(["sh", "-c", command], stdout=subprocess.PIPE)
     try:
         assert child.stdout is not None
@@ -163,8 +171,14 @@ def test_port_in_use_names_the_port_the_holder_and_what_to_do() -> None:
     assert (error.code, error.status) == ("PORT_IN_USE", 409)
     assert "port 8123" in error.message and "pid 77 (nginx)" in error.message
     assert "then start 'web' again" in error.message
-    assert error.details == {"formation_id": "web", "port": 8123, "stage": "spawning", "pid": 77,
-                             "process_name": "nginx", "holders": [{"pid": 77, "name": "nginx"}]}
+    assert error.details == {
+        "formation_id": "web",
+        "port": 8123,
+        "stage": "spawning",
+        "pid": 77,
+        "process_name": "nginx",
+        "holders": [{"pid": 77, "name": "nginx"}],
+    }
     unseen = port_in_use("web", 8123, (Holder(None, None),), "health_check", "1.0.0")
     assert "cannot see" in unseen.message and "1.0.0 keeps serving" in unseen.message
 

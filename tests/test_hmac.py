@@ -43,7 +43,9 @@ def test_a_correct_request_passes() -> None:
 
 
 def test_get_signs_an_empty_body() -> None:
-    stamp_headers = headers(**{"x-muxi-signature": sign(CREDS.secret_key, "GET", b"/rpc/formations", STAMP, b"")})
+    stamp_headers = headers(
+        **{"x-muxi-signature": sign(CREDS.secret_key, "GET", b"/rpc/formations", STAMP, b"")}
+    )
     verify(CREDS, "GET", b"/rpc/formations", b"", stamp_headers, now=NOW)
 
 
@@ -91,15 +93,22 @@ def test_skew_beyond_five_minutes_is_refused_with_a_hint(skew: int) -> None:
 
 def test_offsets_are_understood() -> None:
     stamp = "2026-01-26T13:00:00+01:00"
-    signed = {"x-muxi-key-id": CREDS.key_id, "x-muxi-timestamp": stamp,
-              "x-muxi-signature": sign(CREDS.secret_key, "POST", PATH, stamp, BODY)}
+    signed = {
+        "x-muxi-key-id": CREDS.key_id,
+        "x-muxi-timestamp": stamp,
+        "x-muxi-signature": sign(CREDS.secret_key, "POST", PATH, stamp, BODY),
+    }
     verify(CREDS, "POST", PATH, BODY, signed, now=NOW)
 
 
 @pytest.mark.parametrize("stamp", ["yesterday", "2026-01-26T12:00:00", "1769428800"])
 def test_malformed_timestamps_are_refused(stamp: str) -> None:
-    signed = headers(**{"x-muxi-timestamp": stamp,
-                        "x-muxi-signature": sign(CREDS.secret_key, "POST", PATH, stamp, BODY)})
+    signed = headers(
+        **{
+            "x-muxi-timestamp": stamp,
+            "x-muxi-signature": sign(CREDS.secret_key, "POST", PATH, stamp, BODY),
+        }
+    )
     with pytest.raises(FsupError) as info:
         verify(CREDS, "POST", PATH, BODY, signed, now=NOW)
     assert info.value.code == "UNAUTHORIZED"

@@ -55,13 +55,19 @@ def test_config_defaults_are_written_out_and_read_back(tmp_path: Path) -> None:
 
 def test_config_overrides_and_mistakes(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text("port: 9999\nrestart_defaults: {policy: always}\nlimits: {max_body_bytes: 10}\n")
+    path.write_text(
+        "port: 9999\nrestart_defaults: {policy: always}\nlimits: {max_body_bytes: 10}\n"
+    )
     config = load_config(path)
     assert config.port == 9999 and config.max_body_bytes == 10
     assert config.restart_defaults.policy == "always"
-    for text, words in [("prot: 1\n", "unknown setting"), ("restart_defaults: {policy: x}\n", "policy"),
-                        ("port_range: 9-1\n", "port range"), ("a: " + "[" * 5000 + "\n", "deep"),
-                        ("a: &x [1]\nb: *x\n", "alias")]:
+    for text, words in [
+        ("prot: 1\n", "unknown setting"),
+        ("restart_defaults: {policy: x}\n", "policy"),
+        ("port_range: 9-1\n", "port range"),
+        ("a: " + "[" * 5000 + "\n", "deep"),
+        ("a: &x [1]\nb: *x\n", "alias"),
+    ]:
         path.write_text(text)
         with pytest.raises(ConfigError, match=words):
             load_config(path)
@@ -82,10 +88,14 @@ def test_port_range_parsing() -> None:
     [
         # unknown keys, named by their full dotted path
         ("prot: 1\n", "unknown setting 'prot' (did you mean 'port'?)"),
-        ("limits: {max_bdy_bytes: 10}\n",
-         "unknown setting 'limits.max_bdy_bytes' (did you mean 'limits.max_body_bytes'?)"),
-        ("restart_defaults: {backoff: {factr: 2}}\n",
-         "unknown setting 'restart_defaults.backoff.factr'"),
+        (
+            "limits: {max_bdy_bytes: 10}\n",
+            "unknown setting 'limits.max_bdy_bytes' (did you mean 'limits.max_body_bytes'?)",
+        ),
+        (
+            "restart_defaults: {backoff: {factr: 2}}\n",
+            "unknown setting 'restart_defaults.backoff.factr'",
+        ),
         ("restart_defaults: {policy: always, max: 3}\n", "unknown setting 'restart_defaults.max'"),
         ("auth: {schemes: auto, keys: 1}\n", "unknown setting 'auth.keys'"),
         ("limits: {port: 1}\n", "unknown setting 'limits.port'"),
@@ -97,33 +107,74 @@ def test_port_range_parsing() -> None:
         ("port: 7890.0\n", "port: expected an integer, got a number (7890.0)"),
         ("port:\n", "port: expected an integer, got nothing (null)"),
         ("host: 1\n", "host: expected a string (an IP address or host name), got an integer (1)"),
-        ("port_range: 8000\n", "port_range: expected a port range such as 8000-9000, got an integer"),
-        ("port_range: [8000, 9000]\n", "port_range: expected a port range such as 8000-9000, got a list"),
+        (
+            "port_range: 8000\n",
+            "port_range: expected a port range such as 8000-9000, got an integer",
+        ),
+        (
+            "port_range: [8000, 9000]\n",
+            "port_range: expected a port range such as 8000-9000, got a list",
+        ),
         ("limits: 5\n", "limits: expected a mapping of settings, got an integer (5)"),
-        ("limits: {max_body_bytes: true}\n", "limits.max_body_bytes: expected an integer, got a boolean"),
-        ("limits: {max_body_bytes: 1.5}\n", "limits.max_body_bytes: expected an integer, got a number"),
-        ("limits: {max_body_bytes: 10MB}\n", "limits.max_body_bytes: expected an integer, got a string ('10MB')"),
-        ("limits: {log_backups: false}\n", "limits.log_backups: expected an integer, got a boolean (false)"),
-        ("limits: {bundle_max_ratio: yes}\n", "limits.bundle_max_ratio: expected a number, got a boolean (true)"),
-        ("restart_defaults: {backoff: {factor: true}}\n",
-         "restart_defaults.backoff.factor: expected a number, got a boolean (true)"),
-        ("restart_defaults: {backoff: 2}\n",
-         "restart_defaults.backoff: expected a mapping of settings, got an integer (2)"),
-        ("restart_defaults: {max_restarts: 2.5}\n",
-         "restart_defaults.max_restarts: expected an integer, got a number (2.5)"),
-        ("restart_defaults: {policy: [always]}\n",
-         "restart_defaults.policy: expected one of always, on-failure, never, got a list"),
+        (
+            "limits: {max_body_bytes: true}\n",
+            "limits.max_body_bytes: expected an integer, got a boolean",
+        ),
+        (
+            "limits: {max_body_bytes: 1.5}\n",
+            "limits.max_body_bytes: expected an integer, got a number",
+        ),
+        (
+            "limits: {max_body_bytes: 10MB}\n",
+            "limits.max_body_bytes: expected an integer, got a string ('10MB')",
+        ),
+        (
+            "limits: {log_backups: false}\n",
+            "limits.log_backups: expected an integer, got a boolean (false)",
+        ),
+        (
+            "limits: {bundle_max_ratio: yes}\n",
+            "limits.bundle_max_ratio: expected a number, got a boolean (true)",
+        ),
+        (
+            "restart_defaults: {backoff: {factor: true}}\n",
+            "restart_defaults.backoff.factor: expected a number, got a boolean (true)",
+        ),
+        (
+            "restart_defaults: {backoff: 2}\n",
+            "restart_defaults.backoff: expected a mapping of settings, got an integer (2)",
+        ),
+        (
+            "restart_defaults: {max_restarts: 2.5}\n",
+            "restart_defaults.max_restarts: expected an integer, got a number (2.5)",
+        ),
+        (
+            "restart_defaults: {policy: [always]}\n",
+            "restart_defaults.policy: expected one of always, on-failure, never, got a list",
+        ),
         ("shutdown_timeout: '60'\n", "shutdown_timeout: expected a number, got a string ('60')"),
         ("auth: schemes\n", "auth: expected a mapping of settings, got a string ('schemes')"),
-        ("auth: {schemes: true}\n", "auth.schemes: expected auto or a list of signed-headers, muxi-hmac"),
-        ("auth: {schemes: []}\n", "auth.schemes: expected auto or a list of signed-headers, muxi-hmac, got a list"),
-        ("auth: {schemes: [bearer]}\n", "auth.schemes: must be auto or a list of signed-headers, "
-                                        "muxi-hmac; a string ('bearer') is not a scheme"),
+        (
+            "auth: {schemes: true}\n",
+            "auth.schemes: expected auto or a list of signed-headers, muxi-hmac",
+        ),
+        (
+            "auth: {schemes: []}\n",
+            "auth.schemes: expected auto or a list of signed-headers, muxi-hmac, got a list",
+        ),
+        (
+            "auth: {schemes: [bearer]}\n",
+            "auth.schemes: must be auto or a list of signed-headers, "
+            "muxi-hmac; a string ('bearer') is not a scheme",
+        ),
         ("- port\n- 1\n", "expected a mapping of settings, got a list"),
         # out of range
         ("port: 65536\n", "port: must be between 0 and 65535, got 65536"),
         ("port: -1\n", "port: must be between 0 and 65535, got -1"),
-        ("port_range: 0-10\n", "port_range: port range 0-10 must be within 1-65535, low before high"),
+        (
+            "port_range: 0-10\n",
+            "port_range: port range 0-10 must be within 1-65535, low before high",
+        ),
         ("port_range: 9000-8000\n", "port_range: port range 9000-8000 must be within 1-65535"),
         ("port_range: 8000-70000\n", "port_range: port range 8000-70000 must be within 1-65535"),
         ("port_range: 8000 - 9000\n", "port_range: '8000 - 9000' is not a port range"),
@@ -131,28 +182,54 @@ def test_port_range_parsing() -> None:
         ("host: ''\n", "host: '' is not an IP address or host name"),
         ("limits: {max_body_bytes: 0}\n", "limits.max_body_bytes: must be between 1 and"),
         ("limits: {bundle_max_members: -5}\n", "limits.bundle_max_members: must be between 1 and"),
-        ("limits: {bundle_max_ratio: 0.5}\n", "limits.bundle_max_ratio: must be between 1 and 1000000"),
+        (
+            "limits: {bundle_max_ratio: 0.5}\n",
+            "limits.bundle_max_ratio: must be between 1 and 1000000",
+        ),
         ("limits: {log_backups: -1}\n", "limits.log_backups: must be between 0 and 100, got -1"),
         ("limits: {log_max_bytes: 0}\n", "limits.log_max_bytes: must be between 1 and"),
-        ("restart_defaults: {policy: sometimes}\n",
-         "restart_defaults.policy: must be one of always, on-failure, never, got 'sometimes'"),
-        ("restart_defaults: {backoff: {factor: 0.5}}\n",
-         "restart_defaults.backoff.factor: must be between 1 and 10, got 0.5"),
-        ("restart_defaults: {backoff: {jitter: 2}}\n", "restart_defaults.backoff.jitter: must be between 0 and 1"),
-        ("restart_defaults: {window: .nan}\n", "restart_defaults.window: must be between 1 and 604800, got nan"),
-        ("restart_defaults: {reset_after: .inf}\n", "restart_defaults.reset_after: must be between 0 and 86400"),
-        ("restart_defaults: {max_restarts: 10001}\n", "restart_defaults.max_restarts: must be between 0 and 10000"),
-        ("restart_defaults: {backoff: {initial: 60}}\n",
-         "restart_defaults.backoff.max: must be at least restart_defaults.backoff.initial (60), got 30"),
+        (
+            "restart_defaults: {policy: sometimes}\n",
+            "restart_defaults.policy: must be one of always, on-failure, never, got 'sometimes'",
+        ),
+        (
+            "restart_defaults: {backoff: {factor: 0.5}}\n",
+            "restart_defaults.backoff.factor: must be between 1 and 10, got 0.5",
+        ),
+        (
+            "restart_defaults: {backoff: {jitter: 2}}\n",
+            "restart_defaults.backoff.jitter: must be between 0 and 1",
+        ),
+        (
+            "restart_defaults: {window: .nan}\n",
+            "restart_defaults.window: must be between 1 and 604800, got nan",
+        ),
+        (
+            "restart_defaults: {reset_after: .inf}\n",
+            "restart_defaults.reset_after: must be between 0 and 86400",
+        ),
+        (
+            "restart_defaults: {max_restarts: 10001}\n",
+            "restart_defaults.max_restarts: must be between 0 and 10000",
+        ),
+        (
+            "restart_defaults: {backoff: {initial: 60}}\n",
+            "restart_defaults.backoff.max: must be at least restart_defaults.backoff.initial (60), got 30",
+        ),
         ("shutdown_timeout: 0\n", "shutdown_timeout: must be between 0.1 and 86400, got 0"),
-        ("port: " + "9" * 300 + "\n", "port: must be between 0 and 65535, got <a very large number>"),
+        (
+            "port: " + "9" * 300 + "\n",
+            "port: must be between 0 and 65535, got <a very large number>",
+        ),
         # the document itself
         ("a: " + "[" * 5000 + "\n", "deeper than"),
         ("a: &x [1]\nb: *x\n", "aliases are not allowed"),
         ("port: [unclosed\n", "not valid YAML"),
     ],
 )
-def test_bad_configs_are_refused_naming_the_setting(tmp_path: Path, text: str, message: str) -> None:
+def test_bad_configs_are_refused_naming_the_setting(
+    tmp_path: Path, text: str, message: str
+) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
@@ -172,8 +249,10 @@ def test_bad_configs_are_refused_naming_the_setting(tmp_path: Path, text: str, m
         ("host: localhost\n", {"host": "localhost"}),
         ("shutdown_timeout: 5\n", {"shutdown_timeout": 5.0}),
         ("auth: {schemes: muxi-hmac}\n", {"auth_schemes": ("muxi-hmac",)}),
-        ("auth: {schemes: [muxi-hmac, signed-headers, muxi-hmac]}\n",
-         {"auth_schemes": ("muxi-hmac", "signed-headers")}),
+        (
+            "auth: {schemes: [muxi-hmac, signed-headers, muxi-hmac]}\n",
+            {"auth_schemes": ("muxi-hmac", "signed-headers")},
+        ),
         ("auth: {schemes: auto}\n", {"auth_schemes": None}),
     ],
 )
@@ -185,19 +264,30 @@ def test_good_configs(tmp_path: Path, text: str, changed: dict[str, Any]) -> Non
 
 def test_backoff_factor_one_and_bounds_are_accepted(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text("restart_defaults: {backoff: {factor: 1, initial: 0.01, jitter: 0}, "
-                    "max_restarts: 0}\nlimits: {log_backups: 0, bundle_max_ratio: 1}\n")
+    path.write_text(
+        "restart_defaults: {backoff: {factor: 1, initial: 0.01, jitter: 0}, "
+        "max_restarts: 0}\nlimits: {log_backups: 0, bundle_max_ratio: 1}\n"
+    )
     config = load_config(path)
     assert config.restart_defaults.backoff == BackoffSpec(0.01, 1.0, 30.0, 0.0)
     assert config.restart_defaults.max_restarts == 0 and config.logs.backups == 0
 
 
 EVERYTHING_CHANGED = ServerConfig(
-    host="0.0.0.0", port=0, port_range=(20000, 20999), max_body_bytes=2048,
+    host="0.0.0.0",
+    port=0,
+    port_range=(20000, 20999),
+    max_body_bytes=2048,
     bundle=BundleLimits(max_members=7, max_unpacked_bytes=4096, max_ratio=12.5),
-    restart_defaults=RestartSpec(policy="always", backoff=BackoffSpec(1.5, 3.0, 90.0, 0.0),
-                                 reset_after=5.0, max_restarts=0, window=20.0),
-    logs=LogLimits(max_bytes=1000, backups=0), shutdown_timeout=2.5,
+    restart_defaults=RestartSpec(
+        policy="always",
+        backoff=BackoffSpec(1.5, 3.0, 90.0, 0.0),
+        reset_after=5.0,
+        max_restarts=0,
+        window=20.0,
+    ),
+    logs=LogLimits(max_bytes=1000, backups=0),
+    shutdown_timeout=2.5,
     auth_schemes=("muxi-hmac", "signed-headers"),
 )
 
@@ -220,7 +310,7 @@ def test_every_setting_is_written_with_its_type_and_range() -> None:
         name = setting.key.rsplit(".", 1)[-1]
         index = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name}:"))
         assert f"[{setting.kind.describe()}]" in " ".join(
-            line.strip() for line in lines[max(0, index - 4):index]
+            line.strip() for line in lines[max(0, index - 4) : index]
         ), setting.key
 
 
@@ -235,17 +325,22 @@ def _leaf_fields(value: Any, prefix: str = "") -> set[str]:
 
 def test_every_server_setting_is_in_the_model() -> None:
     # ratio_floor_bytes is a constant of the bomb check, not a knob.
-    assert _leaf_fields(ServerConfig()) - {"bundle.ratio_floor_bytes"} == {s.field for s in SETTINGS}
+    assert _leaf_fields(ServerConfig()) - {"bundle.ratio_floor_bytes"} == {
+        s.field for s in SETTINGS
+    }
 
 
 def test_flags_are_checked_like_their_settings() -> None:
-    config = with_flags(ServerConfig(), {"--host": "0.0.0.0", "--port": 0,
-                                         "--port-range": "20000-20010"})
+    config = with_flags(
+        ServerConfig(), {"--host": "0.0.0.0", "--port": 0, "--port-range": "20000-20010"}
+    )
     assert (config.host, config.port, config.port_range) == ("0.0.0.0", 0, (20000, 20010))
     assert with_flags(config, {"--host": None, "--port": None, "--port-range": None}) == config
-    for flags, message in [({"--port": 70000}, "--port: must be between 0 and 65535, got 70000"),
-                           ({"--port-range": "9-1"}, "--port-range: port range 9-1 must be"),
-                           ({"--host": "a b"}, "--host: 'a b' is not an IP address")]:
+    for flags, message in [
+        ({"--port": 70000}, "--port: must be between 0 and 65535, got 70000"),
+        ({"--port-range": "9-1"}, "--port-range: port range 9-1 must be"),
+        ({"--host": "a b"}, "--host: 'a b' is not an IP address"),
+    ]:
         with pytest.raises(ConfigError) as info:
             with_flags(ServerConfig(), flags)
         assert str(info.value).startswith(message)
@@ -254,12 +349,24 @@ def test_flags_are_checked_like_their_settings() -> None:
 def test_serve_refuses_a_bad_flag_or_config_with_exit_2(tmp_path: Path) -> None:
     env = {**os.environ, "MUXI_HOME": str(tmp_path)}
     command = [sys.executable, "-m", "supervisor", "serve"]
-    done = subprocess.run([*command, "--port", "70000"], env=env, capture_output=True, text=True,
-                          timeout=60, cwd=Path(__file__).parent.parent)
+    done = subprocess.run(
+        [*command, "--port", "70000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
     assert done.returncode == 2 and "fsup: --port: must be between 0 and 65535" in done.stderr
     config = tmp_path / "server" / "config.yaml"
     config.write_text("limits: {max_bdy_bytes: 10}\n")
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).parent.parent)
+    done = subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
     assert done.returncode == 2
     assert f"fsup: {config}: unknown setting 'limits.max_bdy_bytes'" in done.stderr

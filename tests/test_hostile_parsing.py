@@ -72,8 +72,11 @@ def deflate_zeros(count_mib: int, head: bytes = b"") -> bytes:
 
 
 def gzip_wrap(deflated: bytes, crc: int, size: int) -> bytes:
-    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + deflated + struct.pack(
-        "<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
+    return (
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+        + deflated
+        + struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
+    )
 
 
 @dataclass
@@ -97,15 +100,29 @@ def raw_zip(entries: list[Entry], offsets: list[int] | None = None) -> bytes:
         crc = zlib.crc32(entry.payload) if entry.crc is None else entry.crc
         size = len(entry.payload) if entry.size is None else entry.size
         at = len(out) if offsets is None else offsets[index]
-        common = struct.pack("<HHHHHIII", entry.version, entry.flags, entry.method, 0, 0x21,
-                             crc, len(entry.payload), size)
+        common = struct.pack(
+            "<HHHHHIII",
+            entry.version,
+            entry.flags,
+            entry.method,
+            0,
+            0x21,
+            crc,
+            len(entry.payload),
+            size,
+        )
         out += b"PK\x03\x04" + common + struct.pack("<HH", len(entry.name), 0)
         out += entry.name + entry.payload
-        directory += (b"PK\x01\x02" + struct.pack("<H", 0x031E) + common
-                      + struct.pack("<HHHHHII", len(entry.name), 0, 0, 0, 0, entry.mode << 16, at)
-                      + entry.name)
-    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries),
-                      len(directory), len(out), 0)
+        directory += (
+            b"PK\x01\x02"
+            + struct.pack("<H", 0x031E)
+            + common
+            + struct.pack("<HHHHHII", len(entry.name), 0, 0, 0, 0, entry.mode << 16, at)
+            + entry.name
+        )
+    end = struct.pack(
+        "<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(directory), len(out), 0
+    )
     return bytes(out + directory + end)
 
 
@@ -135,8 +152,9 @@ def dest(tmp_path: Path) -> Path:
 
 # --- damaged .tar.gz -----------------------------------------------------------------------
 
-GOOD_TAR = tar_bytes(("app/formation.yaml", b"id: x\n"), ("app/b.txt", b"b" * 700),
-                     ("app/c.txt", b"c" * 10))
+GOOD_TAR = tar_bytes(
+    ("app/formation.yaml", b"id: x\n"), ("app/b.txt", b"b" * 700), ("app/c.txt", b"c" * 10)
+)
 B_HEADER_AT = 1024  # after formation.yaml's header and its one block of data
 CONTENT_END = 3584  # three headers and four blocks of data; then the end-of-archive blocks
 
@@ -157,14 +175,32 @@ def flipped(data: bytes, at: int) -> bytes:
         (gzip.compress(GOOD_TAR) + b"garbage", "after the end of the gzip stream"),
         (gzip.compress(GOOD_TAR) + gzip.compress(b"")[:5], "ends early"),
         (flipped(gzip.compress(GOOD_TAR), 3), "unknown header flags"),
-        (gzip.compress(GOOD_TAR[:1536 + 300]), "ends inside this member"),
-        (gzip.compress(GOOD_TAR[:1024 + 100]), "damaged tar header"),
+        (gzip.compress(GOOD_TAR[: 1536 + 300]), "ends inside this member"),
+        (gzip.compress(GOOD_TAR[: 1024 + 100]), "damaged tar header"),
         (gzip.compress(GOOD_TAR + b"\x01" * 512), "after the end-of-archive marker"),
-        (gzip.compress(GOOD_TAR[:CONTENT_END] + b"\0" * 512 + with_checksum(header("late", 1))
-                       + b"\0" * 4096), "after the end-of-archive marker"),
+        (
+            gzip.compress(
+                GOOD_TAR[:CONTENT_END]
+                + b"\0" * 512
+                + with_checksum(header("late", 1))
+                + b"\0" * 4096
+            ),
+            "after the end-of-archive marker",
+        ),
     ],
-    ids=["crc", "isize", "no-trailer", "truncated", "trailing-garbage", "second-member-cut",
-         "bad-flags", "data-cut", "header-cut", "after-end", "lone-zero-block"],
+    ids=[
+        "crc",
+        "isize",
+        "no-trailer",
+        "truncated",
+        "trailing-garbage",
+        "second-member-cut",
+        "bad-flags",
+        "data-cut",
+        "header-cut",
+        "after-end",
+        "lone-zero-block",
+    ],
 )
 def test_damaged_tar_gz_is_refused(dest: Path, data: bytes, words: str) -> None:
     assert words in refused(data, dest).message
@@ -227,7 +263,8 @@ def test_a_negative_size_is_refused(dest: Path) -> None:
 
 def test_a_chain_of_pax_headers_is_bounded(dest: Path) -> None:
     pax = with_checksum(header("pax", 20, tarfile.XHDTYPE)) + b"20 comment=aaaaaaaa\n".ljust(
-        512, b"\0")
+        512, b"\0"
+    )
     error = refused(gzip.compress(pax * 2000 + b"\0" * 1024), dest)
     assert "too large" in error.message
 
@@ -259,8 +296,9 @@ def tar_bomb() -> bytes:
 
 @pytest.fixture(scope="module")
 def zip_bomb() -> bytes:
-    return raw_zip([Entry(b"zeros", deflate_zeros(1024), method=8, crc=CRC_OF_A_GIB_OF_ZEROS,
-                          size=GiB)])
+    return raw_zip(
+        [Entry(b"zeros", deflate_zeros(1024), method=8, crc=CRC_OF_A_GIB_OF_ZEROS, size=GiB)]
+    )
 
 
 def test_a_gib_of_zeros_in_a_tar_gz_is_refused_quickly(dest: Path, tar_bomb: bytes) -> None:
@@ -299,8 +337,9 @@ def test_a_tar_header_that_lies_small_cannot_make_us_inflate_the_rest(dest: Path
 
 
 def test_a_zip_header_that_lies_small_inflates_no_more_than_it_says(dest: Path) -> None:
-    data = raw_zip([Entry(b"small", deflate_zeros(1024), method=8, crc=zlib.crc32(bytes(10)),
-                          size=10)])
+    data = raw_zip(
+        [Entry(b"small", deflate_zeros(1024), method=8, crc=zlib.crc32(bytes(10)), size=10)]
+    )
     elapsed, _ = bounded(lambda: extract_bundle(data, dest))
     assert elapsed < 0.5 and (dest / "small").read_bytes() == bytes(10)
 
@@ -320,7 +359,7 @@ def corrupt(data: bytes, old: bytes, new: bytes, nth: int = 0) -> bytes:
     at = -1
     for _ in range(nth + 1):
         at = data.index(old, at + 1)
-    return data[:at] + new + data[at + len(new):]
+    return data[:at] + new + data[at + len(new) :]
 
 
 @pytest.mark.parametrize(
@@ -331,21 +370,44 @@ def corrupt(data: bytes, old: bytes, new: bytes, nth: int = 0) -> bytes:
         (raw_zip([Entry(b"secret", flags=0x1)]), "encrypted", "secret"),
         (raw_zip([Entry(b"bad-crc", b"hello", crc=1234)]), "CRC", "bad-crc"),
         (raw_zip([Entry(b"short", b"hello", size=50)]), "less data", "short"),
-        (raw_zip([Entry(b"inflate", b"\xff\xff\xff\xff", method=8, size=10)]), "damaged",
-         "inflate"),
-        (corrupt(raw_zip([GOOD_ENTRY, Entry(b"b")]), b"PK\x03\x04", b"PK\x03\x05", 1),
-         "local file header", "b"),
+        (
+            raw_zip([Entry(b"inflate", b"\xff\xff\xff\xff", method=8, size=10)]),
+            "damaged",
+            "inflate",
+        ),
+        (
+            corrupt(raw_zip([GOOD_ENTRY, Entry(b"b")]), b"PK\x03\x04", b"PK\x03\x05", 1),
+            "local file header",
+            "b",
+        ),
         (corrupt(raw_zip([Entry(b"name-a")]), b"name-a", b"name-b"), "differ", "name-a"),
-        (raw_zip([Entry(b"a", b"1" * 100), Entry(b"b", b"2" * 100)], offsets=[0, 0]),
-         "overlaps", None),
-        (raw_zip([Entry(b"a", b"1" * 100), Entry(b"b", b"2" * 100)], offsets=[0, 50]),
-         "overlaps", "b"),
+        (
+            raw_zip([Entry(b"a", b"1" * 100), Entry(b"b", b"2" * 100)], offsets=[0, 0]),
+            "overlaps",
+            None,
+        ),
+        (
+            raw_zip([Entry(b"a", b"1" * 100), Entry(b"b", b"2" * 100)], offsets=[0, 50]),
+            "overlaps",
+            "b",
+        ),
         (raw_zip([Entry(b"late", b"1" * 100)], offsets=[90]), "local file header", "late"),
         (raw_zip([Entry(b"ver", version=99)]), "zip file version", None),
     ],
-    ids=["method-99", "method-bzip2", "encrypted", "crc", "short", "bad-deflate",
-         "local-sig", "name-mismatch", "full-overlap", "partial-overlap", "offset-past",
-         "version"],
+    ids=[
+        "method-99",
+        "method-bzip2",
+        "encrypted",
+        "crc",
+        "short",
+        "bad-deflate",
+        "local-sig",
+        "name-mismatch",
+        "full-overlap",
+        "partial-overlap",
+        "offset-past",
+        "version",
+    ],
 )
 def test_damaged_zips_are_refused_naming_the_member(
     dest: Path, data: bytes, words: str, member: str | None
@@ -361,14 +423,13 @@ def test_damaged_zips_are_refused_naming_the_member(
     [
         raw_zip([GOOD_ENTRY])[:40],
         corrupt(raw_zip([GOOD_ENTRY]), b"PK\x01\x02", b"PK\x01\x09"),
-        raw_zip([GOOD_ENTRY])[:-22] + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1,
-                                                  10, 0, 0),
+        raw_zip([GOOD_ENTRY])[:-22]
+        + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, 10, 0, 0),
         raw_zip([Entry("é".encode("latin-1"), flags=0x800)]),
-        raw_zip([GOOD_ENTRY])[:-22] + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1,
-                                                  10**6, 0, 0),
+        raw_zip([GOOD_ENTRY])[:-22]
+        + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, 10**6, 0, 0),
     ],
-    ids=["truncated", "directory-signature", "directory-cut", "bad-utf8-name",
-         "directory-size"],
+    ids=["truncated", "directory-signature", "directory-cut", "bad-utf8-name", "directory-size"],
 )
 def test_broken_zip_structures_are_refused(dest: Path, data: bytes) -> None:
     refused(data, dest)
@@ -430,8 +491,14 @@ def test_implicit_folders_count_as_members(dest: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "words"),
-    [("a\nb", "control"), ("a\x1b[31m", "control"), ("a\x7f", "control"),
-     ("x" * 300, "too long"), ("a/" + "b" * 256, "too long"), ("./", "root")],
+    [
+        ("a\nb", "control"),
+        ("a\x1b[31m", "control"),
+        ("a\x7f", "control"),
+        ("x" * 300, "too long"),
+        ("a/" + "b" * 256, "too long"),
+        ("./", "root"),
+    ],
 )
 def test_odd_member_names_are_refused(dest: Path, name: str, words: str) -> None:
     error = refused(gzip.compress(tar_bytes((name, b"1"))), dest)
@@ -441,6 +508,7 @@ def test_odd_member_names_are_refused(dest: Path, name: str, words: str) -> None
 def test_a_name_that_is_not_utf8_is_refused_printably(dest: Path) -> None:
     block = header("x", 1)
     block[0:4] = b"\xff\xfeab"
-    error = refused(gzip.compress(with_checksum(block) + b"1".ljust(512, b"\0")
-                                  + b"\0" * 1024), dest)
+    error = refused(
+        gzip.compress(with_checksum(block) + b"1".ljust(512, b"\0") + b"\0" * 1024), dest
+    )
     assert "UTF-8" in error.message and error.details["member"].isprintable()

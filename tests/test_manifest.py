@@ -166,7 +166,7 @@ def test_reserved_ids_with_a_trailing_newline_are_refused(name: str) -> None:
     [
         (manifest('"hello\\n"'), "id"),
         (manifest('"\\nhello"'), "id"),
-        (manifest('|\n  hello\n'), "id"),
+        (manifest("|\n  hello\n"), "id"),
         (manifest(version="1.0.0\\n"), "version"),
         (manifest(version="1.0.0\\n\\n"), "version"),
         (manifest(version="\u0661.0.0"), "version"),  # Arabic-Indic one
@@ -201,8 +201,18 @@ def test_bad_manifest_values_are_named(text: bytes, field: str) -> None:
         (b"\xff\xfe\x00garbage", "(document)"),
         (manifest(extra="env: {A: !!python/name:os.system ''}\n"), "(document)"),
     ],
-    ids=["flow-seq", "flow-map", "nested-value", "block-seq", "block-map", "long-int",
-         "bad-date", "huge-key", "not-utf8", "python-tag"],
+    ids=[
+        "flow-seq",
+        "flow-map",
+        "nested-value",
+        "block-seq",
+        "block-map",
+        "long-int",
+        "bad-date",
+        "huge-key",
+        "not-utf8",
+        "python-tag",
+    ],
 )
 def test_hostile_yaml_documents_are_refused(text: bytes, field: str) -> None:
     started = time.perf_counter()

@@ -31,8 +31,12 @@ SIG = "A" * 43 + "="
 
 def test_signature_equals_the_sdk_one() -> None:
     """Same timestamp, same bytes as MUXI's SDK (the query is not signed)."""
-    signature, ts = generate_hmac_signature(CREDS.secret_key, "GET", "/rpc/formations/a/logs?limit=5")
-    assert muxi_hmac.sign(CREDS.secret_key, ts, "GET", b"/rpc/formations/a/logs?limit=5") == signature
+    signature, ts = generate_hmac_signature(
+        CREDS.secret_key, "GET", "/rpc/formations/a/logs?limit=5"
+    )
+    assert (
+        muxi_hmac.sign(CREDS.secret_key, ts, "GET", b"/rpc/formations/a/logs?limit=5") == signature
+    )
     assert muxi_hmac.sign(CREDS.secret_key, ts, "get", b"/rpc/formations/a/logs") == signature
 
 
@@ -40,8 +44,9 @@ def test_the_sdk_header_parses() -> None:
     value = build_auth_header(CREDS.key_id, CREDS.secret_key, "POST", "/rpc/formations/a/stop")
     parsed = muxi_hmac.parse(value)
     assert parsed.key_id == CREDS.key_id
-    assert parsed.signature == muxi_hmac.sign(CREDS.secret_key, parsed.timestamp, "POST",
-                                              b"/rpc/formations/a/stop")
+    assert parsed.signature == muxi_hmac.sign(
+        CREDS.secret_key, parsed.timestamp, "POST", b"/rpc/formations/a/stop"
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,10 +93,14 @@ def test_parse_refuses(value: str, problem: str) -> None:
     assert "expected 'MUXI-HMAC key=<key id>" in info.value.message
 
 
-def authorization(method: str = "GET", path: str = "/rpc/formations", ts: int = TS,
-                  creds: Credentials = CREDS) -> dict[str, str]:
-    return {"authorization": muxi_hmac.authorization(
-        creds.key_id, creds.secret_key, method, path.encode(), ts)}
+def authorization(
+    method: str = "GET", path: str = "/rpc/formations", ts: int = TS, creds: Credentials = CREDS
+) -> dict[str, str]:
+    return {
+        "authorization": muxi_hmac.authorization(
+            creds.key_id, creds.secret_key, method, path.encode(), ts
+        )
+    }
 
 
 def test_check_head_accepts_a_good_muxi_hmac_request_without_its_body() -> None:
@@ -103,13 +112,25 @@ def test_check_head_accepts_a_good_muxi_hmac_request_without_its_body() -> None:
 @pytest.mark.parametrize(
     ("headers", "method", "path", "message"),
     [
-        (authorization(creds=Credentials("other", CREDS.secret_key)), "GET", "/rpc/formations",
-         "invalid key id or signature"),
-        (authorization(creds=Credentials(CREDS.key_id, "other")), "GET", "/rpc/formations",
-         "invalid key id or signature"),
+        (
+            authorization(creds=Credentials("other", CREDS.secret_key)),
+            "GET",
+            "/rpc/formations",
+            "invalid key id or signature",
+        ),
+        (
+            authorization(creds=Credentials(CREDS.key_id, "other")),
+            "GET",
+            "/rpc/formations",
+            "invalid key id or signature",
+        ),
         (authorization("POST"), "GET", "/rpc/formations", "invalid key id or signature"),
-        (authorization(path="/rpc/server/status"), "GET", "/rpc/formations",
-         "invalid key id or signature"),
+        (
+            authorization(path="/rpc/server/status"),
+            "GET",
+            "/rpc/formations",
+            "invalid key id or signature",
+        ),
         (authorization(ts=TS - 301), "GET", "/rpc/formations", "away from the server clock"),
         (authorization(ts=TS + 301), "GET", "/rpc/formations", "away from the server clock"),
         ({}, "GET", "/rpc/formations", "not signed"),
@@ -124,8 +145,12 @@ def test_check_head_refuses(headers: dict[str, str], method: str, path: str, mes
 
 
 def test_both_schemes_at_once_are_refused() -> None:
-    seed = {k.lower(): v for k, v in signed_headers(
-        CREDS.key_id, CREDS.secret_key, "GET", b"/rpc/formations", b"").items()}
+    seed = {
+        k.lower(): v
+        for k, v in signed_headers(
+            CREDS.key_id, CREDS.secret_key, "GET", b"/rpc/formations", b""
+        ).items()
+    }
     for extra in ({"x-muxi-key-id": CREDS.key_id}, seed):
         with pytest.raises(FsupError) as info:
             check_head(CREDS, {**authorization(), **extra}, "GET", b"/rpc/formations", SCHEMES)
@@ -137,8 +162,12 @@ def test_a_scheme_turned_off_is_refused_with_the_setting_named() -> None:
         check_head(CREDS, authorization(), "GET", b"/rpc/formations", (SIGNED_HEADERS,), NOW)
     assert "muxi-hmac signing scheme is turned off" in info.value.message
     assert "auth.schemes" in info.value.message
-    seed = {k.lower(): v for k, v in signed_headers(
-        CREDS.key_id, CREDS.secret_key, "GET", b"/rpc/formations", b"").items()}
+    seed = {
+        k.lower(): v
+        for k, v in signed_headers(
+            CREDS.key_id, CREDS.secret_key, "GET", b"/rpc/formations", b""
+        ).items()
+    }
     with pytest.raises(FsupError) as refused:
         check_head(CREDS, seed, "GET", b"/rpc/formations", (MUXI_HMAC,))
     assert "signed-headers signing scheme is turned off" in refused.value.message
@@ -153,8 +182,10 @@ def test_a_scheme_turned_off_is_refused_with_the_setting_named() -> None:
         ({}, None),
         ({"schemes": ["signed-headers"]}, ("signed-headers",)),
         ({"schemes": "muxi-hmac"}, ("muxi-hmac",)),
-        ({"schemes": ["muxi-hmac", "signed-headers", "muxi-hmac"]},
-         ("muxi-hmac", "signed-headers")),
+        (
+            {"schemes": ["muxi-hmac", "signed-headers", "muxi-hmac"]},
+            ("muxi-hmac", "signed-headers"),
+        ),
     ],
 )
 def test_auth_setting(doc: dict[str, object], schemes: tuple[str, ...] | None) -> None:
@@ -163,8 +194,14 @@ def test_auth_setting(doc: dict[str, object], schemes: tuple[str, ...] | None) -
 
 @pytest.mark.parametrize(
     "doc",
-    [{"schemes": []}, {"schemes": ["hmac"]}, {"schemes": 1}, {"scheme": "auto"}, "auto",
-     {"schemes": [["signed-headers"]]}],
+    [
+        {"schemes": []},
+        {"schemes": ["hmac"]},
+        {"schemes": 1},
+        {"scheme": "auto"},
+        "auto",
+        {"schemes": [["signed-headers"]]},
+    ],
 )
 def test_auth_setting_refuses(doc: object) -> None:
     with pytest.raises(ConfigError) as info:
@@ -175,9 +212,14 @@ def test_auth_setting_refuses(doc: object) -> None:
 @pytest.mark.parametrize(
     ("host", "accepted"),
     [
-        ("127.0.0.1", SCHEMES), ("::1", SCHEMES), ("localhost", SCHEMES), ("127.0.0.2", SCHEMES),
-        ("0.0.0.0", (SIGNED_HEADERS,)), ("192.168.1.5", (SIGNED_HEADERS,)),
-        ("::", (SIGNED_HEADERS,)), ("example.org", (SIGNED_HEADERS,)),
+        ("127.0.0.1", SCHEMES),
+        ("::1", SCHEMES),
+        ("localhost", SCHEMES),
+        ("127.0.0.2", SCHEMES),
+        ("0.0.0.0", (SIGNED_HEADERS,)),
+        ("192.168.1.5", (SIGNED_HEADERS,)),
+        ("::", (SIGNED_HEADERS,)),
+        ("example.org", (SIGNED_HEADERS,)),
     ],
 )
 def test_auto_accepts_muxi_hmac_on_loopback_only(host: str, accepted: tuple[str, ...]) -> None:

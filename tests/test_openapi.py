@@ -61,8 +61,12 @@ def app_operations(app: QuartTrio) -> set[tuple[str, str]]:
 
 
 def doc_operations() -> set[tuple[str, str]]:
-    return {(path, method) for path, item in document()["paths"].items()
-            for method in item if method in METHODS}
+    return {
+        (path, method)
+        for path, item in document()["paths"].items()
+        for method in item
+        if method in METHODS
+    }
 
 
 def operations() -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -79,8 +83,9 @@ async def test_every_route_is_documented_and_nothing_else(app: QuartTrio) -> Non
 
 def test_document_is_valid_openapi_31() -> None:
     doc = document()
-    errors = [f"{list(e.instance_path)}: {e.message[:300]}"
-              for e in OPENAPI_31_VALIDATOR.iter_errors(doc)]
+    errors = [
+        f"{list(e.instance_path)}: {e.message[:300]}" for e in OPENAPI_31_VALIDATOR.iter_errors(doc)
+    ]
     assert errors == []
     assert doc["openapi"].startswith("3.1.")
 

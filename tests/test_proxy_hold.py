@@ -146,8 +146,9 @@ async def test_the_gate_bounds_held_requests_and_bytes(clock: trio.testing.MockC
         ("DELETE", frozenset({"PUT"}), b"", False),
     ],
 )
-def test_what_is_retried(method: str, declared: frozenset[str], body: bytes | None,
-                         expected: bool) -> None:
+def test_what_is_retried(
+    method: str, declared: frozenset[str], body: bytes | None, expected: bool
+) -> None:
     routes = table()
     routes.configure("web", 5.0, declared)
     route = routes.get("web")

@@ -55,8 +55,15 @@ def test_restarts_outside_the_window_do_not_count() -> None:
 
 @pytest.mark.parametrize(
     ("policy", "code", "expected"),
-    [("always", 0, True), ("always", 1, True), ("on-failure", 0, False), ("on-failure", 1, True),
-     ("on-failure", -9, True), ("on-failure", None, True), ("never", 1, False)],
+    [
+        ("always", 0, True),
+        ("always", 1, True),
+        ("on-failure", 0, False),
+        ("on-failure", 1, True),
+        ("on-failure", -9, True),
+        ("on-failure", None, True),
+        ("never", 1, False),
+    ],
 )
 def test_policies(policy: str, code: int | None, expected: bool) -> None:
     assert wants_restart(policy, code) is expected

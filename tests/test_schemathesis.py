@@ -55,17 +55,24 @@ pytestmark = pytest.mark.e2e
 
 MAX_EXAMPLES = 25
 REQUEST_TIMEOUT_S = 60
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance,
-          content_type_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    response_schema_conformance,
+    content_type_conformance,
+]
 # How cases are generated (Hypothesis's own settings are on the test): well-formed requests
 # only; the real credentials are added by FsupAuth, generated ones would only be replaced.
-CONFIG = schemathesis.Config.from_dict({
-    "generation": {"mode": "positive", "with-security-parameters": False},
-})
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "generation": {"mode": "positive", "with-security-parameters": False},
+    }
+)
 FORMATIONS = ("alpha", "beta")
 
 
 # -- request bodies for bundles ------------------------------------------------------------
+
 
 def _tar_gz(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
@@ -92,10 +99,11 @@ def _manifests() -> st.SearchStrategy[bytes]:
     versions = st.sampled_from(["1.0.0", "2.0.0", "1.1.0-rc.1", "01.0.0", "1.0", ""])
     fields = st.fixed_dictionaries(
         {"id": ids, "version": versions},
-        optional={"command": st.sampled_from([["fsup-no-such-program"], [], "x", None]),
-                  "health": st.sampled_from([{"tcp": True}, {"http": "no-slash"},
-                                             {"interval": -1}]),
-                  "extra": st.integers()},
+        optional={
+            "command": st.sampled_from([["fsup-no-such-program"], [], "x", None]),
+            "health": st.sampled_from([{"tcp": True}, {"http": "no-slash"}, {"interval": -1}]),
+            "extra": st.integers(),
+        },
     )
     return fields.map(lambda doc: json.dumps(doc).encode())
 
@@ -105,11 +113,14 @@ def bundles(pack: Any, fmt: str) -> st.SearchStrategy[bytes]:
     whose formation.yaml is wrong, missing, or names a program that does not exist; or a real
     formation: alpha again (409 on deploy, an update to 2.0.0 once) or a new one, gamma."""
     good = _manifests().map(lambda manifest: pack({"app/formation.yaml": manifest}))
-    real = [nasty_bundle("alpha", fmt=fmt), nasty_bundle("alpha", fmt=fmt, version="2.0.0"),
-            nasty_bundle("gamma", fmt=fmt)]
+    real = [
+        nasty_bundle("alpha", fmt=fmt),
+        nasty_bundle("alpha", fmt=fmt, version="2.0.0"),
+        nasty_bundle("gamma", fmt=fmt),
+    ]
     return st.one_of(
         st.binary(min_size=1, max_size=512),
-        st.tuples(good, st.integers(min_value=1, max_value=200)).map(lambda p: p[0][:p[1]]),
+        st.tuples(good, st.integers(min_value=1, max_value=200)).map(lambda p: p[0][: p[1]]),
         good,
         st.just(pack({"app/readme.txt": b"no manifest here"})),
         st.sampled_from(real),
@@ -121,6 +132,7 @@ schemathesis.openapi.media_type("application/zip", bundles(_zip, "zip"))
 
 
 # -- auth ------------------------------------------------------------------------------------
+
 
 class FsupAuth(AuthBase):
     """Signs `/rpc` requests over the exact bytes that go on the wire (path and query as
@@ -137,13 +149,15 @@ class FsupAuth(AuthBase):
         if path.startswith("/rpc"):
             method = request.method or "GET"
             request.headers.update(
-                signed_headers(self.key_id, self.secret_key, method, path.encode(), body))
+                signed_headers(self.key_id, self.secret_key, method, path.encode(), body)
+            )
         elif path.startswith("/api/v1/"):
             request.headers["Authorization"] = f"Bearer {self.token}"
         return request
 
 
 # -- the live server ---------------------------------------------------------------------
+
 
 @dataclass
 class Live:
@@ -168,14 +182,20 @@ def set_up_fleet(server: Server) -> dict[str, list[str]]:
     """alpha at 1.1.0 over 1.0.0, beta with a search path, a completed search and an idle
     one; answers the real ids per path parameter name."""
     server.rpc.deploy(nasty_bundle("alpha"))
-    server.rpc.call("PUT", "/rpc/formations/alpha", nasty_bundle("alpha", version="1.1.0"),
-                    {"Content-Type": "application/gzip"})
+    server.rpc.call(
+        "PUT",
+        "/rpc/formations/alpha",
+        nasty_bundle("alpha", version="1.1.0"),
+        {"Content-Type": "application/gzip"},
+    )
     server.rpc.deploy(nasty_bundle("beta", search={"path": "/search"}))
     with api_client(server) as api:
         created = api.post("/searches", json={"keyword": "serving", "autostart": True})
         search_id = created.json()["search"]["id"]
-        wait_for(lambda: api.get(f"/searches/{search_id}").json()["search"]["state"]
-                 == "complete", timeout=30)
+        wait_for(
+            lambda: api.get(f"/searches/{search_id}").json()["search"]["state"] == "complete",
+            timeout=30,
+        )
         results = api.get(f"/searches/{search_id}/results").json()["items"]
         idle = api.post("/searches", json={"keyword": "nothing matches this"}).json()
     assert results, "the setup search found nothing to aim result ids at"
@@ -198,8 +218,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         by_param = set_up_fleet(server)
         creds = json.loads((home / "server" / "credentials.json").read_text())
         token = requests.get(f"{server.url}/api/v1/auth/bootstrap", timeout=10).json()["token"]
-        schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", config=CONFIG,
-                                               timeout=10)
+        schema = schemathesis.openapi.from_url(
+            f"{server.url}/openapi.json", config=CONFIG, timeout=10
+        )
         with requests.Session() as session:
             session.trust_env = False
             session.auth = FsupAuth(creds["key_id"], creds["secret_key"], token)
@@ -220,9 +241,12 @@ def operation_ids() -> list[str]:
     """Every operation of the document but the proxy's, in its order, except: stop then
     start near the end (so that start also meets stopped formations), DELETEs last."""
     late = {"stop": 1, "start": 2}
-    found = [((method == "delete", late.get(op["operationId"], 0)), op["operationId"])
-             for item in document()["paths"].values() for method, op in item.items()
-             if "proxy" not in op["tags"]]
+    found = [
+        ((method == "delete", late.get(op["operationId"], 0)), op["operationId"])
+        for item in document()["paths"].values()
+        for method, op in item.items()
+        if "proxy" not in op["tags"]
+    ]
     return [op_id for _, op_id in sorted(found, key=lambda pair: pair[0])]
 
 
@@ -230,9 +254,15 @@ def operation_ids() -> list[str]:
 def test_operation_conforms(live: Live, operation_id: str) -> None:
     operation = live.schema.find_operation_by_id(operation_id)
 
-    @settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
-              phases=[Phase.explicit, Phase.generate], print_blob=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(GenerationMode.POSITIVE))
     def run(case: schemathesis.Case) -> None:
         live.aim(case.path_parameters or {})
@@ -241,8 +271,7 @@ def test_operation_conforms(live: Live, operation_id: str) -> None:
         if operation_id == "api_events":
             check_event_stream(live, case)
         else:
-            case.call_and_validate(session=live.session, checks=CHECKS,
-                                   timeout=REQUEST_TIMEOUT_S)
+            case.call_and_validate(session=live.session, checks=CHECKS, timeout=REQUEST_TIMEOUT_S)
 
     run()
 

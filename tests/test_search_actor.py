@@ -91,10 +91,15 @@ def answer_searches(request: httpx.Request) -> httpx.Response:
     if request.url.port == BROKEN_PORT:
         return httpx.Response(500, text="boom")
     assert request.url.path == "/search" and request.url.params["q"] == "disk full"
-    return httpx.Response(200, json={"hits": [
-        {"id": "doc-1", "title": "Disk full runbook", "score": 0.9, "size": 120},
-        {"title": "no id, dropped"},
-    ]})
+    return httpx.Response(
+        200,
+        json={
+            "hits": [
+                {"id": "doc-1", "title": "Disk full runbook", "score": 0.9, "size": 120},
+                {"title": "no id, dropped"},
+            ]
+        },
+    )
 
 
 @dataclass
@@ -106,14 +111,19 @@ class World:
     searches: ActorRef
     nursery: trio.Nursery
 
-    async def add_formation(self, formation_id: str, logs: dict[str, str],
-                            port: int | None = None, gone: bool = False) -> Path:
+    async def add_formation(
+        self, formation_id: str, logs: dict[str, str], port: int | None = None, gone: bool = False
+    ) -> Path:
         log_dir = self.tmp / "logs" / formation_id
         log_dir.mkdir(parents=True)
         for name, text in logs.items():
             (log_dir / name).write_text(text)
-        target = {"formation_id": formation_id, "port": port, "log_dir": log_dir,
-                  "search_path": "/search" if port else None}
+        target = {
+            "formation_id": formation_id,
+            "port": port,
+            "log_dir": log_dir,
+            "search_path": "/search" if port else None,
+        }
         self.fleet.peers[formation_id] = await spawn(self.nursery, Peer(None if gone else target))
         return log_dir
 
@@ -162,8 +172,13 @@ async def test_a_full_run_finds_stores_and_announces_every_hit(
     tmp_path: Path, autojump_clock: Any
 ) -> None:
     async with world_of(tmp_path) as w:
-        await w.add_formation("alpha", {"stdout.log": "boot ok\nERROR disk full on /data\n",
-                                        "stderr.log.1": "warning: Disk   FULL soon\n"})
+        await w.add_formation(
+            "alpha",
+            {
+                "stdout.log": "boot ok\nERROR disk full on /data\n",
+                "stderr.log.1": "warning: Disk   FULL soon\n",
+            },
+        )
         await w.add_formation("beta", {"stdout.log": "ERROR disk full on /data\n"}, PEER_PORT)
         await w.add_formation("delta", {}, BROKEN_PORT)
         await w.add_formation("gone", {"stdout.log": "disk full\n"}, gone=True)
@@ -172,15 +187,23 @@ async def test_a_full_run_finds_stores_and_announces_every_hit(
             sid = created["search"]["id"]
             assert created["search"]["state"] == "idle" and created["results"]["count"] == 0
             assert (await expect(events, "search_created", sid)).data == {
-                "keyword": "disk full", "mode": "full"}
+                "keyword": "disk full",
+                "mode": "full",
+            }
             started = await ask(w.searches, StartSearch(sid))
             assert started["search"]["state"] == "running"
             await expect(events, "search_completed", sid)
             await expect(events, "search_state_changed", sid, state="complete")
-        found = [e for e in w.bus.history(limit=1000)
-                 if e.type == "search_hit_found" and e.search_id == sid]
+        found = [
+            e
+            for e in w.bus.history(limit=1000)
+            if e.type == "search_hit_found" and e.search_id == sid
+        ]
         assert titles([e.data for e in found]) == {
-            "ERROR disk full on /data", "warning: Disk   FULL soon", "Disk full runbook"}
+            "ERROR disk full on /data",
+            "warning: Disk   FULL soon",
+            "Disk full runbook",
+        }
 
         detail = await ask(w.searches, GetSearch(sid))
         assert detail["search"]["state"] == "complete" and detail["search"]["active_run_id"] is None
@@ -194,7 +217,10 @@ async def test_a_full_run_finds_stores_and_announces_every_hit(
         assert page["total"] == 3
         top = page["items"][0]
         assert (top["title"], top["sources"], top["kind"]) == (
-            "ERROR disk full on /data", ["alpha", "beta"], "log")
+            "ERROR disk full on /data",
+            ["alpha", "beta"],
+            "log",
+        )
         peer = await ask(w.searches, SearchResults(sid, sort="score", limit=1))
         assert peer["items"][0]["kind"] == "peer" and peer["items"][0]["score"] == 0.9
         one = await ask(w.searches, SearchResult(sid, top["result_id"]))
@@ -256,7 +282,9 @@ async def test_patch_list_and_delete_a_running_search(tmp_path: Path, autojump_c
     async with world_of(tmp_path) as w:
         await w.add_formation("alpha", {"stdout.log": "needle\n"})
         plain = (await ask(w.searches, CreateSearch("hay")))["search"]["id"]
-        live = (await ask(w.searches, CreateSearch("needle", "live", autostart=True)))["search"]["id"]
+        live = (await ask(w.searches, CreateSearch("needle", "live", autostart=True)))["search"][
+            "id"
+        ]
         with w.bus.subscribe() as events:
             patched = await ask(w.searches, PatchSearch(plain, keyword="straw", pinned=True))
             assert (patched["search"]["keyword"], patched["search"]["pinned"]) == ("straw", True)
@@ -280,7 +308,9 @@ async def test_a_run_interrupted_by_fsup_stopping_is_stopped_at_the_next_start(
 ) -> None:
     async with world_of(tmp_path) as w:
         await w.add_formation("alpha", {"stdout.log": "needle\n"})
-        sid = (await ask(w.searches, CreateSearch("needle", "live", autostart=True)))["search"]["id"]
+        sid = (await ask(w.searches, CreateSearch("needle", "live", autostart=True)))["search"][
+            "id"
+        ]
     # fsup stopped under the live run; the next one opens the same store.
     async with world_of(tmp_path) as w:
         detail = await ask(w.searches, GetSearch(sid))
@@ -295,9 +325,16 @@ async def test_a_run_interrupted_by_fsup_stopping_is_stopped_at_the_next_start(
 async def test_bad_requests_get_the_contract_codes(tmp_path: Path, autojump_clock: Any) -> None:
     async with world_of(tmp_path) as w:
         sid = (await ask(w.searches, CreateSearch("x")))["search"]["id"]
-        for message in (GetSearch("nope"), StartSearch("nope"), StopSearch("nope"),
-                        PatchSearch("nope", pinned=True), DeleteSearch("nope"),
-                        SearchResults("nope"), SearchResult("nope", "r"), ExportSearch("nope")):
+        for message in (
+            GetSearch("nope"),
+            StartSearch("nope"),
+            StopSearch("nope"),
+            PatchSearch("nope", pinned=True),
+            DeleteSearch("nope"),
+            SearchResults("nope"),
+            SearchResult("nope", "r"),
+            ExportSearch("nope"),
+        ):
             with pytest.raises(FsupError) as info:
                 await ask(w.searches, message)
             error = info.value

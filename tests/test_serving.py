@@ -66,7 +66,9 @@ async def _until_eof(stream: trio.SocketStream, bound: float) -> tuple[bytes, fl
     ],
     ids=["connection-close", "http-1.0", "post-connection-close"],
 )
-async def test_the_server_closes_when_the_request_says_close(port: int, request_bytes: bytes) -> None:
+async def test_the_server_closes_when_the_request_says_close(
+    port: int, request_bytes: bytes
+) -> None:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(request_bytes)
@@ -110,8 +112,11 @@ async def test_a_connection_that_never_sends_a_request_is_closed(port: int) -> N
 
 
 BAD_CHUNKS = [
-    [b"5\r\nabcde\r\nzz\r\nabc\r\n0\r\n\r\n"], [b"zz\r\n"], [b"5\r\nabcde\r\n", b"zz\r\n"],
-    [b"5\r\nab"], [b"0\r\n\r\n"],
+    [b"5\r\nabcde\r\nzz\r\nabc\r\n0\r\n\r\n"],
+    [b"zz\r\n"],
+    [b"5\r\nabcde\r\n", b"zz\r\n"],
+    [b"5\r\nab"],
+    [b"0\r\n\r\n"],
 ]
 
 

@@ -33,8 +33,11 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(home: str, formation_id: str, argv: list[str] = SLEEP) -> subprocess.Popen[bytes]:
-        env = {"PATH": "/usr/bin:/bin", HOME_ENV: str(tmp_path / home),
-               "FORMATION_ID": formation_id}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            HOME_ENV: str(tmp_path / home),
+            "FORMATION_ID": formation_id,
+        }
         proc = subprocess.Popen(argv, env=env, start_new_session=True)
         started.append(proc)
         return proc
@@ -115,8 +118,9 @@ class BlockingSweep:
         self.started = threading.Semaphore(0)
         self.release = threading.Event()
 
-    def __call__(self, home: Path, formation_id: str | None, owned: frozenset[int],
-                 stop: Callable[[], bool]) -> int:
+    def __call__(
+        self, home: Path, formation_id: str | None, owned: frozenset[int], stop: Callable[[], bool]
+    ) -> int:
         self.calls.append(owned)
         self.started.release()
         self.release.wait(10)
@@ -177,8 +181,9 @@ async def test_an_exit_sweeps_without_the_dead_process_and_never_meets_the_new_o
     """The main exits (its group is killed at once); the sweep that follows runs in a thread
     and spares no pid of the dead process. The restart spawns the new main while that sweep is
     still running: it stops before killing anything, and sweeps again sparing the new main."""
-    world = World(tmp_path, FakeLauncher(), FakeProbe(lambda: True),
-                  parse_manifest(RESTARTING.encode()))
+    world = World(
+        tmp_path, FakeLauncher(), FakeProbe(lambda: True), parse_manifest(RESTARTING.encode())
+    )
     sweep = BlockingSweep()
     world.ctx.kill_strays = sweep
     async with trio.open_nursery() as nursery:

@@ -25,8 +25,14 @@ from supervisor.version_order import (
 
 # The specification's own example (section 11), lowest first.
 SPEC_CHAIN = [
-    "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2",
-    "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0",
+    "1.0.0-alpha",
+    "1.0.0-alpha.1",
+    "1.0.0-alpha.beta",
+    "1.0.0-beta",
+    "1.0.0-beta.2",
+    "1.0.0-beta.11",
+    "1.0.0-rc.1",
+    "1.0.0",
 ]
 
 
@@ -78,9 +84,19 @@ def test_precedence(a: str, b: str, sign: int) -> None:
 
 @pytest.mark.parametrize(
     "version",
-    ["0.0.0", "1.0.0-alpha.beta", "1.0.0-0.3.7", "1.0.0-x.7.z.92", "1.0.0-x-y-z.--",
-     "1.0.0-alpha+001", "1.0.0+20130313144700", "1.0.0-beta+exp.sha.5114f85",
-     "1.0.0+21AF26D3----117B344092BD", "1.0.0+0001", "1.0.0-0a"],
+    [
+        "0.0.0",
+        "1.0.0-alpha.beta",
+        "1.0.0-0.3.7",
+        "1.0.0-x.7.z.92",
+        "1.0.0-x-y-z.--",
+        "1.0.0-alpha+001",
+        "1.0.0+20130313144700",
+        "1.0.0-beta+exp.sha.5114f85",
+        "1.0.0+21AF26D3----117B344092BD",
+        "1.0.0+0001",
+        "1.0.0-0a",
+    ],
 )
 def test_valid_versions(version: str) -> None:
     assert problem(version) is None
@@ -127,7 +143,11 @@ def test_invalid_versions_are_refused_with_the_reason(version: str, why: str) ->
     with pytest.raises(FsupError) as info:
         parse_manifest(manifest(version))
     error = info.value
-    assert (error.code, error.status, error.details) == ("INVALID_FORMATION", 400, {"field": "version"})
+    assert (error.code, error.status, error.details) == (
+        "INVALID_FORMATION",
+        400,
+        {"field": "version"},
+    )
     assert error.message.startswith("formation.yaml: version: must be a SemVer 2.0.0 version")
     assert why in error.message
 
@@ -196,12 +216,23 @@ def test_listings_are_in_precedence_order(tmp_path: Path) -> None:
     try:
         stamp = "2024-01-01T00:00:00Z"
         store.insert_formation("hello", 8000, VersionRow("hello", "1.0.0", b"", "/x", stamp))
-        for version in ["1.0.0-rc.1", "1.0.0-beta.11", "1.0.0-rc.01", "1.0.0-beta.2",
-                        "0.9.0+b2", "0.9.0+b1"]:
+        for version in [
+            "1.0.0-rc.1",
+            "1.0.0-beta.11",
+            "1.0.0-rc.01",
+            "1.0.0-beta.2",
+            "0.9.0+b2",
+            "0.9.0+b1",
+        ]:
             store.put_version(VersionRow("hello", version, b"", "/x", stamp))
         assert [row.version for row in store.versions("hello")] == [
-            "1.0.0-rc.01", "0.9.0+b2", "0.9.0+b1", "1.0.0-beta.2", "1.0.0-beta.11",
-            "1.0.0-rc.1", "1.0.0",
+            "1.0.0-rc.01",
+            "0.9.0+b2",
+            "0.9.0+b1",
+            "1.0.0-beta.2",
+            "1.0.0-beta.11",
+            "1.0.0-rc.1",
+            "1.0.0",
         ]
     finally:
         store.close()

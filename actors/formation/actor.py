@@ -94,8 +94,13 @@ class FormationActor(Actor):
         self.id = formation_id
         self.kept = kept
         self.machine = FormationMachine(
-            formation_id, spec, version_dir, port,
-            restart_count=kept.restart_count, rng=ctx.rng, gens=_generations,
+            formation_id,
+            spec,
+            version_dir,
+            port,
+            restart_count=kept.restart_count,
+            rng=ctx.rng,
+            gens=_generations,
         )
         self._replies: dict[int, Reply | None] = {}
         self._handles: dict[int, ProcessHandle] = {}  # by pid: active, staging, retiring
@@ -149,8 +154,13 @@ class FormationActor(Actor):
             case EnsureRunning() if self.ctx.store.formation(self.id) is None:
                 return False
             case Update(staged_dir=staged, spec=spec, manifest=manifest):
-                target = JobTarget("update", spec, self.ctx.home.version_dir(self.id, spec.version),
-                                   manifest, staged)
+                target = JobTarget(
+                    "update",
+                    spec,
+                    self.ctx.home.version_dir(self.id, spec.version),
+                    manifest,
+                    staged,
+                )
                 return await self._request(reply, lambda rid: BeginJob(rid, target))
             case Rollback():
                 target = self._rollback_target()
@@ -334,15 +344,25 @@ class FormationActor(Actor):
     def launch_spec(self, spec: FormationSpec, version_dir: Path, port: int) -> LaunchSpec:
         env = dict(os.environ)
         env.update(spec.env)
-        env.update(PORT=str(port), HOST="127.0.0.1", FORMATION_ID=self.id,
-                   FORMATION_VERSION=spec.version, MUXI_SERVER_URL=self.ctx.server_url)
+        env.update(
+            PORT=str(port),
+            HOST="127.0.0.1",
+            FORMATION_ID=self.id,
+            FORMATION_VERSION=spec.version,
+            MUXI_SERVER_URL=self.ctx.server_url,
+        )
         env[HOME_ENV] = str(self.ctx.home.root)
         logs = self.ctx.home.formation_logs(self.id)
         argv = list(spec.command)
         if "/" in argv[0] and not os.path.isabs(argv[0]):
             argv[0] = str(version_dir / argv[0])
-        return LaunchSpec(argv=tuple(argv), cwd=version_dir, env=env,
-                          stdout=logs / "stdout.log", stderr=logs / "stderr.log")
+        return LaunchSpec(
+            argv=tuple(argv),
+            cwd=version_dir,
+            env=env,
+            stdout=logs / "stdout.log",
+            stderr=logs / "stderr.log",
+        )
 
     def _watch(self, effect: fx.Watch) -> None:
         """Watch a process's exit and health in the background, in its own cancel scope."""
@@ -357,8 +377,17 @@ class FormationActor(Actor):
             with scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(watchers.watch_exit, self.post, effect.gen, process)
-                    nursery.start_soon(watchers.watch_health, self.post, effect.gen, effect.gate,
-                                       health, effect.port, probe, process, taken)
+                    nursery.start_soon(
+                        watchers.watch_health,
+                        self.post,
+                        effect.gen,
+                        effect.gate,
+                        health,
+                        effect.port,
+                        probe,
+                        process,
+                        taken,
+                    )
 
         self.nursery.start_soon(attend)
 

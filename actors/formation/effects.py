@@ -238,8 +238,29 @@ class CleanUpJob:
 
 
 Effect = (
-    Answer | Progress | Publish | Log | EndActor | Spawn | Watch | Unwatch | StopProcess | Reap
-    | SweepStrays | ProbeOnce | StartTimer | CancelTimer | PersistDesired | PersistProcess
-    | PersistCurrent | PersistVersion | PublishRoute | WithdrawRoute | MarkRouteHealthy
-    | PrepareJob | Promote | RetireOld | CleanUpJob
+    Answer
+    | Progress
+    | Publish
+    | Log
+    | EndActor
+    | Spawn
+    | Watch
+    | Unwatch
+    | StopProcess
+    | Reap
+    | SweepStrays
+    | ProbeOnce
+    | StartTimer
+    | CancelTimer
+    | PersistDesired
+    | PersistProcess
+    | PersistCurrent
+    | PersistVersion
+    | PublishRoute
+    | WithdrawRoute
+    | MarkRouteHealthy
+    | PrepareJob
+    | Promote
+    | RetireOld
+    | CleanUpJob
 )

@@ -111,10 +111,14 @@ class JobRunner:
                 await actor.post(JobFailed(job.job, error))
             elif not run.scope.cancelled_caught:
                 process = run.process
-                await actor.post(JobStaged(
-                    job.job, process.pid if process else None, run.port,
-                    process.started_at if process else None,
-                ))
+                await actor.post(
+                    JobStaged(
+                        job.job,
+                        process.pid if process else None,
+                        run.port,
+                        process.started_at if process else None,
+                    )
+                )
 
     async def _stage(self, job: fx.PrepareJob, run: _Run) -> None:
         actor = self.actor
@@ -166,8 +170,9 @@ class JobRunner:
 
     def store_version(self, effect: fx.PersistVersion) -> None:
         actor = self.actor
-        row = VersionRow(actor.id, effect.spec.version, effect.manifest, str(effect.version_dir),
-                         now_rfc3339())
+        row = VersionRow(
+            actor.id, effect.spec.version, effect.manifest, str(effect.version_dir), now_rfc3339()
+        )
         actor.ctx.store.put_version(row)
 
     async def _prune_versions(self) -> None:
@@ -187,4 +192,3 @@ class JobRunner:
                 await fleet.ask(ReleasePort(self.actor.id, port))
             except ActorError:
                 pass
-

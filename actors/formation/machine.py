@@ -161,7 +161,9 @@ class FormationMachine:
         self.requested_start = requested
         self.gen = next(self.gens)
         self._to(State.STARTING, reason)
-        self._emit_start({"stage": "spawning", "message": f"Starting {' '.join(self.spec.command)}"})
+        self._emit_start(
+            {"stage": "spawning", "message": f"Starting {' '.join(self.spec.command)}"}
+        )
         self.emit(fx.Spawn(self.gen, self.spec, self.version_dir, self.port))
 
     def _on_spawn_outcome(self, event: Spawned | SpawnFailed) -> None:
@@ -244,8 +246,9 @@ class FormationMachine:
         self.emit(fx.Reap(pid))  # leftovers of its group must not hold the port
         described = describe_exit(returncode)
         if self.state is State.STARTING:
-            self._on_start_failure(f"process {described} before it was healthy", returncode,
-                                   tail=tail)
+            self._on_start_failure(
+                f"process {described} before it was healthy", returncode, tail=tail
+            )
         elif self.state is State.RUNNING:
             self.emit(fx.Log("warning", f"process {described}"))
             self.last_error = f"process {described}"
@@ -375,10 +378,20 @@ class FormationMachine:
         check_transition(self.state, new)
         old, self.state = self.state, new
         self.emit(fx.Log("info", f"{old.value} -> {new.value} ({reason})"))
-        self.emit(fx.Publish("formation_state_changed", {
-            "formation_id": self.id, "from": old.value, "to": new.value, "reason": reason,
-            "pid": self.pid, "version": self.spec.version, "restart_count": self.restart_count,
-        }))
+        self.emit(
+            fx.Publish(
+                "formation_state_changed",
+                {
+                    "formation_id": self.id,
+                    "from": old.value,
+                    "to": new.value,
+                    "reason": reason,
+                    "pid": self.pid,
+                    "version": self.spec.version,
+                    "restart_count": self.restart_count,
+                },
+            )
+        )
 
     def _set_healthy(self, healthy: bool, error: str | None) -> None:
         """A change to good or bad is announced; back to unknown (no process) is not: the
@@ -386,8 +399,12 @@ class FormationMachine:
         changed = healthy != self.healthy
         self.healthy = healthy
         if changed:
-            self.emit(fx.Publish("formation_health_changed",
-                                 {"formation_id": self.id, "healthy": healthy, "error": error}))
+            self.emit(
+                fx.Publish(
+                    "formation_health_changed",
+                    {"formation_id": self.id, "healthy": healthy, "error": error},
+                )
+            )
 
     def _set_desired(self, desired: str) -> None:
         if desired != self.desired:

@@ -38,8 +38,12 @@ def on_request(m: FormationMachine, rid: int, request: Any) -> None:
         case CancelUpdate():
             update.cancel(m, rid)
         case _:
-            m.emit(fx.Answer(rid, error=FsupError(
-                "INVALID_REQUEST", f"unknown message {type(request).__name__}")))
+            m.emit(
+                fx.Answer(
+                    rid,
+                    error=FsupError("INVALID_REQUEST", f"unknown message {type(request).__name__}"),
+                )
+            )
 
 
 def _on_start(m: FormationMachine, rid: int) -> None:
@@ -71,8 +75,14 @@ def _already_running(m: FormationMachine) -> FsupError:
 
 def _on_stop(m: FormationMachine, rid: int) -> None:
     if m.state is State.STOPPED:
-        m.emit(fx.Answer(rid, error=FsupError(
-            "FORMATION_NOT_RUNNING", f"formation '{m.id}' is not running (stopped)")))
+        m.emit(
+            fx.Answer(
+                rid,
+                error=FsupError(
+                    "FORMATION_NOT_RUNNING", f"formation '{m.id}' is not running (stopped)"
+                ),
+            )
+        )
         return
     m._set_desired("stopped")
     m._fail_start_waiters("stop")

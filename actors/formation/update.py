@@ -82,11 +82,27 @@ def begin(m: FormationMachine, event: BeginJob) -> None:
     if refusal is not None:
         m.emit(fx.Answer(event.rid, error=refusal))
         return
-    job = Job(next(m.gens), target.kind, target.spec, target.version_dir, target.manifest,
-              m.spec.version, waiters=[event.rid])
+    job = Job(
+        next(m.gens),
+        target.kind,
+        target.spec,
+        target.version_dir,
+        target.manifest,
+        m.spec.version,
+        waiters=[event.rid],
+    )
     m.job = job
-    m.emit(fx.PrepareJob(job.id, job.kind, job.spec, job.version_dir, target.staged_dir,
-                         m.version_dir, live=m.state.value == "running"))
+    m.emit(
+        fx.PrepareJob(
+            job.id,
+            job.kind,
+            job.spec,
+            job.version_dir,
+            target.staged_dir,
+            m.version_dir,
+            live=m.state.value == "running",
+        )
+    )
 
 
 def _refusal(m: FormationMachine, target: JobTarget) -> FsupError | None:
@@ -129,22 +145,36 @@ def on_job_event(m: FormationMachine, job: Job, event: Any) -> None:
             assert pid is not None and port is not None
             job.gen, job.pid, job.port, job.started_at = next(m.gens), pid, port, event.started_at
             job.phase = Phase.GATING
-            _emit(m, job, {
-                "stage": "spawning_staging",
-                "message": f"Started {job.spec.version} as pid {pid} on port {port}",
-                "version": job.spec.version, "pid": pid, "port": port,
-            })
+            _emit(
+                m,
+                job,
+                {
+                    "stage": "spawning_staging",
+                    "message": f"Started {job.spec.version} as pid {pid} on port {port}",
+                    "version": job.spec.version,
+                    "pid": pid,
+                    "port": port,
+                },
+            )
             m.emit(fx.Watch(job.gen, pid, True, job.spec.health, port, staging=True))
         case JobCleaned() if job.phase is Phase.ABORTING:
             _finish(m, job, Phase.CLEANED)
         case OldRetired() if job.phase is Phase.RETIRING:
             result = {**m.result(m.state.value), "previous_version": job.previous_version}
             kind = "formation_updated" if job.kind == "update" else "formation_rolled_back"
-            m.emit(fx.Publish(kind, {
-                "formation_id": m.id, "version": m.spec.version,
-                "previous_version": job.previous_version, "status": m.state.value,
-                "pid": m.pid, "port": m.port,
-            }))
+            m.emit(
+                fx.Publish(
+                    kind,
+                    {
+                        "formation_id": m.id,
+                        "version": m.spec.version,
+                        "previous_version": job.previous_version,
+                        "status": m.state.value,
+                        "pid": m.pid,
+                        "port": m.port,
+                    },
+                )
+            )
             for rid in _take(job.waiters):
                 m.emit(fx.Answer(rid, result))
             _finish(m, job, Phase.DONE)
@@ -169,8 +199,11 @@ def on_staging_event(m: FormationMachine, job: Job, event: Any) -> None:
 def _staging_failure(
     m: FormationMachine, job: Job, error: str, returncode: int | None, tail: str
 ) -> FsupError:
-    details: dict[str, Any] = {"stage": "health_check", "formation_id": m.id,
-                               "version": job.spec.version}
+    details: dict[str, Any] = {
+        "stage": "health_check",
+        "formation_id": m.id,
+        "version": job.spec.version,
+    }
     if tail:
         details["stderr_tail"] = tail[-STDERR_TAIL_CHARS:]
     if returncode is not None:
@@ -199,8 +232,11 @@ def _swap(m: FormationMachine, job: Job) -> None:
     job.phase = Phase.RETIRING
     m.emit(fx.Log("info", f"swapped to {job.spec.version} (pid {job.pid})"))
     _emit(m, job, {"stage": "swapping", "message": f"Routing to {job.spec.version}"})
-    _emit(m, job, {"stage": "stopping_old",
-                   "message": f"Draining and stopping {job.previous_version}"})
+    _emit(
+        m,
+        job,
+        {"stage": "stopping_old", "message": f"Draining and stopping {job.previous_version}"},
+    )
     m.emit(fx.RetireOld(job.id, old_pid, old_port, old_stop, prune=job.kind == "update"))
 
 
@@ -210,8 +246,14 @@ def _switch_offline(m: FormationMachine, job: Job) -> None:
     m.emit(fx.PersistCurrent(job.spec.version, m.port, None, None))
     m.adopt_version(job.spec, job.version_dir, m.port)
     job.phase = Phase.RETIRING
-    _emit(m, job, {"stage": "swapping", "message": f"Now at {job.spec.version} "
-                   f"(not started: the formation is {m.state.value})"})
+    _emit(
+        m,
+        job,
+        {
+            "stage": "swapping",
+            "message": f"Now at {job.spec.version} (not started: the formation is {m.state.value})",
+        },
+    )
     m.emit(fx.RetireOld(job.id, None, None, job.spec.stop, prune=job.kind == "update"))
 
 
@@ -229,8 +271,11 @@ def abort(m: FormationMachine, error: FsupError) -> None:
     job.failure = error
     job.phase = Phase.ABORTING
     m.emit(fx.Log("warning", f"{job.kind} to {job.spec.version} aborted: {error.message}"))
-    m.emit(fx.CleanUpJob(job.id, job.spec.stop, job.kind == "update", job.spec.version,
-                         job.version_dir))
+    m.emit(
+        fx.CleanUpJob(
+            job.id, job.spec.stop, job.kind == "update", job.spec.version, job.version_dir
+        )
+    )
 
 
 def cancel(m: FormationMachine, rid: int) -> None:
@@ -240,11 +285,14 @@ def cancel(m: FormationMachine, rid: int) -> None:
         m.emit(fx.Answer(rid, {"formation_id": m.id, "cancelled": False, "message": why}))
         return
     job.cancel_waiters.append(rid)
-    abort(m, FsupError(
-        "OPERATION_CANCELLED",
-        f"the {job.kind} of '{m.id}' to {job.spec.version} was cancelled",
-        {"formation_id": m.id, "stage": "health_check"},
-    ))
+    abort(
+        m,
+        FsupError(
+            "OPERATION_CANCELLED",
+            f"the {job.kind} of '{m.id}' to {job.spec.version} was cancelled",
+            {"formation_id": m.id, "stage": "health_check"},
+        ),
+    )
 
 
 def interrupted(m: FormationMachine, by: str) -> FsupError:

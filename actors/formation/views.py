@@ -56,8 +56,14 @@ def health_event(event: Countdown, health: HealthSpec) -> dict[str, Any]:
 
 def result(m: FormationMachine, status: str) -> dict[str, Any]:
     """The answer to a lifecycle request (and the data of its `complete` event)."""
-    return {"formation_id": m.id, "status": status, "port": m.port,
-            "version": m.spec.version, "pid": m.pid, "healthy": m.healthy}
+    return {
+        "formation_id": m.id,
+        "status": status,
+        "port": m.port,
+        "version": m.spec.version,
+        "pid": m.pid,
+        "healthy": m.healthy,
+    }
 
 
 def snapshot(
@@ -91,18 +97,32 @@ def nodes(m: FormationMachine, health_check_age_s: float | None) -> list[dict[st
     """The formation's processes: the active one, and a staging one mid-update."""
     found = []
     if m.pid is not None:
-        found.append({
-            "formation_id": m.id, "role": "active", "pid": m.pid, "port": m.port,
-            "state": m.state.value, "healthy": m.healthy, "restart_count": m.restart_count,
-            "last_health_check_age_s": health_check_age_s,
-        })
+        found.append(
+            {
+                "formation_id": m.id,
+                "role": "active",
+                "pid": m.pid,
+                "port": m.port,
+                "state": m.state.value,
+                "healthy": m.healthy,
+                "restart_count": m.restart_count,
+                "last_health_check_age_s": health_check_age_s,
+            }
+        )
     job = m.job
     if job is not None and job.pid is not None and job.phase.value in ("gating", "aborting"):
-        found.append({
-            "formation_id": m.id, "role": "staging", "pid": job.pid, "port": job.port,
-            "state": "starting", "healthy": None, "restart_count": 0,
-            "last_health_check_age_s": None,
-        })
+        found.append(
+            {
+                "formation_id": m.id,
+                "role": "staging",
+                "pid": job.pid,
+                "port": job.port,
+                "state": "starting",
+                "healthy": None,
+                "restart_count": 0,
+                "last_health_check_age_s": None,
+            }
+        )
     return found
 
 

@@ -40,8 +40,14 @@ async def watch_exit(post: Post, gen: int, process: ProcessHandle) -> None:
 
 
 async def watch_health(
-    post: Post, gen: int, gate: bool, health: HealthSpec, port: int, probe: Probe,
-    process: ProcessHandle, taken: Taken,
+    post: Post,
+    gen: int,
+    gate: bool,
+    health: HealthSpec,
+    port: int,
+    probe: Probe,
+    process: ProcessHandle,
+    taken: Taken,
 ) -> None:
     """Gate (if asked), then keep checking, even with no probe declared (then being alive is
     being healthy): the routing summary tells stale routes by the age of their last check."""

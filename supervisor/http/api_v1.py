@@ -66,7 +66,8 @@ def register(app: QuartTrio) -> None:
     async def api_bootstrap() -> Any:
         if not is_loopback(peer_host()):
             raise FsupError(
-                "FORBIDDEN", "the token is only handed out to this machine (loopback)",
+                "FORBIDDEN",
+                "the token is only handed out to this machine (loopback)",
                 {"peer": peer_host()},
             )
         return {"token": token()}
@@ -76,8 +77,13 @@ def register(app: QuartTrio) -> None:
         value, expiry = new_session(token())
         response = await make_response({"ok": True, "expires_at": expiry})
         response.set_cookie(
-            COOKIE_NAME, value, max_age=SESSION_TTL_S, httponly=True, samesite="Strict",
-            path=PREFIX, secure=request.scheme == "https",
+            COOKIE_NAME,
+            value,
+            max_age=SESSION_TTL_S,
+            httponly=True,
+            samesite="Strict",
+            path=PREFIX,
+            secure=request.scheme == "https",
         )
         return response
 
@@ -88,8 +94,11 @@ def register(app: QuartTrio) -> None:
         response = await make_response(
             _stream(events_bus, subscription),
             200,
-            {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-             "X-Accel-Buffering": "no"},
+            {
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            },
         )
         response.timeout = None  # type: ignore[union-attr]
         return response

@@ -78,7 +78,11 @@ def create_app(
         path = request.scope.get("raw_path") or request.path.encode()
         headers = request.headers
         pending = check_head(
-            credentials, headers, request.method, path, schemes  # type: ignore[arg-type]
+            credentials,
+            headers,
+            request.method,
+            path,
+            schemes,  # type: ignore[arg-type]
         )
         if pending is None:
             return None  # MUXI-HMAC: the body is not signed, the handler reads it when needed
@@ -93,8 +97,9 @@ def create_app(
     async def audit(response: Response) -> Response:
         """Every /rpc call, refused ones included (a stream: until its headers)."""
         if request_guard.is_rpc() and "started" in g:
-            path = request.path + (f"?{request.query_string.decode('latin-1')}"
-                                   if request.query_string else "")
+            path = request.path + (
+                f"?{request.query_string.decode('latin-1')}" if request.query_string else ""
+            )
             headers = request.headers
             services.store.record_audit(
                 claimed_key_id(headers)[:64],  # type: ignore[arg-type]

@@ -82,8 +82,12 @@ def register(app: QuartTrio) -> None:
         limit = query_int(request.args, "limit", 100, 1, 1000)
         offset = query_int(request.args, "offset", 0, 0, 1_000_000)
         found = await all_nodes()
-        return {"nodes": found[offset:offset + limit], "total": len(found), "limit": limit,
-                "offset": offset}
+        return {
+            "nodes": found[offset : offset + limit],
+            "total": len(found),
+            "limit": limit,
+            "offset": offset,
+        }
 
     @app.post(f"{PREFIX}/bootstrap")
     async def bootstrap_fleet() -> Any:

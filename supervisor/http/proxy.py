@@ -78,8 +78,10 @@ class ProxiedBody:
 def forwarded_headers(formation_id: str) -> list[tuple[str, str]]:
     listed = connection_tokens(request.headers.getlist("Connection"))
     headers = [
-        (name, value) for name, value in request.headers.items()
-        if forwardable(name, listed) and name.lower() not in ("host", "x-formation-id")
+        (name, value)
+        for name, value in request.headers.items()
+        if forwardable(name, listed)
+        and name.lower() not in ("host", "x-formation-id")
         and not name.lower().startswith("x-forwarded-")
     ]
     client = request.remote_addr or ""
@@ -96,8 +98,11 @@ def forwarded_headers(formation_id: str) -> list[tuple[str, str]]:
 def response_headers(upstream: httpx.Response) -> list[tuple[str, str]]:
     """The formation's answer headers, less hop-by-hop ones and those fsup sets itself."""
     listed = connection_tokens(upstream.headers.get_list("connection"))
-    return [(n, v) for n, v in upstream.headers.multi_items()
-            if forwardable(n, listed) and n.lower() not in REPLACED_IN_RESPONSE]
+    return [
+        (n, v)
+        for n, v in upstream.headers.multi_items()
+        if forwardable(n, listed) and n.lower() not in REPLACED_IN_RESPONSE
+    ]
 
 
 async def _stream_body() -> AsyncIterator[bytes]:
@@ -111,8 +116,9 @@ async def _stream_body() -> AsyncIterator[bytes]:
             except StopAsyncIteration:
                 return
         if idle.cancelled_caught:
-            raise FsupError("INVALID_REQUEST", f"the request body stalled for {BODY_IDLE_S:g}s",
-                            status=408)
+            raise FsupError(
+                "INVALID_REQUEST", f"the request body stalled for {BODY_IDLE_S:g}s", status=408
+            )
         yield chunk
 
 
@@ -138,8 +144,10 @@ async def buffered_body(route: Route) -> bytes | None:
     body = request_body()
     if isinstance(body, bytes):
         return body
-    if "chunked" in request.headers.get("Transfer-Encoding", "").lower() or \
-            declared_size() > RETRY_BODY_LIMIT:
+    if (
+        "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        or declared_size() > RETRY_BODY_LIMIT
+    ):
         return None
     return b"".join([chunk async for chunk in body])
 
@@ -147,27 +155,37 @@ async def buffered_body(route: Route) -> bytes | None:
 def not_running(formation_id: str, held: bool) -> Any:
     """503: at once for a formation that is not coming back; with `Retry-After` when a held
     request's bound passed."""
-    message = (f"formation '{formation_id}' did not come back within the hold bound; retry"
-               if held else f"formation '{formation_id}' is not running; start it with "
-               f"POST /rpc/formations/{formation_id}/start")
-    response, status = error_response(FsupError(
-        "FORMATION_NOT_RUNNING", message, {"formation_id": formation_id}, status=503))
+    message = (
+        f"formation '{formation_id}' did not come back within the hold bound; retry"
+        if held
+        else f"formation '{formation_id}' is not running; start it with "
+        f"POST /rpc/formations/{formation_id}/start"
+    )
+    response, status = error_response(
+        FsupError("FORMATION_NOT_RUNNING", message, {"formation_id": formation_id}, status=503)
+    )
     if held:
         response.headers["Retry-After"] = "1"
     return response, status
 
 
 def bad_gateway(formation_id: str, backend: Backend, exc: Exception) -> Any:
-    return error_response(FsupError(
-        "BAD_GATEWAY",
-        f"formation '{formation_id}' did not answer: {type(exc).__name__}",
-        {"formation_id": formation_id, "port": backend.port},
-    ))
+    return error_response(
+        FsupError(
+            "BAD_GATEWAY",
+            f"formation '{formation_id}' did not answer: {type(exc).__name__}",
+            {"formation_id": formation_id, "port": backend.port},
+        )
+    )
 
 
 async def send_upstream(
-    client: httpx.AsyncClient, backend: Backend, target: ProxyTarget, formation_id: str,
-    body: bytes | None, whole: bool = False,
+    client: httpx.AsyncClient,
+    backend: Backend,
+    target: ProxyTarget,
+    formation_id: str,
+    body: bytes | None,
+    whole: bool = False,
 ) -> Response:
     """One attempt, counted on `backend` (the caller acquired it; released here on failure).
     `whole`: a small answer (a Content-Length up to `RETRY_BODY_LIMIT`) is read whole before
@@ -226,15 +244,20 @@ def register(app: QuartTrio) -> None:
         from the raw bytes is the one that counts (see proxy_target)."""
         routes: RouteTable = current_app.extensions["fsup.routes"]
         client: httpx.AsyncClient = current_app.extensions["fsup.proxy_client"]
-        target = parse_target(request.scope.get("raw_path") or request.path.encode(),
-                              request.scope.get("query_string") or b"")
+        target = parse_target(
+            request.scope.get("raw_path") or request.path.encode(),
+            request.scope.get("query_string") or b"",
+        )
         formation_id = target.formation_id
         route = routes.get(formation_id)
         if route is None:
-            return error_response(FsupError(
-                "FORMATION_NOT_FOUND", f"formation '{formation_id}' not found",
-                {"formation_id": formation_id},
-            ))
+            return error_response(
+                FsupError(
+                    "FORMATION_NOT_FOUND",
+                    f"formation '{formation_id}' not found",
+                    {"formation_id": formation_id},
+                )
+            )
         if route.backend is None and not route.coming_back:
             return not_running(formation_id, held=False)
         body = await buffered_body(route)
@@ -253,8 +276,14 @@ def register(app: QuartTrio) -> None:
             return bad_gateway(formation_id, backend, exc)
 
     async def retry(
-        routes: RouteTable, route: Route, gate: HoldGate, client: httpx.AsyncClient,
-        target: ProxyTarget, body: bytes | None, backend: Backend, error: Exception,
+        routes: RouteTable,
+        route: Route,
+        gate: HoldGate,
+        client: httpx.AsyncClient,
+        target: ProxyTarget,
+        body: bytes | None,
+        backend: Backend,
+        error: Exception,
     ) -> Any:
         """Send again what failed before any byte of the answer reached the client: at once
         to what the route serves if the process that failed still runs (a connection reset
@@ -269,8 +298,9 @@ def register(app: QuartTrio) -> None:
             backend = nxt
             backend.acquire()
             try:
-                return await send_upstream(client, backend, target, route.formation_id, body,
-                                           whole=True)
+                return await send_upstream(
+                    client, backend, target, route.formation_id, body, whole=True
+                )
             except RETRYABLE as exc:
                 error = exc
             except httpx.HTTPError as exc:
@@ -281,10 +311,12 @@ def register(app: QuartTrio) -> None:
 
     # Any rest, `//` and empty included, taken as sent: no slash merging, no redirect.
     app.url_map.converters["rest"] = _AnyRest
-    app.add_url_rule("/api/<formation_id>", "proxy_root", proxy, methods=METHODS,
-                     merge_slashes=False)
-    app.add_url_rule("/api/<formation_id>/<rest:rest>", "proxy", proxy, methods=METHODS,
-                     merge_slashes=False)
+    app.add_url_rule(
+        "/api/<formation_id>", "proxy_root", proxy, methods=METHODS, merge_slashes=False
+    )
+    app.add_url_rule(
+        "/api/<formation_id>/<rest:rest>", "proxy", proxy, methods=METHODS, merge_slashes=False
+    )
 
 
 class _AnyRest(PathConverter):

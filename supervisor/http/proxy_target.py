@@ -26,8 +26,17 @@ _ID_BYTES = re.compile(rb"[a-z0-9-]{1,64}")
 # Hop-by-hop headers (RFC 9110 7.6.1) are for one connection and never forwarded; `date` and
 # `server` of a proxied answer are replaced by fsup's own (HTTP allows one of each).
 HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-     "trailer", "transfer-encoding", "upgrade", "proxy-connection"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+    }
 )
 REPLACED_IN_RESPONSE = frozenset({"date", "server"})
 
@@ -49,7 +58,7 @@ def parse_target(raw_path: bytes, query: bytes) -> ProxyTarget:
         raise _bad("a proxied request must use a path of the form /api/{formation_id}/...")
     if not _TARGET_BYTES.fullmatch(raw_path) or not _TARGET_BYTES.fullmatch(query):
         raise _bad("the request path holds bytes that are not visible ASCII")
-    raw_id, slash, rest = raw_path[len(PREFIX):].partition(b"/")
+    raw_id, slash, rest = raw_path[len(PREFIX) :].partition(b"/")
     decoded = unquote_to_bytes(raw_id)
     if not _ID_BYTES.fullmatch(decoded):
         raise _bad(
@@ -73,8 +82,9 @@ def upstream_url(port: int, target: ProxyTarget) -> httpx.URL:
 
 def connection_tokens(values: list[str]) -> set[str]:
     """Header names listed in `Connection` (they are hop-by-hop for this connection)."""
-    return {token.strip().lower() for value in values for token in value.split(",")
-            if token.strip()}
+    return {
+        token.strip().lower() for value in values for token in value.split(",") if token.strip()
+    }
 
 
 def forwardable(name: str, listed: set[str]) -> bool:

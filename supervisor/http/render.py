@@ -20,9 +20,7 @@ def wants_event_stream() -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
 
 
-async def render_operation(
-    events: AsyncIterator[Event | None], success_status: int = 200
-) -> Any:
+async def render_operation(events: AsyncIterator[Event | None], success_status: int = 200) -> Any:
     """SSE when the client asks for it, else one JSON answer once the operation is done."""
     if not wants_event_stream():
         last = await outcome(events)
@@ -53,7 +51,11 @@ async def sse_response(events: AsyncIterator[tuple[str, dict[str, Any]] | None])
     response = await make_response(
         stream(),
         200,
-        {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        },
     )
     response.timeout = None  # type: ignore[union-attr]  # Quart would cut a stream at 60 s
     return response

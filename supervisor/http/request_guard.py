@@ -53,8 +53,7 @@ def _check_framing() -> None:
     if "transfer-encoding" in headers and "content-length" in headers:
         raise FsupError(
             "INVALID_REQUEST",
-            "a request may carry Content-Length or Transfer-Encoding, not both; "
-            "send one of them",
+            "a request may carry Content-Length or Transfer-Encoding, not both; send one of them",
             {"headers": ["Content-Length", "Transfer-Encoding"]},
         )
 

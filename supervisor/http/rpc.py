@@ -59,8 +59,9 @@ async def ask(ref: ActorRef, message: Any, within: float = ASK_TIMEOUT_S) -> Any
         ) from None
     except ActorCrashed as exc:
         # A bug inside the actor: logged there with its traceback; the actor is restarted.
-        raise FsupError("INTERNAL", f"{ref.name} failed while handling the request and was "
-                        "restarted; retry") from exc
+        raise FsupError(
+            "INTERNAL", f"{ref.name} failed while handling the request and was restarted; retry"
+        ) from exc
     except ActorError as exc:
         raise FsupError("FORMATION_UNAVAILABLE", f"{ref.name} is unavailable: {exc}") from None
 
@@ -69,9 +70,7 @@ async def formation_ref(formation_id: str) -> ActorRef:
     return await ask(services().fleet, Lookup(formation_id))  # type: ignore[no-any-return]
 
 
-async def ask_formations(
-    message: Any, fallback: Callable[[str], Any]
-) -> list[tuple[str, Any]]:
+async def ask_formations(message: Any, fallback: Callable[[str], Any]) -> list[tuple[str, Any]]:
     """Ask every formation the same thing at once; `(id, answer)` in the fleet's order, with
     `fallback(id)` for one that does not answer in time."""
     pairs = await ask(services().fleet, ListFormations())
@@ -104,13 +103,20 @@ def stored_snapshot(store: Store, formation_id: str) -> dict[str, Any]:
         return {"id": formation_id, "status": "unknown", "stale": True}
     started = row.pid_started if row.pid is not None else None
     return {
-        "id": row.id, "version": row.current_version,
+        "id": row.id,
+        "version": row.current_version,
         "description": _stored_description(store, row.id, row.current_version),
-        "status": "unknown", "port": row.port, "pid": row.pid, "healthy": None,
+        "status": "unknown",
+        "port": row.port,
+        "pid": row.pid,
+        "healthy": None,
         "restart_count": None,
         "uptime_s": round(max(0.0, time.time() - started), 3) if started is not None else None,
-        "created_at": row.created_at, "updated_at": row.updated_at, "desired": row.desired,
-        "versions": [v.version for v in store.versions(row.id)], "update_in_progress": None,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "desired": row.desired,
+        "versions": [v.version for v in store.versions(row.id)],
+        "update_in_progress": None,
         "last_exit_code": None,
         "last_error": f"formation:{row.id} did not answer in time (busy or restarting); "
         "this entry is what the store records",
@@ -210,10 +216,14 @@ def register(app: QuartTrio) -> None:
                     yield chunk
 
         filename = f"{formation_id}-{version}.zip"
-        response = await make_response(chunks(), 200, {
-            "Content-Type": "application/zip",
-            "Content-Disposition": f'attachment; filename="{filename}"',
-        })
+        response = await make_response(
+            chunks(),
+            200,
+            {
+                "Content-Type": "application/zip",
+                "Content-Disposition": f'attachment; filename="{filename}"',
+            },
+        )
         response.timeout = None  # type: ignore[union-attr]
         return response
 
@@ -240,8 +250,11 @@ def register(app: QuartTrio) -> None:
                 "version": __version__,
                 "uptime_s": round(time.monotonic() - _started, 3),
                 "formations": counts,
-                "ports": {"range": ports.range, "allocated": ports.allocated,
-                          "available": ports.available},
+                "ports": {
+                    "range": ports.range,
+                    "allocated": ports.allocated,
+                    "available": ports.available,
+                },
                 # Proxied requests held while a formation came back, and retried ones.
                 "proxy": services().routes.hold_summary(),
             }
@@ -281,7 +294,9 @@ async def follow_logs(
         await trio.sleep(FOLLOW_POLL_S)
         now = rfc3339_now()
         fresh = [
-            {"ts": now, "stream": f.stream, "line": line} for f in followers for line in f.read_new()
+            {"ts": now, "stream": f.stream, "line": line}
+            for f in followers
+            for line in f.read_new()
         ]
         for item in fresh:
             yield "log", item
@@ -305,6 +320,11 @@ def _check_bundle_type() -> None:
 def _is_bundle_type(content_type: str) -> bool:
     kind = content_type.split(";", 1)[0].strip().lower()
     return kind in {
-        "application/gzip", "application/x-gzip", "application/x-tar", "application/x-gtar",
-        "application/zip", "application/x-zip-compressed", "application/octet-stream",
+        "application/gzip",
+        "application/x-gzip",
+        "application/x-tar",
+        "application/x-gtar",
+        "application/zip",
+        "application/x-zip-compressed",
+        "application/octet-stream",
     }

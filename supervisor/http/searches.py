@@ -47,8 +47,10 @@ async def ask(message: Any) -> Any:
             return await searches().ask(message)
     except ActorCrashed:
         # A bug inside the actor: logged there with its traceback; the actor is restarted.
-        raise FsupError("INTERNAL", "the searches actor failed while handling the request "
-                        "and was restarted; retry") from None
+        raise FsupError(
+            "INTERNAL",
+            "the searches actor failed while handling the request and was restarted; retry",
+        ) from None
     except (ActorError, trio.TooSlowError):
         raise FsupError("INTERNAL", "the searches actor did not answer; retry") from None
 
@@ -58,8 +60,9 @@ async def json_body(allowed: set[str], required: bool = True) -> dict[str, Any]:
     limit is refused before the body is read."""
     declared = request.content_length
     if declared is not None and declared > MAX_JSON_BYTES:
-        raise FsupError("PAYLOAD_TOO_LARGE",
-                        f"the request body is larger than {MAX_JSON_BYTES} bytes")
+        raise FsupError(
+            "PAYLOAD_TOO_LARGE", f"the request body is larger than {MAX_JSON_BYTES} bytes"
+        )
     raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     if not raw.strip():
         if required:
@@ -84,8 +87,7 @@ def keyword_of(body: dict[str, Any], required: bool) -> str | None:
     if len(keyword) > MAX_KEYWORD:
         raise bad_request(f"'keyword' is longer than {MAX_KEYWORD} characters", "keyword")
     if not keyword.isprintable():
-        raise bad_request("'keyword' must not contain control characters or line breaks",
-                          "keyword")
+        raise bad_request("'keyword' must not contain control characters or line breaks", "keyword")
     return keyword.strip()
 
 
@@ -152,15 +154,20 @@ def register(app: QuartTrio) -> None:
     async def results(search_id: str) -> Any:
         q = request.args.get("q")
         if q is not None and (len(q) > MAX_KEYWORD or not q.isprintable()):
-            raise FsupError("INVALID_REQUEST", f"query parameter 'q' must be at most "
-                            f"{MAX_KEYWORD} printable characters", {"parameter": "q"})
-        return await ask(SearchResults(
-            search_id,
-            limit=query_int(request.args, "limit", 50, 1, 500),
-            offset=query_int(request.args, "offset", 0, 0, 10_000_000),
-            sort=choice_param("sort", SORTS, "sources"),
-            q=q or None,
-        ))
+            raise FsupError(
+                "INVALID_REQUEST",
+                f"query parameter 'q' must be at most {MAX_KEYWORD} printable characters",
+                {"parameter": "q"},
+            )
+        return await ask(
+            SearchResults(
+                search_id,
+                limit=query_int(request.args, "limit", 50, 1, 500),
+                offset=query_int(request.args, "offset", 0, 0, 10_000_000),
+                sort=choice_param("sort", SORTS, "sources"),
+                q=q or None,
+            )
+        )
 
     @app.get(f"{PREFIX}/<search_id>/results/<result_id>")
     async def result(search_id: str, result_id: str) -> Any:

@@ -146,8 +146,9 @@ async def serve_http(
 
     async def serve_connection(stream: trio.SocketStream) -> None:
         try:
-            server = ContainedTCPServer(wrapped, config, context, ConnectionState(state.copy()),
-                                        stream)
+            server = ContainedTCPServer(
+                wrapped, config, context, ConnectionState(state.copy()), stream
+            )
             await server.run()
         except* Exception as group:
             failures.record(group)
@@ -159,8 +160,12 @@ async def serve_http(
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
                 accepting.start_soon(
-                    partial(trio.serve_listeners, serve_connection, listeners,
-                            handler_nursery=connections)
+                    partial(
+                        trio.serve_listeners,
+                        serve_connection,
+                        listeners,
+                        handler_nursery=connections,
+                    )
                 )
                 task_status.started(binds)
                 await shutdown_trigger()

@@ -65,9 +65,13 @@ class Fleet:
     def calm(self, running: bool = True) -> list[str]:
         """Formations settled since their last disruption (the driver's targets)."""
         with self.lock:
-            return sorted(m.fid for m in self.models.values()
-                          if not m.busy and (m.pending_since is None or m.flagged)
-                          and (not running or m.desired == "running"))
+            return sorted(
+                m.fid
+                for m in self.models.values()
+                if not m.busy
+                and (m.pending_since is None or m.flagged)
+                and (not running or m.desired == "running")
+            )
 
     def all_calm(self) -> bool:
         """Every formation settled, or already reported for not settling in time."""
@@ -103,8 +107,9 @@ class Fleet:
 class Checker:
     """The checker thread: one sample every `SAMPLE_S` while fsup is up."""
 
-    def __init__(self, fsup: Fsup, fleet: Fleet, searches: SearchBook, bound: float,
-                 stop: threading.Event) -> None:
+    def __init__(
+        self, fsup: Fsup, fleet: Fleet, searches: SearchBook, bound: float, stop: threading.Event
+    ) -> None:
         self.fsup = fsup
         self.fleet = fleet
         self.recorder = fsup.recorder
@@ -216,9 +221,11 @@ class Checker:
             model.flagged = True
             since, why, desired = model.pending_since, model.why, model.desired
         with self.recorder.lock:
-            timeline = [f"{ts - since:+.2f}s {why}" for ts, target, why
-                        in self.recorder.disruptions
-                        if target in (fid, "*") and since - self.bound <= ts <= now]
+            timeline = [
+                f"{ts - since:+.2f}s {why}"
+                for ts, target, why in self.recorder.disruptions
+                if target in (fid, "*") and since - self.bound <= ts <= now
+            ]
         self.recorder.find(
             "not-converged",
             f"{fid} not {desired} {self.bound:g}s after '{why}': {'; '.join(problems)}",
@@ -234,9 +241,11 @@ class Checker:
             self._doubles[fid] = pids
             both = pids & before
             if len(pids) > 1 and len(both) > 1:
-                self.recorder.find("two-mains", f"{fid} has main processes {sorted(both)} "
-                                   f"at once for {SAMPLE_S:g}s or more",
-                                   self.fsup.log_around(time.time(), mentions=fid))
+                self.recorder.find(
+                    "two-mains",
+                    f"{fid} has main processes {sorted(both)} at once for {SAMPLE_S:g}s or more",
+                    self.fsup.log_around(time.time(), mentions=fid),
+                )
                 self._doubles[fid] = frozenset()  # report each episode once
 
     def poll_faults(self) -> None:
@@ -251,17 +260,29 @@ class Checker:
             model = self.fleet.models[fid]
             snap = snaps.get(fid)
             if snap is None:
-                self.recorder.find("lost", f"formation {fid} missing from GET /rpc/formations "
-                                   f"(fsup up for {up_for:.1f}s)",
-                                   self.fsup.log_around(time.time(), before=up_for + 1))
-            elif snap.get("version") != model.version or \
-                    model.version not in (snap.get("versions") or []):
-                fired = [a for a in self.recorder.faults_fired(listed.started, listed.ended)
-                         if a == f"formation:{fid}"]
-                why = (f"an injected fault fired in formation:{fid} during the list" if fired
-                       else "no fault fired in its actor during the list")
-                self.recorder.find("lost", f"formation {fid} listed as {snap} by GET "
-                                   f"/rpc/formations, expected version {model.version} ({why})")
+                self.recorder.find(
+                    "lost",
+                    f"formation {fid} missing from GET /rpc/formations (fsup up for {up_for:.1f}s)",
+                    self.fsup.log_around(time.time(), before=up_for + 1),
+                )
+            elif snap.get("version") != model.version or model.version not in (
+                snap.get("versions") or []
+            ):
+                fired = [
+                    a
+                    for a in self.recorder.faults_fired(listed.started, listed.ended)
+                    if a == f"formation:{fid}"
+                ]
+                why = (
+                    f"an injected fault fired in formation:{fid} during the list"
+                    if fired
+                    else "no fault fired in its actor during the list"
+                )
+                self.recorder.find(
+                    "lost",
+                    f"formation {fid} listed as {snap} by GET "
+                    f"/rpc/formations, expected version {model.version} ({why})",
+                )
         searches = self.client.api("GET", "/searches")
         if searches is None or searches.status != 200 or not isinstance(searches.body, dict):
             return
@@ -269,8 +290,12 @@ class Checker:
         known = self.searches.known_now()
         for sid, keyword in known.items():
             if sid not in now_listed:
-                self.recorder.find("lost", f"search {sid} ({keyword!r}) missing from "
-                                   f"GET /api/v1/searches (fsup up for {up_for:.1f}s)")
+                self.recorder.find(
+                    "lost",
+                    f"search {sid} ({keyword!r}) missing from "
+                    f"GET /api/v1/searches (fsup up for {up_for:.1f}s)",
+                )
             elif now_listed[sid] != keyword:
-                self.recorder.find("lost", f"search {sid}: keyword {now_listed[sid]!r}, "
-                                   f"expected {keyword!r}")
+                self.recorder.find(
+                    "lost", f"search {sid}: keyword {now_listed[sid]!r}, expected {keyword!r}"
+                )

@@ -38,11 +38,13 @@ class World:
 
 def guarded(recorder: Recorder, name: str, body: Callable[[], None]) -> Callable[[], None]:
     """A thread body that reports its own crash as a harness failure instead of vanishing."""
+
     def run() -> None:
         try:
             body()
         except Exception as exc:  # noqa: BLE001 - reported, the run fails on it
             recorder.find("harness", f"{name} thread failed: {exc!r}")
+
     return run
 
 
@@ -88,11 +90,16 @@ class Operator:
             if answer.status == 200:
                 done = True
                 break
-            if (current, answer.code) in (("stop", "FORMATION_NOT_RUNNING"),
-                                          ("start", "FORMATION_ALREADY_RUNNING")):
+            if (current, answer.code) in (
+                ("stop", "FORMATION_NOT_RUNNING"),
+                ("start", "FORMATION_ALREADY_RUNNING"),
+            ):
                 shown = self.client.rpc("GET", f"/rpc/formations/{fid}")
-                if shown is not None and shown.status == 200 and \
-                        shown.body.get("desired") == target:
+                if (
+                    shown is not None
+                    and shown.status == 200
+                    and shown.body.get("desired") == target
+                ):
                     done = True
                     break
             if current == "restart":
@@ -102,10 +109,12 @@ class Operator:
         if len(answers) > 1:
             recorder.notes["operator requests retried"] += 1
         if not done:
-            recorder.find("operator", f"{op} {fid}: no definitive answer within "
-                          f"{OP_DEADLINE_S:g}s; answers: {answers[-6:]}",
-                          self.world.fsup.log_around(time.time(), before=OP_DEADLINE_S,
-                                                    mentions=fid))
+            recorder.find(
+                "operator",
+                f"{op} {fid}: no definitive answer within "
+                f"{OP_DEADLINE_S:g}s; answers: {answers[-6:]}",
+                self.world.fsup.log_around(time.time(), before=OP_DEADLINE_S, mentions=fid),
+            )
         recorder.note_op(fid, started, time.time())
         fleet.end_op(fid, op, target)
 
@@ -144,8 +153,10 @@ class Reader:
     def check_found(self, answer: Exchange | None) -> None:
         if answer is not None and answer.code == "FORMATION_NOT_FOUND":
             up_for = answer.started - self.world.fsup.started_at
-            self.world.recorder.find("lost", f"a known formation answered 404: "
-                                     f"{answer.describe()} (fsup up for {up_for:.1f}s)")
+            self.world.recorder.find(
+                "lost",
+                f"a known formation answered 404: {answer.describe()} (fsup up for {up_for:.1f}s)",
+            )
 
 
 class ProxyUser(Reader):
@@ -171,8 +182,9 @@ class SearchUser:
         self.created = 0
 
     def create(self, keyword: str, mode: str) -> None:
-        answer = self.client.api("POST", "/searches",
-                                 {"keyword": keyword, "autostart": True, "mode": mode})
+        answer = self.client.api(
+            "POST", "/searches", {"keyword": keyword, "autostart": True, "mode": mode}
+        )
         if answer is not None and answer.status == 201:
             search = answer.body["search"]
             self.world.searches.add(search["id"], search["keyword"])

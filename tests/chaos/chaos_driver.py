@@ -113,8 +113,9 @@ class Driver:
             return False
         scanned = time.time()
         procs = scan(world.fsup.home)
-        alive = {fid: m[0].pid for fid in world.fleet.ids()
-                 if len(m := mains(procs.get(fid, []))) == 1}
+        alive = {
+            fid: m[0].pid for fid in world.fleet.ids() if len(m := mains(procs.get(fid, []))) == 1
+        }
         with world.fsup.lock:
             # Right before the kill (the lock may take a while): a fault that fired since
             # would be forgotten with fsup, and its 500 could not be told from a defect.
@@ -125,9 +126,12 @@ class Driver:
             time.sleep(self.rng.uniform(0.1, 2.0))
             # A formation an operator began to stop or restart meanwhile may lose its
             # process to that request, not to the kill.
-            gone = [f"{fid} pid {pid}" for fid, pid in sorted(alive.items())
-                    if not _alive(pid) and not world.recorder.disrupted(
-                        fid, scanned, time.time(), exact=True)]
+            gone = [
+                f"{fid} pid {pid}"
+                for fid, pid in sorted(alive.items())
+                if not _alive(pid)
+                and not world.recorder.disrupted(fid, scanned, time.time(), exact=True)
+            ]
             if gone:
                 world.recorder.find("children-died", f"children died with fsup: {gone}")
             try:
@@ -169,8 +173,9 @@ class Driver:
             return False
         if target:
             world.fleet.disrupt(target, f"fault {kind}")
-        answer = self.client.rpc("POST", "/rpc/server/faults",
-                                 json.dumps({"actor": actor, "count": count}).encode())
+        answer = self.client.rpc(
+            "POST", "/rpc/server/faults", json.dumps({"actor": actor, "count": count}).encode()
+        )
         if answer is None:
             return True  # fsup went down meanwhile
         if answer.status != 200:
@@ -192,4 +197,3 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-

@@ -41,8 +41,7 @@ def proxy_target(exchange: Exchange) -> str:
 
 def excuse(exchange: Exchange, recorder: Recorder, fleet: Fleet, bound: float) -> str | None:
     """Why the contract expects this 5xx, or None when it is a defect."""
-    fired = recorder.faults_fired(exchange.started - FAULT_SLACK_S,
-                                  exchange.ended + FAULT_SLACK_S)
+    fired = recorder.faults_fired(exchange.started - FAULT_SLACK_S, exchange.ended + FAULT_SLACK_S)
     if any(serves(actor, exchange) for actor in fired):
         if (exchange.status, exchange.code) == (500, "INTERNAL"):
             return "INTERNAL answer to an injected fault"
@@ -58,8 +57,7 @@ def excuse(exchange: Exchange, recorder: Recorder, fleet: Fleet, bound: float) -
     return None
 
 
-def classify(recorder: Recorder, fleet: Fleet,
-             bound: float) -> tuple[Counter[str], list[Exchange]]:
+def classify(recorder: Recorder, fleet: Fleet, bound: float) -> tuple[Counter[str], list[Exchange]]:
     """(expected 5xx by reason, unexpected 5xx)."""
     expected: Counter[str] = Counter()
     unexpected = []
@@ -82,12 +80,18 @@ def _shape(exchange: Exchange) -> str:
 def _seconds(values: list[float]) -> str:
     if not values:
         return "none"
-    return (f"n={len(values)} median {statistics.median(values):.2f}s "
-            f"max {max(values):.2f}s")
+    return f"n={len(values)} median {statistics.median(values):.2f}s max {max(values):.2f}s"
 
 
-def summary(recorder: Recorder, fleet: Fleet, bound: float, seed: int, seconds: float,
-            epochs: int, log_around: Callable[[float], str]) -> tuple[str, bool]:
+def summary(
+    recorder: Recorder,
+    fleet: Fleet,
+    bound: float,
+    seed: int,
+    seconds: float,
+    epochs: int,
+    log_around: Callable[[float], str],
+) -> tuple[str, bool]:
     """The printed summary, and whether the run passed; `log_around(t)` gives the server's
     warnings and errors near time t, shown under each kind of unexpected 5xx."""
     expected, unexpected = classify(recorder, fleet, bound)
@@ -107,8 +111,10 @@ def summary(recorder: Recorder, fleet: Fleet, bound: float, seed: int, seconds: 
     lines += [f"  after {kind}: {_seconds(v)}" for kind, v in sorted(by_kind.items())]
     total = sum(recorder.requests.values())
     lines.append(f"requests: {total} " + str(dict(sorted(recorder.requests.items()))))
-    lines.append(f"5xx: {len(recorder.five_xx)} ({len(unexpected)} unexpected; expected by "
-                 f"the contract: {dict(expected) or 'none'})")
+    lines.append(
+        f"5xx: {len(recorder.five_xx)} ({len(unexpected)} unexpected; expected by "
+        f"the contract: {dict(expected) or 'none'})"
+    )
     for shape, count in Counter(_shape(e) for e in unexpected).most_common():
         example = next(e for e in unexpected if _shape(e) == shape)
         lines.append(f"  {count} x {shape}; e.g. {example.describe()}")

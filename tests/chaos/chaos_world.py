@@ -101,14 +101,14 @@ class Recorder:
         with self.lock:
             self.disruptions.append((at or time.time(), target, why))
 
-    def disrupted(self, formation_id: str, start: float, end: float,
-                  exact: bool = False) -> bool:
+    def disrupted(self, formation_id: str, start: float, end: float, exact: bool = False) -> bool:
         """Whether the formation was disrupted in [start, end] (`exact`: by an event aimed at
         it alone, not at every formation)."""
         targets = (formation_id,) if exact else (formation_id, "*")
         with self.lock:
-            return any(start <= ts <= end and target in targets
-                       for ts, target, _ in self.disruptions)
+            return any(
+                start <= ts <= end and target in targets for ts, target, _ in self.disruptions
+            )
 
     def note_op(self, formation_id: str, start: float, end: float) -> None:
         with self.lock:
@@ -116,8 +116,10 @@ class Recorder:
 
     def in_op(self, formation_id: str, start: float, end: float) -> bool:
         with self.lock:
-            return any(fid == formation_id and op_start <= end and start <= op_end
-                       for fid, op_start, op_end in self.ops)
+            return any(
+                fid == formation_id and op_start <= end and start <= op_end
+                for fid, op_start, op_end in self.ops
+            )
 
     def note_fired(self, fired: list[dict[str, Any]]) -> None:
         with self.lock:
@@ -227,8 +229,14 @@ class Fsup:
         path = self.home / "fsup-test.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def log_around(self, when: float, before: float = 5.0, after: float = 1.0,
-                   mentions: str | None = None, limit: int = 10) -> str:
+    def log_around(
+        self,
+        when: float,
+        before: float = 5.0,
+        after: float = 1.0,
+        mentions: str | None = None,
+        limit: int = 10,
+    ) -> str:
         """Warning and error lines the server logged near `when` (only those naming
         `mentions`, when given), each traceback cut to its last line (the exception)."""
         picked: list[str] = []
@@ -251,6 +259,7 @@ class Fsup:
             picked.append(head[:700])
         return "\n".join(picked[-limit:])
 
+
 class Client:
     """One thread's HTTP client for fsup: signs /rpc, carries the bearer for /api/v1, and
     records every exchange (5xx included) with the `Recorder`."""
@@ -266,8 +275,10 @@ class Client:
 
     def rpc(self, method: str, path: str, body: bytes = b"") -> Exchange | None:
         def headers() -> dict[str, str]:
-            return signed_headers(self.fsup.key_id, self.fsup.secret_key, method, path.encode(),
-                                  body)
+            return signed_headers(
+                self.fsup.key_id, self.fsup.secret_key, method, path.encode(), body
+            )
+
         return self._send("rpc", method, path, body, headers)
 
     def api(self, method: str, path: str, payload: Any = None) -> Exchange | None:
@@ -276,13 +287,15 @@ class Client:
         def headers() -> dict[str, str]:
             extra = {"Content-Type": "application/json"} if body else {}
             return {"Authorization": f"Bearer {self.fsup.token}", **extra}
+
         return self._send("api", method, f"/api/v1{path}", body, headers)
 
     def proxy(self, formation_id: str, rest: str) -> Exchange | None:
         return self._send("proxy", "GET", f"/api/{formation_id}{rest}", b"", dict)
 
-    def _send(self, kind: str, method: str, path: str, body: bytes,
-              headers: Any) -> Exchange | None:
+    def _send(
+        self, kind: str, method: str, path: str, body: bytes, headers: Any
+    ) -> Exchange | None:
         """None when fsup is down on purpose (or the run is over); else the exchange."""
         while not self.fsup.up.wait(0.2):
             if self.stop.is_set():
@@ -319,7 +332,9 @@ class Client:
                 return None
             time.sleep(0.1)
         self.recorder.count(exchange)
-        self.recorder.find("no-answer", f"fsup up but gave no answer: {exchange.describe()}",
-                           self.fsup.log_around(exchange.ended))
+        self.recorder.find(
+            "no-answer",
+            f"fsup up but gave no answer: {exchange.describe()}",
+            self.fsup.log_around(exchange.ended),
+        )
         return None
-

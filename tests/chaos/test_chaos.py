@@ -33,8 +33,13 @@ HANG_MARGIN_S = 600.0  # setup, the final settling, a clean stop: never near thi
 FORMATIONS = (("alpha", "serve"), ("bravo", "serve"), ("charlie", "stubborn"), ("delta", "serve"))
 # Kills are frequent on purpose: the policy must keep restarting (never give up as `crashed`)
 # and quickly, so that the bound measures fsup and not a backoff chosen for production.
-RESTART = {"policy": "always", "backoff": {"initial": 0.2, "factor": 1.5, "max": 2, "jitter": 0.1},
-           "reset_after": 5, "max_restarts": 10000, "window": 60}
+RESTART = {
+    "policy": "always",
+    "backoff": {"initial": 0.2, "factor": 1.5, "max": 2, "jitter": 0.1},
+    "reset_after": 5,
+    "max_restarts": 10000,
+    "window": 60,
+}
 SEARCHES = (("serving", "full"), ("shared doc", "live"))
 
 
@@ -42,10 +47,15 @@ def deploy(fsup: Fsup) -> list[FormationModel]:
     models = []
     for fid, mode in FORMATIONS:
         extra = {"search": {"path": "/search"}} if mode == "serve" else {}
-        done = fsup.server.rpc.deploy(nasty_bundle(
-            fid, mode, restart=RESTART,
-            health={"http": "/health", "interval": 0.2, "timeout": 10}, **extra,
-        ))
+        done = fsup.server.rpc.deploy(
+            nasty_bundle(
+                fid,
+                mode,
+                restart=RESTART,
+                health={"http": "/health", "interval": 0.2, "timeout": 10},
+                **extra,
+            )
+        )
         assert done["status"] == "running", done
         models.append(FormationModel(fid, mode, done["version"], pending_since=time.time()))
     return models
@@ -55,8 +65,9 @@ def create_searches(world: World) -> None:
     client = Client(world.fsup, world.stop)
     try:
         for keyword, mode in SEARCHES:
-            answer = client.api("POST", "/searches",
-                                {"keyword": keyword, "autostart": True, "mode": mode})
+            answer = client.api(
+                "POST", "/searches", {"keyword": keyword, "autostart": True, "mode": mode}
+            )
             assert answer is not None and answer.status == 201, answer
             search = answer.body["search"]
             world.searches.add(search["id"], search["keyword"])
@@ -76,16 +87,21 @@ def settle(checker: Checker, fleet: Fleet, within: float) -> bool:
     return False
 
 
-def test_seeded_chaos(home: Path, chaos_settings: ChaosSettings,
-                      monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_seeded_chaos(
+    home: Path,
+    chaos_settings: ChaosSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     seed, seconds = chaos_settings.seed, chaos_settings.seconds
     with capsys.disabled():
         print(f"\nchaos: seed {seed}, {seconds:.0f}s (replay with --chaos-seed {seed})", flush=True)
     monkeypatch.setenv("FSUP_TEST_FAULTS", "1")
     # pytest's hang detector (faulthandler_timeout) would dump every thread mid-run: re-arm it
     # for the run's own length (pytest cancels it when the test ends).
-    faulthandler.dump_traceback_later(seconds + HANG_MARGIN_S, exit=False,
-                                      file=sys.__stderr__ or sys.stderr)
+    faulthandler.dump_traceback_later(
+        seconds + HANG_MARGIN_S, exit=False, file=sys.__stderr__ or sys.stderr
+    )
     rng = random.Random(seed)
     recorder = Recorder()
     fsup = Fsup(home, recorder)
@@ -101,8 +117,9 @@ def test_seeded_chaos(home: Path, chaos_settings: ChaosSettings,
         world = World(fsup, recorder, fleet, SearchBook(), BOUND_S, stop)
         create_searches(world)
         checker = Checker(fsup, fleet, world.searches, BOUND_S, stop)
-        assert settle(checker, fleet, SETUP_BOUND_S), \
+        assert settle(checker, fleet, SETUP_BOUND_S), (
             f"formations never settled after deploy:\n{fsup.log_text()[-3000:]}"
+        )
         recorder.convergence.clear()
 
         operator = Operator(world, random.Random(rng.random()), operator_stop)
@@ -115,8 +132,7 @@ def test_seeded_chaos(home: Path, chaos_settings: ChaosSettings,
             "searcher": SearchUser(world, random.Random(rng.random())).run,
         }
         for name, body in bodies.items():
-            thread = threading.Thread(target=guarded(recorder, name, body), name=name,
-                                      daemon=True)
+            thread = threading.Thread(target=guarded(recorder, name, body), name=name, daemon=True)
             threads.append(thread)
             thread.start()
         started = time.time()
@@ -140,8 +156,9 @@ def test_seeded_chaos(home: Path, chaos_settings: ChaosSettings,
         if checker is not None:
             checker.close()
         finish(fsup, recorder, home)
-        report, passed = summary(recorder, fleet, BOUND_S, seed, seconds, fsup.epoch,
-                                 fsup.log_around)
+        report, passed = summary(
+            recorder, fleet, BOUND_S, seed, seconds, fsup.epoch, fsup.log_around
+        )
         with capsys.disabled():
             print(report, flush=True)
     assert passed, report
@@ -159,12 +176,18 @@ def finish(fsup: Fsup, recorder: Recorder, home: Path) -> None:
             fsup.server.proc.kill()
             fsup.server.proc.wait(10)
         if code not in (0, None):
-            recorder.find("fsup-stop", f"a clean stop of fsup exited with {code}",
-                          "\n".join(fsup.log_text().splitlines()[-20:]))
+            recorder.find(
+                "fsup-stop",
+                f"a clean stop of fsup exited with {code}",
+                "\n".join(fsup.log_text().splitlines()[-20:]),
+            )
     left = formation_processes(home)
     if left:
-        recorder.find("left-after-stop", "processes left after a clean stop of fsup: "
-                      + ", ".join(f"{p.pid} ({' '.join(p.cmdline())[:60]})" for p in left))
+        recorder.find(
+            "left-after-stop",
+            "processes left after a clean stop of fsup: "
+            + ", ".join(f"{p.pid} ({' '.join(p.cmdline())[:60]})" for p in left),
+        )
     for proc in left:
         try:
             proc.kill()

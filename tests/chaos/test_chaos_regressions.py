@@ -32,8 +32,9 @@ def test_a_killed_main_leaves_no_grandchild_behind(server: Server, home: Path) -
     procs = scan(home).get("charlie", [])
     assert [p.pid for p in mains(procs)] == [again["pid"]]
     deadline = time.monotonic() + 10
-    while (left := orphans_of(scan(home).get("charlie", []), again["pid"])) and \
-            time.monotonic() < deadline:
+    while (
+        left := orphans_of(scan(home).get("charlie", []), again["pid"])
+    ) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert server.stop() == 0
     after_stop = formation_processes(home)
@@ -68,14 +69,21 @@ while True:
 
 
 def leaver_bundle(formation_id: str, mode: str) -> bytes:
-    doc = {"id": formation_id, "version": "1.0.0", "command": ["python3", "app.py", mode],
-           "health": {"interval": 0.5, "timeout": 10}, "stop": {"timeout": 1}}
+    doc = {
+        "id": formation_id,
+        "version": "1.0.0",
+        "command": ["python3", "app.py", mode],
+        "health": {"interval": 0.5, "timeout": 10},
+        "stop": {"timeout": 1},
+    }
     return make_bundle({"formation.yaml": json.dumps(doc), "app.py": LEAVER})
 
 
 @pytest.mark.parametrize("mode", ["daemon", "late"])
 def test_what_a_stopped_process_leaves_outside_its_tree_is_killed(
-    server: Server, home: Path, mode: str,
+    server: Server,
+    home: Path,
+    mode: str,
 ) -> None:
     """A restart stops the process (which then leaves a descendant outside its tree) and starts
     a new one at once: the old descendant is killed, the new process is not."""
@@ -83,8 +91,9 @@ def test_what_a_stopped_process_leaves_outside_its_tree_is_killed(
     again = server.rpc.call("POST", "/rpc/formations/leaver/restart")
     assert again["status"] == "running" and again["pid"] != first["pid"]
     deadline = time.monotonic() + 10
-    while (left := orphans_of(scan(home).get("leaver", []), again["pid"])) and \
-            time.monotonic() < deadline:
+    while (
+        left := orphans_of(scan(home).get("leaver", []), again["pid"])
+    ) and time.monotonic() < deadline:
         time.sleep(0.1)
     alive = psutil.pid_exists(again["pid"]) and server.formation("leaver")["pid"] == again["pid"]
     server.rpc.call("POST", "/rpc/formations/leaver/stop")

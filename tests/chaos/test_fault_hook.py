@@ -65,27 +65,47 @@ async def test_the_hook_is_inert_unless_enabled(monkeypatch: pytest.MonkeyPatch)
         faults.arm("echo", 0)
 
 
-@pytest.mark.parametrize("body", [
-    b"", b"null", b"[]", b"\xff", b"{", b'{"actor": "fleet", "count": 1, "extra": 1}',
-    b'{"count": 1}', b'{"actor": 7}', b'{"actor": "fleet "}', b'{"actor": "fleet\\n"}',
-    b'{"actor": "formation:"}', b'{"actor": "formation:A"}', b'{"actor": "root"}',
-    b'{"actor": "fleet", "count": true}', b'{"actor": "fleet", "count": 1.0}',
-    b'{"actor": "fleet", "count": -1}', b'{"actor": "fleet", "count": 1001}',
-    b'{"actor": "fleet", "count": "1"}', b'{"actor": "fleet", "actor": "searches"}',
-    b"[" * 5000, b'{"actor": "fleet", "pad": "' + b"x" * 2000 + b'"}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"null",
+        b"[]",
+        b"\xff",
+        b"{",
+        b'{"actor": "fleet", "count": 1, "extra": 1}',
+        b'{"count": 1}',
+        b'{"actor": 7}',
+        b'{"actor": "fleet "}',
+        b'{"actor": "fleet\\n"}',
+        b'{"actor": "formation:"}',
+        b'{"actor": "formation:A"}',
+        b'{"actor": "root"}',
+        b'{"actor": "fleet", "count": true}',
+        b'{"actor": "fleet", "count": 1.0}',
+        b'{"actor": "fleet", "count": -1}',
+        b'{"actor": "fleet", "count": 1001}',
+        b'{"actor": "fleet", "count": "1"}',
+        b'{"actor": "fleet", "actor": "searches"}',
+        b"[" * 5000,
+        b'{"actor": "fleet", "pad": "' + b"x" * 2000 + b'"}',
+    ],
+)
 def test_a_bad_body_is_refused(body: bytes) -> None:
     with pytest.raises(FsupError) as caught:
         parse_body(body)
     assert caught.value.code == "INVALID_REQUEST"
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    ({"actor": "fleet"}, ("fleet", 1)),
-    ({"actor": "searches", "count": 3}, ("searches", 3)),
-    ({"actor": "formation:web-1", "count": 0}, ("formation:web-1", 0)),
-    ({"actor": "search-run:0123456789ab", "count": 1000}, ("search-run:0123456789ab", 1000)),
-])
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"actor": "fleet"}, ("fleet", 1)),
+        ({"actor": "searches", "count": 3}, ("searches", 3)),
+        ({"actor": "formation:web-1", "count": 0}, ("formation:web-1", 0)),
+        ({"actor": "search-run:0123456789ab", "count": 1000}, ("search-run:0123456789ab", 1000)),
+    ],
+)
 def test_a_good_body_is_read(body: dict[str, Any], expected: tuple[str, int]) -> None:
     assert parse_body(json.dumps(body).encode()) == expected
 
@@ -96,7 +116,8 @@ def _post(server: Server, body: dict[str, Any]) -> Any:
 
 
 def test_without_the_variable_the_route_does_not_exist(
-    home: Path, monkeypatch: pytest.MonkeyPatch,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(faults.ENV_VAR, raising=False)
     server = Server(home).start()
@@ -109,7 +130,8 @@ def test_without_the_variable_the_route_does_not_exist(
 
 
 def test_a_formation_fault_restarts_the_actor_and_it_reattaches(
-    home: Path, monkeypatch: pytest.MonkeyPatch,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The fault fires on the formation actor's next message (a health result, most likely);
     its supervisor restarts it and the new incarnation re-attaches to the running child."""
@@ -120,7 +142,9 @@ def test_a_formation_fault_restarts_the_actor_and_it_reattaches(
         bad = _post(server, {"actor": "formation:target", "count": 7, "x": 1})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_REQUEST"
         assert _post(server, {"actor": "formation:target"}).json() == {
-            "actor": "formation:target", "armed": 1}
+            "actor": "formation:target",
+            "armed": 1,
+        }
         wait_for(lambda: server.rpc.call("GET", "/rpc/server/faults")["fired"])
         after = wait_for(lambda: (s := server.formation("target"))["healthy"] is True and s)
         assert (after["status"], after["pid"]) == ("running", first["pid"])
@@ -131,12 +155,18 @@ def test_a_formation_fault_restarts_the_actor_and_it_reattaches(
         assert server.stop() == 0, server.log_tail()
 
 
-@pytest.mark.parametrize(("actor", "path"), [
-    ("fleet", "/rpc/formations"),
-    ("searches", "/api/v1/searches"),
-])
+@pytest.mark.parametrize(
+    ("actor", "path"),
+    [
+        ("fleet", "/rpc/formations"),
+        ("searches", "/api/v1/searches"),
+    ],
+)
 def test_a_root_actor_fault_is_answered_internal_and_fsup_survives(
-    home: Path, monkeypatch: pytest.MonkeyPatch, actor: str, path: str,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    actor: str,
+    path: str,
 ) -> None:
     """Issue 8: an unexpected exception in any actor is answered INTERNAL and the actor is
     restarted; nothing a client does can make fsup exit. (Neither actor gets messages of its
@@ -172,7 +202,8 @@ def test_a_root_actor_fault_is_answered_internal_and_fsup_survives(
 
 
 def test_a_formation_that_does_not_answer_is_listed_as_the_store_knows_it(
-    home: Path, monkeypatch: pytest.MonkeyPatch,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A listing does not wait for a formation actor that fails (or is too busy to answer): its
     entry is filled from the store, with every key of a snapshot, `status: unknown` and
@@ -181,8 +212,9 @@ def test_a_formation_that_does_not_answer_is_listed_as_the_store_knows_it(
     monkeypatch.setenv(faults.ENV_VAR, "1")
     server = Server(home).start()
     try:
-        first = server.rpc.deploy(nasty_bundle(
-            "quiet", description="a quiet one", health={"interval": 60, "timeout": 10}))
+        first = server.rpc.deploy(
+            nasty_bundle("quiet", description="a quiet one", health={"interval": 60, "timeout": 10})
+        )
         normal = server.rpc.call("GET", "/rpc/formations")["formations"]
         assert _post(server, {"actor": "formation:quiet"}).json()["armed"] == 1
         listed = server.rpc.call("GET", "/rpc/formations")
@@ -190,15 +222,37 @@ def test_a_formation_that_does_not_answer_is_listed_as_the_store_knows_it(
         (entry,) = listed["formations"]
         assert set(entry) == set(normal[0]) | {"stale"}
         assert entry["stale"] is True and entry["status"] == "unknown"
-        assert {k: entry[k] for k in ("id", "version", "description", "port", "pid", "desired",
-                                      "versions", "created_at")} == {
-            "id": "quiet", "version": first["version"], "description": "a quiet one",
-            "port": first["port"], "pid": first["pid"], "desired": "running",
-            "versions": [first["version"]], "created_at": normal[0]["created_at"]}
+        assert {
+            k: entry[k]
+            for k in (
+                "id",
+                "version",
+                "description",
+                "port",
+                "pid",
+                "desired",
+                "versions",
+                "created_at",
+            )
+        } == {
+            "id": "quiet",
+            "version": first["version"],
+            "description": "a quiet one",
+            "port": first["port"],
+            "pid": first["pid"],
+            "desired": "running",
+            "versions": [first["version"]],
+            "created_at": normal[0]["created_at"],
+        }
         assert entry["healthy"] is None and "did not answer" in entry["last_error"]
         assert entry["uptime_s"] >= 0
-        again = wait_for(lambda: (f := server.rpc.call("GET", "/rpc/formations")["formations"])
-                         and f[0]["status"] == "running" and f[0])
+        again = wait_for(
+            lambda: (
+                (f := server.rpc.call("GET", "/rpc/formations")["formations"])
+                and f[0]["status"] == "running"
+                and f[0]
+            )
+        )
         assert "stale" not in again and again["pid"] == first["pid"]
     finally:
         _post(server, {"actor": "formation:quiet", "count": 0})
@@ -209,8 +263,11 @@ def test_a_formation_that_does_not_answer_is_listed_as_the_store_knows_it(
 def test_the_stored_entry_of_an_unreadable_or_deleted_formation(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     try:
-        store.insert_formation("odd", 8001, VersionRow("odd", "1.0.0", b"{not yaml: [",
-                                                        str(tmp_path), "2026-01-01T00:00:00Z"))
+        store.insert_formation(
+            "odd",
+            8001,
+            VersionRow("odd", "1.0.0", b"{not yaml: [", str(tmp_path), "2026-01-01T00:00:00Z"),
+        )
         entry = stored_snapshot(store, "odd")
         assert (entry["description"], entry["pid"], entry["uptime_s"]) == ("", None, None)
         assert (entry["desired"], entry["versions"], entry["stale"]) == ("stopped", ["1.0.0"], True)

@@ -21,7 +21,9 @@ DEFAULT_FLEET = ("alpha", "beta")
 
 
 @pytest.fixture(scope="module")
-def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+def target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Target]:
     """A running fsup with the module's fleet deployed and a finished baseline search."""
     fleet = getattr(request.module, "FLEET", DEFAULT_FLEET)
     root: Path = tmp_path_factory.mktemp("hostile")

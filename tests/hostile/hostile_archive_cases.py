@@ -76,8 +76,9 @@ class ArchiveCase:
 # Limits are enforced while streaming, so a refusal may cost up to the unpacked-size limit
 # (512 MiB) of inflation, or writing up to the member limit: a wider bound than other cases.
 LIMIT_BOUND_S = 15.0
-LIMITS = dict(statuses=(400, 413), codes=("INVALID_BUNDLE", "PAYLOAD_TOO_LARGE"),
-              bound_s=LIMIT_BOUND_S)
+LIMITS = dict(
+    statuses=(400, 413), codes=("INVALID_BUNDLE", "PAYLOAD_TOO_LARGE"), bound_s=LIMIT_BOUND_S
+)
 ZIP = "application/zip"
 
 ARCHIVE_CASES: list[ArchiveCase] = [
@@ -104,16 +105,26 @@ ARCHIVE_CASES: list[ArchiveCase] = [
     ArchiveCase("zip-local-name-differs", patched_zip(zip_local_name_mismatch), ZIP),
     ArchiveCase("zip-truncated", zip_truncated, ZIP),
     # members that collide
-    ArchiveCase("tar-file-then-dir-member", targz_with(tar_file(f"{TOP}/x", b"1"),
-                                                       tar_file(f"{TOP}/x/y", b"2"))),
-    ArchiveCase("zip-file-then-dir-member", zip_with((f"{TOP}/x", b"1"), (f"{TOP}/x/y", b"2")), ZIP),
-    ArchiveCase("tar-dir-then-file-member", targz_with(tar_file(f"{TOP}/x/y", b"2"),
-                                                       tar_file(f"{TOP}/x", b"1"))),
+    ArchiveCase(
+        "tar-file-then-dir-member",
+        targz_with(tar_file(f"{TOP}/x", b"1"), tar_file(f"{TOP}/x/y", b"2")),
+    ),
+    ArchiveCase(
+        "zip-file-then-dir-member", zip_with((f"{TOP}/x", b"1"), (f"{TOP}/x/y", b"2")), ZIP
+    ),
+    ArchiveCase(
+        "tar-dir-then-file-member",
+        targz_with(tar_file(f"{TOP}/x/y", b"2"), tar_file(f"{TOP}/x", b"1")),
+    ),
     ArchiveCase("tar-same-member-twice", targz_with(tar_file(f"{TOP}/nasty.py", b"print('evil')"))),
     ArchiveCase("zip-same-member-twice", zip_with((f"{TOP}/nasty.py", b"print('evil')")), ZIP),
-    ArchiveCase("zip-manifest-is-a-folder",
-                lambda f, v: raw_zip([(f"{TOP}/formation.yaml/", 0, b"", 0, 0),
-                                       (f"{TOP}/formation.yaml/x", 0, b"", 0, 0)]), ZIP),
+    ArchiveCase(
+        "zip-manifest-is-a-folder",
+        lambda f, v: raw_zip(
+            [(f"{TOP}/formation.yaml/", 0, b"", 0, 0), (f"{TOP}/formation.yaml/x", 0, b"", 0, 0)]
+        ),
+        ZIP,
+    ),
     # escaping the destination
     ArchiveCase("tar-dotdot", targz_with(tar_file(f"../{PLANT}", b"x"))),
     ArchiveCase("tar-dotdot-to-canary", targz_with(tar_file(f"{TOP}/{TO_CANARY}{PLANT}", b"x"))),
@@ -124,18 +135,26 @@ ARCHIVE_CASES: list[ArchiveCase] = [
     ArchiveCase("zip-backslash-dotdot", zip_with((f"..\\..\\..\\..\\canary\\{PLANT}", b"x")), ZIP),
     ArchiveCase("zip-drive-letter", zip_with((f"C:/{PLANT}", b"x")), ZIP),
     # links and devices
-    ArchiveCase("tar-symlink-out-then-write-through",
-                targz_with(tar_special(f"{TOP}/link", tarfile.SYMTYPE, "/tmp"),
-                           tar_file(f"{TOP}/link/{PLANT}", b"x"))),
-    ArchiveCase("tar-hardlink-to-etc-passwd",
-                targz_with(tar_special(f"{TOP}/passwd", tarfile.LNKTYPE, "/etc/passwd"))),
+    ArchiveCase(
+        "tar-symlink-out-then-write-through",
+        targz_with(
+            tar_special(f"{TOP}/link", tarfile.SYMTYPE, "/tmp"),
+            tar_file(f"{TOP}/link/{PLANT}", b"x"),
+        ),
+    ),
+    ArchiveCase(
+        "tar-hardlink-to-etc-passwd",
+        targz_with(tar_special(f"{TOP}/passwd", tarfile.LNKTYPE, "/etc/passwd")),
+    ),
     ArchiveCase("tar-char-device", targz_with(tar_special(f"{TOP}/null", tarfile.CHRTYPE))),
     ArchiveCase("tar-block-device", targz_with(tar_special(f"{TOP}/disk", tarfile.BLKTYPE))),
     ArchiveCase("tar-fifo", targz_with(tar_special(f"{TOP}/pipe", tarfile.FIFOTYPE))),
-    ArchiveCase("zip-symlink", zip_with((zip_info(f"{TOP}/link", stat.S_IFLNK | 0o777), b"/tmp")),
-                ZIP),
-    ArchiveCase("zip-char-device", zip_with((zip_info(f"{TOP}/null", stat.S_IFCHR | 0o644), b"")),
-                ZIP),
+    ArchiveCase(
+        "zip-symlink", zip_with((zip_info(f"{TOP}/link", stat.S_IFLNK | 0o777), b"/tmp")), ZIP
+    ),
+    ArchiveCase(
+        "zip-char-device", zip_with((zip_info(f"{TOP}/null", stat.S_IFCHR | 0o644), b"")), ZIP
+    ),
     # bombs and counts
     ArchiveCase("targz-bomb-6gib-member", targz_bomb_one_member, update=False, **LIMITS),
     ArchiveCase("targz-bomb-96x64mib-members", targz_bomb_many_members, update=False, **LIMITS),
@@ -157,10 +176,25 @@ ARCHIVE_CASES: list[ArchiveCase] = [
     ArchiveCase("uncompressed-tar", tar_plain, "application/x-tar"),
     ArchiveCase("tar-bz2", tar_bz2, "application/x-tar"),
     # a good bundle with the wrong content type
-    ArchiveCase("content-type-text-plain", valid_targz, "text/plain",
-                statuses=(400, 415), codes=("INVALID_BUNDLE", "INVALID_REQUEST")),
-    ArchiveCase("content-type-json", valid_targz, "application/json",
-                statuses=(400, 415), codes=("INVALID_BUNDLE", "INVALID_REQUEST")),
-    ArchiveCase("content-type-multipart", valid_targz, "multipart/form-data; boundary=x",
-                statuses=(400, 415), codes=("INVALID_BUNDLE", "INVALID_REQUEST")),
+    ArchiveCase(
+        "content-type-text-plain",
+        valid_targz,
+        "text/plain",
+        statuses=(400, 415),
+        codes=("INVALID_BUNDLE", "INVALID_REQUEST"),
+    ),
+    ArchiveCase(
+        "content-type-json",
+        valid_targz,
+        "application/json",
+        statuses=(400, 415),
+        codes=("INVALID_BUNDLE", "INVALID_REQUEST"),
+    ),
+    ArchiveCase(
+        "content-type-multipart",
+        valid_targz,
+        "multipart/form-data; boundary=x",
+        statuses=(400, 415),
+        codes=("INVALID_BUNDLE", "INVALID_REQUEST"),
+    ),
 ]

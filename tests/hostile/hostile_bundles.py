@@ -136,7 +136,7 @@ def gzip_corrupt_deflate(fid: str, ver: str) -> bytes:
     """Bytes flipped in the middle of the deflate stream."""
     data = bytearray(valid_targz(fid, ver))
     middle = len(data) // 2
-    data[middle:middle + 16] = bytes(b ^ 0x5A for b in data[middle:middle + 16])
+    data[middle : middle + 16] = bytes(b ^ 0x5A for b in data[middle : middle + 16])
     return bytes(data)
 
 
@@ -156,9 +156,9 @@ def damaged_third_header(damage: Callable[[bytearray], None]) -> Builder:
         entries = _valid_entries(fid, ver)
         raw = bytearray(_tar([*entries, tar_file(f"{TOP}/README.txt", b"read me\n" * 100)]))
         offset = raw.find(f"{TOP}/README.txt".encode())
-        header = raw[offset:offset + 512]
+        header = raw[offset : offset + 512]
         damage(header)
-        raw[offset:offset + 512] = header
+        raw[offset : offset + 512] = header
         return gzipped(bytes(raw))
 
     return build
@@ -235,16 +235,20 @@ def _zip_entries(data: bytes) -> dict[str, _ZipEntry]:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         infos = archive.infolist()
     found, position = {}, data.rfind(b"PK\x05\x06")
-    cd_offset = struct.unpack("<I", data[position + 16:position + 20])[0]
+    cd_offset = struct.unpack("<I", data[position + 16 : position + 20])[0]
     for info in infos:
-        assert data[cd_offset:cd_offset + 4] == b"PK\x01\x02"
-        name_len, extra_len, comment_len = struct.unpack("<HHH", data[cd_offset + 28:cd_offset + 34])
+        assert data[cd_offset : cd_offset + 4] == b"PK\x01\x02"
+        name_len, extra_len, comment_len = struct.unpack(
+            "<HHH", data[cd_offset + 28 : cd_offset + 34]
+        )
         found[info.filename] = _ZipEntry(info.header_offset, cd_offset)
         cd_offset += 46 + name_len + extra_len + comment_len
     return found
 
 
-def patched_zip(patch: Callable[[bytearray, _ZipEntry], None], member: str = "README.txt") -> Builder:
+def patched_zip(
+    patch: Callable[[bytearray, _ZipEntry], None], member: str = "README.txt"
+) -> Builder:
     """A valid zip plus README.txt, then `patch` applied to README's headers."""
 
     def build(fid: str, ver: str) -> bytes:
@@ -257,35 +261,35 @@ def patched_zip(patch: Callable[[bytearray, _ZipEntry], None], member: str = "RE
 
 def zip_method(method: int) -> Callable[[bytearray, _ZipEntry], None]:
     def patch(data: bytearray, entry: _ZipEntry) -> None:
-        data[entry.local + 8:entry.local + 10] = struct.pack("<H", method)
-        data[entry.central + 10:entry.central + 12] = struct.pack("<H", method)
+        data[entry.local + 8 : entry.local + 10] = struct.pack("<H", method)
+        data[entry.central + 10 : entry.central + 12] = struct.pack("<H", method)
 
     return patch
 
 
 def zip_bad_local_signature(data: bytearray, entry: _ZipEntry) -> None:
-    data[entry.local:entry.local + 4] = b"PK\x07\x07"
+    data[entry.local : entry.local + 4] = b"PK\x07\x07"
 
 
 def zip_encrypted(data: bytearray, entry: _ZipEntry) -> None:
     for offset in (entry.local + 6, entry.central + 8):
-        flags = struct.unpack("<H", data[offset:offset + 2])[0] | 0x1
-        data[offset:offset + 2] = struct.pack("<H", flags)
+        flags = struct.unpack("<H", data[offset : offset + 2])[0] | 0x1
+        data[offset : offset + 2] = struct.pack("<H", flags)
 
 
 def zip_bad_crc(data: bytearray, entry: _ZipEntry) -> None:
     for offset in (entry.local + 14, entry.central + 16):
-        data[offset:offset + 4] = bytes(b ^ 0xFF for b in data[offset:offset + 4])
+        data[offset : offset + 4] = bytes(b ^ 0xFF for b in data[offset : offset + 4])
 
 
 def zip_bad_central(data: bytearray, entry: _ZipEntry) -> None:
-    data[entry.central:entry.central + 4] = b"PK\x09\x09"
+    data[entry.central : entry.central + 4] = b"PK\x09\x09"
 
 
 def zip_local_name_mismatch(data: bytearray, entry: _ZipEntry) -> None:
     """The local header names another file than the central directory."""
     name_at = entry.local + 30
-    data[name_at:name_at + 3] = b"../"
+    data[name_at : name_at + 3] = b"../"
 
 
 def zip_truncated(fid: str, ver: str) -> bytes:
@@ -306,13 +310,50 @@ def raw_zip(entries: list[tuple[str, int, bytes, int, int]]) -> bytes:
     for name, method, data, crc, size in entries:
         encoded = name.encode()
         offset = len(out)
-        out += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc,
-                           len(data), size, len(encoded), 0) + encoded + data
-        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, method, 0, 0x21,
-                               crc, len(data), size, len(encoded), 0, 0, 0, 0, 0o644 << 16,
-                               offset) + encoded
-    eocd = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries),
-                       len(central), len(out), 0)
+        out += (
+            struct.pack(
+                "<4sHHHHHIIIHH",
+                b"PK\x03\x04",
+                20,
+                0,
+                method,
+                0,
+                0x21,
+                crc,
+                len(data),
+                size,
+                len(encoded),
+                0,
+            )
+            + encoded
+            + data
+        )
+        central += (
+            struct.pack(
+                "<4sHHHHHHIIIHHHHHII",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                method,
+                0,
+                0x21,
+                crc,
+                len(data),
+                size,
+                len(encoded),
+                0,
+                0,
+                0,
+                0,
+                0o644 << 16,
+                offset,
+            )
+            + encoded
+        )
+    eocd = struct.pack(
+        "<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central), len(out), 0
+    )
     return bytes(out + central + eocd)
 
 

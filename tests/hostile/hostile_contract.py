@@ -22,12 +22,14 @@ def contract_error(reply: Reply) -> dict[str, Any]:
         body = json.loads(reply.body)
     except ValueError:
         raise AssertionError(f"not a JSON error body: {reply.describe()}") from None
-    assert isinstance(body, dict) and set(body) == {"error", "code", "message"}, \
+    assert isinstance(body, dict) and set(body) == {"error", "code", "message"}, (
         f"not the contract's shape: {body!r}"
+    )
     error = body["error"]
     assert isinstance(error, dict), f"error is not an object: {body!r}"
-    assert (body["code"], body["message"]) == (error.get("code"), error.get("message")), \
+    assert (body["code"], body["message"]) == (error.get("code"), error.get("message")), (
         f"the top-level mirror (for MUXI's SDKs) differs from the error: {body!r}"
+    )
     assert isinstance(error.get("code"), str) and error["code"], f"no error code: {body!r}"
     assert isinstance(error.get("message"), str) and error["message"], f"no message: {body!r}"
     assert isinstance(error.get("details"), dict), f"details is not an object: {body!r}"

@@ -32,8 +32,18 @@ PLANT = f"fsup-hostile-plant-{uuid.uuid4().hex[:10]}"
 SEARCH_KEYWORD = "hostile baseline"
 
 
-FORMATION_FIELDS = ("id", "version", "status", "pid", "port", "restart_count", "versions",
-                    "update_in_progress", "desired", "healthy")
+FORMATION_FIELDS = (
+    "id",
+    "version",
+    "status",
+    "pid",
+    "port",
+    "restart_count",
+    "versions",
+    "update_in_progress",
+    "desired",
+    "healthy",
+)
 VOLATILE_HOME = ("server/logs/", "server/state.db", "fsup-test.log")
 
 
@@ -97,8 +107,12 @@ class Target:
             self.rpc.deploy(nasty_bundle(formation_id, search={"path": "/search"}))
         created = self.api("POST", "/searches", {"keyword": SEARCH_KEYWORD, "autostart": True})
         self.baseline_search = created["search"]["id"]
-        wait_for(lambda: self.api("GET", f"/searches/{self.baseline_search}")["search"]["state"]
-                 in ("complete", "stopped"))
+        wait_for(
+            lambda: (
+                self.api("GET", f"/searches/{self.baseline_search}")["search"]["state"]
+                in ("complete", "stopped")
+            )
+        )
         return self
 
     def close(self) -> tuple[int, list[int]]:
@@ -130,8 +144,9 @@ class Target:
         return self.server.proc is not None and self.server.proc.poll() is None
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.http.request(method, f"/api/v1{path}", json=body,
-                                     headers={"Authorization": f"Bearer {self.token}"})
+        response = self.http.request(
+            method, f"/api/v1{path}", json=body, headers={"Authorization": f"Bearer {self.token}"}
+        )
         response.raise_for_status()
         return response.json()
 
@@ -191,8 +206,14 @@ class Target:
             files[rel] = _digest(path)
         searches = {s["id"]: s for s in self.api("GET", "/searches")["searches"]}
         log_text = (self.home / "fsup-test.log").read_text(errors="replace")
-        return Snapshot(formations, processes, files, self.outside(), searches,
-                        log_text.count("Traceback (most recent call last)"))
+        return Snapshot(
+            formations,
+            processes,
+            files,
+            self.outside(),
+            searches,
+            log_text.count("Traceback (most recent call last)"),
+        )
 
     def outside(self) -> set[str]:
         """Names outside the home where a planted file could land."""
@@ -230,27 +251,36 @@ class Target:
         except (httpx.HTTPError, OSError, ValueError) as exc:
             return [*problems, f"could not take the snapshot after the case: {exc!r}"]
         if after.formations != before.formations:
-            problems.append(f"formations changed:\n  before {before.formations}\n  after  "
-                            f"{after.formations}")
+            problems.append(
+                f"formations changed:\n  before {before.formations}\n  after  {after.formations}"
+            )
         if after.processes != before.processes:
-            problems.append(f"formation processes changed: before {before.processes}, after "
-                            f"{after.processes}")
+            problems.append(
+                f"formation processes changed: before {before.processes}, after {after.processes}"
+            )
         if after.files != before.files:
             added = sorted(set(after.files) - set(before.files))
             removed = sorted(set(before.files) - set(after.files))
-            changed = sorted(k for k in set(after.files) & set(before.files)
-                             if after.files[k] != before.files[k])
-            problems.append(f"files under the home changed: added {added[:10]}, removed "
-                            f"{removed[:10]}, changed {changed[:10]}")
+            changed = sorted(
+                k for k in set(after.files) & set(before.files) if after.files[k] != before.files[k]
+            )
+            problems.append(
+                f"files under the home changed: added {added[:10]}, removed "
+                f"{removed[:10]}, changed {changed[:10]}"
+            )
         if after.outside != before.outside:
-            problems.append(f"files appeared outside the home: "
-                            f"{sorted(after.outside - before.outside)}")
+            problems.append(
+                f"files appeared outside the home: {sorted(after.outside - before.outside)}"
+            )
         if after.searches != before.searches:
-            problems.append(f"searches changed:\n  before {before.searches}\n  after  "
-                            f"{after.searches}")
+            problems.append(
+                f"searches changed:\n  before {before.searches}\n  after  {after.searches}"
+            )
         if after.tracebacks != before.tracebacks:
-            problems.append(f"fsup logged {after.tracebacks - before.tracebacks} new "
-                            f"traceback(s); log tail:\n{self.server.log_tail()[-2500:]}")
+            problems.append(
+                f"fsup logged {after.tracebacks - before.tracebacks} new "
+                f"traceback(s); log tail:\n{self.server.log_tail()[-2500:]}"
+            )
         for check in self.extra_checks:
             problems += check()
         return problems
@@ -263,9 +293,16 @@ class Target:
             self.server.stop()  # reaps the dead process and closes its pipe
             self.server.start()
             self._connect_clients()
-            wait_for(lambda: {f["id"]: f["status"] for f in
-                              self.rpc.call("GET", "/rpc/formations")["formations"]}
-                     .keys() >= set(self.fleet), timeout=30)
+            wait_for(
+                lambda: (
+                    {
+                        f["id"]: f["status"]
+                        for f in self.rpc.call("GET", "/rpc/formations")["formations"]
+                    }.keys()
+                    >= set(self.fleet)
+                ),
+                timeout=30,
+            )
         listed = {f["id"]: f for f in self.rpc.call("GET", "/rpc/formations")["formations"]}
         for formation_id, item in listed.items():
             try:

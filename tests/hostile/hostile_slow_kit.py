@@ -57,8 +57,9 @@ class Stall:
 
 
 def unsigned_list(target: Target, *headers: tuple[str, str], version: str = "HTTP/1.1") -> bytes:
-    return request_bytes("GET", "/rpc/formations", list(headers), host=target.host_header,
-                         version=version)
+    return request_bytes(
+        "GET", "/rpc/formations", list(headers), host=target.host_header, version=version
+    )
 
 
 def quick_service(target: Target, rounds: int = 3) -> list[float]:

@@ -52,7 +52,9 @@ class Reply:
 
     def describe(self) -> str:
         head = self.raw.split(b"\r\n\r\n", 1)[0][:600]
-        return f"status={self.status} after {self.elapsed:.2f}s head={head!r} body={self.body[:300]!r}"
+        return (
+            f"status={self.status} after {self.elapsed:.2f}s head={head!r} body={self.body[:300]!r}"
+        )
 
 
 class NoAnswer(AssertionError):
@@ -278,8 +280,13 @@ class Signer:
         stamp = rfc3339() if timestamp is None else timestamp
         path = sign_target if sign_target is not None else target
         raw_path = path if isinstance(path, bytes) else path.encode("latin-1")
-        mac = sign(self.secret_key, sign_method or method, raw_path, stamp,
-                   body if sign_body is None else sign_body)
+        mac = sign(
+            self.secret_key,
+            sign_method or method,
+            raw_path,
+            stamp,
+            body if sign_body is None else sign_body,
+        )
         return [
             ("X-MUXI-Key-ID", self.key_id if key_id is None else key_id),
             ("X-MUXI-Timestamp", stamp),

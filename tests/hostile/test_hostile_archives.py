@@ -23,8 +23,9 @@ def _send_bundle(target: Target, route: str, body: bytes, content_type: str) -> 
         method, path = "POST", "/rpc/formations/deploy"
     else:
         method, path = "PUT", "/rpc/formations/alpha"
-    return target.request(method, path, [("Content-Type", content_type)], body, auth="signed",
-                          timeout=60)
+    return target.request(
+        method, path, [("Content-Type", content_type)], body, auth="signed", timeout=60
+    )
 
 
 CASES = [
@@ -54,8 +55,10 @@ SEMANTIC = [
 ]
 
 
-@pytest.mark.parametrize(("route", "manifest_id", "version", "status", "code"),
-                         [pytest.param(*row[1:], id=row[0]) for row in SEMANTIC])
+@pytest.mark.parametrize(
+    ("route", "manifest_id", "version", "status", "code"),
+    [pytest.param(*row[1:], id=row[0]) for row in SEMANTIC],
+)
 def test_valid_bundle_for_the_wrong_target(
     target: Target, route: str, manifest_id: str, version: str, status: int, code: str
 ) -> None:
@@ -67,6 +70,7 @@ def test_valid_bundle_for_the_wrong_target(
 def test_update_of_a_missing_formation(target: Target) -> None:
     """PUT to an id that does not exist: 404, even with a bundle that would deploy."""
     body = valid_targz("ghost", "2.0.0")
-    reply = target.request("PUT", "/rpc/formations/ghost", [("Content-Type", "application/gzip")],
-                           body, auth="signed")
+    reply = target.request(
+        "PUT", "/rpc/formations/ghost", [("Content-Type", "application/gzip")], body, auth="signed"
+    )
     assert_error(reply, 404, "FORMATION_NOT_FOUND")

@@ -51,8 +51,13 @@ def _with_utf8(value: str) -> str:
 
 def _now_arabic() -> str:
     """Now, in Arabic-Indic digits (as UTF-8 bytes on the wire, and signed as such)."""
-    return _with_utf8(rfc3339().translate(str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664"
-                                             "\u0665\u0666\u0667\u0668\u0669")))
+    return _with_utf8(
+        rfc3339().translate(
+            str.maketrans(
+                "0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"
+            )
+        )
+    )
 
 
 DEPLOY_A = valid_targz("ha-signed", "1.0.0")
@@ -98,7 +103,11 @@ TAMPERS: list[Tamper] = [
     # the signed request itself
     Tamper("method-signed-get-sent-post", sign={"sign_method": "GET"}),
     Tamper("path-signed-beta-sent-alpha", sign={"sign_target": "/rpc/formations/beta/stop"}),
-    Tamper("path-sent-percent-encoded", target="/rpc/formations/%61lpha/stop", sign={"sign_target": STOP}),
+    Tamper(
+        "path-sent-percent-encoded",
+        target="/rpc/formations/%61lpha/stop",
+        sign={"sign_target": STOP},
+    ),
     Tamper("path-signed-percent-encoded", sign={"sign_target": "/rpc/formations/%61lpha/stop"}),
     Tamper("path-signed-with-trailing-slash", sign={"sign_target": STOP + "/"}),
     Tamper("query-changed", target=STOP + "?force=2", sign={"sign_target": STOP + "?force=1"}),
@@ -106,24 +115,57 @@ TAMPERS: list[Tamper] = [
     Tamper("query-removed", sign={"sign_target": STOP + "?x=1"}),
     Tamper("query-reordered", target=STOP + "?b=2&a=1", sign={"sign_target": STOP + "?a=1&b=2"}),
     Tamper("body-added", body=b"{}", sign={"sign_body": b""}),
-    Tamper("body-swapped-bundle", target="/rpc/formations/deploy", body=DEPLOY_B,
-           sign={"sign_body": DEPLOY_A}, content_type="application/gzip"),
-    Tamper("body-one-byte-appended", target="/rpc/formations/deploy", body=DEPLOY_A + b"\0",
-           sign={"sign_body": DEPLOY_A}, content_type="application/gzip"),
+    Tamper(
+        "body-swapped-bundle",
+        target="/rpc/formations/deploy",
+        body=DEPLOY_B,
+        sign={"sign_body": DEPLOY_A},
+        content_type="application/gzip",
+    ),
+    Tamper(
+        "body-one-byte-appended",
+        target="/rpc/formations/deploy",
+        body=DEPLOY_A + b"\0",
+        sign={"sign_body": DEPLOY_A},
+        content_type="application/gzip",
+    ),
     # the MUXI-HMAC Authorization scheme, malformed
-    Tamper("muxi-hmac-bare-scheme", drop=(KEY, STAMP, SIG), extra=(("Authorization", "MUXI-HMAC"),)),
-    Tamper("muxi-hmac-timestamp-word", drop=(KEY, STAMP, SIG),
-           extra=(("Authorization", "MUXI-HMAC key={key}, timestamp=abc, signature=AAAA"),)),
-    Tamper("muxi-hmac-timestamp-arabic", drop=(KEY, STAMP, SIG),
-           extra=(("Authorization", _with_utf8("MUXI-HMAC key={key}, timestamp=\u0661\u0662, "
-                                               "signature=AAAA")),)),
-    Tamper("muxi-hmac-timestamp-400-digits", drop=(KEY, STAMP, SIG),
-           extra=(("Authorization", "MUXI-HMAC key={key}, timestamp=" + "9" * 400
-                   + ", signature=AAAA"),)),
-    Tamper("muxi-hmac-skew-plus-301s", drop=(KEY, STAMP, SIG), extra=(("Authorization", "muxi:+301"),)),
-    Tamper("muxi-hmac-skew-minus-301s", drop=(KEY, STAMP, SIG), extra=(("Authorization", "muxi:-301"),)),
-    Tamper("muxi-hmac-signed-get-sent-post", drop=(KEY, STAMP, SIG),
-           extra=(("Authorization", "muxi:GET"),)),
+    Tamper(
+        "muxi-hmac-bare-scheme", drop=(KEY, STAMP, SIG), extra=(("Authorization", "MUXI-HMAC"),)
+    ),
+    Tamper(
+        "muxi-hmac-timestamp-word",
+        drop=(KEY, STAMP, SIG),
+        extra=(("Authorization", "MUXI-HMAC key={key}, timestamp=abc, signature=AAAA"),),
+    ),
+    Tamper(
+        "muxi-hmac-timestamp-arabic",
+        drop=(KEY, STAMP, SIG),
+        extra=(
+            (
+                "Authorization",
+                _with_utf8("MUXI-HMAC key={key}, timestamp=\u0661\u0662, signature=AAAA"),
+            ),
+        ),
+    ),
+    Tamper(
+        "muxi-hmac-timestamp-400-digits",
+        drop=(KEY, STAMP, SIG),
+        extra=(
+            ("Authorization", "MUXI-HMAC key={key}, timestamp=" + "9" * 400 + ", signature=AAAA"),
+        ),
+    ),
+    Tamper(
+        "muxi-hmac-skew-plus-301s", drop=(KEY, STAMP, SIG), extra=(("Authorization", "muxi:+301"),)
+    ),
+    Tamper(
+        "muxi-hmac-skew-minus-301s", drop=(KEY, STAMP, SIG), extra=(("Authorization", "muxi:-301"),)
+    ),
+    Tamper(
+        "muxi-hmac-signed-get-sent-post",
+        drop=(KEY, STAMP, SIG),
+        extra=(("Authorization", "muxi:GET"),),
+    ),
     Tamper("muxi-hmac-wrong-key", drop=(KEY, STAMP, SIG), extra=(("Authorization", "muxi:key"),)),
 ]
 
@@ -134,8 +176,9 @@ def _muxi_hmac(target: Target, spec: str, path: str) -> str:
     stamp = int(time.time()) + (int(change) if change[0] in "+-" else 0)
     method = "GET" if change == "GET" else "POST"
     key_id = "MUXI_LOCAL_wrong" if change == "key" else target.signer.key_id
-    mac = hmac.new(target.signer.secret_key.encode(), f"{stamp};{method};{path}".encode(),
-                   hashlib.sha256).digest()
+    mac = hmac.new(
+        target.signer.secret_key.encode(), f"{stamp};{method};{path}".encode(), hashlib.sha256
+    ).digest()
     return f"MUXI-HMAC key={key_id}, timestamp={stamp}, signature={base64.b64encode(mac).decode()}"
 
 
@@ -208,8 +251,9 @@ def test_bad_bearer_token_is_refused(target: Target, make: Callable[[str], str |
     if value is not None:
         headers.append(("Authorization", value))
     body = b'{"keyword": "bearer bypass", "autostart": false}'
-    reply = target.send(request_bytes("POST", "/api/v1/searches", headers, body,
-                                      host=target.host_header))
+    reply = target.send(
+        request_bytes("POST", "/api/v1/searches", headers, body, host=target.host_header)
+    )
     assert_error(reply, 401, "UNAUTHORIZED")
 
 
@@ -222,8 +266,10 @@ COOKIES: list[tuple[str, Callable[[str], str | None]]] = [
     ("5000-digits", lambda token: "9" * 5000 + "." + "0" * 64),
     ("negative", lambda token: "-1." + "0" * 64),
     ("no-signature", lambda token: "9999999999."),
-    ("signature-of-another-expiry",
-     lambda token: "9999999999." + new_session(token)[0].split(".", 1)[1]),
+    (
+        "signature-of-another-expiry",
+        lambda token: "9999999999." + new_session(token)[0].split(".", 1)[1],
+    ),
     ("expired-but-signed", lambda token: new_session(token, time.time() - 2 * SESSION_TTL_S)[0]),
     ("bearer-token-as-cookie", lambda token: token),
     ("8kib", lambda token: "1" * 8192),
@@ -264,8 +310,9 @@ LAST_EVENT_IDS = [
 
 def session_cookie(target: Target) -> str:
     """A real session cookie, from POST /api/v1/session."""
-    response = target.http.post("/api/v1/session",
-                                headers={"Authorization": f"Bearer {target.token}"})
+    response = target.http.post(
+        "/api/v1/session", headers={"Authorization": f"Bearer {target.token}"}
+    )
     response.raise_for_status()
     return response.cookies["rm_session"]
 
@@ -274,7 +321,10 @@ def session_cookie(target: Target) -> str:
 def test_bad_last_event_id_is_refused(target: Target, value: str) -> None:
     """With a good cookie, so that only the resume point is at fault."""
     cookie = session_cookie(target)
-    headers = [("Cookie", f"rm_session={cookie}"), ("Accept", "text/event-stream"),
-               ("Last-Event-ID", value)]
+    headers = [
+        ("Cookie", f"rm_session={cookie}"),
+        ("Accept", "text/event-stream"),
+        ("Last-Event-ID", value),
+    ]
     reply = target.send(request_bytes("GET", "/api/v1/events", headers, host=target.host_header))
     assert_error(reply, 400, "INVALID_REQUEST")

@@ -66,100 +66,182 @@ HEAD_CASES = [
     # (the app may refuse first: /health takes no POST, /rpc is unsigned)
     # (the app may refuse first: /health takes no POST, /rpc is unsigned). The failure this
     # once caused (fsup exited) was a race: ten tries each.
-    *[HeadCase(f"chunk-size-not-hex-{route}", _bad_chunk(route, NOT_HEX), (400, 401, 405),
-               repeat=10) for route in ROUTES],
+    *[
+        HeadCase(
+            f"chunk-size-not-hex-{route}", _bad_chunk(route, NOT_HEX), (400, 401, 405), repeat=10
+        )
+        for route in ROUTES
+    ],
     HeadCase("chunk-size-negative", _bad_chunk("searches", b"-1\r\nabc\r\n0\r\n\r\n")),
     HeadCase("chunk-size-0x-prefix", _bad_chunk("searches", b"0x5\r\nhello\r\n0\r\n\r\n")),
-    HeadCase("chunk-size-overflow", _bad_chunk("searches", b"f" * 40 + b"\r\nabc\r\n0\r\n\r\n"),
-             (400, 413)),
+    HeadCase(
+        "chunk-size-overflow",
+        _bad_chunk("searches", b"f" * 40 + b"\r\nabc\r\n0\r\n\r\n"),
+        (400, 413),
+    ),
     HeadCase("chunk-data-longer-than-size", _bad_chunk("searches", b"3\r\nabcdef\r\n0\r\n\r\n")),
-    HeadCase("chunk-extension-control-bytes",
-             _bad_chunk("searches", b"5;\x01\x02\r\nhello\r\n0\r\n\r\n")),
+    HeadCase(
+        "chunk-extension-control-bytes", _bad_chunk("searches", b"5;\x01\x02\r\nhello\r\n0\r\n\r\n")
+    ),
     HeadCase("chunk-size-with-spaces", _bad_chunk("proxy", b"5 5\r\nhello\r\n0\r\n\r\n")),
     # Content-Length
-    HeadCase("content-length-not-a-number",
-             lambda t: head(t, "searches", ("Content-Length", "abc")) + b"\r\n" + SEARCH_BODY),
-    HeadCase("content-length-negative",
-             lambda t: head(t, "searches", ("Content-Length", "-1")) + b"\r\n" + SEARCH_BODY),
-    HeadCase("content-length-plus-sign",
-             lambda t: head(t, "searches", ("Content-Length", f"+{len(SEARCH_BODY)}")) + b"\r\n"
-             + SEARCH_BODY),
-    HeadCase("content-length-list",
-             lambda t: head(t, "searches", ("Content-Length", "5, 6")) + b"\r\nhello!"),
-    HeadCase("content-length-twice-different",
-             lambda t: head(t, "searches", ("Content-Length", "5"), ("Content-Length", "6"))
-             + b"\r\nhello!"),
-    HeadCase("content-length-arabic-digits",
-             lambda t: head(t, "searches", ("Content-Length", "XX")).replace(
-                 b"XX", "\u0664\u0664".encode()) + b"\r\n" + SEARCH_BODY),
-    HeadCase("content-length-30-digits-searches",
-             lambda t: head(t, "searches", ("Content-Length", "9" * 30)) + b"\r\n" + SEARCH_BODY,
-             (400, 413)),
-    HeadCase("content-length-200mb-searches",
-             lambda t: head(t, "searches", ("Content-Length", "200000000")) + b"\r\n" + SEARCH_BODY,
-             (413,), ("PAYLOAD_TOO_LARGE",)),
-    HeadCase("content-length-200mb-unsigned-deploy",
-             lambda t: head(t, "deploy", ("Content-Length", "200000000")) + b"\r\nxyz",
-             (401, 413), ("UNAUTHORIZED", "PAYLOAD_TOO_LARGE")),
+    HeadCase(
+        "content-length-not-a-number",
+        lambda t: head(t, "searches", ("Content-Length", "abc")) + b"\r\n" + SEARCH_BODY,
+    ),
+    HeadCase(
+        "content-length-negative",
+        lambda t: head(t, "searches", ("Content-Length", "-1")) + b"\r\n" + SEARCH_BODY,
+    ),
+    HeadCase(
+        "content-length-plus-sign",
+        lambda t: (
+            head(t, "searches", ("Content-Length", f"+{len(SEARCH_BODY)}")) + b"\r\n" + SEARCH_BODY
+        ),
+    ),
+    HeadCase(
+        "content-length-list",
+        lambda t: head(t, "searches", ("Content-Length", "5, 6")) + b"\r\nhello!",
+    ),
+    HeadCase(
+        "content-length-twice-different",
+        lambda t: (
+            head(t, "searches", ("Content-Length", "5"), ("Content-Length", "6")) + b"\r\nhello!"
+        ),
+    ),
+    HeadCase(
+        "content-length-arabic-digits",
+        lambda t: (
+            head(t, "searches", ("Content-Length", "XX")).replace(b"XX", "\u0664\u0664".encode())
+            + b"\r\n"
+            + SEARCH_BODY
+        ),
+    ),
+    HeadCase(
+        "content-length-30-digits-searches",
+        lambda t: head(t, "searches", ("Content-Length", "9" * 30)) + b"\r\n" + SEARCH_BODY,
+        (400, 413),
+    ),
+    HeadCase(
+        "content-length-200mb-searches",
+        lambda t: head(t, "searches", ("Content-Length", "200000000")) + b"\r\n" + SEARCH_BODY,
+        (413,),
+        ("PAYLOAD_TOO_LARGE",),
+    ),
+    HeadCase(
+        "content-length-200mb-unsigned-deploy",
+        lambda t: head(t, "deploy", ("Content-Length", "200000000")) + b"\r\nxyz",
+        (401, 413),
+        ("UNAUTHORIZED", "PAYLOAD_TOO_LARGE"),
+    ),
     # Transfer-Encoding
-    HeadCase("transfer-encoding-gzip",
-             lambda t: head(t, "searches", ("Transfer-Encoding", "gzip")) + b"\r\n" + SEARCH_BODY,
-             (400, 501)),
-    HeadCase("transfer-encoding-chunked-twice",
-             lambda t: head(t, "searches", ("Transfer-Encoding", "chunked, chunked")) + b"\r\n0\r\n\r\n",
-             (400, 501)),
-    HeadCase("transfer-encoding-xchunked",
-             lambda t: head(t, "searches", ("Transfer-Encoding", "xchunked")) + b"\r\n0\r\n\r\n",
-             (400, 501)),
+    HeadCase(
+        "transfer-encoding-gzip",
+        lambda t: head(t, "searches", ("Transfer-Encoding", "gzip")) + b"\r\n" + SEARCH_BODY,
+        (400, 501),
+    ),
+    HeadCase(
+        "transfer-encoding-chunked-twice",
+        lambda t: head(t, "searches", ("Transfer-Encoding", "chunked, chunked")) + b"\r\n0\r\n\r\n",
+        (400, 501),
+    ),
+    HeadCase(
+        "transfer-encoding-xchunked",
+        lambda t: head(t, "searches", ("Transfer-Encoding", "xchunked")) + b"\r\n0\r\n\r\n",
+        (400, 501),
+    ),
     # sizes and counts
-    HeadCase("header-value-64kib",
-             lambda t: request_bytes("GET", "/health", [("X-Big", "v" * 65536)],
-                                     host=t.host_header), (400, 413, 431)),
-    HeadCase("header-value-1mib",
-             lambda t: request_bytes("GET", "/health", [("X-Big", "v" * 1048576)],
-                                     host=t.host_header), (400, 413, 431)),
-    HeadCase("headers-3000",
-             lambda t: request_bytes("GET", "/health", [(f"X-H{i}", "v") for i in range(3000)],
-                                     host=t.host_header), (400, 413, 431)),
-    HeadCase("request-line-100kib",
-             lambda t: request_bytes("GET", "/health?" + "q" * 102400, host=t.host_header),
-             (400, 413, 414, 431)),
-    HeadCase("cookie-64kib-events",
-             lambda t: request_bytes("GET", "/api/v1/events", [("Cookie", "rm_session=" + "9" * 65536)],
-                                     host=t.host_header), (400, 401, 413, 431)),
+    HeadCase(
+        "header-value-64kib",
+        lambda t: request_bytes("GET", "/health", [("X-Big", "v" * 65536)], host=t.host_header),
+        (400, 413, 431),
+    ),
+    HeadCase(
+        "header-value-1mib",
+        lambda t: request_bytes("GET", "/health", [("X-Big", "v" * 1048576)], host=t.host_header),
+        (400, 413, 431),
+    ),
+    HeadCase(
+        "headers-3000",
+        lambda t: request_bytes(
+            "GET", "/health", [(f"X-H{i}", "v") for i in range(3000)], host=t.host_header
+        ),
+        (400, 413, 431),
+    ),
+    HeadCase(
+        "request-line-100kib",
+        lambda t: request_bytes("GET", "/health?" + "q" * 102400, host=t.host_header),
+        (400, 413, 414, 431),
+    ),
+    HeadCase(
+        "cookie-64kib-events",
+        lambda t: request_bytes(
+            "GET", "/api/v1/events", [("Cookie", "rm_session=" + "9" * 65536)], host=t.host_header
+        ),
+        (400, 401, 413, 431),
+    ),
     # Host
     HeadCase("host-missing", lambda t: request_bytes("GET", "/health", host=None)),
-    HeadCase("host-twice",
-             lambda t: request_bytes("GET", "/health", [("Host", "a"), ("Host", "b")], host=None)),
+    HeadCase(
+        "host-twice",
+        lambda t: request_bytes("GET", "/health", [("Host", "a"), ("Host", "b")], host=None),
+    ),
     HeadCase("host-missing-on-proxy", lambda t: request_bytes("GET", "/api/alpha/echo", host=None)),
     # bytes that do not belong in a head
-    HeadCase("header-name-non-ascii",
-             lambda t: request_bytes("GET", "/health", host=t.host_header).replace(
-                 b"User-Agent", b"\xc3\xa9vil-Agent")),
-    HeadCase("header-value-nul",
-             lambda t: request_bytes("GET", "/health", [("X-Nul", "a\x00b")], host=t.host_header)),
-    HeadCase("header-value-bare-cr",
-             lambda t: request_bytes("GET", "/health", [("X-Cr", "a\rb")], host=t.host_header)),
-    HeadCase("header-space-before-colon",
-             lambda t: request_bytes("GET", "/health", host=t.host_header).replace(
-                 b"User-Agent:", b"User-Agent :")),
-    HeadCase("header-without-colon",
-             lambda t: request_bytes("GET", "/health", host=t.host_header).replace(
-                 b"\r\n\r\n", b"\r\nno colon here\r\n\r\n")),
-    HeadCase("target-non-ascii", lambda t: request_bytes("GET", b"/health\xff", host=t.host_header)),
-    HeadCase("target-control-byte",
-             lambda t: request_bytes("GET", b"/he\x01alth", host=t.host_header)),
+    HeadCase(
+        "header-name-non-ascii",
+        lambda t: request_bytes("GET", "/health", host=t.host_header).replace(
+            b"User-Agent", b"\xc3\xa9vil-Agent"
+        ),
+    ),
+    HeadCase(
+        "header-value-nul",
+        lambda t: request_bytes("GET", "/health", [("X-Nul", "a\x00b")], host=t.host_header),
+    ),
+    HeadCase(
+        "header-value-bare-cr",
+        lambda t: request_bytes("GET", "/health", [("X-Cr", "a\rb")], host=t.host_header),
+    ),
+    HeadCase(
+        "header-space-before-colon",
+        lambda t: request_bytes("GET", "/health", host=t.host_header).replace(
+            b"User-Agent:", b"User-Agent :"
+        ),
+    ),
+    HeadCase(
+        "header-without-colon",
+        lambda t: request_bytes("GET", "/health", host=t.host_header).replace(
+            b"\r\n\r\n", b"\r\nno colon here\r\n\r\n"
+        ),
+    ),
+    HeadCase(
+        "target-non-ascii", lambda t: request_bytes("GET", b"/health\xff", host=t.host_header)
+    ),
+    HeadCase(
+        "target-control-byte", lambda t: request_bytes("GET", b"/he\x01alth", host=t.host_header)
+    ),
     HeadCase("method-with-nul", lambda t: request_bytes("G\x00T", "/health", host=t.host_header)),
-    HeadCase("version-garbage", lambda t: request_bytes("GET", "/health", host=t.host_header,
-                                                        version="HTTP/1.x")),
+    HeadCase(
+        "version-garbage",
+        lambda t: request_bytes("GET", "/health", host=t.host_header, version="HTTP/1.x"),
+    ),
     HeadCase("http-0.9-request-line", lambda t: b"GET /health\r\n\r\n"),
-    HeadCase("request-line-extra-field",
-             lambda t: request_bytes("GET", "/health HTTP/1.1 extra", host=t.host_header)),
+    HeadCase(
+        "request-line-extra-field",
+        lambda t: request_bytes("GET", "/health HTTP/1.1 extra", host=t.host_header),
+    ),
     HeadCase("tls-client-hello", lambda t: bytes.fromhex("160301020001") + b"\x01" * 200),
-    HeadCase("bearer-non-ascii",
-             lambda t: request_bytes("GET", "/api/v1/searches",
-                                     [("Authorization", "Bearer \xff\xfe\xfd")],
-                                     host=t.host_header), (401,), ("UNAUTHORIZED",)),
+    HeadCase(
+        "bearer-non-ascii",
+        lambda t: request_bytes(
+            "GET",
+            "/api/v1/searches",
+            [("Authorization", "Bearer \xff\xfe\xfd")],
+            host=t.host_header,
+        ),
+        (401,),
+        ("UNAUTHORIZED",),
+    ),
 ]
 
 
@@ -178,8 +260,11 @@ def _smuggle(target: Target, route: str) -> bytes:
     trusts the chunked framing and keeps the connection finds a second request inside."""
     smuggled = request_bytes("GET", "/ping", host=target.host_header)
     body = b"0\r\n\r\n" + smuggled
-    return head(target, route, ("Content-Length", str(len(body))),
-                ("Transfer-Encoding", "chunked")) + b"\r\n" + body
+    return (
+        head(target, route, ("Content-Length", str(len(body))), ("Transfer-Encoding", "chunked"))
+        + b"\r\n"
+        + body
+    )
 
 
 def _assert_not_smuggled(reply: Reply) -> None:
@@ -187,7 +272,8 @@ def _assert_not_smuggled(reply: Reply) -> None:
     never a second answer to the request hidden in the body."""
     assert reply.status is not None, reply.describe()
     assert b"pong" not in reply.extra and b"pong" not in reply.body, (
-        f"the request hidden in the body was answered: {reply.extra[:300]!r}")
+        f"the request hidden in the body was answered: {reply.extra[:300]!r}"
+    )
     if reply.status == 400:
         if reply.body.strip():
             assert_error(reply, 400)
@@ -203,15 +289,20 @@ def test_content_length_with_transfer_encoding(target: Target, route: str) -> No
 
 @pytest.mark.parametrize(
     "encoding",
-    [pytest.param("chunked, identity", id="chunked-identity"),
-     pytest.param("Chunked", id="capitalised"),
-     pytest.param(" chunked", id="leading-space")],
+    [
+        pytest.param("chunked, identity", id="chunked-identity"),
+        pytest.param("Chunked", id="capitalised"),
+        pytest.param(" chunked", id="leading-space"),
+    ],
 )
 def test_obfuscated_transfer_encoding_with_content_length(target: Target, encoding: str) -> None:
     smuggled = request_bytes("GET", "/ping", host=target.host_header)
     body = b"0\r\n\r\n" + smuggled
-    data = head(target, "health", ("Content-Length", str(len(body))),
-                ("Transfer-Encoding", encoding)) + b"\r\n" + body
+    data = (
+        head(target, "health", ("Content-Length", str(len(body))), ("Transfer-Encoding", encoding))
+        + b"\r\n"
+        + body
+    )
     reply = target.send(data, watch_close=2.0)
     if reply.status in (400, 501):
         return

@@ -62,8 +62,9 @@ BAD_BODIES: list[tuple[str, bytes]] = [
 
 @pytest.mark.parametrize("body", [pytest.param(b, id=i) for i, b in BAD_BODIES])
 def test_create_search_with_a_hostile_body(target: Target, body: bytes) -> None:
-    reply = target.request("POST", "/api/v1/searches", [("Content-Type", "application/json")],
-                           body, auth="bearer")
+    reply = target.request(
+        "POST", "/api/v1/searches", [("Content-Type", "application/json")], body, auth="bearer"
+    )
     assert_error(reply, 400, "INVALID_REQUEST")
 
 
@@ -74,8 +75,9 @@ def test_create_search_with_a_hostile_body(target: Target, body: bytes) -> None:
 def test_create_search_with_a_huge_body(target: Target, size_mib: int) -> None:
     """A keyword far over its 200-character limit, in a body well under the upload limit."""
     body = b'{"keyword": "' + b"h" * (size_mib * 1024 * 1024) + b'"}'
-    reply = target.request("POST", "/api/v1/searches", [("Content-Type", "application/json")],
-                           body, auth="bearer")
+    reply = target.request(
+        "POST", "/api/v1/searches", [("Content-Type", "application/json")], body, auth="bearer"
+    )
     assert_error(reply, (400, 413), ("INVALID_REQUEST", "PAYLOAD_TOO_LARGE"), within=2 * BOUND_S)
 
 
@@ -97,8 +99,13 @@ PATCH_BODIES: list[tuple[str, bytes]] = [
 
 @pytest.mark.parametrize("body", [pytest.param(b, id=i) for i, b in PATCH_BODIES])
 def test_patch_search_with_a_hostile_body(target: Target, body: bytes) -> None:
-    reply = target.request("PATCH", f"/api/v1/searches/{target.baseline_search}",
-                           [("Content-Type", "application/json")], body, auth="bearer")
+    reply = target.request(
+        "PATCH",
+        f"/api/v1/searches/{target.baseline_search}",
+        [("Content-Type", "application/json")],
+        body,
+        auth="bearer",
+    )
     assert_error(reply, 400, "INVALID_REQUEST")
 
 
@@ -114,9 +121,16 @@ ACTION_BODIES: list[tuple[str, str, bytes]] = [
 ]
 
 
-@pytest.mark.parametrize(("action", "body"), [pytest.param(a, b, id=i) for i, a, b in ACTION_BODIES])
+@pytest.mark.parametrize(
+    ("action", "body"), [pytest.param(a, b, id=i) for i, a, b in ACTION_BODIES]
+)
 def test_search_action_with_a_hostile_body(target: Target, action: str, body: bytes) -> None:
     """The body is checked before the action runs: the finished search is not run again."""
-    reply = target.request("POST", f"/api/v1/searches/{target.baseline_search}/{action}",
-                           [("Content-Type", "application/json")], body, auth="bearer")
+    reply = target.request(
+        "POST",
+        f"/api/v1/searches/{target.baseline_search}/{action}",
+        [("Content-Type", "application/json")],
+        body,
+        auth="bearer",
+    )
     assert_error(reply, 400, "INVALID_REQUEST")

@@ -62,9 +62,13 @@ MANIFEST_CASES = [
     ManifestCase("deep-flow-sequences", b"[" * 25_000 + b"]" * 25_000),
     ManifestCase("deep-flow-mappings", b"{a: " * 8_000 + b"1" + b"}" * 8_000),
     ManifestCase("deep-block-sequences", b"- " * 15_000 + b"x\n"),
-    ManifestCase("deep-nesting-in-env", with_lines("env: {A: " + "[" * 20_000 + "]" * 20_000 + "}")),
+    ManifestCase(
+        "deep-nesting-in-env", with_lines("env: {A: " + "[" * 20_000 + "]" * 20_000 + "}")
+    ),
     ManifestCase("billion-laughs", with_lines(LAUGHS)),
-    ManifestCase("billion-laughs-in-env", as_yaml(fields()) + (LAUGHS + "\nenv: {X: *a9}\n").encode()),
+    ManifestCase(
+        "billion-laughs-in-env", as_yaml(fields()) + (LAUGHS + "\nenv: {X: *a9}\n").encode()
+    ),
     ManifestCase("self-referencing-alias", with_lines("description: &loop [*loop]")),
     # ids
     ManifestCase("id-trailing-newline", as_yaml(fields(id="hy-newline\n")), "id"),
@@ -92,9 +96,12 @@ MANIFEST_CASES = [
     ManifestCase("version-leading-zero", as_yaml(fields(version="01.0.0")), "version"),
     ManifestCase("version-v-prefix", as_yaml(fields(version="v1.0.0")), "version"),
     ManifestCase("version-float", with_lines("version: 1.0", version=None), "version"),
-    ManifestCase("version-5000-digit-major", as_yaml(fields(version="9" * 5000 + ".0.0")), "version"),
-    ManifestCase("version-huge-prerelease", as_yaml(fields(version="1.0.0-" + "a" * 20_000)),
-                 "version"),
+    ManifestCase(
+        "version-5000-digit-major", as_yaml(fields(version="9" * 5000 + ".0.0")), "version"
+    ),
+    ManifestCase(
+        "version-huge-prerelease", as_yaml(fields(version="1.0.0-" + "a" * 20_000)), "version"
+    ),
     ManifestCase("version-yaml-date", with_lines("version: 2020-01-01", version=None), "version"),
     ManifestCase("version-null", with_lines("version: null", version=None), "version"),
     # wrong types and out-of-range values
@@ -107,38 +114,59 @@ MANIFEST_CASES = [
     ManifestCase("env-bad-name", as_yaml(fields(env={"A=B": "1"})), "env.A=B"),
     ManifestCase("env-overrides-port", as_yaml(fields(env={"PORT": "1"})), "env.PORT"),
     ManifestCase("env-value-mapping", as_yaml(fields(env={"A": {"b": 1}})), "env.A"),
-    ManifestCase("health-interval-zero", as_yaml(fields(health={"interval": 0})), "health.interval"),
-    ManifestCase("health-interval-nan", with_lines("health: {interval: .nan}", health=None),
-                 "health.interval"),
-    ManifestCase("health-timeout-infinite", with_lines("health: {timeout: .inf}", health=None),
-                 "health.timeout"),
+    ManifestCase(
+        "health-interval-zero", as_yaml(fields(health={"interval": 0})), "health.interval"
+    ),
+    ManifestCase(
+        "health-interval-nan",
+        with_lines("health: {interval: .nan}", health=None),
+        "health.interval",
+    ),
+    ManifestCase(
+        "health-timeout-infinite",
+        with_lines("health: {timeout: .inf}", health=None),
+        "health.timeout",
+    ),
     ManifestCase("health-http-no-slash", as_yaml(fields(health={"http": "health"})), "health.http"),
-    ManifestCase("health-http-absolute-url",
-                 as_yaml(fields(health={"http": "http://127.0.0.1:1/health"})), "health.http"),
+    ManifestCase(
+        "health-http-absolute-url",
+        as_yaml(fields(health={"http": "http://127.0.0.1:1/health"})),
+        "health.http",
+    ),
     ManifestCase("health-unknown-key", as_yaml(fields(health={"htpp": "/health"})), "health.htpp"),
-    ManifestCase("restart-policy-unknown", as_yaml(fields(restart={"policy": "sometimes"})),
-                 "restart.policy"),
-    ManifestCase("restart-max-5001-digits", with_lines("restart: {max_restarts: 1" + "0" * 5000 + "}")),
-    ManifestCase("restart-backoff-factor-zero", as_yaml(fields(restart={"backoff": {"factor": 0}})),
-                 "restart.backoff.factor"),
+    ManifestCase(
+        "restart-policy-unknown", as_yaml(fields(restart={"policy": "sometimes"})), "restart.policy"
+    ),
+    ManifestCase(
+        "restart-max-5001-digits", with_lines("restart: {max_restarts: 1" + "0" * 5000 + "}")
+    ),
+    ManifestCase(
+        "restart-backoff-factor-zero",
+        as_yaml(fields(restart={"backoff": {"factor": 0}})),
+        "restart.backoff.factor",
+    ),
     ManifestCase("stop-signal-sigkill", as_yaml(fields(stop={"signal": "SIGKILL"})), "stop.signal"),
     ManifestCase("stop-timeout-huge", as_yaml(fields(stop={"timeout": 1e9})), "stop.timeout"),
     ManifestCase("search-path-no-slash", as_yaml(fields(search={"path": "search"})), "search.path"),
     ManifestCase("unknown-top-level-field", as_yaml(fields(helth={"http": "/health"})), "helth"),
     ManifestCase("description-2000-chars", as_yaml(fields(description="d" * 2000)), "description"),
     # sizes
-    ManifestCase("manifest-over-64kib", as_yaml(fields()) + b"#" + b"c" * 70_000 + b"\n",
-                 codes=SIZE),
-    ManifestCase("manifest-10mib-of-spaces", as_yaml(fields()) + b" " * (10 * 1024 * 1024),
-                 codes=SIZE),
+    ManifestCase(
+        "manifest-over-64kib", as_yaml(fields()) + b"#" + b"c" * 70_000 + b"\n", codes=SIZE
+    ),
+    ManifestCase(
+        "manifest-10mib-of-spaces", as_yaml(fields()) + b" " * (10 * 1024 * 1024), codes=SIZE
+    ),
     # documents that are no mapping, or no YAML
     ManifestCase("document-a-list", b"- id: hy-list\n- version: 1.0.0\n"),
     ManifestCase("document-a-scalar", b"just a string\n"),
     ManifestCase("document-empty", b""),
     ManifestCase("two-documents", as_yaml(fields()) + b"---\n" + as_yaml(fields(id="hy-second"))),
     ManifestCase("not-utf8", as_yaml(fields()) + b"description: \xff\xfe\xfa\n"),
-    ManifestCase("python-object-tag",
-                 with_lines(f'description: !!python/object/apply:os.system ["touch /tmp/{PLANT}"]')),
+    ManifestCase(
+        "python-object-tag",
+        with_lines(f'description: !!python/object/apply:os.system ["touch /tmp/{PLANT}"]'),
+    ),
     ManifestCase("binary-tag-id", with_lines("id: !!binary aHktYmluYXJ5", id=None), "id"),
     ManifestCase("unhashable-key", with_lines("? [a, b]\n: c")),
     ManifestCase("syntax-error", b"id: [hy-broken\nversion: 1.0.0\n"),
@@ -155,23 +183,41 @@ def _bundle(case: ManifestCase, formation_id: str) -> bytes:
 def test_hostile_manifest_is_refused(target: Target, case: ManifestCase) -> None:
     """Deployed as a new formation: refused with the field named, nothing started."""
     formation_id = f"hy-{next(_numbers)}"
-    reply = target.request("POST", "/rpc/formations/deploy",
-                           [("Content-Type", "application/gzip")], _bundle(case, formation_id),
-                           auth="signed")
+    reply = target.request(
+        "POST",
+        "/rpc/formations/deploy",
+        [("Content-Type", "application/gzip")],
+        _bundle(case, formation_id),
+        auth="signed",
+    )
     error = assert_error(reply, 400, case.codes)
     if case.field is not None:
         assert error["details"].get("field") == case.field, error
 
 
 UPDATE_CASES = [
-    pytest.param(as_yaml(fields(id="alpha", version="2.0.0\n")), "version",
-                 id="update-version-trailing-newline"),
-    pytest.param(as_yaml(fields(id="alpha\n", version="3.0.0")), "id",
-                 id="update-id-trailing-newline"),
-    pytest.param(as_yaml(fields(id="alpha", version="4.0.0")) + LAUGHS.encode() + b"\n", None,
-                 id="update-billion-laughs"),
-    pytest.param(as_yaml(fields(id="alpha", version="5.0.0")) + b"env: {A: " + b"[" * 20_000
-                 + b"]" * 20_000 + b"}\n", None, id="update-deep-nesting"),
+    pytest.param(
+        as_yaml(fields(id="alpha", version="2.0.0\n")),
+        "version",
+        id="update-version-trailing-newline",
+    ),
+    pytest.param(
+        as_yaml(fields(id="alpha\n", version="3.0.0")), "id", id="update-id-trailing-newline"
+    ),
+    pytest.param(
+        as_yaml(fields(id="alpha", version="4.0.0")) + LAUGHS.encode() + b"\n",
+        None,
+        id="update-billion-laughs",
+    ),
+    pytest.param(
+        as_yaml(fields(id="alpha", version="5.0.0"))
+        + b"env: {A: "
+        + b"[" * 20_000
+        + b"]" * 20_000
+        + b"}\n",
+        None,
+        id="update-deep-nesting",
+    ),
 ]
 
 
@@ -179,8 +225,13 @@ UPDATE_CASES = [
 def test_hostile_manifest_update_is_refused(target: Target, text: bytes, field: str | None) -> None:
     """Sent as an update of a running formation: refused, the running version untouched."""
     bundle = make_bundle({"formation.yaml": text, "nasty.py": NASTY.read_text()})
-    reply = target.request("PUT", "/rpc/formations/alpha", [("Content-Type", "application/gzip")],
-                           bundle, auth="signed")
+    reply = target.request(
+        "PUT",
+        "/rpc/formations/alpha",
+        [("Content-Type", "application/gzip")],
+        bundle,
+        auth="signed",
+    )
     error = assert_error(reply, 400, "INVALID_FORMATION")
     if field is not None:
         assert error["details"].get("field") == field, error

@@ -58,8 +58,10 @@ class Canary:
                 self.hits.append(data or b"<connected, sent nothing>")
                 body = b"CANARY-REACHED"
                 try:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close"
-                                 b"\r\n\r\n%s" % (len(body), body))
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close"
+                        b"\r\n\r\n%s" % (len(body), body)
+                    )
                 except OSError:
                     pass
 
@@ -98,10 +100,14 @@ PATH_CASES = [
     PathCase("enc-slash-at-canary", "/api/alpha%2F@127.0.0.1:{canary}/steal", "refuse"),
     PathCase("enc-slash-lowercase-at-canary", "/api/alpha%2f@127.0.0.1:{canary}/steal", "refuse"),
     PathCase("enc-slash-at-localhost-canary", "/api/alpha%2F@localhost:{canary}/steal", "refuse"),
-    PathCase("enc-slash-at-fsup-bootstrap",
-             "/api/alpha%2F@127.0.0.1:{fsup}/api/v1/auth/bootstrap", "refuse"),
-    PathCase("enc-slash-at-ipv6-loopback", "/api/alpha%2F@[::1]:{fsup}/api/v1/auth/bootstrap",
-             "refuse"),
+    PathCase(
+        "enc-slash-at-fsup-bootstrap",
+        "/api/alpha%2F@127.0.0.1:{fsup}/api/v1/auth/bootstrap",
+        "refuse",
+    ),
+    PathCase(
+        "enc-slash-at-ipv6-loopback", "/api/alpha%2F@[::1]:{fsup}/api/v1/auth/bootstrap", "refuse"
+    ),
     PathCase("enc-double-slash-canary", "/api/alpha%2F%2F127.0.0.1:{canary}/x", "refuse"),
     PathCase("enc-slash-alone", "/api/alpha%2F", "alpha"),
     PathCase("enc-slash-before-id", "/api/%2Falpha/x", "refuse"),
@@ -119,8 +125,11 @@ PATH_CASES = [
     PathCase("query-with-at", "/api/alpha?@127.0.0.1:{canary}/", "alpha"),
     PathCase("fragment-with-at", "/api/alpha#@127.0.0.1:{canary}/", "refuse"),
     # dot segments
-    PathCase("dotdot-encoded-rest-to-bootstrap",
-             "/api/alpha/..%2F..%2Fapi%2Fv1%2Fauth%2Fbootstrap", "alpha"),
+    PathCase(
+        "dotdot-encoded-rest-to-bootstrap",
+        "/api/alpha/..%2F..%2Fapi%2Fv1%2Fauth%2Fbootstrap",
+        "alpha",
+    ),
     PathCase("dotdot-raw-rest-to-bootstrap", "/api/alpha/../../api/v1/auth/bootstrap", "alpha"),
     PathCase("pct2e-dotdot-rest", "/api/alpha/%2e%2e/%2e%2e/api/v1/auth/bootstrap", "alpha"),
     PathCase("pct2e-dotdot-id", "/api/%2e%2e/v1/auth/bootstrap", "refuse"),
@@ -233,8 +242,7 @@ RPC_ID_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path"),
-                         [pytest.param(m, p, id=i) for i, m, p in RPC_ID_CASES])
+@pytest.mark.parametrize(("method", "path"), [pytest.param(m, p, id=i) for i, m, p in RPC_ID_CASES])
 def test_rpc_route_with_a_hostile_id(target: Target, method: str, path: str) -> None:
     """A signed management call naming a formation by a hostile id: refused (400/404), and
     no formation, file or secret is touched (the snapshot and the secret check tell)."""

@@ -110,13 +110,19 @@ def test_bad_query_parameter_is_refused(
 
 
 EMPTY_QUERIES = [
-    ("logs", "lines="), ("logs", "stream="), ("results", "limit="), ("results", "sort="),
-    ("applogs", "level="), ("applogs", "cursor="), ("nodes", "offset="),
+    ("logs", "lines="),
+    ("logs", "stream="),
+    ("results", "limit="),
+    ("results", "sort="),
+    ("applogs", "level="),
+    ("applogs", "cursor="),
+    ("nodes", "offset="),
 ]
 
 
-@pytest.mark.parametrize(("endpoint", "query"),
-                         [pytest.param(e, q, id=f"{e}-{q}") for e, q in EMPTY_QUERIES])
+@pytest.mark.parametrize(
+    ("endpoint", "query"), [pytest.param(e, q, id=f"{e}-{q}") for e, q in EMPTY_QUERIES]
+)
 def test_empty_query_parameter_is_absent_or_refused(
     target: Target, endpoint: str, query: str
 ) -> None:

@@ -47,10 +47,16 @@ UPLOAD = 50 * 1024 * 1024
 def stalls(target: Target) -> Iterator[dict[str, Stall]]:
     host = target.host_header
     found = {
-        "head-trickle": Stall("head-trickle", f"GET /health HTTP/1.1\r\nHost: {host}\r\nX-Slow: "
-                              .encode(), trickle=True),
-        "proxy-body": Stall("proxy-body", request_bytes(
-            "POST", "/api/alpha/echo", [("Content-Length", "1000")], host=host) + b"0123456789"),
+        "head-trickle": Stall(
+            "head-trickle",
+            f"GET /health HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode(),
+            trickle=True,
+        ),
+        "proxy-body": Stall(
+            "proxy-body",
+            request_bytes("POST", "/api/alpha/echo", [("Content-Length", "1000")], host=host)
+            + b"0123456789",
+        ),
     }
     threads = []
     for stall in found.values():
@@ -73,10 +79,12 @@ def _start_stalls_first(stalls: dict[str, Stall]) -> None:
 
 @pytest.mark.parametrize(
     ("path", "status"),
-    [pytest.param("/health", 200, id="health"),
-     pytest.param("/rpc/formations", 401, id="unsigned-rpc"),
-     pytest.param("/api/alpha/echo", 200, id="proxy"),
-     pytest.param("/api/nobody/x", 404, id="proxy-unknown-formation")],
+    [
+        pytest.param("/health", 200, id="health"),
+        pytest.param("/rpc/formations", 401, id="unsigned-rpc"),
+        pytest.param("/api/alpha/echo", 200, id="proxy"),
+        pytest.param("/api/nobody/x", 404, id="proxy-unknown-formation"),
+    ],
 )
 def test_connection_close_is_honoured(target: Target, path: str, status: int) -> None:
     data = request_bytes("GET", path, [("Connection", "close")], host=target.host_header)
@@ -89,8 +97,10 @@ def test_connection_close_is_honoured(target: Target, path: str, status: int) ->
 
 @pytest.mark.parametrize(
     ("path", "status"),
-    [pytest.param("/health", 200, id="health"),
-     pytest.param("/rpc/formations", 401, id="unsigned-rpc")],
+    [
+        pytest.param("/health", 200, id="health"),
+        pytest.param("/rpc/formations", 401, id="unsigned-rpc"),
+    ],
 )
 def test_http10_without_keepalive_closes(target: Target, path: str, status: int) -> None:
     data = request_bytes("GET", path, host=target.host_header, version="HTTP/1.0")
@@ -139,13 +149,23 @@ def test_half_closed_after_a_full_request(target: Target) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [pytest.param(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Cut: ", id="mid-head"),
-     pytest.param(b"POST /api/v1/searches HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
-                  b"Authorization: Bearer {token}\r\n\r\n{\"keyword\":", id="mid-body"),
-     pytest.param(b"POST /api/alpha/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n01234",
-                  id="mid-proxied-body"),
-     pytest.param(b"POST /api/v1/searches HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                  b"Authorization: Bearer {token}\r\n\r\n5\r\nab", id="mid-chunk")],
+    [
+        pytest.param(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Cut: ", id="mid-head"),
+        pytest.param(
+            b"POST /api/v1/searches HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+            b'Authorization: Bearer {token}\r\n\r\n{"keyword":',
+            id="mid-body",
+        ),
+        pytest.param(
+            b"POST /api/alpha/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n01234",
+            id="mid-proxied-body",
+        ),
+        pytest.param(
+            b"POST /api/v1/searches HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Authorization: Bearer {token}\r\n\r\n5\r\nab",
+            id="mid-chunk",
+        ),
+    ],
 )
 def test_half_closed_mid_request_is_closed(target: Target, data: bytes) -> None:
     """The client shuts its side before the request is whole: fsup closes promptly (with a
@@ -174,7 +194,7 @@ def test_trickled_head_is_answered_and_others_are_served(target: Target) -> None
     """A head sent a byte at a time over ~3 s: answered (401) when whole; meanwhile others
     are served at once."""
     data = unsigned_list(target)
-    pieces = [(data[i:i + 1], 3.0 / len(data)) for i in range(len(data))]
+    pieces = [(data[i : i + 1], 3.0 / len(data)) for i in range(len(data))]
     box: dict[str, Reply] = {}
     sender = threading.Thread(target=lambda: box.update(reply=target.send(pieces)))
     sender.start()
@@ -185,9 +205,12 @@ def test_trickled_head_is_answered_and_others_are_served(target: Target) -> None
 
 def test_trickled_unsigned_body_is_refused_before_it_is_whole(target: Target) -> None:
     """An unsigned deploy trickling 100 kB at 10 kB/s: the 401 comes from the head alone."""
-    head = request_bytes("POST", "/rpc/formations/deploy",
-                         [("Content-Type", "application/gzip"), ("Content-Length", "100000")],
-                         host=target.host_header)
+    head = request_bytes(
+        "POST",
+        "/rpc/formations/deploy",
+        [("Content-Type", "application/gzip"), ("Content-Length", "100000")],
+        host=target.host_header,
+    )
     started = time.monotonic()
     with connect(target.addr) as sock:
         sock.sendall(head)
@@ -223,13 +246,19 @@ def test_trickled_unsigned_body_is_refused_before_it_is_whole(target: Target) ->
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [pytest.param("POST", "/rpc/formations/deploy", id="deploy"),
-     pytest.param("POST", "/rpc/formations", id="deploy-alias"),
-     pytest.param("PUT", "/rpc/formations/alpha", id="update")],
+    [
+        pytest.param("POST", "/rpc/formations/deploy", id="deploy"),
+        pytest.param("POST", "/rpc/formations", id="deploy-alias"),
+        pytest.param("PUT", "/rpc/formations/alpha", id="update"),
+    ],
 )
 def test_unsigned_50mb_upload_is_refused_unread(target: Target, method: str, path: str) -> None:
-    head = request_bytes(method, path, [("Content-Type", "application/gzip"),
-                                        ("Content-Length", str(UPLOAD))], host=target.host_header)
+    head = request_bytes(
+        method,
+        path,
+        [("Content-Type", "application/gzip"), ("Content-Length", str(UPLOAD))],
+        host=target.host_header,
+    )
     reply, sent, cut = upload(target, head, UPLOAD)
     assert sent < UPLOAD, f"fsup read all {UPLOAD} bytes of an unsigned upload before refusing"
     if reply.status is not None:
@@ -245,11 +274,21 @@ def test_unsigned_50mb_upload_is_refused_unread(target: Target, method: str, pat
 def test_badly_signed_50mb_upload_is_refused_unread(target: Target, tamper: str) -> None:
     """What the head alone shows is wrong (the time, the key) is refused before the body."""
     path = "/rpc/formations/deploy"
-    signed = dict(target.signer.headers("POST", path, b"body-not-sent",
-                                        timestamp=rfc3339(-600) if tamper == "stale" else None,
-                                        key_id="MUXI_LOCAL_foreign" if tamper == "key" else None))
-    head = request_bytes("POST", path, [*signed.items(), ("Content-Type", "application/gzip"),
-                                        ("Content-Length", str(UPLOAD))], host=target.host_header)
+    signed = dict(
+        target.signer.headers(
+            "POST",
+            path,
+            b"body-not-sent",
+            timestamp=rfc3339(-600) if tamper == "stale" else None,
+            key_id="MUXI_LOCAL_foreign" if tamper == "key" else None,
+        )
+    )
+    head = request_bytes(
+        "POST",
+        path,
+        [*signed.items(), ("Content-Type", "application/gzip"), ("Content-Length", str(UPLOAD))],
+        host=target.host_header,
+    )
     reply, sent, cut = upload(target, head, UPLOAD)
     assert sent < UPLOAD, "fsup read the whole body of a request its head already disqualified"
     if reply.status is not None:
@@ -260,9 +299,16 @@ def test_badly_signed_50mb_upload_is_refused_unread(target: Target, tamper: str)
 
 def test_unsigned_upload_with_expect_continue_gets_401_without_a_body(target: Target) -> None:
     """`Expect: 100-continue` and no body sent: fsup answers 401 from the head."""
-    head = request_bytes("POST", "/rpc/formations/deploy",
-                         [("Content-Type", "application/gzip"), ("Expect", "100-continue"),
-                          ("Content-Length", str(UPLOAD))], host=target.host_header)
+    head = request_bytes(
+        "POST",
+        "/rpc/formations/deploy",
+        [
+            ("Content-Type", "application/gzip"),
+            ("Expect", "100-continue"),
+            ("Content-Length", str(UPLOAD)),
+        ],
+        host=target.host_header,
+    )
     reply = target.send(head, timeout=BOUND_S + 1)
     assert_error(reply, 401, "UNAUTHORIZED")
 
@@ -272,8 +318,12 @@ def test_over_limit_content_length_is_refused_unread(target: Target) -> None:
     path = "/rpc/formations/deploy"
     total = 200 * 1024 * 1024
     signed = target.signer.headers("POST", path, b"not-sent")
-    head = request_bytes("POST", path, [*signed, ("Content-Type", "application/gzip"),
-                                        ("Content-Length", str(total))], host=target.host_header)
+    head = request_bytes(
+        "POST",
+        path,
+        [*signed, ("Content-Type", "application/gzip"), ("Content-Length", str(total))],
+        host=target.host_header,
+    )
     reply, sent, cut = upload(target, head, total)
     assert sent < total
     assert_error(reply, (401, 413), ("UNAUTHORIZED", "PAYLOAD_TOO_LARGE"))
@@ -287,7 +337,9 @@ def big_log(target: Target) -> int:
     """alpha's stdout grown by about 600 kB, so its logs are a large answer."""
     line = "L" * 150
     for _ in range(40):
-        target.http.get("/api/alpha/say", params={"text": ",".join([line] * 100)}).raise_for_status()
+        target.http.get(
+            "/api/alpha/say", params={"text": ",".join([line] * 100)}
+        ).raise_for_status()
     return 10_000
 
 
@@ -300,8 +352,9 @@ def test_reader_that_never_reads_a_large_answer(target: Target, big_log: int) ->
     sock.connect(target.addr)
     try:
         for _ in range(20):
-            data = request_bytes("GET", path, target.signer.headers("GET", path),
-                                 host=target.host_header)
+            data = request_bytes(
+                "GET", path, target.signer.headers("GET", path), host=target.host_header
+            )
             if not send_quietly(sock, data):
                 break
         time.sleep(1.0)
@@ -367,8 +420,9 @@ def test_reset_in_the_middle_of_an_answer(target: Target, big_log: int) -> None:
     path = f"/rpc/formations/alpha/logs?lines={big_log}"
     for _ in range(10):
         sock = connect(target.addr)
-        sock.sendall(request_bytes("GET", path, target.signer.headers("GET", path),
-                                   host=target.host_header))
+        sock.sendall(
+            request_bytes("GET", path, target.signer.headers("GET", path), host=target.host_header)
+        )
         sock.recv(1024)
         close_with_reset(sock)
     assert_served_meanwhile(target)
@@ -382,7 +436,8 @@ def test_head_trickled_forever_is_dropped(target: Target, stalls: dict[str, Stal
     stall = stalls["head-trickle"]
     stall.done.wait(HEAD_STALL_BOUND_S + 10)
     assert stall.closed_after is not None, (
-        f"a client trickling its head was still connected after {HEAD_STALL_BOUND_S}s")
+        f"a client trickling its head was still connected after {HEAD_STALL_BOUND_S}s"
+    )
     assert_served_meanwhile(target)
 
 
@@ -393,6 +448,7 @@ def test_stalled_proxied_body_is_answered_408(target: Target, stalls: dict[str, 
     stall.done.wait(PROXY_STALL_BOUND_S + 10)
     assert stall.answer.startswith(b"HTTP/1.1 408"), (
         f"no 408 for a stalled proxied body: {stall.answer[:200]!r} "
-        f"(closed after {stall.closed_after})")
+        f"(closed after {stall.closed_after})"
+    )
     reply = target.request("GET", "/api/alpha/echo")
     assert reply.status == 200, reply.describe()

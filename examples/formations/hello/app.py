@@ -19,8 +19,10 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, {"ok": True})
         else:
             greeting = os.environ.get("GREETING", "hello")
-            self.reply(200, {"message": f"{greeting} from {VERSION}", "path": self.path,
-                             "pid": os.getpid()})
+            self.reply(
+                200,
+                {"message": f"{greeting} from {VERSION}", "path": self.path, "pid": os.getpid()},
+            )
 
     def reply(self, status, body):
         data = json.dumps(body).encode()
@@ -35,8 +37,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    server = ThreadingHTTPServer((os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])),
-                                 Handler)
+    server = ThreadingHTTPServer(
+        (os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])), Handler
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"hello {VERSION} listening on port {server.server_port}", flush=True)
     try:
