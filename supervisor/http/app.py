@@ -79,10 +79,10 @@ def create_app(
         headers = request.headers
         pending = check_head(
             credentials,
-            headers,
+            headers,  # type: ignore[arg-type]
             request.method,
             path,
-            schemes,  # type: ignore[arg-type]
+            schemes,
         )
         if pending is None:
             return None  # MUXI-HMAC: the body is not signed, the handler reads it when needed
