@@ -26,7 +26,7 @@ from typing import Any
 import outcome
 import trio
 
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
 
 from . import faults
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import trio
 
-from supervisor.errors import FsupError
-from supervisor.manifest import FormationSpec, parse_manifest
-from supervisor.ports import PortPool
-from supervisor.store import VersionRow
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import FormationSpec, parse_manifest
+from supervisor.runtime.ports import PortPool
+from supervisor.storage.store import VersionRow
 
 from .base import DEFERRED, Actor, ActorError, ActorRef, Reply
 from .formation import (

@@ -14,7 +14,7 @@ from typing import Protocol
 import httpx
 import trio
 
-from supervisor.manifest import HealthSpec
+from supervisor.core.manifest import HealthSpec
 
 from .listener import Holder, ListenerCheck
 

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import psutil
 import trio
 
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
 
 from .base import ActorRef
 from .port_requests import AllocatePort, ReleasePort

@@ -2,7 +2,7 @@
 
 Children append straight to their log files, so rotation is a periodic check from outside:
 two `stat` calls per formation every second, and a copy in a worker thread only when a file
-is over its size (`supervisor.formation_logs`). One task for the fleet rather than one per
+is over its size (`supervisor.storage.formation_logs`). One task for the fleet rather than one per
 formation: a formation actor then holds no timer of its own that is not part of its state
 machine, and a thousand formations cost one wake-up a second, not a thousand.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from supervisor.formation_logs import LogLimits, needs_rotation, rotate_if_needed
+from supervisor.storage.formation_logs import LogLimits, needs_rotation, rotate_if_needed
 
 log = logging.getLogger("fsup.logs")
 

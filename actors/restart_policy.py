@@ -12,7 +12,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from supervisor.manifest import RestartSpec
+from supervisor.core.manifest import RestartSpec
 
 
 @dataclass(frozen=True)

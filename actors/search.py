@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
 
 from .base import Actor, ActorError, ActorRef, Reply
 from .search_run import RunEnded, SearchContext, SearchRunActor, StopRun, Telemetry

@@ -22,12 +22,12 @@ from typing import Any
 import httpx
 import trio
 
-from supervisor.errors import FsupError
-from supervisor.events import EventBus
-from supervisor.formation_logs import STREAMS, Follower, stream_path
-from supervisor.search_match import log_hit, matches, peer_hit, words_of
-from supervisor.store import SearchStore
-from supervisor.timestamps import rfc3339_now
+from supervisor.core.errors import FsupError
+from supervisor.core.search_match import log_hit, matches, peer_hit, words_of
+from supervisor.core.timestamps import rfc3339_now
+from supervisor.runtime.events import EventBus
+from supervisor.storage.formation_logs import STREAMS, Follower, stream_path
+from supervisor.storage.store import SearchStore
 
 from .base import Actor, ActorError, ActorRef, Reply
 from .fleet import ListFormations

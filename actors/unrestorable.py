@@ -18,9 +18,10 @@ from typing import Any
 
 import trio
 
-from supervisor import version_order, versions
-from supervisor.errors import FsupError
-from supervisor.store import FormationRow, VersionRow
+from supervisor.core import version_order
+from supervisor.core.errors import FsupError
+from supervisor.storage import versions
+from supervisor.storage.store import FormationRow, VersionRow
 
 from .base import DEFERRED, Actor, Reply
 from .formation import (

@@ -22,7 +22,7 @@ from peer_runners import Runner
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from supervisor.client import RpcClient  # noqa: E402
+from supervisor.cli.client import RpcClient  # noqa: E402
 
 
 class Fsup(Runner):

@@ -26,9 +26,9 @@ from actors.listener import Holder, PortOwners
 from actors.port_requests import AllocatePort, ReleasePort
 from actors.process import LaunchSpec
 from actors.supervision import Supervisor
-from supervisor.home import Home
-from supervisor.manifest import FormationSpec, parse_manifest
-from supervisor.store import Store, VersionRow
+from supervisor.core.manifest import FormationSpec, parse_manifest
+from supervisor.storage.home import Home
+from supervisor.storage.store import Store, VersionRow
 
 
 class FakeProcess:

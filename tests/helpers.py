@@ -20,7 +20,7 @@ import httpx
 import psutil
 from port_blocks import PORT_RANGE
 
-from supervisor.client import RpcClient
+from supervisor.cli.client import RpcClient
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "formations"

@@ -27,7 +27,7 @@ from actors.formation.messages import (
     StopFinished,
 )
 from actors.lifecycle import ALLOWED, State
-from supervisor.manifest import FormationSpec, parse_manifest
+from supervisor.core.manifest import FormationSpec, parse_manifest
 
 MANIFEST = """
 id: web

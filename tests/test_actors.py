@@ -9,7 +9,7 @@ import trio
 
 from actors.base import DEFERRED, Actor, ActorCrashed, ActorUnavailable, Reply, spawn
 from actors.supervision import Escalation, Intensity, Supervisor
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
 
 
 class Counter(Actor):

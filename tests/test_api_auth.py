@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from quart_trio import QuartTrio
 
-from supervisor.api_auth import (
+from supervisor.core.errors import FsupError
+from supervisor.core.safe_json import json_depth, loads_object, query_int, whole_number
+from supervisor.http import api_v1
+from supervisor.http.api_auth import (
     SESSION_TTL_S,
     check_bearer,
     check_session,
@@ -18,11 +21,8 @@ from supervisor.api_auth import (
     load_or_create_token,
     new_session,
 )
-from supervisor.errors import FsupError
-from supervisor.events import EventBus
-from supervisor.http import api_v1
 from supervisor.http.searches import flag, json_body, keyword_of, mode_of
-from supervisor.safe_json import json_depth, loads_object, query_int, whole_number
+from supervisor.runtime.events import EventBus
 
 MiB = 1024 * 1024
 

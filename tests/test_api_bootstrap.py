@@ -8,14 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
-from supervisor.config import ServerConfig
-from supervisor.events import EventBus
-from supervisor.hmac_auth import Credentials
-from supervisor.home import Home
+from supervisor.core.hmac_auth import Credentials
 from supervisor.http.app import create_app
-from supervisor.operations import Services
-from supervisor.routing import RouteTable
-from supervisor.store import Store
+from supervisor.runtime.events import EventBus
+from supervisor.runtime.operations import Services
+from supervisor.runtime.routing import RouteTable
+from supervisor.storage.config import ServerConfig
+from supervisor.storage.home import Home
+from supervisor.storage.store import Store
 
 TOKEN = "ab" * 32
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import make_bundle
 
-from supervisor.bundles import BundleLimits, extract_bundle
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
+from supervisor.storage.bundles import BundleLimits, extract_bundle
 
 
 def tar_with(*infos: tuple[tarfile.TarInfo, bytes]) -> bytes:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from helpers import EXAMPLES, REPO, Server, wait_for
 
-from supervisor.intake import pack_folder
+from supervisor.storage.intake import pack_folder
 
 pytestmark = pytest.mark.e2e
 
@@ -277,8 +277,8 @@ def test_packing_leaves_out_what_does_not_belong(tmp_path: Path) -> None:
     ],
 )
 def test_hints_say_what_to_do(code: str, message: str, words: str) -> None:
-    from supervisor.cli import hint_for  # noqa: PLC0415
-    from supervisor.client import ApiError  # noqa: PLC0415
+    from supervisor.cli.client import ApiError  # noqa: PLC0415
+    from supervisor.cli.commands import hint_for  # noqa: PLC0415
 
     assert words in hint_for(ApiError(400, code, message, {}))
 
@@ -306,7 +306,7 @@ def test_ids_are_checked_before_any_request(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from supervisor import cli  # noqa: PLC0415
+    from supervisor.cli import commands as cli  # noqa: PLC0415
 
     monkeypatch.setenv("MUXI_HOME", str(tmp_path))
     monkeypatch.setattr(cli, "rpc", lambda *_: pytest.fail("a request was about to be made"))
@@ -319,8 +319,8 @@ def test_ids_are_checked_before_any_request(
 
 
 def test_good_ids_go_through_and_deploy_reads_the_id_the_same_way(tmp_path: Path) -> None:
-    from supervisor.cli import CliError, manifest_id  # noqa: PLC0415
-    from supervisor.cli_parser import build_parser  # noqa: PLC0415
+    from supervisor.cli.commands import CliError, manifest_id  # noqa: PLC0415
+    from supervisor.cli.parser import build_parser  # noqa: PLC0415
 
     for command in ("show", "start", "stop", "restart", "rollback", "rm", "logs", "download"):
         assert build_parser().parse_args([command, "my-app-2"]).id == "my-app-2"

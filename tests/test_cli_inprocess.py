@@ -1,4 +1,4 @@
-"""The `fsup` CLI called in-process through `supervisor.cli.main(argv)` against a real server.
+"""The `fsup` CLI called in-process through `supervisor.cli.commands.main(argv)` against a real server.
 
 One server for the module (tests/helpers.Server, its own home) with the `hello` example
 deployed; no test changes its formations, so the tests do not depend on each other. Output is
@@ -24,8 +24,8 @@ import pytest
 import yaml
 from helpers import EXAMPLES, Server, formation_processes
 
-from supervisor.cli import main
-from supervisor.intake import pack_folder
+from supervisor.cli.commands import main
+from supervisor.storage.intake import pack_folder
 
 pytestmark = pytest.mark.e2e
 

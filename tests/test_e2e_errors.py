@@ -12,8 +12,8 @@ import pytest
 from helpers import Server, formation_processes, make_bundle, nasty_bundle, wait_for
 from port_blocks import PORT_HIGH
 
-from supervisor.client import ApiError, SseEvent
-from supervisor.hmac_auth import sign
+from supervisor.cli.client import ApiError, SseEvent
+from supervisor.core.hmac_auth import sign
 
 pytestmark = pytest.mark.e2e
 

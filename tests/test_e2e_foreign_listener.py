@@ -21,7 +21,7 @@ import psutil
 import pytest
 from helpers import NASTY, Server, main_processes, make_bundle, manifest, nasty_bundle, wait_for
 
-from supervisor.client import ApiError
+from supervisor.cli.client import ApiError
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from helpers import Server, nasty_bundle
 
-from supervisor.client import ApiClient
+from supervisor.cli.client import ApiClient
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ from helpers import (
 )
 from port_blocks import PORT_HIGH, PORT_LOW
 
-from supervisor.client import ApiError
+from supervisor.cli.client import ApiError
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import pytest
 from helpers import Server, nasty_bundle, wait_for
 from port_blocks import PORT_RANGE
 
-from supervisor.client import ApiError, SseEvent
+from supervisor.cli.client import ApiError, SseEvent
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,8 @@ from helpers import Server, nasty_bundle, wait_for
 from muxi import ServerClient
 from muxi.errors import AuthenticationError, ConflictError, NotFoundError
 
-from supervisor import muxi_hmac
-from supervisor.client import RpcClient
+from supervisor.cli.client import RpcClient
+from supervisor.core import muxi_hmac
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import pytest
 from helpers import Server, nasty_bundle, wait_for
 from helpers import api_client as api
 
-from supervisor.client import SseEvent, parse_sse
+from supervisor.cli.client import SseEvent, parse_sse
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from helpers import (
     wait_for,
 )
 
-from supervisor.client import ApiError
+from supervisor.cli.client import ApiError
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import psutil
 import pytest
 from helpers import Server, formation_processes, main_processes, nasty_bundle, wait_for
 
-from supervisor.client import ApiError
+from supervisor.cli.client import ApiError
 
 pytestmark = pytest.mark.e2e
 

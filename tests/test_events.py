@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.events import EventBus
+from supervisor.runtime.events import EventBus
 
 
 async def test_subscribers_get_events_in_order_with_monotonic_ids() -> None:

@@ -41,18 +41,20 @@ from actors.fleet import (
 from actors.formation import FormationContext, Snapshot, Start, Stop
 from actors.port_requests import AllocatePort, ReleasePort
 from actors.supervision import Intensity, Supervisor
-from supervisor.errors import FsupError
-from supervisor.events import BusEvent, EventBus, Subscription
-from supervisor.home import Home
-from supervisor.manifest import parse_manifest
-from supervisor.ports import PortPool
-from supervisor.store import Store, VersionRow
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import parse_manifest
+from supervisor.runtime.events import BusEvent, EventBus, Subscription
+from supervisor.runtime.ports import PortPool
+from supervisor.storage.home import Home
+from supervisor.storage.store import Store, VersionRow
 
 URL = "http://127.0.0.1:7890"
 # Ports of this test process's block (tests/port_blocks.py), away from the formation ports
 # a real server of the same run hands out from its low end.
 LOW, HIGH = PORT_HIGH - 5, PORT_HIGH
-ROOT_INTENSITY = Intensity(max_restarts=5, period=10.0, escalate=False)  # as supervisor.server
+ROOT_INTENSITY = Intensity(
+    max_restarts=5, period=10.0, escalate=False
+)  # as supervisor.runtime.server
 
 
 # Virtual time jumps while a worker thread runs (the fleet installs and removes files, a run

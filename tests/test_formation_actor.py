@@ -35,8 +35,8 @@ from actors.formation import (
     Update,
 )
 from actors.supervision import Supervisor
-from supervisor.errors import FsupError
-from supervisor.manifest import HealthSpec, parse_manifest
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import HealthSpec, parse_manifest
 
 
 async def test_start_waits_for_health_with_a_countdown(tmp_path: Path, autojump_clock: Any) -> None:

@@ -26,7 +26,7 @@ from actors.formation import (
     Stop,
     Update,
 )
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
 
 
 def _with_stored_manifest(world: Any) -> None:

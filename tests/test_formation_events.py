@@ -27,8 +27,8 @@ from actors.base import ActorRef, spawn
 from actors.formation import Rollback, Stop, Update
 from actors.lifecycle import ALLOWED, State
 from actors.supervision import Supervisor
-from supervisor.events import BusEvent, EventBus, Subscription
-from supervisor.manifest import parse_manifest
+from supervisor.core.manifest import parse_manifest
+from supervisor.runtime.events import BusEvent, EventBus, Subscription
 
 
 class Watch:

@@ -7,7 +7,13 @@ from pathlib import Path
 import trio
 
 from actors.log_rotation import serve_log_rotation
-from supervisor.formation_logs import Follower, LogLimits, rotate_if_needed, stream_path, tail
+from supervisor.storage.formation_logs import (
+    Follower,
+    LogLimits,
+    rotate_if_needed,
+    stream_path,
+    tail,
+)
 
 
 def write(path: Path, text: str) -> None:

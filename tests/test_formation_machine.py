@@ -41,7 +41,7 @@ from actors.formation.messages import (
 )
 from actors.formation.update import Phase
 from actors.lifecycle import State
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
 
 TAKEN = FsupError("PORT_IN_USE", "port 8001 is held by a stranger")
 

@@ -45,7 +45,7 @@ from actors.formation.messages import (
 )
 from actors.formation.update import Phase
 from actors.lifecycle import State
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
 
 REQUESTS = {
     "start": Start,

@@ -24,7 +24,7 @@ from actors.formation import (
     Update,
 )
 from actors.listener import FREE_GRACE_S
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
 
 
 async def test_a_stranger_on_the_port_refuses_the_start(

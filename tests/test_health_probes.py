@@ -28,7 +28,7 @@ from actors.health import (
     owned,
 )
 from actors.listener import Holder, PortOwners, ProcListeners, port_in_use, port_owners
-from supervisor.manifest import HealthSpec
+from supervisor.core.manifest import HealthSpec
 
 
 def free_port() -> int:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from supervisor.errors import FsupError
-from supervisor.hmac_auth import Credentials, sign, verify
+from supervisor.core.errors import FsupError
+from supervisor.core.hmac_auth import Credentials, sign, verify
 
 CREDS = Credentials("MUXI_LOCAL_abc123", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=")
 NOW = datetime(2026, 1, 26, 12, 0, 0, tzinfo=UTC)

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from supervisor.bundles import BundleLimits
-from supervisor.config import (
+from supervisor.core.manifest import BackoffSpec, RestartSpec
+from supervisor.storage.bundles import BundleLimits
+from supervisor.storage.config import (
     SETTINGS,
     ConfigError,
     ServerConfig,
@@ -25,9 +26,8 @@ from supervisor.config import (
     parse_port_range,
     with_flags,
 )
-from supervisor.formation_logs import LogLimits
-from supervisor.home import Home, load_or_create_credentials
-from supervisor.manifest import BackoffSpec, RestartSpec
+from supervisor.storage.formation_logs import LogLimits
+from supervisor.storage.home import Home, load_or_create_credentials
 
 
 def test_credentials_are_created_once_with_mode_0600(tmp_path: Path) -> None:

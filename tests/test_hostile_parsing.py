@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.bundles import BundleLimits, extract_bundle
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
+from supervisor.storage.bundles import BundleLimits, extract_bundle
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import FsupError
-from supervisor.intake import _validate
-from supervisor.manifest import RESERVED_IDS, RestartSpec, parse_manifest
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import RESERVED_IDS, RestartSpec, parse_manifest
+from supervisor.storage.intake import _validate
 
 MiB = 1024 * 1024
 

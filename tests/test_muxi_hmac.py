@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from muxi.auth import build_auth_header, generate_hmac_signature
 
-from supervisor import muxi_hmac
-from supervisor.config import ConfigError, ServerConfig, parse_auth
-from supervisor.errors import FsupError
-from supervisor.hmac_auth import (
+from supervisor.core import muxi_hmac
+from supervisor.core.errors import FsupError
+from supervisor.core.hmac_auth import (
     MUXI_HMAC,
     SCHEMES,
     SIGNED_HEADERS,
@@ -22,6 +21,7 @@ from supervisor.hmac_auth import (
     scheme_of,
     signed_headers,
 )
+from supervisor.storage.config import ConfigError, ServerConfig, parse_auth
 
 CREDS = Credentials("MUXI_LOCAL_abc123", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=")
 NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)

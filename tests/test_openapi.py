@@ -15,16 +15,16 @@ import pytest
 from quart_trio import QuartTrio
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-from supervisor.config import ServerConfig
-from supervisor.events import EventBus
-from supervisor.hmac_auth import Credentials
-from supervisor.home import Home
+from supervisor.core.hmac_auth import Credentials
 from supervisor.http import faults
 from supervisor.http.app import create_app
 from supervisor.http.openapi import PATH, document
-from supervisor.operations import Services
-from supervisor.routing import RouteTable
-from supervisor.store import Store
+from supervisor.runtime.events import EventBus
+from supervisor.runtime.operations import Services
+from supervisor.runtime.routing import RouteTable
+from supervisor.storage.config import ServerConfig
+from supervisor.storage.home import Home
+from supervisor.storage.store import Store
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # `/api/v1/<path:rest>` only gives unknown /api/v1 paths the contract's 404 (instead of the

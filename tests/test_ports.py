@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from supervisor.errors import FsupError
-from supervisor.ports import PortPool
+from supervisor.core.errors import FsupError
+from supervisor.runtime.ports import PortPool
 
 
 def free_block(size: int) -> int:

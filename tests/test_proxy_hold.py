@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from supervisor.http.proxy_hold import HoldGate, retryable, wait_for_backend
-from supervisor.routing import SAFE_METHODS, Backend, RouteTable
+from supervisor.runtime.routing import SAFE_METHODS, Backend, RouteTable
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
 from supervisor.http.proxy_target import (
     ProxyTarget,
     connection_tokens,

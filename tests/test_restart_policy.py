@@ -7,7 +7,7 @@ import random
 import pytest
 
 from actors.restart_policy import RestartTracker, wants_restart
-from supervisor.manifest import BackoffSpec, RestartSpec
+from supervisor.core.manifest import BackoffSpec, RestartSpec
 
 
 def tracker(jitter: float = 0.0, **kw: object) -> RestartTracker:

@@ -48,7 +48,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from supervisor.hmac_auth import signed_headers
+from supervisor.core.hmac_auth import signed_headers
 from supervisor.http.openapi import document
 
 pytestmark = pytest.mark.e2e

@@ -42,9 +42,9 @@ from actors.search import (
 )
 from actors.search_run import SearchContext
 from actors.supervision import Intensity, Supervisor
-from supervisor.errors import FsupError
-from supervisor.events import BusEvent, EventBus, Subscription
-from supervisor.store import SearchStore, Store
+from supervisor.core.errors import FsupError
+from supervisor.runtime.events import BusEvent, EventBus, Subscription
+from supervisor.storage.store import SearchStore, Store
 
 PEER_PORT, BROKEN_PORT = 8123, 8124
 

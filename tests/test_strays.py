@@ -21,7 +21,7 @@ from formation_fakes import FakeLauncher, FakeProbe, World, state_of
 from actors.formation import Start
 from actors.process import HOME_ENV, ProcessHandle, StraySweeper, kill_strays
 from actors.supervision import Supervisor
-from supervisor.manifest import parse_manifest
+from supervisor.core.manifest import parse_manifest
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
 # A shell that owns a child (`sleep`), as a main process owns its helpers.

@@ -6,9 +6,9 @@ from typing import Any
 
 import trio
 
-from supervisor.events import EventBus
-from supervisor.routing import Backend, RouteTable
-from supervisor.telemetry import publish_fleet_stats
+from supervisor.runtime.events import EventBus
+from supervisor.runtime.routing import Backend, RouteTable
+from supervisor.runtime.telemetry import publish_fleet_stats
 
 
 def test_routing_summary_counts_healthy_and_stale_routes() -> None:

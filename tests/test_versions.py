@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import versions
-from supervisor.errors import FsupError
-from supervisor.manifest import parse_manifest
-from supervisor.store import Store, VersionRow
-from supervisor.version_order import (
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import parse_manifest
+from supervisor.core.version_order import (
     InvalidVersion,
     Precedence,
     compare,
@@ -22,6 +20,8 @@ from supervisor.version_order import (
     parse,
     problem,
 )
+from supervisor.storage import versions
+from supervisor.storage.store import Store, VersionRow
 
 # The specification's own example (section 11), lowest first.
 SPEC_CHAIN = [

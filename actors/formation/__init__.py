@@ -7,7 +7,7 @@
 - `views`: the formation as JSON for the API; `context`: what the fleet hands an actor.
 """
 
-from supervisor.timestamps import rfc3339_now as now_rfc3339
+from supervisor.core.timestamps import rfc3339_now as now_rfc3339
 
 from .actor import FormationActor
 from .context import EventSink, FormationContext, Kept

@@ -24,10 +24,10 @@ from typing import Any
 
 import trio
 
-from supervisor import versions
-from supervisor.errors import FsupError
-from supervisor.manifest import FormationSpec, ProxySpec, parse_manifest
-from supervisor.routing import Backend
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import FormationSpec, ProxySpec, parse_manifest
+from supervisor.runtime.routing import Backend
+from supervisor.storage import versions
 
 from .. import listener
 from ..base import DEFERRED, Actor, Reply

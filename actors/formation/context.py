@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from supervisor.formation_logs import LogLimits
-from supervisor.home import Home
-from supervisor.manifest import HealthSpec, RestartSpec
-from supervisor.routing import RouteTable
-from supervisor.store import Store
+from supervisor.core.manifest import HealthSpec, RestartSpec
+from supervisor.runtime.routing import RouteTable
+from supervisor.storage.formation_logs import LogLimits
+from supervisor.storage.home import Home
+from supervisor.storage.store import Store
 
 from ..base import ActorRef
 from ..health import Probe
@@ -54,5 +54,5 @@ class FormationContext:
     listeners: ListenerCheck = field(default_factory=ProcListeners)
     # Kills what outlived an exited process outside its group (None: `process.kill_strays`).
     kill_strays: Callable[[Path, str | None, frozenset[int], Callable[[], bool]], int] | None = None
-    # The event bus (`supervisor.events.EventBus`); None in unit tests that do not listen.
+    # The event bus (`supervisor.runtime.events.EventBus`); None in unit tests that do not listen.
     events: EventSink | None = None

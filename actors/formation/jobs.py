@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from supervisor import versions
-from supervisor.errors import FsupError
-from supervisor.routing import Backend
-from supervisor.store import VersionRow
-from supervisor.timestamps import rfc3339_now as now_rfc3339
+from supervisor.core.errors import FsupError
+from supervisor.core.timestamps import rfc3339_now as now_rfc3339
+from supervisor.runtime.routing import Backend
+from supervisor.storage import versions
+from supervisor.storage.store import VersionRow
 
 from .. import listener
 from ..base import ActorError

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from supervisor.errors import FsupError
-from supervisor.manifest import FormationSpec
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import FormationSpec
 
 from ..lifecycle import State, check_transition
 from ..restart_policy import RestartTracker

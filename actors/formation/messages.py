@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supervisor.errors import FsupError
-from supervisor.manifest import FormationSpec
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import FormationSpec
 
 # -- requests -----------------------------------------------------------------------------
 

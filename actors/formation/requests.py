@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
 
 from ..lifecycle import State
 from . import effects as fx

@@ -21,8 +21,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from supervisor.errors import FsupError
-from supervisor.manifest import FormationSpec
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import FormationSpec
 
 from . import effects as fx
 from .messages import (

@@ -10,10 +10,10 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from supervisor.manifest import HealthSpec
+from supervisor.core.manifest import HealthSpec
 
 if TYPE_CHECKING:
-    from supervisor.store import FormationRow
+    from supervisor.storage.store import FormationRow
 
     from .machine import FormationMachine
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import trio
 
-from supervisor.errors import FsupError
-from supervisor.manifest import HealthSpec
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import HealthSpec
 
 from ..health import PortTaken as PortTakenError
 from ..health import Probe

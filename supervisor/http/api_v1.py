@@ -14,7 +14,9 @@ import trio
 from quart import current_app, make_response, request
 from quart_trio import QuartTrio
 
-from ..api_auth import (
+from supervisor.core.errors import FsupError
+from supervisor.core.safe_json import query_int, shown, whole_number
+from supervisor.http.api_auth import (
     COOKIE_NAME,
     SESSION_TTL_S,
     check_bearer,
@@ -22,12 +24,10 @@ from ..api_auth import (
     is_loopback,
     new_session,
 )
-from ..errors import FsupError
-from ..events import HEARTBEAT_S, EventBus, Subscription
-from ..logs import LEVELS
-from ..safe_json import query_int, shown, whole_number
-from .params import choice_param
-from .render import sse_frame
+from supervisor.http.params import choice_param
+from supervisor.http.render import sse_frame
+from supervisor.runtime.events import HEARTBEAT_S, EventBus, Subscription
+from supervisor.runtime.logs import LEVELS
 
 PREFIX = "/api/v1"
 PUBLIC = {f"{PREFIX}/health", f"{PREFIX}/auth/bootstrap"}

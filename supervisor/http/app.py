@@ -15,11 +15,26 @@ from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from ..errors import FsupError
-from ..hmac_auth import Credentials, check_head, check_signature, claimed_key_id, scheme_of
-from ..operations import Services
-from . import api_v1, faults, openapi, operations_api, proxy, request_guard, rpc, searches
-from .render import error_response
+from supervisor.core.errors import FsupError
+from supervisor.core.hmac_auth import (
+    Credentials,
+    check_head,
+    check_signature,
+    claimed_key_id,
+    scheme_of,
+)
+from supervisor.http import (
+    api_v1,
+    faults,
+    openapi,
+    operations_api,
+    proxy,
+    request_guard,
+    rpc,
+    searches,
+)
+from supervisor.http.render import error_response
+from supervisor.runtime.operations import Services
 
 log = logging.getLogger("fsup.http")
 

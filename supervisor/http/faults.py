@@ -19,8 +19,7 @@ from quart import request
 from quart_trio import QuartTrio
 
 from actors import faults
-
-from ..errors import FsupError
+from supervisor.core.errors import FsupError
 
 PATH = "/rpc/server/faults"
 MAX_BODY = 1024

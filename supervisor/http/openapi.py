@@ -13,7 +13,7 @@ from typing import Any
 from quart import jsonify
 from quart_trio import QuartTrio
 
-from .. import __version__
+from supervisor import __version__
 
 PATH = "/openapi.json"
 Schema = dict[str, Any]

@@ -13,10 +13,9 @@ from quart_trio import QuartTrio
 
 from actors.fleet import Reconcile
 from actors.formation import Nodes, ProbeNow
-
-from ..routing import RouteTable
-from ..safe_json import query_int
-from .rpc import ask, ask_formations, services
+from supervisor.core.safe_json import query_int
+from supervisor.http.rpc import ask, ask_formations, services
+from supervisor.runtime.routing import RouteTable
 
 PREFIX = "/api/v1"
 # psutil.Process objects kept between calls, so cpu_percent measures since the last look.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from quart import request
 
-from ..errors import FsupError
-from ..safe_json import query_int
+from supervisor.core.errors import FsupError
+from supervisor.core.safe_json import query_int
 
 
 def _bad(name: str, problem: str) -> FsupError:

@@ -17,10 +17,15 @@ from quart import Response, current_app, request
 from quart_trio import QuartTrio
 from werkzeug.routing import PathConverter
 
-from ..errors import FsupError
-from ..routing import Backend, Route, RouteTable
-from .proxy_hold import RETRY_BODY_LIMIT, RETRYABLE, HoldGate, retryable, wait_for_backend
-from .proxy_target import (
+from supervisor.core.errors import FsupError
+from supervisor.http.proxy_hold import (
+    RETRY_BODY_LIMIT,
+    RETRYABLE,
+    HoldGate,
+    retryable,
+    wait_for_backend,
+)
+from supervisor.http.proxy_target import (
     REPLACED_IN_RESPONSE,
     ProxyTarget,
     connection_tokens,
@@ -28,7 +33,8 @@ from .proxy_target import (
     parse_target,
     upstream_url,
 )
-from .render import error_response
+from supervisor.http.render import error_response
+from supervisor.runtime.routing import Backend, Route, RouteTable
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CLOSE_BOUND_S = 2.0

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import httpx
 import trio
 
-from ..routing import Backend, Route, RouteTable
+from supervisor.runtime.routing import Backend, Route, RouteTable
 
 MAX_HELD_REQUESTS = 1000
 MAX_HELD_BYTES = 64 * 1024 * 1024

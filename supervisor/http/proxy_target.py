@@ -17,7 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 import httpx
 
-from ..errors import FsupError
+from supervisor.core.errors import FsupError
 
 PREFIX = b"/api/"
 # What a request target may hold, byte for byte: visible ASCII, never a fragment.

@@ -8,8 +8,8 @@ from typing import Any
 
 from quart import Response, jsonify, make_response, request
 
-from ..errors import FsupError
-from ..operations import Event, outcome
+from supervisor.core.errors import FsupError
+from supervisor.runtime.operations import Event, outcome
 
 
 def error_response(error: FsupError) -> tuple[Response, int]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from quart import request
 
-from ..errors import FsupError
+from supervisor.core.errors import FsupError
 
 MAX_HEADERS = 100
 MAX_HEAD_BYTES = 16 * 1024

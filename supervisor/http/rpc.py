@@ -22,19 +22,19 @@ from actors.formation import (
     Start,
     Stop,
 )
-
-from .. import __version__, operations
-from ..errors import FsupError
-from ..events import HEARTBEAT_S
-from ..formation_logs import STREAMS, Follower, tail
-from ..manifest import parse_manifest
-from ..operations import Services
-from ..routing import RouteTable
-from ..store import Store
-from ..timestamps import rfc3339_now
-from ..versions import zip_version
-from .params import bool_param, choice_param, lines_param
-from .render import render_operation, sse_response
+from supervisor import __version__
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import parse_manifest
+from supervisor.core.timestamps import rfc3339_now
+from supervisor.http.params import bool_param, choice_param, lines_param
+from supervisor.http.render import render_operation, sse_response
+from supervisor.runtime import operations
+from supervisor.runtime.events import HEARTBEAT_S
+from supervisor.runtime.operations import Services
+from supervisor.runtime.routing import RouteTable
+from supervisor.storage.formation_logs import STREAMS, Follower, tail
+from supervisor.storage.store import Store
+from supervisor.storage.versions import zip_version
 
 # How long a read (snapshot, list) waits for a formation actor before saying so.
 ASK_TIMEOUT_S = 5.0

@@ -24,11 +24,10 @@ from actors.search import (
     StartSearch,
     StopSearch,
 )
-
-from ..errors import FsupError
-from ..safe_json import MAX_JSON_BYTES, bad_request, loads_object, query_int, shown
-from ..store import RESULT_ORDERS
-from .params import choice_param
+from supervisor.core.errors import FsupError
+from supervisor.core.safe_json import MAX_JSON_BYTES, bad_request, loads_object, query_int, shown
+from supervisor.http.params import choice_param
+from supervisor.storage.store import RESULT_ORDERS
 
 PREFIX = "/api/v1/searches"
 MODES = ("full", "live")

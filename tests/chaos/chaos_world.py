@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from helpers import Server
 
-from supervisor.hmac_auth import signed_headers
+from supervisor.core.hmac_auth import signed_headers
 
 REQUEST_TIMEOUT_S = 45.0  # a stop of the stubborn formation (3 s) plus a start, with margin
 LOG_LINE = re.compile(r"^ts=(\S+) level=(\w+) logger=(\S+) msg=")

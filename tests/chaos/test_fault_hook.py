@@ -15,10 +15,10 @@ from helpers import Server, api_client, main_processes, nasty_bundle, wait_for
 from actors import faults
 from actors.base import Actor, ActorCrashed, Reply
 from actors.supervision import Supervisor
-from supervisor.errors import FsupError
+from supervisor.core.errors import FsupError
 from supervisor.http.faults import parse_body
 from supervisor.http.rpc import stored_snapshot
-from supervisor.store import Store, VersionRow
+from supervisor.storage.store import Store, VersionRow
 
 pytestmark = pytest.mark.chaos
 

@@ -25,7 +25,7 @@ from helpers import REPO, Server, formation_processes, nasty_bundle, wait_for
 from hostile_contract import BOUND_S
 from hostile_wire import Headers, Reply, Signer, exchange, request_bytes
 
-from supervisor.client import RpcClient
+from supervisor.cli.client import RpcClient
 
 # A name planted by traversal and absolute-path cases; it must never appear outside the home.
 PLANT = f"fsup-hostile-plant-{uuid.uuid4().hex[:10]}"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from supervisor.hmac_auth import sign
+from supervisor.core.hmac_auth import sign
 
 # How long a request may take at all before the case fails as "no answer".
 NO_ANSWER_S = 20.0

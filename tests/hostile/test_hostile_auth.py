@@ -22,7 +22,7 @@ from hostile_contract import assert_error
 from hostile_kit import Target
 from hostile_wire import request_bytes, rfc3339
 
-from supervisor.api_auth import SESSION_TTL_S, new_session
+from supervisor.http.api_auth import SESSION_TTL_S, new_session
 
 pytestmark = pytest.mark.e2e
 

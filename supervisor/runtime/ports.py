@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from .errors import FsupError
+from supervisor.core.errors import FsupError
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

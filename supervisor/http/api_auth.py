@@ -17,8 +17,8 @@ import secrets
 import time
 from pathlib import Path
 
-from .errors import FsupError
-from .home import write_private
+from supervisor.core.errors import FsupError
+from supervisor.storage.home import write_private
 
 COOKIE_NAME = "rm_session"
 SESSION_TTL_S = 12 * 3600

@@ -20,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from .errors import FsupError
+from supervisor.core.errors import FsupError
 
 SCHEME = "MUXI-HMAC"
 # Longer than any honest header (a key id, ten digits and 44 characters of base64).

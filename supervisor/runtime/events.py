@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from .timestamps import rfc3339_now
+from supervisor.core.timestamps import rfc3339_now
 
 HISTORY = 1000
 # Every event stream (the bus, /rpc progress, followed logs) sends a comment after this long

@@ -1,6 +1,6 @@
 """The `fsup` command line: every endpoint from the terminal.
 
-Built on the same client code as the tests (`supervisor.client`: HMAC signing and SSE parsing
+Built on the same client code as the tests (`supervisor.cli.client`: HMAC signing and SSE parsing
 written once). Exit status: 0 on success, 1 on an error (its code and message on stderr with a
 hint), 2 on a usage error (argparse's own).
 """
@@ -20,14 +20,14 @@ from typing import Any
 import httpx
 import yaml
 
-from . import cli_render
-from .cli_parser import build_parser
-from .client import ApiClient, ApiError, RpcClient, SseEvent, decode
-from .config import ConfigError, load_config, with_flags
-from .home import Home, default_home
-from .intake import MANIFEST_NAME, pack_folder
-from .manifest import id_problem
-from .profiles import LOCAL, ProfileError, load, resolve, save
+from supervisor.cli import render as cli_render
+from supervisor.cli.client import ApiClient, ApiError, RpcClient, SseEvent, decode
+from supervisor.cli.parser import build_parser
+from supervisor.core.manifest import id_problem
+from supervisor.storage.config import ConfigError, load_config, with_flags
+from supervisor.storage.home import Home, default_home
+from supervisor.storage.intake import MANIFEST_NAME, pack_folder
+from supervisor.storage.profiles import LOCAL, ProfileError, load, resolve, save
 
 GZIP = {"Content-Type": "application/gzip"}
 ZIP = {"Content-Type": "application/zip"}
@@ -509,9 +509,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Home], None]] = {
 def serve(args: argparse.Namespace, home: Home) -> int:
     import trio  # noqa: PLC0415 - keep the client commands' start-up light
 
-    from .logs import configure as configure_logging  # noqa: PLC0415
-    from .server import run_server  # noqa: PLC0415
-    from .store import StoreError  # noqa: PLC0415
+    from supervisor.runtime.logs import configure as configure_logging  # noqa: PLC0415
+    from supervisor.runtime.server import run_server  # noqa: PLC0415
+    from supervisor.storage.store import StoreError  # noqa: PLC0415
 
     home.ensure()
     configure_logging(home.logs)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import __version__
-from .hmac_auth import SCHEMES, SIGNED_HEADERS
-from .manifest import id_problem, label
+from supervisor import __version__
+from supervisor.core.hmac_auth import SCHEMES, SIGNED_HEADERS
+from supervisor.core.manifest import id_problem, label
 
 
 def formation_id(text: str) -> str:

@@ -10,8 +10,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from .events import EventBus
-from .timestamps import rfc3339_at
+from supervisor.core.timestamps import rfc3339_at
+from supervisor.runtime.events import EventBus
 
 LOG_BOOK_SIZE = 5000
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from . import muxi_hmac
-from .hmac_auth import MUXI_HMAC, SIGNED_HEADERS, signed_headers
+from supervisor.core import muxi_hmac
+from supervisor.core.hmac_auth import MUXI_HMAC, SIGNED_HEADERS, signed_headers
 
 
 @dataclass(frozen=True)

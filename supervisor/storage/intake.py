@@ -16,9 +16,15 @@ from pathlib import Path
 
 import trio
 
-from .bundles import BundleLimits, extract_bundle
-from .errors import FsupError
-from .manifest import MAX_MANIFEST_BYTES, FormationSpec, RestartSpec, invalid, parse_manifest
+from supervisor.core.errors import FsupError
+from supervisor.core.manifest import (
+    MAX_MANIFEST_BYTES,
+    FormationSpec,
+    RestartSpec,
+    invalid,
+    parse_manifest,
+)
+from supervisor.storage.bundles import BundleLimits, extract_bundle
 
 MANIFEST_NAME = "formation.yaml"
 # Never packed from a source folder (`fsup serve --deploy`, the CLI): anywhere in the tree...

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import trio
 
-from .events import EventBus
-from .routing import RouteTable
+from supervisor.runtime.events import EventBus
+from supervisor.runtime.routing import RouteTable
 
 PERIOD_S = 5.0
 

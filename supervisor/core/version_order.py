@@ -2,7 +2,7 @@
 
 Every comparison of two versions in fsup goes through `compare`: the update's
 VERSION_NOT_HIGHER check (`FormationSpec.parsed_version`, `is_higher`), the rollback target
-and what an update prunes (`supervisor.versions`), and the order versions are listed in
+and what an update prunes (`supervisor.storage.versions`), and the order versions are listed in
 (`ordered`, used by the store). Precedence is SemVer's (section 11 of the specification):
 MAJOR.MINOR.PATCH numerically; a pre-release is lower than its release; pre-release
 identifiers compare left to right, numeric ones numerically and below alphanumeric ones

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from . import version_order
-from .errors import FsupError
-from .version_order import Precedence
+from supervisor.core import version_order
+from supervisor.core.errors import FsupError
+from supervisor.core.version_order import Precedence
 
 MAX_MANIFEST_BYTES = 64 * 1024
 MAX_YAML_DEPTH = 32
@@ -121,7 +121,7 @@ class FormationSpec:
 
     @property
     def parsed_version(self) -> Precedence:
-        """The version as it compares: by SemVer precedence (`supervisor.version_order`)."""
+        """The version as it compares: by SemVer precedence (`supervisor.core.version_order`)."""
         return Precedence(self.version)
 
 

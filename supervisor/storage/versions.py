@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import IO
 
-from .version_order import below
+from supervisor.core.version_order import below
 
 RUNTIME_STATE = ("data", "memory.db")
 # Versions kept after an update: the current one and this many older ones to roll back to.

@@ -26,21 +26,21 @@ from actors.process import OsLauncher
 from actors.search import SearchesActor
 from actors.search_run import SearchContext
 from actors.supervision import Intensity, Supervisor
-
-from . import intake, operations
-from .api_auth import load_or_create_token
-from .config import ServerConfig
-from .events import EventBus
-from .home import Home, load_or_create_credentials
-from .http.app import create_app
-from .http.proxy import open_proxy_client
-from .http.serving import serve_http
-from .logs import LogBook
-from .operations import Services
-from .ports import PortPool
-from .routing import RouteTable
-from .store import SearchStore, Store
-from .telemetry import publish_fleet_stats
+from supervisor.http.api_auth import load_or_create_token
+from supervisor.http.app import create_app
+from supervisor.http.proxy import open_proxy_client
+from supervisor.http.serving import serve_http
+from supervisor.runtime import operations
+from supervisor.runtime.events import EventBus
+from supervisor.runtime.logs import LogBook
+from supervisor.runtime.operations import Services
+from supervisor.runtime.ports import PortPool
+from supervisor.runtime.routing import RouteTable
+from supervisor.runtime.telemetry import publish_fleet_stats
+from supervisor.storage import intake
+from supervisor.storage.config import ServerConfig
+from supervisor.storage.home import Home, load_or_create_credentials
+from supervisor.storage.store import SearchStore, Store
 
 log = logging.getLogger("fsup.server")
 

@@ -11,8 +11,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hmac_auth import Credentials
-from .timestamps import rfc3339_now
+from supervisor.core.hmac_auth import Credentials
+from supervisor.core.timestamps import rfc3339_now
 
 
 def default_home() -> Path:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import FsupError
+from supervisor.core.errors import FsupError
 
 MAX_JSON_BYTES = 256 * 1024
 MAX_JSON_DEPTH = 32

@@ -23,11 +23,9 @@ from typing import Any, Protocol
 
 import yaml
 
-from .bundles import BundleLimits
-from .errors import FsupError
-from .formation_logs import LogLimits
-from .hmac_auth import SCHEMES, SIGNED_HEADERS
-from .manifest import (
+from supervisor.core.errors import FsupError
+from supervisor.core.hmac_auth import SCHEMES, SIGNED_HEADERS
+from supervisor.core.manifest import (
     MAX_RESTARTS_RANGE,
     RESTART_POLICIES,
     RESTART_RANGES,
@@ -35,6 +33,8 @@ from .manifest import (
     label,
     load_yaml,
 )
+from supervisor.storage.bundles import BundleLimits
+from supervisor.storage.formation_logs import LogLimits
 
 
 class ConfigError(Exception):

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .home import Home, write_private
+from supervisor.storage.home import Home, write_private
 
 LOCAL_URL = "http://127.0.0.1:7890"
 LOCAL = "local"

@@ -17,14 +17,13 @@ import trio
 from actors.base import ActorError, ActorRef, Progress
 from actors.fleet import Create
 from actors.formation import Update
-
-from . import intake
-from .config import ServerConfig
-from .errors import FsupError
-from .events import HEARTBEAT_S, EventBus
-from .home import Home
-from .routing import RouteTable
-from .store import Store
+from supervisor.core.errors import FsupError
+from supervisor.runtime.events import HEARTBEAT_S, EventBus
+from supervisor.runtime.routing import RouteTable
+from supervisor.storage import intake
+from supervisor.storage.config import ServerConfig
+from supervisor.storage.home import Home
+from supervisor.storage.store import Store
 
 
 @dataclass(frozen=True)

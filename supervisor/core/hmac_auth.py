@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import muxi_hmac
-from .errors import FsupError
-from .timestamps import rfc3339_now
+from supervisor.core import muxi_hmac
+from supervisor.core.errors import FsupError
+from supervisor.core.timestamps import rfc3339_now
 
 MAX_SKEW_S = 300.0
 KEY_ID_HEADER = "X-MUXI-Key-ID"
