@@ -19,8 +19,8 @@ from supervisor.core.hmac_auth import Credentials
 from supervisor.http import faults
 from supervisor.http.app import create_app
 from supervisor.http.openapi import PATH, document
+from supervisor.http.services import HttpServices
 from supervisor.runtime.events import EventBus
-from supervisor.runtime.operations import Services
 from supervisor.runtime.routing import RouteTable
 from supervisor.storage.config import ServerConfig
 from supervisor.storage.home import Home
@@ -30,15 +30,28 @@ METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # `/api/v1/<path:rest>` only gives unknown /api/v1 paths the contract's 404 (instead of the
 # proxy's "formation 'v1' not found"); it is not an endpoint, and the document says so in
 # `info.description`. Werkzeug serves files under /static for any Quart app; fsup has none.
-NOT_ENDPOINTS = {"api_unknown", "static"}
+NOT_ENDPOINTS = {"api_v1.api_unknown", "static"}
 
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[QuartTrio]:
     store = Store(tmp_path / "state.db")
-    services = Services(None, Home(tmp_path), ServerConfig(), RouteTable(), store, EventBus())  # type: ignore[arg-type]
     async with httpx.AsyncClient() as proxy_client:
-        yield create_app(services, Credentials("k", "s"), "server", proxy_client, "ab" * 32)
+        services = HttpServices(
+            None,  # type: ignore[arg-type]
+            Home(tmp_path),
+            ServerConfig(),
+            RouteTable(),
+            store,
+            EventBus(),
+            credentials=Credentials("k", "s"),
+            server_id="server",
+            proxy_client=proxy_client,
+            api_token="ab" * 32,
+            searches=None,
+            log_book=None,
+        )
+        yield create_app(services)
     store.close()
 
 

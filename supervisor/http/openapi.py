@@ -10,8 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from quart import jsonify
-from quart_trio import QuartTrio
+from quart import Blueprint, jsonify
 
 from supervisor import __version__
 
@@ -1005,7 +1004,12 @@ def document() -> dict[str, Any]:
     }
 
 
-def register(app: QuartTrio) -> None:
-    @app.get(PATH)
+def blueprint() -> Blueprint:
+    """The public OpenAPI document."""
+    bp = Blueprint("openapi", __name__)
+
+    @bp.get(PATH)
     async def openapi_document() -> Any:
         return jsonify(document())
+
+    return bp

@@ -13,8 +13,7 @@ from typing import Any
 
 import httpx
 import trio
-from quart import Response, current_app, request
-from quart_trio import QuartTrio
+from quart import Blueprint, Response, request
 from werkzeug.routing import PathConverter
 
 from supervisor.core.errors import FsupError
@@ -34,6 +33,7 @@ from supervisor.http.proxy_target import (
     upstream_url,
 )
 from supervisor.http.render import error_response
+from supervisor.http.services import services
 from supervisor.runtime.routing import Backend, Route, RouteTable
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -242,14 +242,16 @@ def process_alive(pid: int) -> bool:
         return False
 
 
-def register(app: QuartTrio) -> None:
+def blueprint() -> Blueprint:
+    """`/api/{id}/*`: the proxy (no auth of fsup's: the formation's own)."""
+    bp = Blueprint("proxy", __name__)
     gate = HoldGate()
 
     async def proxy(formation_id: str, rest: str = "") -> Any:
         """The route's `formation_id` is werkzeug's decoding of the path; the target parsed
         from the raw bytes is the one that counts (see proxy_target)."""
-        routes: RouteTable = current_app.extensions["fsup.routes"]
-        client: httpx.AsyncClient = current_app.extensions["fsup.proxy_client"]
+        routes = services().routes
+        client = services().proxy_client
         target = parse_target(
             request.scope.get("raw_path") or request.path.encode(),
             request.scope.get("query_string") or b"",
@@ -316,13 +318,14 @@ def register(app: QuartTrio) -> None:
         return bad_gateway(route.formation_id, backend, error)
 
     # Any rest, `//` and empty included, taken as sent: no slash merging, no redirect.
-    app.url_map.converters["rest"] = _AnyRest
-    app.add_url_rule(
+    bp.record_once(lambda state: state.app.url_map.converters.update(rest=_AnyRest))
+    bp.add_url_rule(
         "/api/<formation_id>", "proxy_root", proxy, methods=METHODS, merge_slashes=False
     )
-    app.add_url_rule(
+    bp.add_url_rule(
         "/api/<formation_id>/<rest:rest>", "proxy", proxy, methods=METHODS, merge_slashes=False
     )
+    return bp
 
 
 class _AnyRest(PathConverter):

@@ -29,6 +29,7 @@ from actors.supervision import Intensity, Supervisor
 from supervisor.http.api_auth import load_or_create_token
 from supervisor.http.app import create_app
 from supervisor.http.proxy import open_proxy_client
+from supervisor.http.services import HttpServices
 from supervisor.http.serving import serve_http
 from supervisor.runtime import operations
 from supervisor.runtime.events import EventBus
@@ -91,10 +92,21 @@ async def run_server(
                 SearchStore(store), bus, fleet, client, log_backups=config.logs.backups
             )
             searches_ref = await roots.start("searches", lambda: SearchesActor(search_ctx))
-            services = Services(fleet, home, config, routes, store, bus)
-            app = create_app(services, credentials, server_id, proxy_client, api_token)
-            app.extensions["fsup.log_book"] = log_book
-            app.extensions["fsup.searches"] = searches_ref
+            services = HttpServices(
+                fleet,
+                home,
+                config,
+                routes,
+                store,
+                bus,
+                credentials=credentials,
+                server_id=server_id,
+                proxy_client=proxy_client,
+                api_token=api_token,
+                searches=searches_ref,
+                log_book=log_book,
+            )
+            app = create_app(services)
             stop_http = trio.Event()
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 binds = await nursery.start(
