@@ -1,0 +1,49 @@
+"""`fsup serve`: settings from config.yaml and flags, then the server until a signal.
+
+The server's modules are imported here, not at the top of the CLI, so the client commands
+start light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from supervisor.storage.config import ConfigError, load_config, with_flags
+from supervisor.storage.home import Home
+
+
+def serve(args: argparse.Namespace, home: Home) -> int:
+    import trio  # noqa: PLC0415 - keep the client commands' start-up light
+
+    from supervisor.runtime.logs import configure as configure_logging  # noqa: PLC0415
+    from supervisor.runtime.server import run_server  # noqa: PLC0415
+    from supervisor.storage.store import StoreError  # noqa: PLC0415
+
+    home.ensure()
+    configure_logging(home.logs)
+    try:
+        config = with_flags(
+            load_config(home.config),
+            {
+                "--host": args.host,
+                "--port": args.port,
+                "--port-range": args.port_range,
+            },
+        )
+    except ConfigError as exc:
+        print(f"fsup: {exc}", file=sys.stderr)
+        return 2
+    for folder in args.deploy:
+        if not folder.is_dir():
+            print(f"fsup: --deploy {folder}: not a folder", file=sys.stderr)
+            return 2
+    try:
+        trio.run(run_server, home, config, [f.resolve() for f in args.deploy])
+    except StoreError as exc:
+        print(f"fsup: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"fsup: cannot serve on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
