@@ -190,6 +190,7 @@ async def _fanout(fsup: Any, api: ApiClient, cookie: str, subscribers: int, even
     latencies: list[float] = []
     connected = 0
     all_connected = trio.Event()
+    all_delivered = trio.Event()
     head = (
         f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Cookie: rm_session={cookie}\r\nAccept: text/event-stream\r\n\r\n"
@@ -222,6 +223,8 @@ async def _fanout(fsup: Any, api: ApiClient, cookie: str, subscribers: int, even
                     if key in sent:
                         latencies.append(now - sent[key])
                         seen += 1
+                        if len(latencies) == subscribers * events:
+                            all_delivered.set()
 
     created: list[str] = []
     async with trio.open_nursery() as nursery:
@@ -238,8 +241,7 @@ async def _fanout(fsup: Any, api: ApiClient, cookie: str, subscribers: int, even
             created.append(answer["search"]["id"])
             await trio.sleep(0.1)
         with trio.move_on_after(30):
-            while len(latencies) < subscribers * events:
-                await trio.sleep(0.05)
+            await all_delivered.wait()
         nursery.cancel_scope.cancel()
     for search_id in created:
         await trio.to_thread.run_sync(lambda s=search_id: api.call("DELETE", f"/searches/{s}"))
