@@ -156,7 +156,7 @@ async def _stream(events_bus: EventBus, subscription: Subscription) -> AsyncIter
                 continue
             if ended or event is None:
                 return
-            yield sse.frame(event.id, event.type, event.envelope())
+            yield sse.frame_json(event.id, event.type, event.envelope_json)
             if event.type == "overflow":
                 return
     finally:

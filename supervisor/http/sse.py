@@ -21,7 +21,11 @@ HEARTBEAT = b": heartbeat\n\n"
 
 
 def frame(event_id: int, kind: str, data: dict[str, Any]) -> bytes:
-    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+    return frame_json(event_id, kind, json.dumps(data))
+
+
+def frame_json(event_id: int, kind: str, data_json: str) -> bytes:
+    return f"id: {event_id}\nevent: {kind}\ndata: {data_json}\n\n".encode()
 
 
 async def stream_response(frames: AsyncIterator[bytes]) -> Any:
