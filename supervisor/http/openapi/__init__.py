@@ -65,7 +65,7 @@ def document() -> dict[str, Any]:
         "/ping": ("ping", "Ping", obj({"message": {"const": "pong"}})),
         PATH: ("openapi_document", "This document", ANY_OBJECT),
     }
-    doc = {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "fsup",
