@@ -285,7 +285,11 @@ document.addEventListener("alpine:init", () => {
       }
     },
 
-    async reloadRow(id) {
+    reloadRow(id) {
+      return this.coalesce("row:" + id, () => this.fetchRow(id));
+    },
+
+    async fetchRow(id) {
       try {
         const item = await this.call("GET", "/formations/" + encodeURIComponent(id));
         const row = this.row(id);
@@ -441,12 +445,36 @@ document.addEventListener("alpine:init", () => {
       this.searches.sort((a, b) => (a.updated_at < b.updated_at ? 1 : -1));
     },
 
-    async reloadSearches() {
-      try {
-        this.mergeSearches((await this.call("GET", "/searches")).searches);
-      } catch (err) {
-        this.failed(err);
+    // Many events can ask for the list at once (a burst of hits for a search the sidebar
+    // does not know yet): one request is in flight at a time, and one more follows it if
+    // anything asked meanwhile.
+    reloadSearches() {
+      return this.coalesce("searches", async () => {
+        try {
+          this.mergeSearches((await this.call("GET", "/searches")).searches);
+        } catch (err) {
+          this.failed(err);
+        }
+      });
+    },
+
+    coalesce(key, task) {
+      const runs = this._runs || (this._runs = new Map());
+      const entry = runs.get(key);
+      if (entry) {
+        entry.again = true;
+        return entry.done;
       }
+      const fresh = { again: false, done: null };
+      fresh.done = (async () => {
+        do {
+          fresh.again = false;
+          await task();
+        } while (fresh.again);
+        runs.delete(key);
+      })();
+      runs.set(key, fresh);
+      return fresh.done;
     },
 
     applySearch(type, id, data) {
