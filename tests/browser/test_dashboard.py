@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,7 +74,11 @@ class Run:
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     home = tmp_path_factory.mktemp("browser") / "muxi"
     home.mkdir()
-    server = Server(home).start("--deploy", str(EXAMPLES))
+    # A fixed port (a free one, picked now), so that fsup can be restarted under the page.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = Server(home).start("--deploy", str(EXAMPLES), "--port", str(port))
     try:
         wait_for(lambda: _running(server, {"hello", "flaky"}), timeout=60)
         with playwright_api.sync_playwright() as pw:
@@ -243,6 +248,27 @@ def test_a_big_fleet_and_a_flood_of_hits_stay_smooth(run: Run) -> None:
     assert figures["events"] < 5000 and figures["hits"] < 10_000
     run.page.goto(f"{run.server.url}/ui/")  # back to the real fleet
     playwright_api.expect(run.state_of("hello")).to_have_text("running")
+
+
+# What Chromium logs while the server it talks to is down: failed connections, not the page's.
+DOWN = ("ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE", "ERR_INCOMPLETE_CHUNKED_ENCODING")
+
+
+def test_the_page_comes_back_by_itself_after_fsup_restarts(run: Run) -> None:
+    page, server = run.page, run.server
+    port = server.url.rsplit(":", 1)[1]
+    before = len(run.errors)
+    assert server.stop() == 0
+    playwright_api.expect(page.get_by_test_id("connection")).not_to_have_text("live")
+    server.start("--port", port)
+    playwright_api.expect(page.get_by_test_id("connection")).to_have_text("live")
+    for formation_id in ("hello", "flaky"):
+        playwright_api.expect(run.state_of(formation_id)).to_have_text("running", timeout=60_000)
+    new_pid = server.formation("hello")["pid"]
+    playwright_api.expect(page.locator('tr[data-id="hello"]')).to_contain_text(str(new_pid))
+    during = run.errors[before:]
+    del run.errors[before:]
+    assert all(any(mark in error for mark in DOWN) for error in during), during
 
 
 def test_no_token_in_any_url_and_no_console_error(run: Run) -> None:
