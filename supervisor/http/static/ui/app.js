@@ -318,7 +318,8 @@ document.addEventListener("alpine:init", () => {
       this.closeLogs();
       if (section === "f" && id) {
         this.view = "formation";
-        this.loadFormation(id).then(() => this.openLogs(id));
+        // The log list is inside the formation's template: opened once it is on the page.
+        this.loadFormation(id).then(() => this.$nextTick()).then(() => this.openLogs(id));
       } else if (section === "searches") {
         this.view = "searches";
         this.current = null;
@@ -483,7 +484,7 @@ document.addEventListener("alpine:init", () => {
         this.reloadSearches();
       } else if (type === "search_state_changed") {
         if (data.state === "deleted") {
-          this.searches.splice(this.searches.indexOf(item), 1);
+          if (item) this.searches.splice(this.searches.indexOf(item), 1);
           if (this.searchId === id) location.hash = "#/searches";
           return;
         }
