@@ -176,6 +176,24 @@ def test_a_reload_shows_the_same_state(run: Run) -> None:
         playwright_api.expect(run.state_of(formation_id)).to_have_text("running")
 
 
+def test_deleting_a_search_asks_first(run: Run) -> None:
+    page = run.page
+    page.get_by_role("link", name="Searches").click()
+    page.get_by_test_id("search-list").get_by_role("link").first.click()
+    playwright_api.expect(page.get_by_test_id("search-state")).to_have_text("complete")
+    dialog = page.locator("dialog")
+    page.get_by_role("button", name="Delete…").click()
+    playwright_api.expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")  # changed my mind: nothing is deleted
+    playwright_api.expect(dialog).to_be_hidden()
+    playwright_api.expect(page.get_by_test_id("search-list").locator("li")).to_have_count(1)
+    page.get_by_role("button", name="Delete…").click()
+    page.get_by_test_id("confirm-ok").click()
+    playwright_api.expect(page.get_by_test_id("search-list").locator("li")).to_have_count(0)
+    playwright_api.expect(page.get_by_text("No searches yet.")).to_be_visible()
+    page.get_by_role("link", name="Fleet").click()
+
+
 def test_readable_at_360_pixels(run: Run) -> None:
     page = run.page
     page.set_viewport_size({"width": 360, "height": 740})
