@@ -289,6 +289,16 @@ def test_the_page_comes_back_by_itself_after_fsup_restarts(run: Run) -> None:
     assert all(any(mark in error for mark in DOWN) for error in during), during
 
 
+def test_logging_out_ends_the_session_and_a_reload_opens_a_new_one(run: Run) -> None:
+    page = run.page
+    page.get_by_role("button", name="Log out").click()
+    playwright_api.expect(page.get_by_test_id("connection")).to_have_text("no session")
+    playwright_api.expect(page.get_by_role("alert")).to_contain_text("Logged out")
+    page.reload()
+    playwright_api.expect(page.get_by_test_id("connection")).to_have_text("live")
+    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+
+
 def test_no_token_in_any_url_and_no_console_error(run: Run) -> None:
     token = (run.server.home / "server" / "api.token").read_text().strip()
     assert run.urls, "the page made no request"
