@@ -194,6 +194,19 @@ def test_deleting_a_search_asks_first(run: Run) -> None:
     page.get_by_role("link", name="Fleet").click()
 
 
+def test_an_overflow_notice_makes_the_page_fetch_its_snapshot_again(run: Run) -> None:
+    """The bus drops a subscriber that fell behind with an `overflow` notice (and a resume
+    from too far back starts with `reset`): the page cannot trust its rows, it re-fetches."""
+    for notice in ("overflow", "reset"):
+        with run.page.expect_request(lambda r: r.url.endswith("/api/v1/formations")):
+            run.page.evaluate(
+                "(type) => Alpine.$data(document.querySelector('[x-data]'))"
+                ".onEvent({type, data: {}})",
+                notice,
+            )
+    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+
+
 def test_readable_at_360_pixels(run: Run) -> None:
     page = run.page
     page.set_viewport_size({"width": 360, "height": 740})
