@@ -153,9 +153,13 @@ def test_operations_are_consistent() -> None:
 
 
 def test_auth_is_documented_per_family() -> None:
-    """HMAC headers or MUXI-HMAC on /rpc, bearer on /api/v1, the cookie on the event stream, none on the
-    public paths: as DESIGN sections 5 and 6 say."""
+    """HMAC headers or MUXI-HMAC on /rpc; on /api/v1 the bearer token or the session cookie
+    (the dashboard), the cookie alone on the event stream and the session's own endpoints,
+    the bearer alone to open a session or rotate the token; none on the public paths and
+    the dashboard's pages: as DESIGN sections 5, 6 and 10 say."""
     public = {"/health", "/ping", PATH, "/api/v1/health", "/api/v1/auth/bootstrap"}
+    cookie_only = {"/api/v1/events", "/api/v1/session/check", "/api/v1/session/logout"}
+    bearer_only = {"/api/v1/session", "/api/v1/token/rotate"}
     for path, method, op in operations():
         names = {name for requirement in op["security"] for name in requirement}
         if path.startswith("/rpc/"):
@@ -163,10 +167,15 @@ def test_auth_is_documented_per_family() -> None:
             alternatives = [set(requirement) for requirement in op["security"]]
             assert {"muxiHmac"} in alternatives, path
             assert "401" in op["responses"], path
-        elif path == "/api/v1/events":
-            assert names == {"sessionCookie"}
-        elif path.startswith("/api/v1/") and path not in public:
+        elif path in cookie_only:
+            assert names == {"sessionCookie"}, path
+        elif path in bearer_only:
             assert names == {"bearerAuth"}, path
+        elif path.startswith("/api/v1/") and path not in public:
+            assert names == {"bearerAuth", "sessionCookie"}, path
+            assert len(op["security"]) == 2, f"either one, not both at once: {path}"
+            if method != "get":
+                assert "403" in op["responses"], f"the cross-site check's refusal: {path}"
         else:
             assert names == set(), f"{method} {path}"
 

@@ -1,8 +1,10 @@
 """`/api/v1`: seed 003's search and operations API (auth, events; searches in `searches.py`).
 
-REST calls carry `Authorization: Bearer <token>`; the event stream takes only the session
-cookie; the bootstrap that hands out the token answers loopback peers only, judged by the
-socket's address (a forwarded header is never trusted for it).
+REST calls carry `Authorization: Bearer <token>` or, from the dashboard, the session cookie
+(with the cross-site check on anything that changes state); the event stream and the session's
+own endpoints take only the cookie; opening a session and rotating the token take only the
+bearer token. The bootstrap that hands out the token answers loopback peers only, judged by
+the socket's address (a forwarded header is never trusted for it).
 """
 
 from __future__ import annotations
@@ -20,18 +22,21 @@ from supervisor.http.api_auth import (
     COOKIE_NAME,
     SESSION_TTL_S,
     check_bearer,
+    check_same_origin,
     check_session,
     is_loopback,
     new_session,
 )
 from supervisor.http.params import choice_param
 from supervisor.http.services import services
+from supervisor.http.sessions import RevokedSessions
 from supervisor.runtime.events import HEARTBEAT_S, EventBus, Subscription
 from supervisor.runtime.logs import LEVELS, LogBook
 
 PREFIX = "/api/v1"
 PUBLIC = {f"{PREFIX}/health", f"{PREFIX}/auth/bootstrap"}
-COOKIE_ONLY = {f"{PREFIX}/events"}
+COOKIE_ONLY = {f"{PREFIX}/events", f"{PREFIX}/session/check", f"{PREFIX}/session/logout"}
+BEARER_ONLY = {f"{PREFIX}/session", f"{PREFIX}/token/rotate"}
 
 
 def token() -> str:
@@ -49,16 +54,41 @@ def log_book() -> LogBook:
     return book
 
 
+def revoked_sessions() -> RevokedSessions:
+    svc = services()
+    if svc.revoked is None:
+        svc.revoked = RevokedSessions(svc.home.server / "sessions.revoked")
+    return svc.revoked
+
+
+def current_session() -> tuple[str, int]:
+    """The request's session (id, expiry): a genuine, unexpired, not logged-out cookie."""
+    session_id, expiry = check_session(token(), request.cookies.get(COOKIE_NAME))
+    if revoked_sessions().is_revoked(session_id):
+        raise FsupError("UNAUTHORIZED", "this session was logged out; POST /api/v1/session again")
+    return session_id, expiry
+
+
 async def api_auth_hook() -> None:
-    """`/api/v1`'s auth, the before-request hook of each of its Blueprints: the bearer token
-    for REST, the session cookie for the event stream, nothing for health and bootstrap."""
+    """`/api/v1`'s auth, the before-request hook of each of its Blueprints: nothing for health
+    and bootstrap; the cookie alone for the event stream and the session's own endpoints; the
+    bearer alone to open a session or rotate the token; either for the rest (a request with
+    an Authorization header is judged by it alone), with the cross-site check when the cookie
+    is what authenticates a change."""
     path = request.path
     if path in PUBLIC:
         return
-    if path in COOKIE_ONLY:
-        check_session(token(), request.cookies.get(COOKIE_NAME))
-    else:
+    if path in BEARER_ONLY:
         check_bearer(token(), request.headers.get("Authorization"))
+        return
+    if path not in COOKIE_ONLY and (
+        "Authorization" in request.headers or COOKIE_NAME not in request.cookies
+    ):
+        check_bearer(token(), request.headers.get("Authorization"))
+        return
+    current_session()
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    check_same_origin(request.method, headers, request.headers.get("Host"))
 
 
 def peer_host() -> str | None:

@@ -16,7 +16,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 from supervisor.core.errors import FsupError
 from supervisor.http import (
     api_v1,
+    dashboard,
     faults,
+    fleet_api,
     openapi,
     operations_api,
     proxy,
@@ -24,6 +26,8 @@ from supervisor.http import (
     rpc,
     rpc_auth,
     searches,
+    server_api,
+    session_api,
 )
 from supervisor.http.render import error_response
 from supervisor.http.services import EXTENSION, HttpServices
@@ -113,6 +117,10 @@ def create_app(services: HttpServices) -> QuartTrio:
         faults.blueprint(),
         searches.blueprint(),
         operations_api.blueprint(),
+        fleet_api.blueprint(),
+        server_api.blueprint(),
+        session_api.blueprint(),
+        dashboard.blueprint(),
         api_v1.blueprint(),
         proxy.blueprint(),
     ):

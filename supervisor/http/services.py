@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from actors.base import ActorRef
     from supervisor.core.hmac_auth import Credentials
+    from supervisor.http.sessions import RevokedSessions
     from supervisor.runtime.logs import LogBook
 
 EXTENSION = "fsup"
@@ -32,6 +33,8 @@ class HttpServices(Services):
     api_token: str  # `/api/v1`'s bearer token (sessions are derived from it)
     searches: ActorRef | None  # the searches actor (None in app-only tests)
     log_book: LogBook | None  # the server's own log records, paged (None in app-only tests)
+    # Logged-out sessions (`sessions.py`), made on first use from `home` when not given.
+    revoked: RevokedSessions | None = None
 
 
 def services() -> HttpServices:

@@ -147,6 +147,15 @@ class EventBus:
             subscription.send.close()
         self._subscribers.clear()
 
+    def statistics(self) -> dict[str, int]:
+        """Subscribers now, subscribers dropped for falling behind (since start), the last id."""
+        return {
+            "subscribers": len(self._subscribers),
+            "dropped": self.dropped,
+            "last_id": self.last_id,
+            "history": len(self._history),
+        }
+
     def history(self, types: set[str] | None = None, limit: int = 100) -> list[BusEvent]:
         found = [e for e in self._history if types is None or e.type in types]
         return found[-limit:]

@@ -29,6 +29,7 @@ from actors.supervision import Intensity, Supervisor
 from supervisor.http.api_auth import load_or_create_token
 from supervisor.http.app import create_app
 from supervisor.http.proxy import open_proxy_client
+from supervisor.http.server_api import publish_status
 from supervisor.http.services import HttpServices
 from supervisor.http.serving import serve_http
 from supervisor.runtime import operations
@@ -120,6 +121,7 @@ async def run_server(
                 print(f"fsup listening on {url}", flush=True)
                 task_status.started(url)
                 nursery.start_soon(publish_fleet_stats, bus, routes)
+                nursery.start_soon(publish_status, app)
                 if deploy_dirs:
                     nursery.start_soon(deploy_folders, services, deploy_dirs)
                 async for signum in signals:

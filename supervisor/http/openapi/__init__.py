@@ -14,11 +14,14 @@ from quart import Blueprint, jsonify
 
 from supervisor import __version__
 from supervisor.http.openapi.api_paths import api_paths, proxy_paths, search_paths
+from supervisor.http.openapi.dashboard_paths import dashboard_paths, dashboard_schemas
 from supervisor.http.openapi.kit import (
     ANY_OBJECT,
+    EITHER,
     PATH,
     PUBLIC,
     Schema,
+    error,
     obj,
     ok,
     operation,
@@ -62,7 +65,7 @@ def document() -> dict[str, Any]:
         "/ping": ("ping", "Ping", obj({"message": {"const": "pong"}})),
         PATH: ("openapi_document", "This document", ANY_OBJECT),
     }
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "fsup",
@@ -72,7 +75,9 @@ def document() -> dict[str, Any]:
             "\\nBODY`, or Authorization: MUXI-HMAC over `<ts>;<METHOD>;<path>`; base64 "
             "HMAC-SHA256 with the secret key, timestamp within 300 s); `/api/v1/*` takes a "
             "bearer token from GET /api/v1/auth/bootstrap, the event stream the rm_session "
-            'cookie. Errors: `{"error": {"code", "message", "details"}, "code", "message"}`.',
+            'cookie. Errors: `{"error": {"code", "message", "details"}, "code", "message"}`. '
+            "The dashboard (`/ui/`) uses the same /api/v1 with the session cookie; a call "
+            "that changes something then needs the header `X-Fsup-Request` (cross-site check).",
         },
         "tags": [
             {"name": name}
@@ -85,6 +90,7 @@ def document() -> dict[str, Any]:
                 "events",
                 "operations",
                 "proxy",
+                "dashboard",
             )
         ],
         "paths": {
@@ -95,10 +101,26 @@ def document() -> dict[str, Any]:
             **rpc_paths(),
             **search_paths(),
             **api_paths(),
+            **dashboard_paths(),
             **proxy_paths(),
         },
-        "components": {"schemas": schemas(), "securitySchemes": SECURITY_SCHEMES},
+        "components": {
+            "schemas": {**schemas(), **dashboard_schemas()},
+            "securitySchemes": SECURITY_SCHEMES,
+        },
     }
+    _cross_site_refusals(doc["paths"])
+    return doc
+
+
+def _cross_site_refusals(paths: dict[str, Any]) -> None:
+    """An /api/v1 call that changes something and may ride on the session cookie can be
+    refused by the cross-site check: 403 FORBIDDEN, added here once for all of them."""
+    for item in paths.values():
+        for method, op in item.items():
+            if method in ("post", "put", "patch", "delete") and op.get("security") is EITHER:
+                op["responses"].setdefault("403", error(["FORBIDDEN"]))
+                op["responses"] = dict(sorted(op["responses"].items()))
 
 
 def blueprint() -> Blueprint:

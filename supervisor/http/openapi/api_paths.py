@@ -7,6 +7,7 @@ from supervisor.http.openapi.kit import (
     BEARER,
     BOOL,
     COOKIE,
+    EITHER,
     FORMATION_ID,
     INT,
     PRINTABLE,
@@ -58,7 +59,7 @@ def search_paths() -> dict[str, Schema]:
                 "searches",
                 ok("Searches", ref("SearchList")),
                 {},
-                BEARER,
+                EITHER,
             ),
             "post": operation(
                 "create_search",
@@ -66,7 +67,7 @@ def search_paths() -> dict[str, Schema]:
                 "searches",
                 ok("Created (SearchDetail)", ref("SearchDetail"), "201"),
                 BAD,
-                BEARER,
+                EITHER,
                 body=json_body(create, required=True),
             ),
         },
@@ -77,7 +78,7 @@ def search_paths() -> dict[str, Schema]:
                 "searches",
                 detail,
                 SEARCH_404,
-                BEARER,
+                EITHER,
                 sid,
             ),
             "patch": operation(
@@ -86,7 +87,7 @@ def search_paths() -> dict[str, Schema]:
                 "searches",
                 detail,
                 {**BAD, **SEARCH_404},
-                BEARER,
+                EITHER,
                 sid,
                 json_body(patch, required=True),
             ),
@@ -96,7 +97,7 @@ def search_paths() -> dict[str, Schema]:
                 "searches",
                 ok("Deleted", ref("Deleted")),
                 SEARCH_404,
-                BEARER,
+                EITHER,
                 sid,
             ),
         },
@@ -107,7 +108,7 @@ def search_paths() -> dict[str, Schema]:
                 "searches",
                 detail,
                 {**BAD, **SEARCH_404},
-                BEARER,
+                EITHER,
                 sid,
                 mode_body,
             )
@@ -119,7 +120,7 @@ def search_paths() -> dict[str, Schema]:
                 "searches",
                 detail,
                 {**BAD, **SEARCH_404},
-                BEARER,
+                EITHER,
                 sid,
                 json_body(closed({}), required=False),
             )
@@ -131,7 +132,7 @@ def search_paths() -> dict[str, Schema]:
                 "searches",
                 detail,
                 {**BAD, **SEARCH_404},
-                BEARER,
+                EITHER,
                 sid,
                 mode_body,
             )
@@ -143,7 +144,7 @@ def search_paths() -> dict[str, Schema]:
                 "searches",
                 ok("Export", ref("SearchExport")),
                 SEARCH_404,
-                BEARER,
+                EITHER,
                 sid,
             )
         },
@@ -154,7 +155,7 @@ def search_paths() -> dict[str, Schema]:
                 "searches",
                 ok("Results", ref("ResultPage")),
                 {**BAD, **SEARCH_404},
-                BEARER,
+                EITHER,
                 [
                     SEARCH_ID,
                     int_query("limit", 1, 500, 50, "Page size"),
@@ -181,7 +182,7 @@ def search_paths() -> dict[str, Schema]:
                 "searches",
                 ok("Result", ref("Result")),
                 {404: ["SEARCH_NOT_FOUND", "RESULT_NOT_FOUND", "NOT_FOUND"]},
-                BEARER,
+                EITHER,
                 [SEARCH_ID, RESULT_ID],
             )
         },
@@ -259,7 +260,7 @@ def api_paths() -> dict[str, Schema]:
                 "operations",
                 ok("A page of records", ref("LogPage")),
                 BAD,
-                BEARER,
+                EITHER,
                 [
                     param(
                         "level",
@@ -282,7 +283,7 @@ def api_paths() -> dict[str, Schema]:
                 "operations",
                 ok("Summary", ref("RoutingSummary")),
                 {},
-                BEARER,
+                EITHER,
             )
         },
         "/api/v1/routing/refresh": {
@@ -292,7 +293,7 @@ def api_paths() -> dict[str, Schema]:
                 "operations",
                 ok("Probes started", obj({"refreshing": array(STR), "total": INT})),
                 unavailable,
-                BEARER,
+                EITHER,
             )
         },
         "/api/v1/nodes": {
@@ -302,7 +303,7 @@ def api_paths() -> dict[str, Schema]:
                 "operations",
                 ok("A page of nodes", ref("NodePage")),
                 {**BAD, **unavailable},
-                BEARER,
+                EITHER,
                 [
                     int_query("limit", 1, 1000, 100, "Page size"),
                     int_query("offset", 0, 1_000_000, 0, "Nodes to skip"),
@@ -316,7 +317,7 @@ def api_paths() -> dict[str, Schema]:
                 "operations",
                 ok("Reconciled", obj({"formations": INT, "strays_killed": INT})),
                 unavailable,
-                BEARER,
+                EITHER,
             )
         },
     }

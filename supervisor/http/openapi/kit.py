@@ -19,6 +19,9 @@ PRINTABLE = "^[^\\x00-\\x1f\\x7f]*$"
 
 HMAC: Security = [{"muxiKeyId": [], "muxiTimestamp": [], "muxiSignature": []}, {"muxiHmac": []}]
 BEARER, COOKIE, PUBLIC = [{"bearerAuth": []}], [{"sessionCookie": []}], []  # type: Security, Security, Security
+# /api/v1's REST calls: the bearer token, or the session cookie (the dashboard); with the
+# cookie, a call that changes something also passes the cross-site check (403 otherwise).
+EITHER: Security = [{"bearerAuth": []}, {"sessionCookie": []}]
 
 
 def ref(name: str) -> Schema:
