@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -41,7 +42,7 @@ from supervisor.runtime.telemetry import publish_fleet_stats
 from supervisor.storage import intake
 from supervisor.storage.config import ServerConfig
 from supervisor.storage.home import Home, load_or_create_credentials
-from supervisor.storage.store import SearchStore, Store
+from supervisor.storage.store import AUDIT_FLUSH_S, SearchStore, Store
 
 log = logging.getLogger("fsup.server")
 
@@ -120,6 +121,7 @@ async def run_server(
                 print(f"fsup listening on {url}", flush=True)
                 task_status.started(url)
                 nursery.start_soon(publish_fleet_stats, bus, routes)
+                nursery.start_soon(flush_audit, store)
                 if deploy_dirs:
                     nursery.start_soon(deploy_folders, services, deploy_dirs)
                 async for signum in signals:
@@ -133,6 +135,30 @@ async def run_server(
         store.close()
         log.info("stopped")
         logging.getLogger().removeHandler(log_book)
+
+
+async def flush_audit(store: Store, delay: float = AUDIT_FLUSH_S) -> None:
+    """Write the audit rows that wait, `delay` after the first of them (the store writes a
+    full batch at once, and what is left at a clean stop when it closes). Sleeps while no
+    `/rpc` call is made."""
+    wake, woken = trio.open_memory_channel[None](1)
+
+    def waiting() -> None:
+        try:
+            wake.send_nowait(None)
+        except trio.WouldBlock:
+            pass  # already woken
+
+    store.audit_waiting = waiting
+    try:
+        async for _ in woken:
+            await trio.sleep(delay)
+            try:
+                store.flush_audit()
+            except sqlite3.Error as exc:  # kept for the next write; fsup carries on
+                log.error("writing the audit trail: %s", exc)
+    finally:
+        store.audit_waiting = None
 
 
 async def _stop_formations(fleet: ActorRef, bound: float) -> None:
