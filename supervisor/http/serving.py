@@ -44,6 +44,8 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from supervisor.http.early import EarlyListener
+
 log = logging.getLogger("fsup.http.serving")
 
 # A client that does not take a chunk of the answer within this long is gone: the connection
@@ -100,6 +102,8 @@ class ContainedTCPServer(TCPServer):
     async def _write(self, data: bytes) -> None:
         if self._held:
             data, self._held = self._held + data, b""
+        if not data:
+            return  # the end of a body with a length: nothing to send
         written = False
         with trio.CancelScope(shield=True):
             with trio.move_on_after(WRITE_TIMEOUT_S):
@@ -170,10 +174,12 @@ async def serve_http(
     config: Config,
     *,
     shutdown_trigger: Callable[[], Awaitable[Any]],
+    early: EarlyListener | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` on `config.bind` until `shutdown_trigger` returns, then drain connections
-    for `config.graceful_timeout`. Reports the bound URLs through `task_status`."""
+    """Serve `app` on `config.bind` (or on the socket `early` bound, with the connections it
+    kept) until `shutdown_trigger` returns, then drain connections for
+    `config.graceful_timeout`. Reports the bound URLs through `task_status`."""
     wrapped: AppWrapper = wrap_app(app, config.wsgi_max_body_size, None)
     state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, state)
@@ -195,8 +201,11 @@ async def serve_http(
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
-        listeners, binds = _listeners(config)
+        listeners, binds = _listeners(config, early)
         async with trio.open_nursery() as connections:
+            for sock in early.hand_over() if early is not None else []:
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+                connections.start_soon(serve_connection, stream)
             async with trio.open_nursery() as accepting:
                 accepting.start_soon(
                     partial(
@@ -215,10 +224,16 @@ async def serve_http(
         lifespan_nursery.cancel_scope.cancel()
 
 
-def _listeners(config: Config) -> tuple[list[trio.SocketListener], list[str]]:
-    sockets = config.create_sockets()
+def _listeners(
+    config: Config, early: EarlyListener | None
+) -> tuple[list[trio.SocketListener], list[str]]:
+    if early is not None:
+        early.socket.setblocking(False)
+        insecure = [early.socket]
+    else:
+        insecure = config.create_sockets().insecure_sockets
     listeners, binds = [], []
-    for sock in sockets.insecure_sockets:
+    for sock in insecure:
         sock.listen(config.backlog)
         listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
         binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")

@@ -29,6 +29,7 @@ from actors.search_run import SearchContext
 from actors.supervision import Intensity, Supervisor
 from supervisor.http.api_auth import load_or_create_token
 from supervisor.http.app import create_app
+from supervisor.http.early import EarlyListener
 from supervisor.http.proxy import open_proxy_client
 from supervisor.http.services import HttpServices
 from supervisor.http.serving import serve_http
@@ -54,9 +55,11 @@ async def run_server(
     config: ServerConfig,
     deploy_dirs: Sequence[Path] = (),
     *,
+    early: EarlyListener | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until SIGINT or SIGTERM; report the URL through `task_status` once listening."""
+    """Serve until SIGINT or SIGTERM; report the URL through `task_status` once listening.
+    `early`: the port already bound, answering `/health` while this loaded (`http.early`)."""
     home.ensure()
     credentials, server_id = load_or_create_credentials(home)
     api_token = load_or_create_token(home.api_token)
@@ -112,7 +115,11 @@ async def run_server(
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 binds = await nursery.start(
                     partial(
-                        serve_http, app, _hypercorn_config(config), shutdown_trigger=stop_http.wait
+                        serve_http,
+                        app,
+                        _hypercorn_config(config),
+                        shutdown_trigger=stop_http.wait,
+                        early=early,
                     )
                 )
                 url = binds[0]
