@@ -32,14 +32,14 @@ POLL_S = 0.02
 
 class EarlyListener:
     def __init__(self, host: str, port: int, backlog: int = 100) -> None:
-        """Bind and listen now (an `OSError` here is the server's: the port is taken)."""
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
+        """Bind and listen now, as Hypercorn binds `host:port` (an `OSError` here is the
+        server's: the port is taken, the address is not this machine's)."""
+        host = host.strip("[]")
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
+            sock.bind((host, port))
             sock.listen(backlog)
         except OSError:
             sock.close()

@@ -157,6 +157,7 @@ async def flush_audit(store: Store, delay: float = AUDIT_FLUSH_S) -> None:
             pass  # already woken
 
     store.audit_waiting = waiting
+    waiting()  # for rows recorded before this task ran
     try:
         async for _ in woken:
             await trio.sleep(delay)
