@@ -72,11 +72,12 @@ class _Connection:
         formation (or holds bytes no request asked for)."""
         if now - self.idle_since > IDLE_S:
             return False
+        poller = select.poll()  # not select(): any fd number
         try:
-            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+            poller.register(self.stream.socket.fileno(), select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
 
     def close(self) -> None:
         """Close without waiting (trio closes a socket at once; no checkpoint needed)."""
