@@ -10,7 +10,7 @@ from typing import Any
 import trio
 from quart import Blueprint, jsonify, make_response, request
 
-from actors.base import ActorCrashed, ActorError, ActorRef
+from actors.base import ActorCrashed, ActorError, ActorRef, Call
 from actors.fleet import Delete, ListFormations, Lookup, PortStatus
 from actors.formation import (
     CancelUpdate,
@@ -68,20 +68,33 @@ async def formation_ref(formation_id: str) -> ActorRef:
 
 async def ask_formations(message: Any, fallback: Callable[[str], Any]) -> list[tuple[str, Any]]:
     """Ask every formation the same thing at once; `(id, answer)` in the fleet's order, with
-    `fallback(id)` for one that does not answer in time."""
+    `fallback(id)` for one that does not answer within `ASK_TIMEOUT_S` (or fails to).
+
+    Every request is posted before any answer is awaited, so the actors work on them
+    together and the wait is the slowest one's; no task is started per formation (the
+    listing's cost was mostly that bookkeeping: a task, a deadline and a channel each)."""
     pairs = await ask(services().fleet, ListFormations())
     found: dict[str, Any] = {}
-
-    async def one(formation_id: str, ref: ActorRef) -> None:
-        try:
-            found[formation_id] = await ask(ref, message)
-        except FsupError:
-            found[formation_id] = fallback(formation_id)
-
-    async with trio.open_nursery() as nursery:
-        for formation_id, ref in pairs:
-            nursery.start_soon(one, formation_id, ref)
-    return [(formation_id, found[formation_id]) for formation_id, _ in pairs]
+    calls: list[tuple[str, Call]] = []
+    try:
+        with trio.move_on_after(ASK_TIMEOUT_S):
+            for formation_id, ref in pairs:
+                try:
+                    calls.append((formation_id, await ref.request(message)))
+                except ActorError:
+                    pass  # stopped: its fallback
+            for formation_id, call in calls:
+                try:
+                    found[formation_id] = await call.result()
+                except (ActorError, FsupError):
+                    pass  # crashed while answering (logged by the actor): its fallback
+    finally:
+        for _, call in calls:
+            call.close()
+    return [
+        (formation_id, found[formation_id] if formation_id in found else fallback(formation_id))
+        for formation_id, _ in pairs
+    ]
 
 
 async def snapshots() -> list[dict[str, Any]]:

@@ -15,11 +15,10 @@ from quart import current_app
 from supervisor.runtime.operations import Services
 
 if TYPE_CHECKING:
-    import httpx
-
     from actors.base import ActorRef
     from supervisor.core.hmac_auth import Credentials
     from supervisor.http.sessions import RevokedSessions
+    from supervisor.http.upstream import UpstreamPool
     from supervisor.runtime.logs import LogBook
 
 EXTENSION = "fsup"
@@ -29,7 +28,7 @@ EXTENSION = "fsup"
 class HttpServices(Services):
     credentials: Credentials
     server_id: str
-    proxy_client: httpx.AsyncClient
+    proxy_client: UpstreamPool
     api_token: str  # `/api/v1`'s bearer token (sessions are derived from it)
     searches: ActorRef | None  # the searches actor (None in app-only tests)
     log_book: LogBook | None  # the server's own log records, paged (None in app-only tests)
