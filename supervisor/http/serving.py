@@ -31,6 +31,7 @@ answer's head is held for longer than the app's own pause.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -104,6 +105,9 @@ class ContainedTCPServer(TCPServer):
             data, self._held = self._held + data, b""
         if not data:
             return  # the end of a body with a length: nothing to send
+        data = self._write_nowait(data)
+        if not data:
+            return
         written = False
         with trio.CancelScope(shield=True):
             with trio.move_on_after(WRITE_TIMEOUT_S):
@@ -116,6 +120,21 @@ class ContainedTCPServer(TCPServer):
             if not written:
                 await self.protocol.handle(Closed())
                 await self.stream.aclose()
+
+    def _write_nowait(self, data: bytes) -> bytes:
+        """Hand `data` to the kernel at once when no other write is under way and the socket
+        has room (the common case: an SSE frame, a small answer), skipping the lock, the
+        timeout scope and trio's send loop; return what is left for the slow path. No await
+        between the lock check and the write, so writes stay in order. Any error but a full
+        buffer is left to the slow path, which reports it the usual way."""
+        socket = getattr(self.stream, "socket", None)
+        if socket is None or self.send_lock.locked():
+            return data  # TLS, or a write in progress
+        try:
+            sent = os.write(socket.fileno(), data)
+        except OSError:
+            return data
+        return data[sent:]
 
     async def _read_data(self) -> None:
         self._reader = trio.lowlevel.current_task()
