@@ -17,7 +17,7 @@ from supervisor.core.errors import FsupError
 from supervisor.core.manifest import HealthSpec
 
 from ..health import PortTaken as PortTakenError
-from ..health import Probe
+from ..health import Probe, close_probe
 from ..process import ProcessHandle
 from .messages import (
     Exited,
@@ -30,6 +30,8 @@ from .messages import (
 )
 
 Post = Callable[[Any], Awaitable[None]]
+# The start gate's first gap between probes; the gaps double up to `health.interval`.
+FIRST_GAP_S = 0.005
 # Builds the PORT_IN_USE error of a probe that found a stranger on the port.
 Taken = Callable[[PortTakenError], FsupError]
 
@@ -49,16 +51,28 @@ async def watch_health(
     process: ProcessHandle,
     taken: Taken,
 ) -> None:
-    """Gate (if asked), then keep checking, even with no probe declared (then being alive is
-    being healthy): the routing summary tells stale routes by the age of their last check."""
+    """Gate (if asked; else, for an adopted process, one check at once), then check every
+    `health.liveness_period` (every `health.interval` while checks fail). Nothing at all when
+    there are no checks to make (no probe declared, or liveness off): the process's exit is
+    watched apart, and no formation wakes fsup when nothing happens."""
     try:
         if gate and not await _gate(post, gen, health, probe, port, process):
             return
+        period = health.liveness_period
+        if period <= 0:
+            return
+        error: str | None = None
+        if not gate:
+            error = await probe.check(port)
+            await post(ProbeResult(gen, error))
         while True:
-            await trio.sleep(health.interval)
-            await post(ProbeResult(gen, await probe.check(port)))
+            await trio.sleep(period if error is None else min(health.interval, period))
+            error = await probe.check(port)
+            await post(ProbeResult(gen, error))
     except PortTakenError as exc:
         await post(PortTaken(gen, taken(exc)))
+    finally:
+        close_probe(probe)
 
 
 async def probe_once(post: Post, gen: int, probe: Probe, port: int, taken: Taken) -> None:
@@ -66,12 +80,18 @@ async def probe_once(post: Post, gen: int, probe: Probe, port: int, taken: Taken
         await post(ProbeResult(gen, await probe.check(port)))
     except PortTakenError as exc:
         await post(PortTaken(gen, taken(exc)))
+    finally:
+        close_probe(probe)
 
 
 async def _gate(
     post: Post, gen: int, health: HealthSpec, probe: Probe, port: int, process: ProcessHandle
 ) -> bool:
-    """Wait until the new process is healthy; report a countdown on the way."""
+    """Wait until the new process is healthy; report a countdown on the way, one step per
+    `health.interval`. Within those steps the probe runs early and often: `FIRST_GAP_S`
+    after the first one, the gaps doubling up to the interval. A service that answers 40 ms
+    after its spawn is routed within a few ms of that, and one that takes seconds to start
+    costs a handful of probes more than one per interval (a refused connection is cheap)."""
     if health.kind == "process":
         await post(GateProgress(gen, 1, 1, health.stay_up, None))
         await trio.sleep(health.stay_up)
@@ -80,17 +100,30 @@ async def _gate(
     deadline = trio.current_time() + health.timeout
     max_attempts = max(1, int(health.timeout / health.interval) + 1)
     error: str | None = None
+    gap = FIRST_GAP_S
     for attempt in range(1, max_attempts + 1):
-        remaining = max(0.0, deadline - trio.current_time())
+        tick = trio.current_time()
+        remaining = max(0.0, deadline - tick)
         await post(GateProgress(gen, attempt, max_attempts, round(remaining, 2), error))
+        next_tick = min(deadline, tick + health.interval)
         with trio.move_on_at(deadline):
-            error = await probe.check(port)
-            if error is None:
-                await post(GatePassed(gen))
-                return True
-        if trio.current_time() >= deadline:
+            while True:
+                error = await probe.check(port)
+                if error is None:
+                    await post(GatePassed(gen))
+                    return True
+                if trio.current_time() + gap >= next_tick:
+                    break
+                await trio.sleep(gap)
+                gap *= 2
+        now = trio.current_time()
+        if now >= deadline:
             break
-        await trio.sleep_until(min(deadline, trio.current_time() + health.interval))
+        # A probe that took longer than the interval (a hung listener) is not followed by
+        # another at once.
+        await trio.sleep_until(
+            min(deadline, next_tick if now < next_tick else now + health.interval)
+        )
     why = f"not healthy after {health.timeout:g}s (last error: {error})"
     await post(GateFailed(gen, why, process.stderr_tail()))
     return False

@@ -73,7 +73,7 @@ async def run_server(
                 home,
                 store,
                 OsLauncher(),
-                ProbeFactory(client),
+                ProbeFactory(),
                 server_url="",
                 routes=routes,
                 restart_defaults=config.restart_defaults,

@@ -1,0 +1,134 @@
+"""When health checks run, on virtual time: the start gate early and often, liveness at its
+period (every `interval` while failing), and no checks at all when there are none to make."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from formation_fakes import MANIFEST, respawned, running_world, start, state_of
+
+from actors.formation import Snapshot
+from actors.formation.watchers import FIRST_GAP_S
+
+FIXTURE_HEALTH = "health: {http: /health, interval: 0.5, timeout: 5}"
+
+
+def with_health(health: str) -> str:
+    return MANIFEST.replace(FIXTURE_HEALTH, health)
+
+
+async def test_the_gate_probes_within_milliseconds_of_the_spawn(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    async with running_world(tmp_path, healthy=lambda: trio.current_time() >= 0.04) as (
+        world,
+        ref,
+    ):
+        events, result = await start(ref)
+        assert result["status"] == "running"
+        # 5 ms, then the gaps double: 0, 5, 15, 35, 75 ms; healthy from 40 ms, routed at 75.
+        assert world.probe.checks == pytest.approx([0, 0.005, 0.015, 0.035, 0.075])
+        assert trio.current_time() == pytest.approx(0.075)
+        route = world.ctx.routes.get("web")
+        assert route is None or route.backend is not None
+        # The countdown still counts intervals: one step so far.
+        assert [e["attempt"] for e in events if e["stage"] == "health_check"] == [1]
+
+
+async def test_the_gate_gaps_double_up_to_the_interval(tmp_path: Path, autojump_clock: Any) -> None:
+    async with running_world(tmp_path, healthy=lambda: False) as (world, ref):
+        with pytest.raises(Exception, match="not healthy after 5s"):
+            await start(ref)
+        checks = world.probe.checks
+        gaps = [round(b - a, 6) for a, b in zip(checks, checks[1:], strict=False)]
+        assert gaps[0] == FIRST_GAP_S
+        assert max(gaps) == pytest.approx(0.5)  # never further apart than `interval`
+        # The first interval holds the quick ones; from the second second on, one per interval.
+        assert len([t for t in checks if t < 0.5]) == 7
+        assert [round(t, 3) for t in checks if t >= 1.0] == [
+            1.0,
+            1.5,
+            2.0,
+            2.5,
+            3.0,
+            3.5,
+            4.0,
+            4.5,
+            5.0,
+        ]
+        # A handful more than one per interval: cheap, since a refused connection is.
+        assert len(checks) <= 2 * (5 / 0.5 + 1)
+
+
+async def test_liveness_defaults_to_every_10_s_when_the_manifest_sets_no_interval(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    manifest = with_health("health: {http: /health, timeout: 5}")
+    async with running_world(tmp_path, manifest=manifest) as (world, ref):
+        await start(ref)
+        began = trio.current_time()
+        world.probe.checks.clear()
+        await trio.sleep(35)
+        assert [t - began for t in world.probe.checks] == pytest.approx([10, 20, 30])
+
+
+async def test_an_interval_the_manifest_sets_is_the_liveness_period_too(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    async with running_world(tmp_path) as (world, ref):
+        await start(ref)
+        began = trio.current_time()
+        world.probe.checks.clear()
+        await trio.sleep(2.1)
+        assert [t - began for t in world.probe.checks] == pytest.approx([0.5, 1, 1.5, 2])
+
+
+async def test_a_failing_liveness_check_is_followed_every_interval(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    sick = {"from": float("inf"), "until": float("inf")}
+
+    def healthy() -> bool:
+        return not sick["from"] <= trio.current_time() < sick["until"]
+
+    manifest = with_health("health: {http: /health, interval: 0.5, liveness: 10, timeout: 5}")
+    async with running_world(tmp_path, healthy=healthy, manifest=manifest) as (world, ref):
+        await start(ref)
+        began = trio.current_time()
+        sick["from"], sick["until"] = began + 5, began + 11.2
+        world.probe.checks.clear()
+        await trio.sleep(25)
+        times = [round(t - began, 3) for t in world.probe.checks]
+        # 10: fails; every 0.5 s until it passes at 11.5; then every 10 s again.
+        assert times == [10, 10.5, 11, 11.5, 21.5]
+        assert (await ref.ask(Snapshot()))["healthy"] is True
+
+
+async def test_liveness_0_turns_checks_off_and_crashes_are_still_seen(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    manifest = with_health("health: {http: /health, interval: 0.5, liveness: 0, timeout: 5}")
+    async with running_world(tmp_path, manifest=manifest) as (world, ref):
+        await start(ref)
+        gate_checks = len(world.probe.checks)
+        await trio.sleep(3600)
+        assert len(world.probe.checks) == gate_checks
+        assert await state_of(ref) == "running"
+        route = world.ctx.routes.get("web")
+        assert route is None or route.interval == float("inf")  # never stale for want of checks
+        world.launcher.last.exit(1)
+        await respawned(world, ref, 2)
+
+
+async def test_a_process_without_a_probe_wakes_nothing_while_running(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    manifest = MANIFEST.replace(FIXTURE_HEALTH + "\n", "")
+    async with running_world(tmp_path, manifest=manifest) as (world, ref):
+        await start(ref)
+        await trio.sleep(3600)
+        assert world.probe.checks == []
+        assert await state_of(ref) == "running"
