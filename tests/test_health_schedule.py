@@ -12,6 +12,7 @@ from formation_fakes import MANIFEST, respawned, running_world, start, state_of
 
 from actors.formation import Snapshot
 from actors.formation.watchers import FIRST_GAP_S
+from supervisor.core.ticks import next_on_grid
 
 FIXTURE_HEALTH = "health: {http: /health, interval: 0.5, timeout: 5}"
 
@@ -102,8 +103,8 @@ async def test_a_failing_liveness_check_is_followed_every_interval(
         world.probe.checks.clear()
         await trio.sleep(25)
         times = [round(t - began, 3) for t in world.probe.checks]
-        # 10: fails; every 0.5 s until it passes at 11.5; then every 10 s again.
-        assert times == [10, 10.5, 11, 11.5, 21.5]
+        # 10: fails; every 0.5 s until it passes at 11.5; then on the 10 s grid again.
+        assert times == [10, 10.5, 11, 11.5, 20]
         assert (await ref.ask(Snapshot()))["healthy"] is True
 
 
@@ -132,3 +133,26 @@ async def test_a_process_without_a_probe_wakes_nothing_while_running(
         await trio.sleep(3600)
         assert world.probe.checks == []
         assert await state_of(ref) == "running"
+
+
+@pytest.mark.parametrize(
+    ("now", "period", "expected"),
+    [(0, 10, 10), (3.3, 10, 10), (5.1, 10, 20), (14.9, 10, 20), (0, 0.5, 0.5), (0.5, 0.5, 1.0)],
+)
+def test_liveness_checks_fall_on_a_grid_shared_by_every_formation(
+    now: float, period: float, expected: float
+) -> None:
+    assert next_on_grid(now, period) == pytest.approx(expected)
+    assert period / 2 <= next_on_grid(now, period) - now <= period * 1.5
+
+
+async def test_formations_started_apart_are_checked_in_the_same_wake_up(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    manifest = with_health("health: {http: /health, timeout: 5}")
+    async with running_world(tmp_path, manifest=manifest) as (world, ref):
+        await trio.sleep(3.3)  # started 3.3 s after a grid line
+        await start(ref)
+        world.probe.checks.clear()
+        await trio.sleep(30)
+        assert world.probe.checks == pytest.approx([10, 20, 30])

@@ -15,6 +15,7 @@ import trio
 
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import HealthSpec
+from supervisor.core.ticks import next_on_grid
 
 from ..health import PortTaken as PortTakenError
 from ..health import Probe, close_probe
@@ -66,13 +67,22 @@ async def watch_health(
             error = await probe.check(port)
             await post(ProbeResult(gen, error))
         while True:
-            await trio.sleep(period if error is None else min(health.interval, period))
+            if error is None:
+                await sleep_on_grid(period)
+            else:
+                await trio.sleep(min(health.interval, period))
             error = await probe.check(port)
             await post(ProbeResult(gen, error))
     except PortTakenError as exc:
         await post(PortTaken(gen, taken(exc)))
     finally:
         close_probe(probe)
+
+
+async def sleep_on_grid(period: float) -> None:
+    """Sleep about `period`, until a multiple of it on trio's clock: every formation checked
+    at that period is then checked in the same wake-up of fsup (`supervisor.core.ticks`)."""
+    await trio.sleep_until(next_on_grid(trio.current_time(), period))
 
 
 async def probe_once(post: Post, gen: int, probe: Probe, port: int, taken: Taken) -> None:
