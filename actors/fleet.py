@@ -224,7 +224,11 @@ class FleetActor(Actor):
         for row in rows:
             # Reserved even if the formation cannot be restored: its row still claims it.
             self.ports.reserve(row.port)
-            await self._start_actor(row.id, row.port, adopted[row.id])
+        # Side by side: an actor's start spawns its process (a port check in a worker thread,
+        # then the spawn), and 100 of them one after another held the restore up for a second.
+        async with trio.open_nursery() as starting:
+            for row in rows:
+                starting.start_soon(self._start_actor, row.id, row.port, adopted[row.id])
         self.restored.set()
 
     def _kill_strays(self, adopted: dict[str, Kept]) -> None:

@@ -15,6 +15,8 @@ before the request is sent, or, in a race, the request is sent once more on a ne
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 
 import trio
@@ -45,15 +47,23 @@ class _Connection:
 
     @classmethod
     async def open(cls, port: int) -> _Connection:
+        """Connect to 127.0.0.1:`port`. On loopback the kernel answers a connect at once:
+        refused (nobody listens yet, as for most probes of a starting service) costs one
+        system call, with no trip through trio's socket machinery."""
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        connection = cls(raw, port)
+        raw.setblocking(False)
         try:
-            await connection.sock.connect(("127.0.0.1", port))
+            code = raw.connect_ex(("127.0.0.1", port))
+            if code == errno.EINPROGRESS:
+                await trio.lowlevel.wait_writable(raw)
+                code = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise ProbeFailed("ConnectError", f"[Errno {code}] {os.strerror(code)}")
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as exc:
+        except BaseException:
             raw.close()
-            raise ProbeFailed("ConnectError", str(exc)) from None
-        return connection
+            raise
+        return cls(raw, port)
 
     def reusable(self, port: int) -> bool:
         """Same port, young enough, and nothing pending: a peer that closed shows as a
