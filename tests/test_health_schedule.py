@@ -11,7 +11,7 @@ import trio
 from formation_fakes import MANIFEST, respawned, running_world, start, state_of
 
 from actors.formation import Snapshot
-from actors.formation.watchers import FIRST_GAP_S
+from actors.formation.watchers import FIRST_GAP_S, GAP_GROWTH, gate_gap
 from supervisor.core.ticks import next_on_grid
 
 FIXTURE_HEALTH = "health: {http: /health, interval: 0.5, timeout: 5}"
@@ -30,16 +30,18 @@ async def test_the_gate_probes_within_milliseconds_of_the_spawn(
     ):
         events, result = await start(ref)
         assert result["status"] == "running"
-        # 5 ms, then the gaps double: 0, 5, 15, 35, 75 ms; healthy from 40 ms, routed at 75.
-        assert world.probe.checks == pytest.approx([0, 0.005, 0.015, 0.035, 0.075])
-        assert trio.current_time() == pytest.approx(0.075)
+        checks = world.probe.checks
+        assert checks[:2] == pytest.approx([0, FIRST_GAP_S])
+        # Healthy from 40 ms: routed within a quarter of that, after a dozen probes at most.
+        assert 0.04 <= trio.current_time() <= 0.04 * (1 + GAP_GROWTH) + 1e-9
+        assert len(checks) <= 12
         route = world.ctx.routes.get("web")
         assert route is None or route.backend is not None
         # The countdown still counts intervals: one step so far.
         assert [e["attempt"] for e in events if e["stage"] == "health_check"] == [1]
 
 
-async def test_the_gate_gaps_double_up_to_the_interval(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_the_gate_gaps_grow_to_the_interval(tmp_path: Path, autojump_clock: Any) -> None:
     async with running_world(tmp_path, healthy=lambda: False) as (world, ref):
         with pytest.raises(Exception, match="not healthy after 5s"):
             await start(ref)
@@ -47,21 +49,25 @@ async def test_the_gate_gaps_double_up_to_the_interval(tmp_path: Path, autojump_
         gaps = [round(b - a, 6) for a, b in zip(checks, checks[1:], strict=False)]
         assert gaps[0] == FIRST_GAP_S
         assert max(gaps) == pytest.approx(0.5)  # never further apart than `interval`
-        # The first interval holds the quick ones; from the second second on, one per interval.
-        assert len([t for t in checks if t < 0.5]) == 7
-        assert [round(t, 3) for t in checks if t >= 1.0] == [
-            1.0,
-            1.5,
-            2.0,
-            2.5,
-            3.0,
-            3.5,
-            4.0,
-            4.5,
-            5.0,
-        ]
-        # A handful more than one per interval: cheap, since a refused connection is.
-        assert len(checks) <= 2 * (5 / 0.5 + 1)
+        # Quick ones early; from 2 s on (a quarter of the time waited is the interval), one per
+        # interval, on the countdown's steps.
+        assert [round(t, 3) for t in checks if t >= 2.0] == [2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0]
+        assert len([t for t in checks if t < 2.0]) <= 30  # refused connects, one call each
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "gates", "expected"),
+    [
+        (0.0, 1, FIRST_GAP_S),  # at once after the spawn
+        (0.1, 1, 0.025),  # a quarter of the time since the spawn
+        (1.0, 1, 0.25),
+        (4.0, 1, 0.5),  # at most the interval
+        (0.0, 30, 0.1),  # 30 gates in flight: 300 probes a second between them
+        (0.0, 1000, 0.5),
+    ],
+)
+def test_gate_gaps(elapsed: float, gates: int, expected: float) -> None:
+    assert gate_gap(elapsed, 0.5, gates) == pytest.approx(expected)
 
 
 async def test_liveness_defaults_to_every_10_s_when_the_manifest_sets_no_interval(
