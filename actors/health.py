@@ -126,7 +126,12 @@ class ProbeFactory:
 def open_probe_client() -> httpx.AsyncClient:
     """An HTTP client for requests to formations (searches): no proxies from the environment
     (the target is loopback) and no kept-alive connections (each must reach a live
-    listener). Health checks have their own, lighter client (`http_probe`)."""
+    listener). Health checks have their own, lighter client (`http_probe`). Plain HTTP to
+    127.0.0.1 only, so no TLS settings: httpx's default loads the CA bundle into an SSL
+    context, 30-380 ms of fsup's start-up for a context that is never used."""
     return httpx.AsyncClient(
-        trust_env=False, limits=httpx.Limits(max_keepalive_connections=0), follow_redirects=False
+        trust_env=False,
+        limits=httpx.Limits(max_keepalive_connections=0),
+        follow_redirects=False,
+        verify=False,
     )
