@@ -148,3 +148,34 @@ def api_markdown(api: dict[str, Any]) -> str:
             f"+{proxy['p99_ms'] - direct['p99_ms']:.2f} ms p99 |"
         )
     return "\n".join(lines)
+
+
+def extras_markdown(extras: dict[str, Any]) -> str:
+    """fsup's own figures (no peer has them): updates under load, search, SSE fan-out."""
+    lines = ["| fsup alone | figure | baseline in the same run |", "|---|---|---|"]
+    up = extras.get("updates", {})
+    if "failed" in up:
+        lines.append(
+            f"| {up['updates']} updates under load (4 clients via the proxy) | "
+            f"{up['failed']} failed of {up['requests']} requests; update median "
+            f"{up['update_s'].get('median', 0):.2f} s | target: 0 failed |"
+        )
+    se = extras.get("search", {})
+    if "search_mib_s" in se:
+        lines.append(
+            f"| full search over {se['files']} logs, {se['mib']} MiB | "
+            f"{se['search_mib_s']:.0f} MiB/s ({se['search_s']:.2f} s, {se['hits']} hits) | "
+            f"`grep -c`: {se['grep_mib_s']:.0f} MiB/s; fsup {se['ratio']:.2f}× |"
+        )
+    sse = extras.get("sse", {})
+    if "latency_s" in sse and sse["latency_s"].get("n"):
+        lat = sse["latency_s"]
+        lines.append(
+            f"| SSE to {sse['subscribers']} subscribers, {sse['events']} events | p50 "
+            f"{lat['median'] * 1000:.1f} ms, p99 {lat['p99'] * 1000:.1f} ms "
+            f"({sse['delivered']} of {sse['expected']} delivered) | target p99 ≤ 50 ms |"
+        )
+    for label in ("updates", "search", "sse"):
+        if "error" in extras.get(label, {}):
+            lines.append(f"| {label} | failed: {extras[label]['error'][:120]} | |")
+    return "\n".join(lines)

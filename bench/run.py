@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import api_load
+import fsup_extras
 import peers
 import procs
 import report
@@ -37,11 +38,7 @@ from peer_runners import Circus, Floor, Pm2, Runner, Supervisord
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "latest.json"
 FSUP_DEPS = ("trio", "hypercorn", "quart", "quart-trio", "httpx", "psutil", "pyyaml")
-NOT_MEASURED = [
-    "failed requests during 10 updates under load",
-    "search MB/s over N formations' logs against grep -c",
-    "SSE delivery p99 to 1,000 subscribers",
-]
+NOT_MEASURED: list[str] = []
 PROFILES = {
     "quick": {"ns": [10], "reps": 3, "kills": 5, "idle_s": 3.0, "settle_s": 1.0, "api_s": 2.0},
     "full": {
@@ -102,7 +99,10 @@ def run_one(
         return make_runner(name, workdir, n, found)
 
     def api(runner: Runner) -> dict[str, Any]:
-        return {"api": api_load.measure(runner, runner.workdir, HELLO_PORT, profile["api_s"], say)}
+        return {
+            "api": api_load.measure(runner, runner.workdir, HELLO_PORT, profile["api_s"], say),
+            "extras": fsup_extras.measure(runner, profile, say),
+        }
 
     try:
         return scenario.measure(
@@ -182,7 +182,11 @@ def main() -> int:
         api = by_runner.get("fsup", {}).get("api")
         if api:
             tables.append(report.api_markdown(api))
-    tables.append("Not measured: " + "; ".join(NOT_MEASURED) + ".")
+        extras = by_runner.get("fsup", {}).get("extras")
+        if extras:
+            tables.append(report.extras_markdown(extras))
+    if NOT_MEASURED:
+        tables.append("Not measured: " + "; ".join(NOT_MEASURED) + ".")
     doc["markdown"] = "\n\n".join(tables)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=1, default=str))

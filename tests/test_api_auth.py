@@ -16,12 +16,14 @@ from supervisor.http import api_v1
 from supervisor.http.api_auth import (
     SESSION_TTL_S,
     check_bearer,
+    check_same_origin,
     check_session,
     is_loopback,
     load_or_create_token,
     new_session,
 )
 from supervisor.http.searches import flag, json_body, keyword_of, mode_of
+from supervisor.http.sessions import RevokedSessions
 from supervisor.runtime.events import EventBus
 
 MiB = 1024 * 1024
@@ -53,7 +55,7 @@ def test_session_cookie_round_trip_tamper_and_expiry() -> None:
     cookie, expiry = new_session(TOKEN, now=1000)
     assert expiry == 1000 + SESSION_TTL_S
     check_session(TOKEN, cookie, now=2000)
-    signature = cookie.split(".")[1]
+    signature = cookie.split(".", 1)[1]  # the nonce and the signature
     for bad in (
         None,
         "",
@@ -73,6 +75,56 @@ def test_session_cookie_round_trip_tamper_and_expiry() -> None:
         check_session(TOKEN, cookie, now=expiry + 1)
     with pytest.raises(FsupError):
         check_session("ef" * 32, cookie, now=2000)  # a new token ends old sessions
+
+
+def test_two_sessions_opened_in_the_same_second_differ() -> None:
+    first, second = new_session(TOKEN, now=1000)[0], new_session(TOKEN, now=1000)[0]
+    assert first != second
+    assert check_session(TOKEN, first, now=1000)[0] != check_session(TOKEN, second, now=1000)[0]
+
+
+def test_ended_sessions_are_remembered_across_a_restart_until_they_expire(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.revoked"
+    book = RevokedSessions(path)
+    book.revoke("a" * 64, expiry=2000, now=1000)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = RevokedSessions(path)  # a new fsup reads what the last one recorded
+    assert again.is_revoked("a" * 64) and not again.is_revoked("b" * 64)
+    again.revoke("b" * 64, expiry=4000, now=3000)  # "a" expired meanwhile: dropped
+    assert not RevokedSessions(path).is_revoked("a" * 64) and len(RevokedSessions(path)) == 1
+    again.clear()
+    assert len(RevokedSessions(path)) == 0
+
+
+def test_a_damaged_record_of_ended_sessions_is_ignored(tmp_path: Path) -> None:
+    for text in ("not json", "[1, 2]", '{"short": 1}', '{"%s": "x"}' % ("a" * 64)):
+        (tmp_path / "r").write_text(text)
+        assert len(RevokedSessions(tmp_path / "r")) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "allowed"),
+    [
+        ("GET", {}, True),
+        ("HEAD", {"origin": "http://evil.example"}, True),
+        ("POST", {"x-fsup-request": "1"}, True),
+        ("POST", {"x-fsup-request": "1", "sec-fetch-site": "same-origin"}, True),
+        ("DELETE", {"x-fsup-request": "1", "origin": "http://127.0.0.1:7890"}, True),
+        ("POST", {}, False),
+        ("PATCH", {"sec-fetch-site": "same-origin", "origin": "http://127.0.0.1:7890"}, False),
+        ("POST", {"x-fsup-request": "1", "sec-fetch-site": "cross-site"}, False),
+        ("POST", {"x-fsup-request": "1", "sec-fetch-site": "none"}, False),
+        ("POST", {"x-fsup-request": "1", "origin": "http://127.0.0.1:7891"}, False),
+        ("POST", {"x-fsup-request": "1", "origin": "null"}, False),
+    ],
+)
+def test_cross_site_check(method: str, headers: dict[str, str], allowed: bool) -> None:
+    if allowed:
+        check_same_origin(method, headers, "127.0.0.1:7890")
+        return
+    with pytest.raises(FsupError) as info:
+        check_same_origin(method, headers, "127.0.0.1:7890")
+    assert info.value.code == "FORBIDDEN" and info.value.status == 403
 
 
 @pytest.mark.parametrize(

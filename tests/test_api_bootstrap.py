@@ -10,8 +10,8 @@ import pytest
 
 from supervisor.core.hmac_auth import Credentials
 from supervisor.http.app import create_app
+from supervisor.http.services import HttpServices
 from supervisor.runtime.events import EventBus
-from supervisor.runtime.operations import Services
 from supervisor.runtime.routing import RouteTable
 from supervisor.storage.config import ServerConfig
 from supervisor.storage.home import Home
@@ -23,9 +23,22 @@ TOKEN = "ab" * 32
 @pytest.fixture
 async def app(tmp_path: Path) -> Any:
     store = Store(tmp_path / "state.db")
-    services = Services(None, Home(tmp_path), ServerConfig(), RouteTable(), store, EventBus())  # type: ignore[arg-type]
     async with httpx.AsyncClient() as proxy_client:
-        yield create_app(services, Credentials("k", "s"), "server", proxy_client, TOKEN)
+        services = HttpServices(
+            None,  # type: ignore[arg-type]
+            Home(tmp_path),
+            ServerConfig(),
+            RouteTable(),
+            store,
+            EventBus(),
+            credentials=Credentials("k", "s"),
+            server_id="server",
+            proxy_client=proxy_client,
+            api_token=TOKEN,
+            searches=None,
+            log_book=None,
+        )
+        yield create_app(services)
     store.close()
 
 

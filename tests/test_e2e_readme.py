@@ -192,6 +192,8 @@ EXPECT: dict[str, Expect] = {
         lambda w, r: {"flaky", "hello"} <= set(re.findall(r'"(flaky|hello)"', r.out))
     ),
     "$API/routing/summary": Expect(lambda w, r: r.json()["routes"] == 2),
+    # The session cookie with the dashboard's header: a change without the bearer token.
+    "$API/formations/hello/restart": Expect(lambda w, r: r.json()["status"] == "running"),
     "kill %1": Expect(
         lambda w, r: "event: search_created" in events_seen(w),
         # A reader kills the stream after the search has run; wait for its last event.

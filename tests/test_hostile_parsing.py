@@ -9,138 +9,29 @@ test_manifest.py, JSON bodies and numbers in headers, cookies and queries in tes
 from __future__ import annotations
 
 import gzip
-import io
-import struct
 import tarfile
 import time
 import tracemalloc
-import warnings
-import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from bundle_builders import (
+    CRC_OF_A_GIB_OF_ZEROS,
+    Entry,
+    GiB,
+    MiB,
+    deflate_zeros,
+    gzip_wrap,
+    header,
+    raw_zip,
+    refused,
+    tar_bytes,
+    with_checksum,
+)
 
 from supervisor.core.errors import FsupError
 from supervisor.storage.bundles import BundleLimits, extract_bundle
-
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-CRC_OF_A_GIB_OF_ZEROS = 0x5B64C2B0  # zlib.crc32 of 2**30 zero bytes, computed once
-
-
-# --- builders ------------------------------------------------------------------------------
-
-
-def tar_bytes(*members: tuple[str, bytes | None]) -> bytes:
-    """An uncompressed tar; a member with data None is a folder."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            if data is None:
-                info.type = tarfile.DIRTYPE
-                archive.addfile(info)
-            else:
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def header(name: str, size: int, kind: bytes = tarfile.REGTYPE) -> bytearray:
-    info = tarfile.TarInfo(name)
-    info.size, info.type = size, kind
-    return bytearray(info.tobuf(tarfile.USTAR_FORMAT))
-
-
-def with_checksum(block: bytearray) -> bytes:
-    """Recompute a tar header's checksum after patching it."""
-    block[148:156] = b" " * 8
-    block[148:156] = b"%06o\0 " % sum(block)
-    return bytes(block)
-
-
-def deflate_zeros(count_mib: int, head: bytes = b"") -> bytes:
-    """A raw deflate stream of `head` and `count_mib` MiB of zeros, built in milliseconds:
-    one MiB compressed once, ending in a full flush (no reference across it), repeated."""
-    first = zlib.compressobj(9, zlib.DEFLATED, -15)
-    start = first.compress(head) + first.flush(zlib.Z_FULL_FLUSH) if head else b""
-    one = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = one.compress(bytes(MiB)) + one.flush(zlib.Z_FULL_FLUSH)
-    return start + block * count_mib + b"\x03\x00"  # an empty final block
-
-
-def gzip_wrap(deflated: bytes, crc: int, size: int) -> bytes:
-    return (
-        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-        + deflated
-        + struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
-    )
-
-
-@dataclass
-class Entry:
-    """One zip member written by hand, so that every field can lie."""
-
-    name: bytes
-    payload: bytes = b"x"  # as stored: already compressed when method is 8
-    method: int = 0
-    crc: int | None = None  # default: crc32 of the payload
-    size: int | None = None  # uncompressed size; default: len(payload)
-    flags: int = 0
-    version: int = 20
-    mode: int = 0o100644
-
-
-def raw_zip(entries: list[Entry], offsets: list[int] | None = None) -> bytes:
-    """A zip written field by field; `offsets` overrides where the directory points."""
-    out, directory = bytearray(), bytearray()
-    for index, entry in enumerate(entries):
-        crc = zlib.crc32(entry.payload) if entry.crc is None else entry.crc
-        size = len(entry.payload) if entry.size is None else entry.size
-        at = len(out) if offsets is None else offsets[index]
-        common = struct.pack(
-            "<HHHHHIII",
-            entry.version,
-            entry.flags,
-            entry.method,
-            0,
-            0x21,
-            crc,
-            len(entry.payload),
-            size,
-        )
-        out += b"PK\x03\x04" + common + struct.pack("<HH", len(entry.name), 0)
-        out += entry.name + entry.payload
-        directory += (
-            b"PK\x01\x02"
-            + struct.pack("<H", 0x031E)
-            + common
-            + struct.pack("<HHHHHII", len(entry.name), 0, 0, 0, 0, entry.mode << 16, at)
-            + entry.name
-        )
-    end = struct.pack(
-        "<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(directory), len(out), 0
-    )
-    return bytes(out + directory + end)
-
-
-def std_zip(*members: tuple[str, bytes | None]) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zipfile warns about duplicate names
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, data in members:
-                archive.writestr(name if data is not None else name.rstrip("/") + "/", data or b"")
-    return buffer.getvalue()
-
-
-def refused(data: bytes, dest: Path, limits: BundleLimits = BundleLimits()) -> FsupError:
-    with pytest.raises(FsupError) as info:
-        extract_bundle(data, dest, limits)
-    assert info.value.code == "INVALID_BUNDLE" and info.value.status == 400
-    return info.value
 
 
 @pytest.fixture
@@ -348,167 +239,3 @@ def test_the_declared_total_is_checked_member_by_member(dest: Path) -> None:
     many = tar_bytes(*[(f"f{i}", b"z" * 4000) for i in range(300)])
     error = refused(gzip.compress(many), dest, BundleLimits(max_unpacked_bytes=100_000))
     assert "limit" in error.message
-
-
-# --- damaged and hostile zips --------------------------------------------------------------
-
-GOOD_ENTRY = Entry(b"formation.yaml", b"id: x\n")
-
-
-def corrupt(data: bytes, old: bytes, new: bytes, nth: int = 0) -> bytes:
-    at = -1
-    for _ in range(nth + 1):
-        at = data.index(old, at + 1)
-    return data[:at] + new + data[at + len(new) :]
-
-
-@pytest.mark.parametrize(
-    ("data", "words", "member"),
-    [
-        (raw_zip([GOOD_ENTRY, Entry(b"aes.bin", method=99)]), "method 99", "aes.bin"),
-        (raw_zip([GOOD_ENTRY, Entry(b"bz.bin", method=12)]), "method 12", "bz.bin"),
-        (raw_zip([Entry(b"secret", flags=0x1)]), "encrypted", "secret"),
-        (raw_zip([Entry(b"bad-crc", b"hello", crc=1234)]), "CRC", "bad-crc"),
-        (raw_zip([Entry(b"short", b"hello", size=50)]), "less data", "short"),
-        (
-            raw_zip([Entry(b"inflate", b"\xff\xff\xff\xff", method=8, size=10)]),
-            "damaged",
-            "inflate",
-        ),
-        (
-            corrupt(raw_zip([GOOD_ENTRY, Entry(b"b")]), b"PK\x03\x04", b"PK\x03\x05", 1),
-            "local file header",
-            "b",
-        ),
-        (corrupt(raw_zip([Entry(b"name-a")]), b"name-a", b"name-b"), "differ", "name-a"),
-        (
-            raw_zip([Entry(b"a", b"1" * 100), Entry(b"b", b"2" * 100)], offsets=[0, 0]),
-            "overlaps",
-            None,
-        ),
-        (
-            raw_zip([Entry(b"a", b"1" * 100), Entry(b"b", b"2" * 100)], offsets=[0, 50]),
-            "overlaps",
-            "b",
-        ),
-        (raw_zip([Entry(b"late", b"1" * 100)], offsets=[90]), "local file header", "late"),
-        (raw_zip([Entry(b"ver", version=99)]), "zip file version", None),
-    ],
-    ids=[
-        "method-99",
-        "method-bzip2",
-        "encrypted",
-        "crc",
-        "short",
-        "bad-deflate",
-        "local-sig",
-        "name-mismatch",
-        "full-overlap",
-        "partial-overlap",
-        "offset-past",
-        "version",
-    ],
-)
-def test_damaged_zips_are_refused_naming_the_member(
-    dest: Path, data: bytes, words: str, member: str | None
-) -> None:
-    error = refused(data, dest)
-    assert words in error.message
-    if member is not None:
-        assert error.details["member"] == member
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        raw_zip([GOOD_ENTRY])[:40],
-        corrupt(raw_zip([GOOD_ENTRY]), b"PK\x01\x02", b"PK\x01\x09"),
-        raw_zip([GOOD_ENTRY])[:-22]
-        + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, 10, 0, 0),
-        raw_zip([Entry("é".encode("latin-1"), flags=0x800)]),
-        raw_zip([GOOD_ENTRY])[:-22]
-        + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, 10**6, 0, 0),
-    ],
-    ids=["truncated", "directory-signature", "directory-cut", "bad-utf8-name", "directory-size"],
-)
-def test_broken_zip_structures_are_refused(dest: Path, data: bytes) -> None:
-    refused(data, dest)
-
-
-def test_zip_entry_count_is_checked_before_parsing(dest: Path) -> None:
-    data = std_zip(*[(f"f{i}", b"x") for i in range(50)])
-    assert "more than 10 members" in refused(data, dest, BundleLimits(max_members=10)).message
-
-
-def test_huge_declared_zip_size_is_refused_before_reading(dest: Path) -> None:
-    data = raw_zip([Entry(b"huge", b"x", size=2**32 - 1)])
-    error = refused(data, dest)
-    assert "limit" in error.message and error.details["member"] == "huge"
-
-
-# --- colliding members ---------------------------------------------------------------------
-
-COLLISIONS = [
-    ([("x", b"1"), ("x/y", b"2")], "goes through the file 'x'", "x/y"),
-    ([("x", b"1"), ("x/y/z", b"2")], "goes through the file 'x'", "x/y/z"),
-    ([("a/x", b"1"), ("a/x/y", b"2")], "goes through the file 'a/x'", "a/x/y"),
-    ([("x/y", b"2"), ("x", b"1")], "a file and a folder share", "x"),
-    ([("x", None), ("x", b"1")], "a file and a folder share", "x"),
-    ([("x", b"1"), ("x", None)], "a file and a folder share", "x"),
-    ([("a", b"1"), ("a", b"2")], "same member twice", "a"),
-    ([("a/b", b"1"), ("./a//b", b"2")], "same member twice", "a/b"),
-]
-
-
-@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
-@pytest.mark.parametrize(("members", "words", "member"), COLLISIONS)
-def test_colliding_members_are_refused(
-    dest: Path, fmt: str, members: list[tuple[str, bytes | None]], words: str, member: str
-) -> None:
-    data = gzip.compress(tar_bytes(*members)) if fmt == "tar.gz" else std_zip(*members)
-    error = refused(data, dest)
-    assert words in error.message and error.details["member"] == member
-
-
-@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
-def test_a_folder_listed_twice_is_fine(dest: Path, fmt: str) -> None:
-    members = [("app", None), ("app/a", b"1"), ("app", None), ("app/b", b"2")]
-    data = gzip.compress(tar_bytes(*members)) if fmt == "tar.gz" else std_zip(*members)
-    extract_bundle(data, dest)
-    assert sorted(p.name for p in dest.iterdir()) == ["a", "b"]
-
-
-def test_a_top_folder_holding_its_namesake_is_stripped(dest: Path) -> None:
-    extract_bundle(gzip.compress(tar_bytes(("app/app/x", b"1"), ("app/y", b"2"))), dest)
-    assert (dest / "app" / "x").read_bytes() == b"1" and (dest / "y").exists()
-
-
-def test_implicit_folders_count_as_members(dest: Path) -> None:
-    deep = "/".join(f"d{i}" for i in range(40)) + "/f"
-    error = refused(gzip.compress(tar_bytes((deep, b"1"))), dest, BundleLimits(max_members=20))
-    assert "more than 20 members" in error.message
-
-
-@pytest.mark.parametrize(
-    ("name", "words"),
-    [
-        ("a\nb", "control"),
-        ("a\x1b[31m", "control"),
-        ("a\x7f", "control"),
-        ("x" * 300, "too long"),
-        ("a/" + "b" * 256, "too long"),
-        ("./", "root"),
-    ],
-)
-def test_odd_member_names_are_refused(dest: Path, name: str, words: str) -> None:
-    error = refused(gzip.compress(tar_bytes((name, b"1"))), dest)
-    assert words in error.message and error.details["member"].isprintable()
-
-
-def test_a_name_that_is_not_utf8_is_refused_printably(dest: Path) -> None:
-    block = header("x", 1)
-    block[0:4] = b"\xff\xfeab"
-    error = refused(
-        gzip.compress(with_checksum(block) + b"1".ljust(512, b"\0") + b"\0" * 1024), dest
-    )
-    assert "UTF-8" in error.message and error.details["member"].isprintable()

@@ -19,8 +19,8 @@ from supervisor.core.hmac_auth import Credentials
 from supervisor.http import faults
 from supervisor.http.app import create_app
 from supervisor.http.openapi import PATH, document
+from supervisor.http.services import HttpServices
 from supervisor.runtime.events import EventBus
-from supervisor.runtime.operations import Services
 from supervisor.runtime.routing import RouteTable
 from supervisor.storage.config import ServerConfig
 from supervisor.storage.home import Home
@@ -30,15 +30,28 @@ METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # `/api/v1/<path:rest>` only gives unknown /api/v1 paths the contract's 404 (instead of the
 # proxy's "formation 'v1' not found"); it is not an endpoint, and the document says so in
 # `info.description`. Werkzeug serves files under /static for any Quart app; fsup has none.
-NOT_ENDPOINTS = {"api_unknown", "static"}
+NOT_ENDPOINTS = {"api_v1.api_unknown", "static"}
 
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[QuartTrio]:
     store = Store(tmp_path / "state.db")
-    services = Services(None, Home(tmp_path), ServerConfig(), RouteTable(), store, EventBus())  # type: ignore[arg-type]
     async with httpx.AsyncClient() as proxy_client:
-        yield create_app(services, Credentials("k", "s"), "server", proxy_client, "ab" * 32)
+        services = HttpServices(
+            None,  # type: ignore[arg-type]
+            Home(tmp_path),
+            ServerConfig(),
+            RouteTable(),
+            store,
+            EventBus(),
+            credentials=Credentials("k", "s"),
+            server_id="server",
+            proxy_client=proxy_client,
+            api_token="ab" * 32,
+            searches=None,
+            log_book=None,
+        )
+        yield create_app(services)
     store.close()
 
 
@@ -140,9 +153,13 @@ def test_operations_are_consistent() -> None:
 
 
 def test_auth_is_documented_per_family() -> None:
-    """HMAC headers or MUXI-HMAC on /rpc, bearer on /api/v1, the cookie on the event stream, none on the
-    public paths: as DESIGN sections 5 and 6 say."""
+    """HMAC headers or MUXI-HMAC on /rpc; on /api/v1 the bearer token or the session cookie
+    (the dashboard), the cookie alone on the event stream and the session's own endpoints,
+    the bearer alone to open a session or rotate the token; none on the public paths and
+    the dashboard's pages: as DESIGN sections 5, 6 and 10 say."""
     public = {"/health", "/ping", PATH, "/api/v1/health", "/api/v1/auth/bootstrap"}
+    cookie_only = {"/api/v1/events", "/api/v1/session/check", "/api/v1/session/logout"}
+    bearer_only = {"/api/v1/session", "/api/v1/token/rotate"}
     for path, method, op in operations():
         names = {name for requirement in op["security"] for name in requirement}
         if path.startswith("/rpc/"):
@@ -150,10 +167,15 @@ def test_auth_is_documented_per_family() -> None:
             alternatives = [set(requirement) for requirement in op["security"]]
             assert {"muxiHmac"} in alternatives, path
             assert "401" in op["responses"], path
-        elif path == "/api/v1/events":
-            assert names == {"sessionCookie"}
-        elif path.startswith("/api/v1/") and path not in public:
+        elif path in cookie_only:
+            assert names == {"sessionCookie"}, path
+        elif path in bearer_only:
             assert names == {"bearerAuth"}, path
+        elif path.startswith("/api/v1/") and path not in public:
+            assert names == {"bearerAuth", "sessionCookie"}, path
+            assert len(op["security"]) == 2, f"either one, not both at once: {path}"
+            if method != "get":
+                assert "403" in op["responses"], f"the cross-site check's refusal: {path}"
         else:
             assert names == set(), f"{method} {path}"
 

@@ -237,12 +237,21 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     assert not leftovers, f"formation processes left behind: {[p.pid for p in leftovers]}"
 
 
+# Run last, in this order: ending the session, then replacing the token (which ends every
+# session and makes the bearer the run started with stale).
+ENDINGS = {"session_logout": 1, "token_rotate": 2}
+
+
 def operation_ids() -> list[str]:
     """Every operation of the document but the proxy's, in its order, except: stop then
-    start near the end (so that start also meets stopped formations), DELETEs last."""
-    late = {"stop": 1, "start": 2}
+    start near the end (so that start also meets stopped formations), DELETEs last, then
+    logout and token rotation."""
+    late = {"stop": 1, "start": 2, "api_stop": 1, "api_start": 2}
     found = [
-        ((method == "delete", late.get(op["operationId"], 0)), op["operationId"])
+        (
+            (ENDINGS.get(op["operationId"], 0), method == "delete", late.get(op["operationId"], 0)),
+            op["operationId"],
+        )
         for item in document()["paths"].values()
         for method, op in item.items()
         if "proxy" not in op["tags"]
@@ -272,8 +281,16 @@ def test_operation_conforms(live: Live, operation_id: str) -> None:
             check_event_stream(live, case)
         else:
             case.call_and_validate(session=live.session, checks=CHECKS, timeout=REQUEST_TIMEOUT_S)
+        if operation_id == "token_rotate":  # the next case signs with the token now in force
+            live.session.auth.token = bootstrap_token(live.server)  # type: ignore[union-attr]
 
     run()
+    if operation_id == "api_patch_settings":  # leave the server's log as quiet as it was
+        live.session.patch(f"{live.server.url}/api/v1/settings", json={"log_level": "info"})
+
+
+def bootstrap_token(server: Server) -> str:
+    return str(requests.get(f"{server.url}/api/v1/auth/bootstrap", timeout=10).json()["token"])
 
 
 def check_event_stream(live: Live, case: schemathesis.Case) -> None:

@@ -22,23 +22,17 @@ import yaml
 
 from supervisor.cli import render as cli_render
 from supervisor.cli.client import ApiClient, ApiError, RpcClient, SseEvent, decode
+from supervisor.cli.common import CliError, done
 from supervisor.cli.parser import build_parser
+from supervisor.cli.profile_commands import cmd_profile
+from supervisor.cli.serve import serve
 from supervisor.core.manifest import id_problem
-from supervisor.storage.config import ConfigError, load_config, with_flags
 from supervisor.storage.home import Home, default_home
 from supervisor.storage.intake import MANIFEST_NAME, pack_folder
-from supervisor.storage.profiles import LOCAL, ProfileError, load, resolve, save
+from supervisor.storage.profiles import ProfileError, resolve
 
 GZIP = {"Content-Type": "application/gzip"}
 ZIP = {"Content-Type": "application/zip"}
-
-
-class CliError(Exception):
-    """An expected failure: printed without a traceback, exit status 1."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,13 +115,6 @@ def operation(
         data = final.data
         raise ApiError(0, data.get("code", "?"), data.get("message", ""), data.get("details") or {})
     return final.data  # type: ignore[no-any-return]
-
-
-def done(args: argparse.Namespace, result: dict[str, Any], summary: str) -> None:
-    if args.json:
-        cli_render.print_json(result)
-    else:
-        cli_render.out.print(summary)
 
 
 def uptime(seconds: float | None) -> str | None:
@@ -441,50 +428,6 @@ def follow_search(args: argparse.Namespace, events: Iterator[SseEvent], search_i
             return
 
 
-def cmd_profile(args: argparse.Namespace, home: Home) -> None:
-    doc = load(home)
-    if args.action == "add":
-        if args.name == LOCAL:
-            raise CliError(f"{LOCAL!r} is the built-in local profile; choose another name")
-        doc["profiles"][args.name] = {
-            "url": args.profile_url,
-            "key_id": args.key_id,
-            "secret_key": args.secret_key,
-        }
-        if args.default:
-            doc["default"] = args.name
-        save(home, doc)
-        done(args, {"added": args.name}, f"profile {args.name} saved")
-    elif args.action == "ls":
-        default = doc.get("default") or LOCAL
-        rows = [(LOCAL, "http://127.0.0.1:7890 (credentials.json)", default == LOCAL)]
-        rows += [
-            (name, p.get("url"), default == name) for name, p in sorted(doc["profiles"].items())
-        ]
-        if args.json:
-            cli_render.print_json(
-                {
-                    "default": default,
-                    "profiles": [{"name": n, "url": u, "default": d} for n, u, d in rows],
-                }
-            )
-            return
-        cli_render.table(["NAME", "URL", "DEFAULT"], ((n, u, "*" if d else "") for n, u, d in rows))
-    elif args.action == "use":
-        if args.name != LOCAL and args.name not in doc["profiles"]:
-            raise CliError(f"no profile named {args.name!r}", "see `fsup profile ls`")
-        doc["default"] = None if args.name == LOCAL else args.name
-        save(home, doc)
-        done(args, {"default": args.name}, f"now using profile {args.name}")
-    elif args.action == "rm":
-        if doc["profiles"].pop(args.name, None) is None:
-            raise CliError(f"no profile named {args.name!r}", "see `fsup profile ls`")
-        if doc.get("default") == args.name:
-            doc["default"] = None
-        save(home, doc)
-        done(args, {"removed": args.name}, f"profile {args.name} removed")
-
-
 COMMANDS: dict[str, Callable[[argparse.Namespace, Home], None]] = {
     "deploy": cmd_deploy,
     "ls": cmd_ls,
@@ -501,45 +444,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Home], None]] = {
     "search": cmd_search,
     "profile": cmd_profile,
 }
-
-
-# -- serve -------------------------------------------------------------------------------------
-
-
-def serve(args: argparse.Namespace, home: Home) -> int:
-    import trio  # noqa: PLC0415 - keep the client commands' start-up light
-
-    from supervisor.runtime.logs import configure as configure_logging  # noqa: PLC0415
-    from supervisor.runtime.server import run_server  # noqa: PLC0415
-    from supervisor.storage.store import StoreError  # noqa: PLC0415
-
-    home.ensure()
-    configure_logging(home.logs)
-    try:
-        config = with_flags(
-            load_config(home.config),
-            {
-                "--host": args.host,
-                "--port": args.port,
-                "--port-range": args.port_range,
-            },
-        )
-    except ConfigError as exc:
-        print(f"fsup: {exc}", file=sys.stderr)
-        return 2
-    for folder in args.deploy:
-        if not folder.is_dir():
-            print(f"fsup: --deploy {folder}: not a folder", file=sys.stderr)
-            return 2
-    try:
-        trio.run(run_server, home, config, [f.resolve() for f in args.deploy])
-    except StoreError as exc:
-        print(f"fsup: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"fsup: cannot serve on {config.host}:{config.port}: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """`/api/v1`: seed 003's search and operations API (auth, events; searches in `searches.py`).
 
-REST calls carry `Authorization: Bearer <token>`; the event stream takes only the session
-cookie; the bootstrap that hands out the token answers loopback peers only, judged by the
-socket's address (a forwarded header is never trusted for it).
+REST calls carry `Authorization: Bearer <token>` or, from the dashboard, the session cookie
+(with the cross-site check on anything that changes state); the event stream and the session's
+own endpoints take only the cookie; opening a session and rotating the token take only the
+bearer token. The bootstrap that hands out the token answers loopback peers only, judged by
+the socket's address (a forwarded header is never trusted for it).
 """
 
 from __future__ import annotations
@@ -11,35 +13,82 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
-from quart import current_app, make_response, request
-from quart_trio import QuartTrio
+from quart import Blueprint, make_response, request
 
 from supervisor.core.errors import FsupError
 from supervisor.core.safe_json import query_int, shown, whole_number
+from supervisor.http import sse
 from supervisor.http.api_auth import (
     COOKIE_NAME,
     SESSION_TTL_S,
     check_bearer,
+    check_same_origin,
     check_session,
     is_loopback,
     new_session,
 )
 from supervisor.http.params import choice_param
-from supervisor.http.render import sse_frame
+from supervisor.http.services import services
+from supervisor.http.sessions import RevokedSessions
 from supervisor.runtime.events import HEARTBEAT_S, EventBus, Subscription
-from supervisor.runtime.logs import LEVELS
+from supervisor.runtime.logs import LEVELS, LogBook
 
 PREFIX = "/api/v1"
 PUBLIC = {f"{PREFIX}/health", f"{PREFIX}/auth/bootstrap"}
-COOKIE_ONLY = {f"{PREFIX}/events"}
+COOKIE_ONLY = {f"{PREFIX}/events", f"{PREFIX}/session/check", f"{PREFIX}/session/logout"}
+BEARER_ONLY = {f"{PREFIX}/session", f"{PREFIX}/token/rotate"}
 
 
 def token() -> str:
-    return current_app.extensions["fsup.api_token"]  # type: ignore[no-any-return]
+    return services().api_token
 
 
 def bus() -> EventBus:
-    return current_app.extensions["fsup.bus"]  # type: ignore[no-any-return]
+    return services().bus
+
+
+def log_book() -> LogBook:
+    book = services().log_book
+    if book is None:
+        raise FsupError("INTERNAL", "this server keeps no log book")
+    return book
+
+
+def revoked_sessions() -> RevokedSessions:
+    svc = services()
+    if svc.revoked is None:
+        svc.revoked = RevokedSessions(svc.home.server / "sessions.revoked")
+    return svc.revoked
+
+
+def current_session() -> tuple[str, int]:
+    """The request's session (id, expiry): a genuine, unexpired, not logged-out cookie."""
+    session_id, expiry = check_session(token(), request.cookies.get(COOKIE_NAME))
+    if revoked_sessions().is_revoked(session_id):
+        raise FsupError("UNAUTHORIZED", "this session was logged out; POST /api/v1/session again")
+    return session_id, expiry
+
+
+async def api_auth_hook() -> None:
+    """`/api/v1`'s auth, the before-request hook of each of its Blueprints: nothing for health
+    and bootstrap; the cookie alone for the event stream and the session's own endpoints; the
+    bearer alone to open a session or rotate the token; either for the rest (a request with
+    an Authorization header is judged by it alone), with the cross-site check when the cookie
+    is what authenticates a change."""
+    path = request.path
+    if path in PUBLIC:
+        return
+    if path in BEARER_ONLY:
+        check_bearer(token(), request.headers.get("Authorization"))
+        return
+    if path not in COOKIE_ONLY and (
+        "Authorization" in request.headers or COOKIE_NAME not in request.cookies
+    ):
+        check_bearer(token(), request.headers.get("Authorization"))
+        return
+    current_session()
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    check_same_origin(request.method, headers, request.headers.get("Host"))
 
 
 def peer_host() -> str | None:
@@ -47,22 +96,16 @@ def peer_host() -> str | None:
     return client[0] if client else None
 
 
-def register(app: QuartTrio) -> None:
-    @app.before_request
-    async def authenticate_api() -> None:
-        path = request.path
-        if not (path == PREFIX or path.startswith(PREFIX + "/")) or path in PUBLIC:
-            return
-        if path in COOKIE_ONLY:
-            check_session(token(), request.cookies.get(COOKIE_NAME))
-        else:
-            check_bearer(token(), request.headers.get("Authorization"))
+def blueprint() -> Blueprint:
+    """`/api/v1`'s own routes: health, bootstrap, session, events, logs."""
+    bp = Blueprint("api_v1", __name__)
+    bp.before_request(api_auth_hook)
 
-    @app.get(f"{PREFIX}/health")
+    @bp.get(f"{PREFIX}/health")
     async def api_health() -> Any:
         return {"ok": True}
 
-    @app.get(f"{PREFIX}/auth/bootstrap")
+    @bp.get(f"{PREFIX}/auth/bootstrap")
     async def api_bootstrap() -> Any:
         if not is_loopback(peer_host()):
             raise FsupError(
@@ -72,7 +115,7 @@ def register(app: QuartTrio) -> None:
             )
         return {"token": token()}
 
-    @app.post(f"{PREFIX}/session")
+    @bp.post(f"{PREFIX}/session")
     async def api_session() -> Any:
         value, expiry = new_session(token())
         response = await make_response({"ok": True, "expires_at": expiry})
@@ -87,33 +130,25 @@ def register(app: QuartTrio) -> None:
         )
         return response
 
-    @app.get(f"{PREFIX}/events")
+    @bp.get(f"{PREFIX}/events")
     async def api_events() -> Any:
         events_bus = bus()
         subscription = events_bus.open_subscription(_last_event_id())
-        response = await make_response(
-            _stream(events_bus, subscription),
-            200,
-            {
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            },
-        )
-        response.timeout = None  # type: ignore[union-attr]
-        return response
+        return await sse.stream_response(_stream(events_bus, subscription))
 
-    @app.get(f"{PREFIX}/logs")
+    @bp.get(f"{PREFIX}/logs")
     async def api_logs() -> Any:
         level = choice_param("level", tuple(LEVELS), "info")
         limit = query_int(request.args, "limit", 200, 1, 1000)
         cursor = query_int(request.args, "cursor", 0, 0, 2**62)
-        items, next_cursor = current_app.extensions["fsup.log_book"].page(level, limit, cursor)
+        items, next_cursor = log_book().page(level, limit, cursor)
         return {"items": items, "next_cursor": next_cursor}
 
-    @app.route(f"{PREFIX}/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @bp.route(f"{PREFIX}/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def api_unknown(rest: str) -> Any:
         raise FsupError("NOT_FOUND", f"no such endpoint: {request.method} {request.path}")
+
+    return bp
 
 
 def _last_event_id() -> int | None:
@@ -147,11 +182,11 @@ async def _stream(events_bus: EventBus, subscription: Subscription) -> AsyncIter
                 except (trio.EndOfChannel, trio.ClosedResourceError):
                     ended = True
             if quiet.cancelled_caught:
-                yield b": heartbeat\n\n"
+                yield sse.HEARTBEAT
                 continue
             if ended or event is None:
                 return
-            yield sse_frame(event.id, event.type, event.envelope())
+            yield sse.frame_json(event.id, event.type, event.envelope_json)
             if event.type == "overflow":
                 return
     finally:

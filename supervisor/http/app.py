@@ -7,34 +7,30 @@ send a message to an actor, and render the answer (JSON, or SSE for progress str
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-import httpx
-from quart import Response, g, jsonify, request
+from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from supervisor.core.errors import FsupError
-from supervisor.core.hmac_auth import (
-    Credentials,
-    check_head,
-    check_signature,
-    claimed_key_id,
-    scheme_of,
-)
 from supervisor.http import (
     api_v1,
+    dashboard,
     faults,
+    fleet_api,
     openapi,
     operations_api,
     proxy,
     request_guard,
     rpc,
+    rpc_auth,
     searches,
+    server_api,
+    session_api,
 )
 from supervisor.http.render import error_response
-from supervisor.runtime.operations import Services
+from supervisor.http.services import EXTENSION, HttpServices
 
 log = logging.getLogger("fsup.http")
 
@@ -42,26 +38,14 @@ log = logging.getLogger("fsup.http")
 BODY_TIMEOUT_S = 120
 
 
-def create_app(
-    services: Services,
-    credentials: Credentials,
-    server_id: str,
-    proxy_client: httpx.AsyncClient,
-    api_token: str,
-) -> QuartTrio:
+def create_app(services: HttpServices) -> QuartTrio:
     app = QuartTrio("fsup")
     # `//` in a path is not redirected (a 308 to an HTML page is not the contract's answer):
     # fsup's routes then answer 404, the proxy passes it on to the formation as it came.
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT_S
-    app.extensions["fsup"] = services
-    app.extensions["fsup.server_id"] = server_id
-    app.extensions["fsup.routes"] = services.routes
-    app.extensions["fsup.proxy_client"] = proxy_client
-    app.extensions["fsup.api_token"] = api_token
-    app.extensions["fsup.bus"] = services.bus
-    schemes = services.config.accepted_schemes()
+    app.extensions[EXTENSION] = services
 
     @app.get("/health")
     async def health() -> Any:
@@ -84,47 +68,16 @@ def create_app(
         return None
 
     @app.before_request
-    async def authenticate() -> Any:
-        """Headers first (an unsigned or stale request is refused before a body byte is
-        read), then the body under the size bound and read deadline, then its signature."""
-        if not request_guard.is_rpc():
-            return None
-        g.started = time.monotonic()
-        path = request.scope.get("raw_path") or request.path.encode()
-        headers = request.headers
-        pending = check_head(
-            credentials,
-            headers,  # type: ignore[arg-type]
-            request.method,
-            path,
-            schemes,
-        )
-        if pending is None:
-            return None  # MUXI-HMAC: the body is not signed, the handler reads it when needed
-        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
-        query = request.scope.get("query_string") or b""
-        if query:
-            path += b"?" + query
-        check_signature(credentials, pending, request.method, path, body)
-        return None
+    async def authenticate_unrouted() -> None:
+        """A `/rpc` path that matched no route is authenticated like the others (its
+        Blueprint's hook does not run for it): 401 before 404 or 405."""
+        if request.routing_exception is not None and request_guard.is_rpc():
+            await rpc_auth.authenticate()
 
     @app.after_request
-    async def audit(response: Response) -> Response:
-        """Every /rpc call, refused ones included (a stream: until its headers)."""
-        if request_guard.is_rpc() and "started" in g:
-            path = request.path + (
-                f"?{request.query_string.decode('latin-1')}" if request.query_string else ""
-            )
-            headers = request.headers
-            services.store.record_audit(
-                claimed_key_id(headers)[:64],  # type: ignore[arg-type]
-                request.method,
-                path[:1024],
-                response.status_code,
-                round((time.monotonic() - g.started) * 1000, 2),
-                request.remote_addr or "",
-                scheme_of(headers) or "",  # type: ignore[arg-type]
-            )
+    async def audit_unrouted(response: Response) -> Response:
+        if request.routing_exception is not None and request_guard.is_rpc():
+            response = await rpc_auth.audit(response)
         return response
 
     @app.errorhandler(FsupError)
@@ -158,11 +111,19 @@ def create_app(
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(FsupError("INTERNAL", "internal error; see the server log"))
 
-    openapi.register(app)
-    rpc.register(app)
-    faults.register(app)
-    searches.register(app)
-    operations_api.register(app)
-    api_v1.register(app)
-    proxy.register(app)
+    for blueprint in (
+        openapi.blueprint(),
+        rpc.blueprint(),
+        faults.blueprint(),
+        searches.blueprint(),
+        operations_api.blueprint(),
+        fleet_api.blueprint(),
+        server_api.blueprint(),
+        session_api.blueprint(),
+        dashboard.blueprint(),
+        api_v1.blueprint(),
+        proxy.blueprint(),
+    ):
+        if blueprint is not None:
+            app.register_blueprint(blueprint)
     return app

@@ -15,11 +15,11 @@ import json
 import re
 from typing import Any
 
-from quart import request
-from quart_trio import QuartTrio
+from quart import Blueprint, request
 
 from actors import faults
 from supervisor.core.errors import FsupError
+from supervisor.http import rpc_auth
 
 PATH = "/rpc/server/faults"
 MAX_BODY = 1024
@@ -69,12 +69,16 @@ def parse_body(raw: bytes) -> tuple[str, int]:
     return actor, count
 
 
-def register(app: QuartTrio) -> None:
-    """Add the route, only in a server started with `FSUP_TEST_FAULTS=1`."""
+def blueprint() -> Blueprint | None:
+    """The fault route, signed and audited like the rest of `/rpc`; only in a server started
+    with `FSUP_TEST_FAULTS=1`."""
     if not faults.ENABLED:
-        return
+        return None
+    bp = Blueprint("faults", __name__)
+    bp.before_request(rpc_auth.authenticate)
+    bp.after_request(rpc_auth.audit)
 
-    @app.post(PATH)
+    @bp.post(PATH)
     async def arm_fault() -> Any:
         actor, count = parse_body(
             await request.get_data(cache=True, as_text=False, parse_form_data=False)
@@ -82,6 +86,8 @@ def register(app: QuartTrio) -> None:
         faults.arm(actor, count)
         return {"actor": actor, "armed": count}
 
-    @app.get(PATH)
+    @bp.get(PATH)
     async def fault_status() -> Any:
         return faults.status()
+
+    return bp

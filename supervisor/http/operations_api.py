@@ -8,14 +8,14 @@ from typing import Any
 
 import psutil
 import trio
-from quart import current_app, request
-from quart_trio import QuartTrio
+from quart import Blueprint, request
 
 from actors.fleet import Reconcile
 from actors.formation import Nodes, ProbeNow
 from supervisor.core.safe_json import query_int
-from supervisor.http.rpc import ask, ask_formations, services
-from supervisor.runtime.routing import RouteTable
+from supervisor.http.api_v1 import api_auth_hook
+from supervisor.http.rpc import ask, ask_formations
+from supervisor.http.services import services
 
 PREFIX = "/api/v1"
 # psutil.Process objects kept between calls, so cpu_percent measures since the last look.
@@ -50,7 +50,7 @@ async def all_nodes() -> list[dict[str, Any]]:
     answers = await ask_formations(Nodes(), lambda _: [])
     nodes = [node for _, formation_nodes in answers for node in formation_nodes]
 
-    routes: RouteTable = current_app.extensions["fsup.routes"]
+    routes = services().routes
 
     def add_figures() -> None:
         for node in nodes:
@@ -64,19 +64,23 @@ async def all_nodes() -> list[dict[str, Any]]:
     return nodes
 
 
-def register(app: QuartTrio) -> None:
-    @app.get(f"{PREFIX}/routing/summary")
+def blueprint() -> Blueprint:
+    """`/api/v1` operations (routing, nodes, bootstrap), behind the bearer token."""
+    bp = Blueprint("operations", __name__)
+    bp.before_request(api_auth_hook)
+
+    @bp.get(f"{PREFIX}/routing/summary")
     async def routing_summary() -> Any:
-        routes: RouteTable = current_app.extensions["fsup.routes"]
+        routes = services().routes
         return routes.summary(trio.current_time())
 
-    @app.post(f"{PREFIX}/routing/refresh")
+    @bp.post(f"{PREFIX}/routing/refresh")
     async def routing_refresh() -> Any:
         answers = await ask_formations(ProbeNow(), lambda _: {"probing": False})
         probing = [formation_id for formation_id, answer in answers if answer["probing"]]
         return {"refreshing": probing, "total": len(answers)}
 
-    @app.get(f"{PREFIX}/nodes")
+    @bp.get(f"{PREFIX}/nodes")
     async def nodes() -> Any:
         limit = query_int(request.args, "limit", 100, 1, 1000)
         offset = query_int(request.args, "offset", 0, 0, 1_000_000)
@@ -88,6 +92,8 @@ def register(app: QuartTrio) -> None:
             "offset": offset,
         }
 
-    @app.post(f"{PREFIX}/bootstrap")
+    @bp.post(f"{PREFIX}/bootstrap")
     async def bootstrap_fleet() -> Any:
         return await ask(services().fleet, Reconcile(), 30.0)
+
+    return bp

@@ -4,6 +4,7 @@ Bodies stream both ways (a large upload or download is never held whole in memor
 backend's in-flight count is taken before the upstream request and given back when the
 response body is closed, which is what lets an update drain the old process before stopping
 it. The route is read from the routing table, not asked of an actor (see `routing`).
+Upstream connections are pooled and kept alive (`upstream`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import trio
-from quart import Response, current_app, request
-from quart_trio import QuartTrio
+from quart import Blueprint, Response, request
 from werkzeug.routing import PathConverter
 
 from supervisor.core.errors import FsupError
@@ -31,9 +30,11 @@ from supervisor.http.proxy_target import (
     connection_tokens,
     forwardable,
     parse_target,
-    upstream_url,
+    upstream_path,
 )
 from supervisor.http.render import error_response
+from supervisor.http.services import services
+from supervisor.http.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from supervisor.runtime.routing import Backend, Route, RouteTable
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -43,22 +44,17 @@ BODY_IDLE_S = 30.0
 MAX_ATTEMPTS = 3
 
 
-def open_proxy_client() -> httpx.AsyncClient:
-    """The proxy's upstream client: loopback only (no proxies from the environment), pooled
-    connections, no overall read deadline (a formation may stream for long)."""
-    return httpx.AsyncClient(
-        trust_env=False,
-        timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=10.0),
-        limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
-        follow_redirects=False,
-    )
+def open_proxy_client() -> UpstreamPool:
+    """The proxy's upstream client: loopback only, pooled keep-alive connections, no overall
+    read deadline (a formation may stream for long)."""
+    return UpstreamPool()
 
 
 class ProxiedBody:
     """The upstream response body, streamed; `aclose` (always called by Quart) closes the
     upstream response and releases the backend exactly once."""
 
-    def __init__(self, upstream: httpx.Response, backend: Backend) -> None:
+    def __init__(self, upstream: UpstreamResponse, backend: Backend) -> None:
         self._upstream = upstream
         self._chunks = upstream.aiter_raw()
         self._backend: Backend | None = backend
@@ -69,7 +65,7 @@ class ProxiedBody:
     async def __anext__(self) -> bytes:
         try:
             return await self._chunks.__anext__()
-        except httpx.HTTPError:
+        except UpstreamError:
             # The formation died mid-response: end the body; the client sees a short read.
             raise StopAsyncIteration from None
 
@@ -101,12 +97,13 @@ def forwarded_headers(formation_id: str) -> list[tuple[str, str]]:
     return headers
 
 
-def response_headers(upstream: httpx.Response) -> list[tuple[str, str]]:
+def response_headers(upstream: UpstreamResponse) -> list[tuple[str, str]]:
     """The formation's answer headers, less hop-by-hop ones and those fsup sets itself."""
-    listed = connection_tokens(upstream.headers.get_list("connection"))
+    decoded = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream.headers]
+    listed = connection_tokens([v for n, v in decoded if n.lower() == "connection"])
     return [
         (n, v)
-        for n, v in upstream.headers.multi_items()
+        for n, v in decoded
         if forwardable(n, listed) and n.lower() not in REPLACED_IN_RESPONSE
     ]
 
@@ -129,9 +126,9 @@ async def _stream_body() -> AsyncIterator[bytes]:
 
 
 def request_body() -> AsyncIterator[bytes] | bytes:
-    """The client's body, streamed, or none at all when it sent none. (An async iterator
-    would make httpx send an empty chunked body, which many backends misread.) With the
-    client's Content-Length forwarded, httpx sends the stream with that length."""
+    """The client's body, streamed, or none at all when it sent none (an empty chunked body
+    is misread by many backends). With the client's Content-Length forwarded, the stream is
+    sent with that length; without one, chunked."""
     has_length = request.headers.get("Content-Length") not in (None, "0")
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     return _stream_body() if has_length or chunked else b""
@@ -186,7 +183,7 @@ def bad_gateway(formation_id: str, backend: Backend, exc: Exception) -> Any:
 
 
 async def send_upstream(
-    client: httpx.AsyncClient,
+    client: UpstreamPool,
     backend: Backend,
     target: ProxyTarget,
     formation_id: str,
@@ -198,13 +195,17 @@ async def send_upstream(
     anything goes to the client, so that a process dying between its head and its body still
     leaves the request retryable; anything else streams."""
     try:
-        outgoing = client.build_request(
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in forwarded_headers(formation_id)
+        ]
+        upstream = await client.send(
             request.method,
-            upstream_url(backend.port, target),
-            headers=forwarded_headers(formation_id),
-            content=request_body() if body is None else body,
+            backend.port,
+            upstream_path(target),
+            headers,
+            request_body() if body is None else body,
         )
-        upstream = await client.send(outgoing, stream=True)
         if not (whole and _small(upstream)):
             return proxied_response(upstream, ProxiedBody(upstream, backend))
         try:
@@ -218,12 +219,12 @@ async def send_upstream(
     return proxied_response(upstream, content)
 
 
-def _small(upstream: httpx.Response) -> bool:
-    length = upstream.headers.get("content-length", "")
-    return length.isascii() and length.isdigit() and int(length) <= RETRY_BODY_LIMIT
+def _small(upstream: UpstreamResponse) -> bool:
+    length = upstream.header(b"content-length") or b""
+    return length.isdigit() and int(length) <= RETRY_BODY_LIMIT
 
 
-def proxied_response(upstream: httpx.Response, body: ProxiedBody | bytes) -> Response:
+def proxied_response(upstream: UpstreamResponse, body: ProxiedBody | bytes) -> Response:
     headers = response_headers(upstream)
     response = Response(body, status=upstream.status_code)
     response.headers.clear()
@@ -242,14 +243,16 @@ def process_alive(pid: int) -> bool:
         return False
 
 
-def register(app: QuartTrio) -> None:
+def blueprint() -> Blueprint:
+    """`/api/{id}/*`: the proxy (no auth of fsup's: the formation's own)."""
+    bp = Blueprint("proxy", __name__)
     gate = HoldGate()
 
     async def proxy(formation_id: str, rest: str = "") -> Any:
         """The route's `formation_id` is werkzeug's decoding of the path; the target parsed
         from the raw bytes is the one that counts (see proxy_target)."""
-        routes: RouteTable = current_app.extensions["fsup.routes"]
-        client: httpx.AsyncClient = current_app.extensions["fsup.proxy_client"]
+        routes = services().routes
+        client = services().proxy_client
         target = parse_target(
             request.scope.get("raw_path") or request.path.encode(),
             request.scope.get("query_string") or b"",
@@ -278,14 +281,14 @@ def register(app: QuartTrio) -> None:
             if not again:
                 return bad_gateway(formation_id, backend, exc)
             return await retry(routes, route, gate, client, target, body, backend, exc)
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             return bad_gateway(formation_id, backend, exc)
 
     async def retry(
         routes: RouteTable,
         route: Route,
         gate: HoldGate,
-        client: httpx.AsyncClient,
+        client: UpstreamPool,
         target: ProxyTarget,
         body: bytes | None,
         backend: Backend,
@@ -309,20 +312,21 @@ def register(app: QuartTrio) -> None:
                 )
             except RETRYABLE as exc:
                 error = exc
-            except httpx.HTTPError as exc:
+            except UpstreamError as exc:
                 error = exc
                 break
         route.figures.retry_failed += 1
         return bad_gateway(route.formation_id, backend, error)
 
     # Any rest, `//` and empty included, taken as sent: no slash merging, no redirect.
-    app.url_map.converters["rest"] = _AnyRest
-    app.add_url_rule(
+    bp.record_once(lambda state: state.app.url_map.converters.update(rest=_AnyRest))
+    bp.add_url_rule(
         "/api/<formation_id>", "proxy_root", proxy, methods=METHODS, merge_slashes=False
     )
-    app.add_url_rule(
+    bp.add_url_rule(
         "/api/<formation_id>/<rest:rest>", "proxy", proxy, methods=METHODS, merge_slashes=False
     )
+    return bp
 
 
 class _AnyRest(PathConverter):

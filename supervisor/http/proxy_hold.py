@@ -21,17 +21,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
 import trio
 
+from supervisor.http.upstream import RETRYABLE
 from supervisor.runtime.routing import Backend, Route, RouteTable
 
 MAX_HELD_REQUESTS = 1000
 MAX_HELD_BYTES = 64 * 1024 * 1024
 # Bodies up to this size of idempotent requests are buffered so that they can be sent again.
 RETRY_BODY_LIMIT = 64 * 1024
-# Failures that mean no byte of the answer came back: the request can be sent again.
-RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# Failures that mean no byte of the answer came back (`upstream.RETRYABLE`, re-exported):
+# the request can be sent again.
+__all__ = ["RETRYABLE", "RETRY_BODY_LIMIT", "HoldGate", "retryable", "wait_for_backend"]
 
 
 class HoldGate:

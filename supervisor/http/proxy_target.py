@@ -80,6 +80,16 @@ def upstream_url(port: int, target: ProxyTarget) -> httpx.URL:
     return url
 
 
+def upstream_path(target: ProxyTarget) -> bytes:
+    """The request target sent to the formation (with `Host: 127.0.0.1:<port>`): the raw
+    rest, checked once more to be an origin-form path of visible ASCII, so that nothing in it
+    can name another host (the upstream client never parses it into a URL)."""
+    path = target.path
+    if not path.startswith(b"/") or not _TARGET_BYTES.fullmatch(path):
+        raise _bad("the request path cannot be passed on as a URL path")
+    return path
+
+
 def connection_tokens(values: list[str]) -> set[str]:
     """Header names listed in `Connection` (they are hop-by-hop for this connection)."""
     return {

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from quart import current_app, jsonify, make_response, request
-from quart_trio import QuartTrio
+from quart import Blueprint, jsonify, make_response, request
 
-from actors.base import ActorCrashed, ActorError, ActorRef
+from actors.base import ActorCrashed, ActorError, ActorRef, Call
 from actors.fleet import Delete, ListFormations, Lookup, PortStatus
 from actors.formation import (
     CancelUpdate,
@@ -26,11 +25,12 @@ from supervisor import __version__
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import parse_manifest
 from supervisor.core.timestamps import rfc3339_now
+from supervisor.http import rpc_auth, sse
 from supervisor.http.params import bool_param, choice_param, lines_param
-from supervisor.http.render import render_operation, sse_response
+from supervisor.http.render import render_operation
+from supervisor.http.services import services
 from supervisor.runtime import operations
 from supervisor.runtime.events import HEARTBEAT_S
-from supervisor.runtime.operations import Services
 from supervisor.runtime.routing import RouteTable
 from supervisor.storage.formation_logs import STREAMS, Follower, tail
 from supervisor.storage.store import Store
@@ -42,10 +42,6 @@ ASK_TIMEOUT_S = 5.0
 DELETE_TIMEOUT_S = 330.0
 
 _started = time.monotonic()
-
-
-def services() -> Services:
-    return current_app.extensions["fsup"]  # type: ignore[no-any-return]
 
 
 async def ask(ref: ActorRef, message: Any, within: float = ASK_TIMEOUT_S) -> Any:
@@ -72,20 +68,33 @@ async def formation_ref(formation_id: str) -> ActorRef:
 
 async def ask_formations(message: Any, fallback: Callable[[str], Any]) -> list[tuple[str, Any]]:
     """Ask every formation the same thing at once; `(id, answer)` in the fleet's order, with
-    `fallback(id)` for one that does not answer in time."""
+    `fallback(id)` for one that does not answer within `ASK_TIMEOUT_S` (or fails to).
+
+    Every request is posted before any answer is awaited, so the actors work on them
+    together and the wait is the slowest one's; no task is started per formation (the
+    listing's cost was mostly that bookkeeping: a task, a deadline and a channel each)."""
     pairs = await ask(services().fleet, ListFormations())
     found: dict[str, Any] = {}
-
-    async def one(formation_id: str, ref: ActorRef) -> None:
-        try:
-            found[formation_id] = await ask(ref, message)
-        except FsupError:
-            found[formation_id] = fallback(formation_id)
-
-    async with trio.open_nursery() as nursery:
-        for formation_id, ref in pairs:
-            nursery.start_soon(one, formation_id, ref)
-    return [(formation_id, found[formation_id]) for formation_id, _ in pairs]
+    calls: list[tuple[str, Call]] = []
+    try:
+        with trio.move_on_after(ASK_TIMEOUT_S):
+            for formation_id, ref in pairs:
+                try:
+                    calls.append((formation_id, await ref.request(message)))
+                except ActorError:
+                    pass  # stopped: its fallback
+            for formation_id, call in calls:
+                try:
+                    found[formation_id] = await call.result()
+                except (ActorError, FsupError):
+                    pass  # crashed while answering (logged by the actor): its fallback
+    finally:
+        for _, call in calls:
+            call.close()
+    return [
+        (formation_id, found[formation_id] if formation_id in found else fallback(formation_id))
+        for formation_id, _ in pairs
+    ]
 
 
 async def snapshots() -> list[dict[str, Any]]:
@@ -149,7 +158,12 @@ def lifecycle_handler(message: Any, first_stage: str) -> Any:
     return handler
 
 
-def register(app: QuartTrio) -> None:
+def blueprint() -> Blueprint:
+    """`/rpc/*`, each request signed (`rpc_auth`) and audited."""
+    bp = Blueprint("rpc", __name__)
+    bp.before_request(rpc_auth.authenticate)
+    bp.after_request(rpc_auth.audit)
+
     async def deploy() -> Any:
         body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         _check_bundle_type()
@@ -157,27 +171,27 @@ def register(app: QuartTrio) -> None:
         events = operations.deploy(services(), body, expected)
         return await render_operation(events, success_status=201)
 
-    app.add_url_rule("/rpc/formations/deploy", "deploy", deploy, methods=["POST"])
-    app.add_url_rule("/rpc/formations", "deploy_alias", deploy, methods=["POST"])
+    bp.add_url_rule("/rpc/formations/deploy", "deploy", deploy, methods=["POST"])
+    bp.add_url_rule("/rpc/formations", "deploy_alias", deploy, methods=["POST"])
 
-    @app.get("/rpc/formations")
+    @bp.get("/rpc/formations")
     async def list_formations() -> Any:
         items = await snapshots()
         return {"formations": items, "total": len(items)}
 
-    @app.get("/rpc/formations/<formation_id>")
+    @bp.get("/rpc/formations/<formation_id>")
     async def get_formation(formation_id: str) -> Any:
         return await ask(await formation_ref(formation_id), Snapshot())
 
     for action, (message, first_stage) in LIFECYCLE.items():
-        app.add_url_rule(
+        bp.add_url_rule(
             f"/rpc/formations/<formation_id>/{action}",
             action,
             lifecycle_handler(message, first_stage),
             methods=["POST"],
         )
 
-    @app.put("/rpc/formations/<formation_id>")
+    @bp.put("/rpc/formations/<formation_id>")
     async def update(formation_id: str) -> Any:
         body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         _check_bundle_type()
@@ -185,11 +199,11 @@ def register(app: QuartTrio) -> None:
         events = operations.update(services(), ref, formation_id, body)
         return await render_operation(events)
 
-    @app.post("/rpc/formations/<formation_id>/cancel-update")
+    @bp.post("/rpc/formations/<formation_id>/cancel-update")
     async def cancel_update(formation_id: str) -> Any:
         return await ask(await formation_ref(formation_id), CancelUpdate(), DELETE_TIMEOUT_S)
 
-    @app.get("/rpc/formations/<formation_id>/logs")
+    @bp.get("/rpc/formations/<formation_id>/logs")
     async def logs(formation_id: str) -> Any:
         await formation_ref(formation_id)  # 404 unless it exists
         count = lines_param(100, 0, MAX_LOG_LINES)
@@ -202,9 +216,11 @@ def register(app: QuartTrio) -> None:
         if not follow:
             return {"formation_id": formation_id, "lines": history}
         routes = services().routes  # taken now: the stream runs outside the app context
-        return await sse_response(follow_logs(routes, formation_id, log_dir, streams, history))
+        return await sse.numbered_response(
+            follow_logs(routes, formation_id, log_dir, streams, history)
+        )
 
-    @app.get("/rpc/formations/<formation_id>/download")
+    @bp.get("/rpc/formations/<formation_id>/download")
     async def download(formation_id: str) -> Any:
         with_state = bool_param("db", False)
         version, version_dir = await ask(await formation_ref(formation_id), CurrentVersion())
@@ -227,16 +243,16 @@ def register(app: QuartTrio) -> None:
         response.timeout = None  # type: ignore[union-attr]
         return response
 
-    @app.delete("/rpc/formations/<formation_id>")
+    @bp.delete("/rpc/formations/<formation_id>")
     async def delete(formation_id: str) -> Any:
         return await ask(services().fleet, Delete(formation_id), DELETE_TIMEOUT_S)
 
-    @app.get("/rpc/server/logs")
+    @bp.get("/rpc/server/logs")
     async def audit_log() -> Any:
         count = lines_param(100, 1, MAX_LOG_LINES)
         return {"entries": services().store.audit_tail(count)}
 
-    @app.get("/rpc/server/status")
+    @bp.get("/rpc/server/status")
     async def status() -> Any:
         items = await snapshots()
         ports = await ask(services().fleet, PortStatus())
@@ -246,7 +262,7 @@ def register(app: QuartTrio) -> None:
                 counts[item["status"]] += 1
         return jsonify(
             {
-                "server_id": current_app.extensions["fsup.server_id"],
+                "server_id": services().server_id,
                 "version": __version__,
                 "uptime_s": round(time.monotonic() - _started, 3),
                 "formations": counts,
@@ -259,6 +275,8 @@ def register(app: QuartTrio) -> None:
                 "proxy": services().routes.hold_summary(),
             }
         )
+
+    return bp
 
 
 MAX_LOG_LINES = 10_000

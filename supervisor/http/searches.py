@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-from quart import current_app, request
-from quart_trio import QuartTrio
+from quart import Blueprint, request
 
 from actors.base import ActorCrashed, ActorError, ActorRef
 from actors.search import (
@@ -26,7 +25,9 @@ from actors.search import (
 )
 from supervisor.core.errors import FsupError
 from supervisor.core.safe_json import MAX_JSON_BYTES, bad_request, loads_object, query_int, shown
+from supervisor.http.api_v1 import api_auth_hook
 from supervisor.http.params import choice_param
+from supervisor.http.services import services
 from supervisor.storage.store import RESULT_ORDERS
 
 PREFIX = "/api/v1/searches"
@@ -37,7 +38,10 @@ ASK_TIMEOUT_S = 10.0
 
 
 def searches() -> ActorRef:
-    return current_app.extensions["fsup.searches"]  # type: ignore[no-any-return]
+    ref = services().searches
+    if ref is None:
+        raise FsupError("INTERNAL", "this server runs no searches actor")
+    return ref
 
 
 async def ask(message: Any) -> Any:
@@ -104,12 +108,16 @@ def mode_of(body: dict[str, Any]) -> str | None:
     return mode
 
 
-def register(app: QuartTrio) -> None:
-    @app.get(PREFIX)
+def blueprint() -> Blueprint:
+    """`/api/v1/searches`, behind `/api/v1`'s bearer token."""
+    bp = Blueprint("searches", __name__)
+    bp.before_request(api_auth_hook)
+
+    @bp.get(PREFIX)
     async def list_searches() -> Any:
         return {"searches": await ask(ListSearches())}
 
-    @app.post(PREFIX)
+    @bp.post(PREFIX)
     async def create_search() -> Any:
         body = await json_body({"keyword", "autostart", "mode"})
         keyword = keyword_of(body, required=True)
@@ -117,39 +125,39 @@ def register(app: QuartTrio) -> None:
         message = CreateSearch(keyword, mode_of(body) or "full", bool(flag(body, "autostart")))
         return await ask(message), 201
 
-    @app.get(f"{PREFIX}/<search_id>")
+    @bp.get(f"{PREFIX}/<search_id>")
     async def get_search(search_id: str) -> Any:
         return await ask(GetSearch(search_id))
 
-    @app.patch(f"{PREFIX}/<search_id>")
+    @bp.patch(f"{PREFIX}/<search_id>")
     async def patch_search(search_id: str) -> Any:
         body = await json_body({"keyword", "pinned"})
         return await ask(PatchSearch(search_id, keyword_of(body, False), flag(body, "pinned")))
 
-    @app.delete(f"{PREFIX}/<search_id>")
+    @bp.delete(f"{PREFIX}/<search_id>")
     async def delete_search(search_id: str) -> Any:
         return await ask(DeleteSearch(search_id))
 
-    @app.post(f"{PREFIX}/<search_id>/start")
+    @bp.post(f"{PREFIX}/<search_id>/start")
     async def start_search(search_id: str) -> Any:
         body = await json_body({"mode"}, required=False)
         return await ask(StartSearch(search_id, mode_of(body)))
 
-    @app.post(f"{PREFIX}/<search_id>/stop")
+    @bp.post(f"{PREFIX}/<search_id>/stop")
     async def stop_search(search_id: str) -> Any:
         await json_body(set(), required=False)
         return await ask(StopSearch(search_id))
 
-    @app.post(f"{PREFIX}/<search_id>/rerun")
+    @bp.post(f"{PREFIX}/<search_id>/rerun")
     async def rerun_search(search_id: str) -> Any:
         body = await json_body({"mode"}, required=False)
         return await ask(StartSearch(search_id, mode_of(body), rerun=True))
 
-    @app.post(f"{PREFIX}/<search_id>/export")
+    @bp.post(f"{PREFIX}/<search_id>/export")
     async def export_search(search_id: str) -> Any:
         return await ask(ExportSearch(search_id))
 
-    @app.get(f"{PREFIX}/<search_id>/results")
+    @bp.get(f"{PREFIX}/<search_id>/results")
     async def results(search_id: str) -> Any:
         q = request.args.get("q")
         if q is not None and (len(q) > MAX_KEYWORD or not q.isprintable()):
@@ -168,6 +176,8 @@ def register(app: QuartTrio) -> None:
             )
         )
 
-    @app.get(f"{PREFIX}/<search_id>/results/<result_id>")
+    @bp.get(f"{PREFIX}/<search_id>/results/<result_id>")
     async def result(search_id: str, result_id: str) -> Any:
         return await ask(SearchResult(search_id, result_id))
+
+    return bp

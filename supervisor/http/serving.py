@@ -18,6 +18,14 @@ by any client (docs/upstream/hypercorn-trio-close.md has the reproduction):
 bounded, every write takes the send lock and has a deadline), and `serve_http` runs each
 connection in a handler that logs what escapes instead of passing it up. The rest is
 Hypercorn's own code: the h11 protocol, the ASGI bridge, the lifespan, the config.
+
+It also sends a response's head together with its body (issue 11). Hypercorn writes them
+separately, and each write on loopback is a system call that also delivers the segment and
+wakes the client: profiled, the writes were the largest cost of a small answer. A head is
+held until the next write of the connection (the body) and goes out with it; if the body does
+not follow before the event loop comes round to the connection's flusher task (a streamed
+answer: an event stream, a proxied download), the head goes out alone at that point, so no
+answer's head is held for longer than the app's own pause.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from supervisor.http.early import EarlyListener
+
 log = logging.getLogger("fsup.http.serving")
 
 # A client that does not take a chunk of the answer within this long is gone: the connection
@@ -53,23 +63,47 @@ _STREAM_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyRes
 
 
 class ContainedTCPServer(TCPServer):
-    """Hypercorn's trio connection with its close and timer races fixed (see the module)."""
+    """Hypercorn's trio connection with its close and timer races fixed, and a response's
+    head sent with its body (see the module)."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._reader: trio.lowlevel.Task | None = None
         self._reader_done = trio.Event()
+        self._held = b""  # a response head waiting for its body
+        self._flusher = trio.lowlevel.ParkingLot()
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, RawData):
-            await self._write(event.data)
+            data = event.data
+            if not self._held and _holdable(data):
+                self._held = data
+                self._flusher.unpark()
+                return
+            await self._write(data)
             return
+        await self._flush()
         # Closing and (re)starting the idle timer must finish even when the application task
         # that triggered them is being cancelled.
         with trio.CancelScope(shield=True):
             await super().protocol_send(event)
 
+    async def flush_held(self) -> None:
+        """The connection's flusher: a head still held when the loop comes round to this
+        task goes out alone (its body is not ready). Runs until the connection ends."""
+        while True:
+            await self._flusher.park()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._held:
+            await self._write(b"")
+
     async def _write(self, data: bytes) -> None:
+        if self._held:
+            data, self._held = self._held + data, b""
+        if not data:
+            return  # the end of a body with a length: nothing to send
         written = False
         with trio.CancelScope(shield=True):
             with trio.move_on_after(WRITE_TIMEOUT_S):
@@ -98,6 +132,7 @@ class ContainedTCPServer(TCPServer):
     async def _close(self) -> None:
         with trio.CancelScope(shield=True):
             with trio.move_on_after(LINGER_S):
+                await self._flush()
                 async with self.send_lock:
                     try:
                         await self.stream.send_eof()
@@ -106,6 +141,11 @@ class ContainedTCPServer(TCPServer):
                 if trio.lowlevel.current_task() is not self._reader:
                     await self._reader_done.wait()  # the reader discards what still arrives
             await self.stream.aclose()
+
+
+def _holdable(data: bytes) -> bool:
+    """A final response's head (never a `100 Continue`: the client waits for it to send)."""
+    return data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 1")
 
 
 class _FailureLog:
@@ -134,10 +174,12 @@ async def serve_http(
     config: Config,
     *,
     shutdown_trigger: Callable[[], Awaitable[Any]],
+    early: EarlyListener | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` on `config.bind` until `shutdown_trigger` returns, then drain connections
-    for `config.graceful_timeout`. Reports the bound URLs through `task_status`."""
+    """Serve `app` on `config.bind` (or on the socket `early` bound, with the connections it
+    kept) until `shutdown_trigger` returns, then drain connections for
+    `config.graceful_timeout`. Reports the bound URLs through `task_status`."""
     wrapped: AppWrapper = wrap_app(app, config.wsgi_max_body_size, None)
     state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, state)
@@ -149,15 +191,21 @@ async def serve_http(
             server = ContainedTCPServer(
                 wrapped, config, context, ConnectionState(state.copy()), stream
             )
-            await server.run()
+            async with trio.open_nursery() as flushing:
+                flushing.start_soon(server.flush_held)
+                await server.run()
+                flushing.cancel_scope.cancel()
         except* Exception as group:
             failures.record(group)
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
-        listeners, binds = _listeners(config)
+        listeners, binds = _listeners(config, early)
         async with trio.open_nursery() as connections:
+            for sock in early.hand_over() if early is not None else []:
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+                connections.start_soon(serve_connection, stream)
             async with trio.open_nursery() as accepting:
                 accepting.start_soon(
                     partial(
@@ -176,10 +224,16 @@ async def serve_http(
         lifespan_nursery.cancel_scope.cancel()
 
 
-def _listeners(config: Config) -> tuple[list[trio.SocketListener], list[str]]:
-    sockets = config.create_sockets()
+def _listeners(
+    config: Config, early: EarlyListener | None
+) -> tuple[list[trio.SocketListener], list[str]]:
+    if early is not None:
+        early.socket.setblocking(False)
+        insecure = [early.socket]
+    else:
+        insecure = config.create_sockets().insecure_sockets
     listeners, binds = [], []
-    for sock in sockets.insecure_sockets:
+    for sock in insecure:
         sock.listen(config.backlog)
         listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
         binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")

@@ -10,10 +10,12 @@ back than the history reaches starts with a `reset` notice, so the client knows 
 from __future__ import annotations
 
 import itertools
+import json
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import trio
@@ -38,6 +40,11 @@ class BusEvent:
     def envelope(self) -> dict[str, Any]:
         """The seed's event envelope."""
         return {"type": self.type, "ts": self.ts, "search_id": self.search_id, "data": self.data}
+
+    @cached_property
+    def envelope_json(self) -> str:
+        """The envelope as JSON, made once however many subscribers send it."""
+        return json.dumps(self.envelope())
 
 
 @dataclass
@@ -139,6 +146,15 @@ class EventBus:
         for subscription in list(self._subscribers):
             subscription.send.close()
         self._subscribers.clear()
+
+    def statistics(self) -> dict[str, int]:
+        """Subscribers now, subscribers dropped for falling behind (since start), the last id."""
+        return {
+            "subscribers": len(self._subscribers),
+            "dropped": self.dropped,
+            "last_id": self.last_id,
+            "history": len(self._history),
+        }
 
     def history(self, types: set[str] | None = None, limit: int = 100) -> list[BusEvent]:
         found = [e for e in self._history if types is None or e.type in types]

@@ -35,7 +35,7 @@ class Event:
     error: FsupError | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Services:
     """What the HTTP front end and the operations need: the root actor and the settings."""
 

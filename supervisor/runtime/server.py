@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -28,7 +29,10 @@ from actors.search_run import SearchContext
 from actors.supervision import Intensity, Supervisor
 from supervisor.http.api_auth import load_or_create_token
 from supervisor.http.app import create_app
+from supervisor.http.early import EarlyListener
 from supervisor.http.proxy import open_proxy_client
+from supervisor.http.server_api import publish_status
+from supervisor.http.services import HttpServices
 from supervisor.http.serving import serve_http
 from supervisor.runtime import operations
 from supervisor.runtime.events import EventBus
@@ -40,7 +44,7 @@ from supervisor.runtime.telemetry import publish_fleet_stats
 from supervisor.storage import intake
 from supervisor.storage.config import ServerConfig
 from supervisor.storage.home import Home, load_or_create_credentials
-from supervisor.storage.store import SearchStore, Store
+from supervisor.storage.store import AUDIT_FLUSH_S, SearchStore, Store
 
 log = logging.getLogger("fsup.server")
 
@@ -54,9 +58,11 @@ async def run_server(
     config: ServerConfig,
     deploy_dirs: Sequence[Path] = (),
     *,
+    early: EarlyListener | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until SIGINT or SIGTERM; report the URL through `task_status` once listening."""
+    """Serve until SIGINT or SIGTERM; report the URL through `task_status` once listening.
+    `early`: the port already bound, answering `/health` while this loaded (`http.early`)."""
     home.ensure()
     credentials, server_id = load_or_create_credentials(home)
     api_token = load_or_create_token(home.api_token)
@@ -93,15 +99,30 @@ async def run_server(
                 SearchStore(store), bus, fleet, client, log_backups=config.logs.backups
             )
             searches_ref = await roots.start("searches", lambda: SearchesActor(search_ctx))
-            services = Services(fleet, home, config, routes, store, bus)
-            app = create_app(services, credentials, server_id, proxy_client, api_token)
-            app.extensions["fsup.log_book"] = log_book
-            app.extensions["fsup.searches"] = searches_ref
+            services = HttpServices(
+                fleet,
+                home,
+                config,
+                routes,
+                store,
+                bus,
+                credentials=credentials,
+                server_id=server_id,
+                proxy_client=proxy_client,
+                api_token=api_token,
+                searches=searches_ref,
+                log_book=log_book,
+            )
+            app = create_app(services)
             stop_http = trio.Event()
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 binds = await nursery.start(
                     partial(
-                        serve_http, app, _hypercorn_config(config), shutdown_trigger=stop_http.wait
+                        serve_http,
+                        app,
+                        _hypercorn_config(config),
+                        shutdown_trigger=stop_http.wait,
+                        early=early,
                     )
                 )
                 url = binds[0]
@@ -110,6 +131,8 @@ async def run_server(
                 print(f"fsup listening on {url}", flush=True)
                 task_status.started(url)
                 nursery.start_soon(publish_fleet_stats, bus, routes)
+                nursery.start_soon(publish_status, app)
+                nursery.start_soon(flush_audit, store)
                 if deploy_dirs:
                     nursery.start_soon(deploy_folders, services, deploy_dirs)
                 async for signum in signals:
@@ -123,6 +146,31 @@ async def run_server(
         store.close()
         log.info("stopped")
         logging.getLogger().removeHandler(log_book)
+
+
+async def flush_audit(store: Store, delay: float = AUDIT_FLUSH_S) -> None:
+    """Write the audit rows that wait, `delay` after the first of them (the store writes a
+    full batch at once, and what is left at a clean stop when it closes). Sleeps while no
+    `/rpc` call is made."""
+    wake, woken = trio.open_memory_channel[None](1)
+
+    def waiting() -> None:
+        try:
+            wake.send_nowait(None)
+        except trio.WouldBlock:
+            pass  # already woken
+
+    store.audit_waiting = waiting
+    waiting()  # for rows recorded before this task ran
+    try:
+        async for _ in woken:
+            await trio.sleep(delay)
+            try:
+                store.flush_audit()
+            except sqlite3.Error as exc:  # kept for the next write; fsup carries on
+                log.error("writing the audit trail: %s", exc)
+    finally:
+        store.audit_waiting = None
 
 
 async def _stop_formations(fleet: ActorRef, bound: float) -> None:

@@ -28,58 +28,33 @@ import struct
 import tarfile
 import uuid
 import zipfile
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import cast
 
-from supervisor.core.errors import FsupError
-
-GZIP_MAGIC = b"\x1f\x8b"
-ZIP_MAGIC = b"PK\x03\x04"
-COPY_CHUNK = 64 * 1024
-GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib parses the gzip header and checks the trailer
-MAX_GZIP_MEMBERS = 16  # `cat a.gz b.gz` is valid gzip; a million empty members is an attack
-BLOCK = tarfile.BLOCKSIZE
-MAX_HEADER_READ = 1024 * 1024  # the data of one pax or GNU long-name header
-MAX_HEADER_READS = 16  # header blocks and extended headers read for one member
-MAX_TRAILING_ZEROS = 4 * 1024 * 1024  # padding after the end-of-archive blocks
-ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
-ZIP_END, ZIP64_END, ZIP64_LOCATOR = b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07"
-ZIP_ENTRY = b"PK\x01\x02"
-ZIP_END_SEARCH = 22 + 0xFFFF  # the end record and the longest comment
-# Everything zipfile raises on a damaged archive (unknown method, bad version, bad UTF-8
-# names, short reads, inflate errors...): all of them are the client's bundle at fault.
-ZIP_ERRORS = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    NotImplementedError,
-    RuntimeError,
-    EOFError,
-    OSError,
-    ValueError,
-    OverflowError,
-    struct.error,
-    zlib.error,
+from supervisor.storage.bundle_checks import (
+    BLOCK,
+    COPY_CHUNK,
+    GZIP_MAGIC,
+    ZIP64_END,
+    ZIP64_LOCATOR,
+    ZIP_END,
+    ZIP_END_SEARCH,
+    ZIP_ENTRY,
+    ZIP_ERRORS,
+    ZIP_MAGIC,
+    ZIP_METHODS,
+    BundleLimits,
+    bad_bundle,
+    check_size,
+    printable,
 )
+from supervisor.storage.gzip_stream import GzipStream
+
+__all__ = ["BundleLimits", "extract_bundle", "safe_name"]
+
 TAR_ERRORS = (tarfile.TarError, ValueError, OverflowError, UnicodeError, EOFError)
-
-
-@dataclass(frozen=True)
-class BundleLimits:
-    max_members: int = 10_000
-    max_unpacked_bytes: int = 512 * 1024 * 1024
-    max_ratio: float = 100.0
-    # Below this unpacked size the ratio is not checked: a small text bundle compresses well
-    # and cannot be a bomb.
-    ratio_floor_bytes: int = 1024 * 1024
-
-    @property
-    def max_inflated_bytes(self) -> int:
-        """What a `.tar.gz` may inflate to in all: the members' data, plus room for tar
-        headers and padding (about 2 KiB a member) and the end-of-archive padding."""
-        return self.max_unpacked_bytes + 2048 * self.max_members + 2 * MAX_TRAILING_ZEROS
 
 
 @dataclass(frozen=True)
@@ -88,20 +63,6 @@ class _Member:
     is_dir: bool
     size: int
     executable: bool
-
-
-def bad_bundle(message: str, member: str | None = None) -> FsupError:
-    details = {"member": printable(member)} if member is not None else {}
-    return FsupError("INVALID_BUNDLE", message, details)
-
-
-def printable(text: str, limit: int = 200) -> str:
-    """A member name as it may appear in an error: bounded, with control characters and
-    undecodable bytes escaped (it ends up in JSON and on an operator's terminal)."""
-    text = text[:limit]
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def extract_bundle(data: bytes, dest: Path, limits: BundleLimits = BundleLimits()) -> None:
@@ -203,25 +164,6 @@ class _Tree:
         holder.rmdir()
 
 
-def check_size(total: int, packed_bytes: int, limits: BundleLimits, member: str | None) -> None:
-    """Refuse once the members' `total` declared bytes pass the size limit or the ratio."""
-    if total > limits.max_unpacked_bytes:
-        raise bad_bundle(
-            f"unpacks to more than {limits.max_unpacked_bytes} bytes, the limit", member
-        )
-    check_ratio(total, packed_bytes, limits, member)
-
-
-def check_ratio(total: int, packed_bytes: int, limits: BundleLimits, member: str | None) -> None:
-    ratio = total / max(packed_bytes, 1)
-    if total > limits.ratio_floor_bytes and ratio > limits.max_ratio:
-        raise bad_bundle(
-            f"compression ratio {ratio:.0f}:1 exceeds {limits.max_ratio:.0f}:1 "
-            "(a decompression bomb?)",
-            member,
-        )
-
-
 def safe_name(raw: str) -> str:
     """Refuse names that could land outside the destination, then normalise `a//./b`."""
     if not raw or "\0" in raw or "\\" in raw:
@@ -247,136 +189,11 @@ def safe_name(raw: str) -> str:
 # --- .tar.gz -------------------------------------------------------------------------------
 
 
-class _GzipStream:
-    """The inflated bytes of a `.tar.gz`, read forward only. zlib checks each gzip member's
-    CRC-32 and length; every byte that comes out is counted against the limits, so a bomb
-    costs at most the budget. Also the file object `TarInfo.fromtarfile` reads headers from
-    (`read`, `tell`, `seek`), with each read bounded."""
-
-    def __init__(self, data: bytes, limits: BundleLimits) -> None:
-        self.data = data
-        self.limits = limits
-        self.fed = 0  # bytes of `data` handed to zlib
-        self.zlib = zlib.decompressobj(GZIP_WBITS)
-        self.gzip_members = 1
-        self.buffer = bytearray()  # inflated, not read yet
-        self.ended = False
-        self.position = 0  # in the tar stream, of the next byte read
-        self.produced = 0
-        self.member: str | None = None  # the member being read, for messages
-        self.reads = 0
-
-    def read(self, size: int = -1) -> bytes:
-        self.reads += 1
-        if not 0 <= size <= MAX_HEADER_READ or self.reads > MAX_HEADER_READS:
-            raise bad_bundle(
-                "a tar member's extended headers (pax, GNU long name) are too large or too many",
-                self.member,
-            )
-        return self.take(size)
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        if whence != 0 or offset < self.position:
-            raise bad_bundle("a tar header points backwards into the archive", self.member)
-        while self.position < offset and self.take(min(offset - self.position, COPY_CHUNK)):
-            pass
-        return self.position
-
-    def take(self, size: int) -> bytes:
-        self._fill(size)
-        out = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        self.position += len(out)
-        return out
-
-    def peek(self, size: int) -> bytes:
-        self._fill(size)
-        return bytes(self.buffer[:size])
-
-    def chunks(self, size: int) -> Iterator[bytes]:
-        left = size
-        while left > 0:
-            chunk = self.take(min(left, COPY_CHUNK))
-            if not chunk:
-                raise bad_bundle("the archive ends inside this member (truncated?)", self.member)
-            left -= len(chunk)
-            yield chunk
-
-    def expect_zeros(self) -> None:
-        """After the end-of-archive block only zero padding may follow: anything else is a
-        header that tarfile would have skipped in silence. Reading to the end of the gzip
-        stream also makes zlib check its CRC."""
-        seen = 0
-        while chunk := self.take(COPY_CHUNK):
-            seen += len(chunk)
-            if chunk.count(0) != len(chunk):
-                raise bad_bundle(
-                    "data after the end-of-archive marker (a damaged tar header?)", self.member
-                )
-            if seen > MAX_TRAILING_ZEROS:
-                raise bad_bundle("more than 4 MiB of padding after the end of the archive")
-
-    def _fill(self, size: int) -> None:
-        while len(self.buffer) < size and not self.ended:
-            self.buffer += self._inflate(max(size - len(self.buffer), COPY_CHUNK))
-
-    def _inflate(self, want: int) -> bytes:
-        """Up to `want` more bytes; b"" once the gzip stream has ended cleanly."""
-        while True:
-            if self.zlib.eof:
-                self._after_gzip_member()
-                if self.ended:
-                    return b""
-            feed = self.zlib.unconsumed_tail
-            if not feed:
-                if self.fed >= len(self.data):
-                    raise bad_bundle(
-                        "not a readable .tar.gz: the gzip stream ends early (truncated?)",
-                        self.member,
-                    )
-                feed = self.data[self.fed : self.fed + COPY_CHUNK]
-                self.fed += len(feed)
-            try:
-                out = self.zlib.decompress(feed, want)
-            except zlib.error as exc:
-                raise bad_bundle(
-                    f"not a readable .tar.gz: damaged gzip data ({exc})", self.member
-                ) from None
-            if out:
-                self.produced += len(out)
-                self._check_budget()
-                return out
-
-    def _after_gzip_member(self) -> None:
-        """Another gzip member may follow, or zero padding; anything else is damage."""
-        rest = self.fed - len(self.zlib.unused_data)
-        if self.data.startswith(GZIP_MAGIC, rest):
-            self.gzip_members += 1
-            if self.gzip_members > MAX_GZIP_MEMBERS:
-                raise bad_bundle(f"the .tar.gz has more than {MAX_GZIP_MEMBERS} gzip members")
-            self.fed, self.zlib = rest, zlib.decompressobj(GZIP_WBITS)
-        elif self.data.count(0, rest) == len(self.data) - rest:
-            self.ended = True
-        else:
-            raise bad_bundle("data after the end of the gzip stream (a damaged file?)")
-
-    def _check_budget(self) -> None:
-        if self.produced > self.limits.max_inflated_bytes:
-            raise bad_bundle(
-                f"inflates to more than {self.limits.max_inflated_bytes} bytes, the limit",
-                self.member,
-            )
-        check_ratio(self.produced, len(self.data), self.limits, self.member)
-
-
 class _TarCursor:
     """What `tarfile.TarInfo.fromtarfile` needs of a `TarFile`. Reading headers through it,
     instead of `TarFile.next`, lets a damaged header raise instead of ending the archive."""
 
-    def __init__(self, stream: _GzipStream) -> None:
+    def __init__(self, stream: GzipStream) -> None:
         self.fileobj = stream
         self.encoding = tarfile.ENCODING
         self.errors = "surrogateescape"
@@ -385,7 +202,7 @@ class _TarCursor:
 
 
 def _extract_tar(data: bytes, tree: _Tree) -> None:
-    stream = _GzipStream(data, tree.limits)
+    stream = GzipStream(data, tree.limits)
     cursor = _TarCursor(stream)
     while (info := _next_header(stream, cursor)) is not None:
         member = _tar_member(info)
@@ -395,7 +212,7 @@ def _extract_tar(data: bytes, tree: _Tree) -> None:
         stream.seek(cursor.offset)
 
 
-def _next_header(stream: _GzipStream, cursor: _TarCursor) -> tarfile.TarInfo | None:
+def _next_header(stream: GzipStream, cursor: _TarCursor) -> tarfile.TarInfo | None:
     """The next member's header, or None at the end of the archive."""
     at = stream.position
     block = stream.peek(BLOCK)

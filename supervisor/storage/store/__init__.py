@@ -7,7 +7,7 @@ formations' and the audit's view of that connection; `SearchStore` shares it.
 
 from __future__ import annotations
 
-from supervisor.storage.store.audit import AUDIT_KEEP, AuditTrail
+from supervisor.storage.store.audit import AUDIT_BATCH, AUDIT_FLUSH_S, AUDIT_KEEP, AuditTrail
 from supervisor.storage.store.formations import FormationRecords, FormationRow, VersionRow
 from supervisor.storage.store.migrations import SCHEMA_VERSION, StoreError
 from supervisor.storage.store.searches import RESULT_ORDERS, SearchStore
@@ -18,6 +18,8 @@ class Store(FormationRecords, AuditTrail):
 
 
 __all__ = [
+    "AUDIT_BATCH",
+    "AUDIT_FLUSH_S",
     "AUDIT_KEEP",
     "RESULT_ORDERS",
     "SCHEMA_VERSION",

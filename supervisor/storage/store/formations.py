@@ -2,12 +2,21 @@
 
 A formation's desired state and its live process (with its start time, so a recycled pid is
 never mistaken for ours); each version's manifest and folder.
+
+Reads of one formation (its row, its versions) are answered from memory once read: every
+listing asks them for each formation (issue 11: two queries per formation per `GET
+/rpc/formations`), and only this process writes them, through the methods below, each of
+which forgets what it changes. A rolled-back write is forgotten too (the next read asks the
+database again).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from supervisor.core.timestamps import rfc3339_now
 from supervisor.core.version_order import ordered
@@ -36,13 +45,29 @@ class VersionRow:
 
 
 class FormationRecords(Database):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._rows: dict[str, FormationRow | None] = {}
+        self._versions: dict[str, tuple[VersionRow, ...]] = {}
+
+    @contextmanager
+    def _writing(self, formation_id: str) -> Iterator[sqlite3.Connection]:
+        """A transaction that changes `formation_id`'s rows: what is remembered of it is
+        forgotten, whether the transaction commits or not."""
+        try:
+            with self.transaction() as db:
+                yield db
+        finally:
+            self._rows.pop(formation_id, None)
+            self._versions.pop(formation_id, None)
+
     # -- formations ------------------------------------------------------------------------
 
     def insert_formation(self, formation_id: str, port: int, version: VersionRow) -> FormationRow:
         """A new formation, desired `stopped` until its first start says otherwise (so an fsup
         killed mid-deploy does not bring back a formation that never proved healthy)."""
         now = rfc3339_now()
-        with self.transaction() as db:
+        with self._writing(formation_id) as db:
             db.execute(
                 "INSERT INTO formations (id, port, desired, current_version, created_at, "
                 "updated_at) VALUES (?, ?, 'stopped', ?, ?, ?)",
@@ -54,12 +79,15 @@ class FormationRecords(Database):
         return row
 
     def formation(self, formation_id: str) -> FormationRow | None:
+        if formation_id in self._rows:
+            return self._rows[formation_id]
         row = self._db.execute(
             "SELECT id, port, desired, current_version, pid, pid_started, created_at, "
             "updated_at FROM formations WHERE id = ?",
             (formation_id,),
         ).fetchone()
-        return FormationRow(*row) if row else None
+        found = self._rows[formation_id] = FormationRow(*row) if row else None
+        return found
 
     def formations(self) -> list[FormationRow]:
         rows = self._db.execute(
@@ -73,18 +101,18 @@ class FormationRecords(Database):
 
     def set_process(self, formation_id: str, pid: int | None, started: float | None) -> None:
         """Record (or clear) the live process, before anything else can observe it."""
-        with self.transaction() as db:
+        with self._writing(formation_id) as db:
             db.execute(
                 "UPDATE formations SET pid = ?, pid_started = ? WHERE id = ?",
                 (pid, started, formation_id),
             )
 
     def delete_formation(self, formation_id: str) -> None:
-        with self.transaction() as db:
+        with self._writing(formation_id) as db:
             db.execute("DELETE FROM formations WHERE id = ?", (formation_id,))
 
     def _update(self, formation_id: str, assignment: str, value: object) -> None:
-        with self.transaction() as db:
+        with self._writing(formation_id) as db:
             db.execute(
                 f"UPDATE formations SET {assignment}, updated_at = ? WHERE id = ?",  # noqa: S608
                 (value, rfc3339_now(), formation_id),
@@ -108,7 +136,7 @@ class FormationRecords(Database):
 
     def put_version(self, version: VersionRow) -> None:
         """Add a version, or replace an earlier install of the same one."""
-        with self.transaction() as db:
+        with self._writing(version.formation_id) as db:
             db.execute(
                 "DELETE FROM versions WHERE formation_id = ? AND version = ?",
                 (version.formation_id, version.version),
@@ -116,7 +144,7 @@ class FormationRecords(Database):
             self._insert_version(db, version)
 
     def delete_version(self, formation_id: str, version: str) -> None:
-        with self.transaction() as db:
+        with self._writing(formation_id) as db:
             db.execute(
                 "DELETE FROM versions WHERE formation_id = ? AND version = ?",
                 (formation_id, version),
@@ -126,7 +154,7 @@ class FormationRecords(Database):
         self, formation_id: str, version: str, port: int, pid: int | None, started: float | None
     ) -> None:
         """The swap, in one transaction: the version and process now serving, on their port."""
-        with self.transaction() as db:
+        with self._writing(formation_id) as db:
             db.execute(
                 "UPDATE formations SET current_version = ?, port = ?, pid = ?, pid_started = ?, "
                 "updated_at = ? WHERE id = ?",
@@ -136,6 +164,9 @@ class FormationRecords(Database):
     def versions(self, formation_id: str) -> list[VersionRow]:
         """A formation's stored versions, lowest first by SemVer precedence (equal ones, i.e.
         builds of one version, oldest stored first)."""
+        known = self._versions.get(formation_id)
+        if known is not None:
+            return list(known)
         rows = [
             VersionRow(*row)
             for row in self._db.execute(
@@ -145,7 +176,9 @@ class FormationRecords(Database):
             ).fetchall()
         ]
         rank = {version: index for index, version in enumerate(ordered(r.version for r in rows))}
-        return sorted(rows, key=lambda row: rank[row.version])
+        found = sorted(rows, key=lambda row: rank[row.version])
+        self._versions[formation_id] = tuple(found)
+        return found
 
     def version(self, formation_id: str, version: str) -> VersionRow | None:
         row = self._db.execute(

@@ -1,0 +1,113 @@
+"""`/api/v1/formations`: the fleet for the dashboard, with the session cookie (or the bearer).
+
+The same formations and lifecycle as `/rpc/formations`, reached the way any `/api/v1` client
+authenticates, so that a browser page never holds the HMAC secret or signs `/rpc` requests.
+Handlers reuse `rpc`'s helpers (ask with a bound, the lookup, the listing with its fallback
+for a busy actor, the log tail and follower) and add each process's CPU and memory (psutil,
+as `/api/v1/nodes` does). Lifecycle calls answer once with JSON when done; the page follows
+their progress on the event stream (`formation_state_changed`...), not on this answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from quart import Blueprint
+
+from actors.fleet import Delete
+from actors.formation import Snapshot
+from supervisor.http import sse
+from supervisor.http.api_v1 import api_auth_hook
+from supervisor.http.operations_api import process_figures
+from supervisor.http.params import bool_param, choice_param, lines_param
+from supervisor.http.rpc import (
+    DELETE_TIMEOUT_S,
+    LIFECYCLE,
+    MAX_LOG_LINES,
+    ask,
+    follow_logs,
+    formation_ref,
+    read_history,
+    snapshots,
+)
+from supervisor.http.services import services
+from supervisor.runtime import operations
+from supervisor.storage.formation_logs import STREAMS
+
+PREFIX = "/api/v1/formations"
+FIGURES = ("cpu_percent", "rss_bytes")
+
+
+async def with_figures(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each snapshot with its process's `cpu_percent` and `rss_bytes` (null without one)."""
+
+    def add() -> None:
+        for item in items:
+            pid = item.get("pid")
+            figures = process_figures(pid) if isinstance(pid, int) else {}
+            for name in FIGURES:
+                item[name] = figures.get(name)
+
+    await trio.to_thread.run_sync(add)
+    return items
+
+
+def lifecycle_handler(message: Any, first_stage: str) -> Any:
+    async def handler(formation_id: str) -> Any:
+        ref = await formation_ref(formation_id)
+        last = await operations.outcome(operations.relay(ref, message, first_stage))
+        if last.error is not None:
+            raise last.error
+        return last.data
+
+    return handler
+
+
+def blueprint() -> Blueprint:
+    """`/api/v1/formations`, behind `/api/v1`'s auth (bearer, or cookie + cross-site check)."""
+    bp = Blueprint("fleet_api", __name__)
+    bp.before_request(api_auth_hook)
+
+    @bp.get(PREFIX)
+    async def api_formations() -> Any:
+        items = await with_figures(await snapshots())
+        return {"formations": items, "total": len(items)}
+
+    @bp.get(f"{PREFIX}/<formation_id>")
+    async def api_formation(formation_id: str) -> Any:
+        snapshot = await ask(await formation_ref(formation_id), Snapshot())
+        return (await with_figures([snapshot]))[0]
+
+    for action, (message, first_stage) in LIFECYCLE.items():
+        bp.add_url_rule(
+            f"{PREFIX}/<formation_id>/{action}",
+            f"api_{action}",
+            lifecycle_handler(message, first_stage),
+            methods=["POST"],
+        )
+
+    @bp.delete(f"{PREFIX}/<formation_id>")
+    async def api_delete(formation_id: str) -> Any:
+        return await ask(services().fleet, Delete(formation_id), DELETE_TIMEOUT_S)
+
+    @bp.get(f"{PREFIX}/<formation_id>/logs")
+    async def api_formation_logs(formation_id: str) -> Any:
+        """The last lines; with `follow=true`, an SSE stream of them and then of each new
+        line (`event: log`), which an EventSource can open with the cookie."""
+        await formation_ref(formation_id)  # 404 unless it exists
+        count = lines_param(100, 0, MAX_LOG_LINES)
+        stream = choice_param("stream", ("all", *STREAMS), "all")
+        follow = bool_param("follow", False)
+        log_dir = services().home.formation_logs(formation_id)
+        streams = STREAMS if stream == "all" else (stream,)
+        backups = services().config.logs.backups
+        history = await trio.to_thread.run_sync(read_history, log_dir, streams, count, backups)
+        if not follow:
+            return {"formation_id": formation_id, "lines": history}
+        routes = services().routes  # taken now: the stream runs outside the app context
+        return await sse.numbered_response(
+            follow_logs(routes, formation_id, log_dir, streams, history)
+        )
+
+    return bp

@@ -1,0 +1,233 @@
+"""The document's named schemas (`components.schemas`): every body fsup answers."""
+
+from __future__ import annotations
+
+from supervisor.http.openapi.kit import (
+    ANY_OBJECT,
+    BOOL,
+    INT,
+    NUM,
+    SEARCH_STATES,
+    STATES,
+    STR,
+    Schema,
+    array,
+    enum,
+    maybe,
+    obj,
+    ref,
+)
+
+
+def schemas() -> dict[str, Schema]:
+    """Every response shape, as the handlers and actors build it (read from their code)."""
+    status = enum(*STATES)
+    search_state = enum(*SEARCH_STATES)
+    run_summary = obj(
+        {"run_id": STR, "state": STR, "mode": STR, "started_at": STR, "finished_at": maybe(STR)}
+    )
+    return {
+        "Error": obj(
+            {
+                "error": obj({"code": STR, "message": STR, "details": ANY_OBJECT}),
+                "code": STR,
+                "message": STR,
+            }
+        ),
+        "Formation": obj(
+            {
+                "id": STR,
+                "version": STR,
+                "description": STR,
+                "status": status,
+                "port": INT,
+                "pid": maybe(INT),
+                "healthy": maybe(BOOL),
+                "restart_count": INT,
+                "uptime_s": maybe(NUM),
+                "created_at": maybe(STR),
+                "updated_at": maybe(STR),
+                "desired": maybe(enum("running", "stopped")),
+                "versions": array(STR),
+                "update_in_progress": BOOL,
+                "last_exit_code": maybe(INT),
+                "last_error": maybe(STR),
+            }
+        ),
+        "UnansweredFormation": {
+            **obj({"id": STR, "status": {"const": "unknown"}}),
+            "description": "A formation whose actor did not answer in time (listing only).",
+        },
+        "FormationList": obj(
+            {
+                "formations": array({"anyOf": [ref("Formation"), ref("UnansweredFormation")]}),
+                "total": INT,
+            }
+        ),
+        "LifecycleResult": {
+            **obj(
+                {
+                    "formation_id": STR,
+                    "status": status,
+                    "port": INT,
+                    "version": STR,
+                    "pid": maybe(INT),
+                    "healthy": maybe(BOOL),
+                },
+                {"previous_version": STR},
+            ),
+            "description": "The answer of deploy, update, start, stop, restart and rollback: "
+            "the data of the `complete` event of the same operation streamed as SSE; "
+            "`previous_version` after an update or a rollback.",
+        },
+        "Deleted": obj({"id": STR, "deleted": {"const": True}}),
+        "CancelUpdate": obj(
+            {"formation_id": STR, "cancelled": BOOL}, {"message": STR, "version": STR}
+        ),
+        "FormationLogs": obj(
+            {
+                "formation_id": STR,
+                "lines": array(
+                    obj({"ts": maybe(STR), "stream": enum("stdout", "stderr"), "line": STR})
+                ),
+            }
+        ),
+        "AuditLog": obj(
+            {
+                "entries": array(
+                    obj(
+                        {
+                            "ts": STR,
+                            "key_id": STR,
+                            "method": STR,
+                            "path": STR,
+                            "status": INT,
+                            "duration_ms": NUM,
+                            "remote_addr": STR,
+                            "scheme": STR,
+                        }
+                    )
+                )
+            }
+        ),
+        "ServerStatus": obj(
+            {
+                "server_id": STR,
+                "version": STR,
+                "uptime_s": NUM,
+                "formations": obj({"total": INT, "running": INT, "stopped": INT, "crashed": INT}),
+                "ports": obj({"range": STR, "allocated": INT, "available": INT}),
+            }
+        ),
+        "Result": obj(
+            {
+                "result_id": STR,
+                "kind": enum("log", "peer"),
+                "title": STR,
+                "sources": array(STR),
+                "first_seen": STR,
+            },
+            {"snippet": STR, "size": INT, "score": NUM},
+        ),
+        "Search": obj(
+            {
+                "id": STR,
+                "keyword": STR,
+                "state": search_state,
+                "mode": enum("full", "live"),
+                "pinned": BOOL,
+                "active_run_id": maybe(STR),
+                "created_at": STR,
+                "updated_at": STR,
+            }
+        ),
+        "SearchList": obj(
+            {
+                "searches": array(
+                    obj(
+                        {
+                            "id": STR,
+                            "keyword": STR,
+                            "state": search_state,
+                            "updated_at": STR,
+                            "pinned": BOOL,
+                            "summary": obj(
+                                {
+                                    "hits": INT,
+                                    "peers_contacted": INT,
+                                    "progress": NUM,
+                                    "errors": INT,
+                                }
+                            ),
+                        }
+                    )
+                )
+            }
+        ),
+        "SearchDetail": obj(
+            {
+                "search": {"allOf": [ref("Search"), obj({"last_run_summary": maybe(run_summary)})]},
+                "telemetry": obj(
+                    {
+                        "peers": INT,
+                        "peers_done": INT,
+                        "requests": INT,
+                        "responses": INT,
+                        "drops": INT,
+                        "hits": INT,
+                        "rates": obj({"requests_per_s": NUM, "hits_per_s": NUM}),
+                    }
+                ),
+                "progress": obj({"phase": STR, "percent": NUM}, {"started_at": STR}),
+                "results": obj({"count": INT, "top": array(ref("Result"))}),
+                "activity": array(obj({"id": INT, "type": STR, "ts": STR})),
+            }
+        ),
+        "ResultPage": obj(
+            {"items": array(ref("Result")), "total": INT, "limit": INT, "offset": INT}
+        ),
+        "SearchExport": obj(
+            {"search": ref("Search"), "results": array(ref("Result")), "total": INT}
+        ),
+        "RoutingSummary": obj(
+            {
+                "routes": INT,
+                "serving": INT,
+                "healthy": INT,
+                "stale": INT,
+                "refresh_age_s": obj({"min": maybe(NUM), "median": maybe(NUM), "max": maybe(NUM)}),
+            }
+        ),
+        "NodePage": obj(
+            {
+                "nodes": array(
+                    obj(
+                        {
+                            "formation_id": STR,
+                            "role": enum("active", "staging"),
+                            "pid": INT,
+                            "port": INT,
+                            "state": STR,
+                            "healthy": maybe(BOOL),
+                            "restart_count": INT,
+                            "last_health_check_age_s": maybe(NUM),
+                            "cpu_percent": maybe(NUM),
+                            "rss_bytes": maybe(INT),
+                            "uptime_s": maybe(NUM),
+                        }
+                    )
+                ),
+                "total": INT,
+                "limit": INT,
+                "offset": INT,
+            }
+        ),
+        "LogPage": obj(
+            {
+                "items": array(
+                    obj({"id": INT, "ts": STR, "level": STR, "logger": STR, "message": STR})
+                ),
+                "next_cursor": INT,
+            }
+        ),
+    }

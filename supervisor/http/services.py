@@ -1,0 +1,41 @@
+"""What a handler reaches: one typed object on the app, instead of string-keyed extensions.
+
+`create_app` stores it once; handlers call `services()`. The fields are the runtime's
+(`operations.Services`: the fleet actor, home, config, routes, store, bus) plus what only the
+HTTP edge needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from quart import current_app
+
+from supervisor.runtime.operations import Services
+
+if TYPE_CHECKING:
+    from actors.base import ActorRef
+    from supervisor.core.hmac_auth import Credentials
+    from supervisor.http.sessions import RevokedSessions
+    from supervisor.http.upstream import UpstreamPool
+    from supervisor.runtime.logs import LogBook
+
+EXTENSION = "fsup"
+
+
+@dataclass
+class HttpServices(Services):
+    credentials: Credentials
+    server_id: str
+    proxy_client: UpstreamPool
+    api_token: str  # `/api/v1`'s bearer token (sessions are derived from it)
+    searches: ActorRef | None  # the searches actor (None in app-only tests)
+    log_book: LogBook | None  # the server's own log records, paged (None in app-only tests)
+    # Logged-out sessions (`sessions.py`), made on first use from `home` when not given.
+    revoked: RevokedSessions | None = None
+
+
+def services() -> HttpServices:
+    """The app's services, inside a request or app context."""
+    return cast(HttpServices, current_app.extensions[EXTENSION])

@@ -1,0 +1,697 @@
+// fsup's dashboard: one Alpine component (CSP build: no eval), snapshot then stream.
+//
+// Auth as seed 003: if the session cookie is not good, fetch the token from the loopback-only
+// bootstrap, open a session with it (the server sets the HttpOnly rm_session cookie), and drop
+// the token: it lives in one function's local variable, never in a URL or in storage. Every
+// request then rides on the cookie plus the X-Fsup-Request header the server's cross-site check
+// wants. The fleet and the searches are fetched once (snapshot), then kept current from
+// /api/v1/events; rows are keyed and patched in place, never rebuilt per event.
+"use strict";
+
+const API = "/api/v1";
+const LOG_KEEP = 500;
+const PAGE = 50;
+const FLEET_EVENTS = [
+  "formation_state_changed", "formation_health_changed", "formation_deployed",
+  "formation_updated", "formation_rolled_back", "formation_deleted",
+];
+const SEARCH_EVENTS = [
+  "search_created", "search_updated", "search_state_changed", "search_progress",
+  "search_stats", "search_hit_found", "search_completed",
+];
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function request(method, path, body, bearer) {
+  const headers = { "X-Fsup-Request": "1", Accept: "application/json" };
+  const init = { method, headers, credentials: "same-origin", cache: "no-store" };
+  if (bearer) headers.Authorization = "Bearer " + bearer;
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(API + path, init);
+  } catch (err) {
+    throw new ApiError(0, "DOWN", "fsup is not answering");
+  }
+  let data = null;
+  try { data = await response.json(); } catch (err) { data = null; }
+  if (!response.ok) {
+    const error = (data && data.error) || {};
+    throw new ApiError(response.status, error.code || "HTTP_" + response.status,
+      error.message || response.statusText);
+  }
+  return data;
+}
+
+// Open a session: the token is read, used once, and forgotten when this function returns.
+async function openSession() {
+  const boot = await request("GET", "/auth/bootstrap");
+  await request("POST", "/session", undefined, boot.token);
+}
+
+function byId(list) {
+  const map = new Map();
+  list.forEach((item, index) => map.set(item.id, index));
+  return map;
+}
+
+document.addEventListener("alpine:init", () => {
+  window.Alpine.data("dashboard", () => ({
+    view: "fleet",
+    conn: "loading",
+    banner: "",
+    loading: true,
+    fleet: [],
+    status: null,
+    current: null,
+    busy: false,
+    actionNote: "",
+    logNote: "",
+    searches: [],
+    searchId: null,
+    thread: null,
+    results: { items: [], total: 0 },
+    filter: "",
+    sort: "recent",
+    offset: 0,
+    limit: PAGE,
+    unseen: 0,
+    newKeyword: "",
+    newMode: "full",
+    confirmText: "",
+
+    async init() {
+      this._events = null;
+      this._logs = null;
+      this._pending = null;
+      this._retry = 1000;
+      this._hitBuffer = [];
+      this._confirm = null;
+      window.addEventListener("hashchange", () => this.route());
+      await this.connect();
+    },
+
+    // -- connection -----------------------------------------------------------------------
+
+    async connect() {
+      try {
+        await this.ensureSession();
+      } catch (err) {
+        this.failed(err);
+        return;
+      }
+      this.openEvents();
+      await this.refresh();
+      this.route();
+    },
+
+    // On fsup's own machine a fresh session is one bootstrap away, so the page opens one
+    // at once (no failed request to show in the console). Elsewhere the bootstrap is
+    // refused (403), and the page carries on with the cookie it has, if that is still good.
+    async ensureSession() {
+      try {
+        await openSession();
+      } catch (err) {
+        if (err.status !== 403) throw err;
+        await request("GET", "/session/check");
+      }
+    },
+
+    // A call that survives an expired session: open a new one and try once more.
+    async call(method, path, body) {
+      try {
+        return await request(method, path, body);
+      } catch (err) {
+        if (err.status !== 401) throw err;
+        await openSession();
+        return await request(method, path, body);
+      }
+    },
+
+    failed(err) {
+      if (err.status === 0) {
+        this.conn = "down";
+        this.banner = "fsup is not answering. Retrying…";
+        this.retryLater();
+      } else if (err.status === 401 || err.status === 403) {
+        this.conn = "expired";
+        this.banner = "The session has expired and this browser cannot open a new one " +
+          "(the token is handed out to fsup's own machine only). " + err.message;
+      } else {
+        this.banner = err.message;
+      }
+    },
+
+    retryLater() {
+      const wait = this._retry;
+      this._retry = Math.min(this._retry * 2, 10000);
+      setTimeout(() => this.connect(), wait);
+    },
+
+    openEvents() {
+      if (this._events) this._events.close();
+      const source = new EventSource(API + "/events");
+      this._events = source;
+      let opened = false;
+      source.addEventListener("open", () => {
+        this.conn = "live";
+        this.banner = "";
+        this._retry = 1000;
+        // A reconnect may have missed events (fsup restarted, or the stream ended): the
+        // snapshot is the truth; the first open follows the snapshot fetched in connect().
+        if (opened) this.refresh();
+        opened = true;
+      });
+      source.addEventListener("error", () => {
+        if (source.readyState === EventSource.CLOSED) {
+          // Refused (401: session gone) or fsup down: find out which, then start again.
+          this.conn = "reconnecting";
+          source.close();
+          this._events = null;
+          setTimeout(() => this.connect(), this._retry);
+          this._retry = Math.min(this._retry * 2, 10000);
+        } else {
+          this.conn = "reconnecting";
+        }
+      });
+      const handle = (event) => this.onEvent(JSON.parse(event.data));
+      for (const type of [...FLEET_EVENTS, ...SEARCH_EVENTS, "status", "overflow", "reset"]) {
+        source.addEventListener(type, handle);
+      }
+    },
+
+    onEvent(event) {
+      if (this._pending) {
+        this._pending.push(event);
+        return;
+      }
+      this.apply(event);
+    },
+
+    apply(event) {
+      const type = event.type;
+      if (type === "overflow" || type === "reset") {
+        this.refresh();
+      } else if (type === "status") {
+        this.applyStatus(event.data);
+      } else if (type.startsWith("formation_")) {
+        this.applyFormation(type, event.data);
+      } else if (type.startsWith("search_")) {
+        this.applySearch(type, event.search_id, event.data);
+      }
+    },
+
+    // Snapshot first; events that arrive meanwhile are held and applied on top of it.
+    async refresh() {
+      this._pending = [];
+      try {
+        const [fleet, searches, status] = await Promise.all([
+          this.call("GET", "/formations"),
+          this.call("GET", "/searches"),
+          this.call("GET", "/status"),
+        ]);
+        this.mergeFleet(fleet.formations);
+        this.mergeSearches(searches.searches);
+        this.applyStatus(status);
+        if (this.current) await this.loadFormation(this.current.id);
+        if (this.searchId) await this.loadThread(this.searchId);
+      } catch (err) {
+        this.failed(err);
+      } finally {
+        const held = this._pending || [];
+        this._pending = null;
+        this.loading = false;
+        held.forEach((event) => this.apply(event));
+      }
+    },
+
+    // -- fleet ------------------------------------------------------------------------------
+
+    mergeFleet(items) {
+      const seen = new Set(items.map((item) => item.id));
+      const index = byId(this.fleet);
+      for (const item of items) {
+        const at = index.get(item.id);
+        if (at === undefined) this.fleet.push(item);
+        else Object.assign(this.fleet[at], item);
+      }
+      for (let i = this.fleet.length - 1; i >= 0; i--) {
+        if (!seen.has(this.fleet[i].id)) this.fleet.splice(i, 1);
+      }
+      this.fleet.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    },
+
+    row(id) {
+      return this.fleet.find((item) => item.id === id);
+    },
+
+    applyFormation(type, data) {
+      const id = data.formation_id;
+      const row = this.row(id);
+      if (type === "formation_deleted") {
+        const at = this.fleet.indexOf(row);
+        if (at >= 0) this.fleet.splice(at, 1);
+        if (this.current && this.current.id === id) this.current = null;
+        return;
+      }
+      const patch = {};
+      if (type === "formation_state_changed") {
+        Object.assign(patch, { status: data.to, pid: data.pid, version: data.version,
+          restart_count: data.restart_count });
+        if (data.to !== "running") Object.assign(patch, { cpu_percent: null, rss_bytes: null });
+        if (data.to === "running") patch.uptime_s = 0;
+      } else if (type === "formation_health_changed") {
+        patch.healthy = data.healthy;
+      } else {
+        for (const key of ["version", "status", "pid", "port"]) {
+          if (data[key] !== undefined) patch[key] = data[key];
+        }
+      }
+      if (row) Object.assign(row, patch);
+      if (this.current && this.current.id === id) Object.assign(this.current, patch);
+      // A new formation, or a new version: its full row (versions, description) from the API.
+      if (!row || type === "formation_updated" || type === "formation_rolled_back" ||
+          type === "formation_deployed") {
+        this.reloadRow(id);
+      }
+    },
+
+    reloadRow(id) {
+      return this.coalesce("row:" + id, () => this.fetchRow(id));
+    },
+
+    async fetchRow(id) {
+      try {
+        const item = await this.call("GET", "/formations/" + encodeURIComponent(id));
+        const row = this.row(id);
+        if (row) Object.assign(row, item);
+        else this.mergeFleet([...this.fleet.map((r) => r), item]);
+        if (this.current && this.current.id === id) Object.assign(this.current, item);
+      } catch (err) {
+        if (err.status !== 404) this.failed(err);
+      }
+    },
+
+    applyStatus(status) {
+      this.status = status;
+      for (const [id, figures] of Object.entries(status.processes || {})) {
+        const row = this.row(id);
+        if (row) Object.assign(row, figures);
+        if (this.current && this.current.id === id) Object.assign(this.current, figures);
+      }
+    },
+
+    // -- routing ----------------------------------------------------------------------------
+
+    route() {
+      const hash = location.hash.replace(/^#\/?/, "");
+      const [section, id] = hash.split("/").map(decodeURIComponent);
+      this.closeLogs();
+      if (section === "f" && id) {
+        this.view = "formation";
+        // The log list is inside the formation's template: opened once it is on the page.
+        this.loadFormation(id).then(() => this.$nextTick()).then(() => this.openLogs(id));
+      } else if (section === "searches") {
+        this.view = "searches";
+        this.current = null;
+        if (id) this.loadThread(id);
+        else { this.searchId = null; this.thread = null; }
+      } else {
+        this.view = "fleet";
+        this.current = null;
+      }
+    },
+
+    async loadFormation(id) {
+      try {
+        this.current = await this.call("GET", "/formations/" + encodeURIComponent(id));
+      } catch (err) {
+        this.current = null;
+        if (err.status !== 404) this.failed(err);
+      }
+    },
+
+    // -- one formation: actions and its log -------------------------------------------------
+
+    async act(action) {
+      const id = this.current.id;
+      this.busy = true;
+      this.actionNote = action + "…";
+      try {
+        const answer = await this.call("POST", "/formations/" + encodeURIComponent(id) + "/" + action);
+        this.actionNote = action + ": done (" + (answer.status || "ok") + ")";
+      } catch (err) {
+        this.actionNote = action + " failed: " + err.message;
+      } finally {
+        this.busy = false;
+      }
+    },
+
+    askDelete() {
+      const id = this.current.id;
+      this.confirm("Delete formation " + id + "? Its process is stopped and its versions removed.",
+        async () => {
+          this.busy = true;
+          try {
+            await this.call("DELETE", "/formations/" + encodeURIComponent(id));
+            location.hash = "#/";
+          } catch (err) {
+            this.actionNote = "delete failed: " + err.message;
+          } finally {
+            this.busy = false;
+          }
+        });
+    },
+
+    confirm(text, then) {
+      this.confirmText = text;
+      this._confirm = then;
+      this.$refs.confirm.showModal();
+    },
+
+    confirmAnswer(yes) {
+      const then = this._confirm;
+      this._confirm = null;
+      this.$refs.confirm.close();
+      if (yes && then) then();
+    },
+
+    confirmClosed() {
+      this._confirm = null;
+    },
+
+    openLogs(id) {
+      this.closeLogs();
+      const list = this.$refs.log;
+      if (!list) return;
+      list.replaceChildren();
+      this.logNote = "Waiting for log lines…";
+      const url = API + "/formations/" + encodeURIComponent(id) + "/logs?follow=true&lines=100";
+      const source = new EventSource(url);
+      this._logs = source;
+      let queue = [];
+      let scheduled = false;
+      const flush = () => {
+        scheduled = false;
+        const fragment = document.createDocumentFragment();
+        for (const item of queue) {
+          const li = document.createElement("li");
+          li.className = "log-" + item.stream;
+          li.textContent = item.line;
+          fragment.append(li);
+        }
+        queue = [];
+        list.append(fragment);
+        while (list.childElementCount > LOG_KEEP) list.firstElementChild.remove();
+        list.scrollTop = list.scrollHeight;
+      };
+      source.addEventListener("open", () => list.replaceChildren()); // a reconnect resends
+      source.addEventListener("log", (event) => {
+        this.logNote = "";
+        queue.push(JSON.parse(event.data));
+        if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
+      });
+      source.addEventListener("error", () => {
+        if (source.readyState === EventSource.CLOSED) this.logNote = "The log stream ended.";
+      });
+    },
+
+    closeLogs() {
+      if (this._logs) this._logs.close();
+      this._logs = null;
+    },
+
+    // -- searches ---------------------------------------------------------------------------
+
+    mergeSearches(items) {
+      const index = byId(this.searches);
+      const seen = new Set(items.map((item) => item.id));
+      for (const item of items) {
+        const at = index.get(item.id);
+        if (at === undefined) this.searches.push(item);
+        else Object.assign(this.searches[at], item);
+      }
+      for (let i = this.searches.length - 1; i >= 0; i--) {
+        if (!seen.has(this.searches[i].id)) this.searches.splice(i, 1);
+      }
+      this.searches.sort((a, b) => (a.updated_at < b.updated_at ? 1 : -1));
+    },
+
+    // Many events can ask for the list at once (a burst of hits for a search the sidebar
+    // does not know yet): one request is in flight at a time, and one more follows it if
+    // anything asked meanwhile.
+    reloadSearches() {
+      return this.coalesce("searches", async () => {
+        try {
+          this.mergeSearches((await this.call("GET", "/searches")).searches);
+        } catch (err) {
+          this.failed(err);
+        }
+      });
+    },
+
+    coalesce(key, task) {
+      const runs = this._runs || (this._runs = new Map());
+      const entry = runs.get(key);
+      if (entry) {
+        entry.again = true;
+        return entry.done;
+      }
+      const fresh = { again: false, done: null };
+      fresh.done = (async () => {
+        do {
+          fresh.again = false;
+          await task();
+        } while (fresh.again);
+        runs.delete(key);
+      })();
+      runs.set(key, fresh);
+      return fresh.done;
+    },
+
+    applySearch(type, id, data) {
+      const item = this.searches.find((s) => s.id === id);
+      if (type === "search_created" || (!item && data.state !== "deleted")) {
+        this.reloadSearches();
+      } else if (type === "search_state_changed") {
+        if (data.state === "deleted") {
+          if (item) this.searches.splice(this.searches.indexOf(item), 1);
+          if (this.searchId === id) location.hash = "#/searches";
+          return;
+        }
+        item.state = data.state;
+        item.updated_at = event_time();
+      } else if (type === "search_hit_found" && item) {
+        item.summary.hits += 1;
+      }
+      if (!this.thread || this.searchId !== id) return;
+      const thread = this.thread;
+      if (type === "search_state_changed") {
+        thread.search.state = data.state;
+        if (data.state === "running") this.loadThread(id);
+      } else if (type === "search_progress") {
+        thread.progress = data;
+      } else if (type === "search_stats") {
+        thread.telemetry = data;
+      } else if (type === "search_completed") {
+        Object.assign(thread, { progress: data.progress, telemetry: data.telemetry });
+      } else if (type === "search_hit_found") {
+        this.results.total += 1;
+        this.queueHit(data);
+      }
+    },
+
+    // Hits arrive in bursts: they join the page once per frame. Only the first page of the
+    // newest-first order takes them in (trimmed to one page); elsewhere they are counted.
+    queueHit(hit) {
+      if (this.sort !== "recent" || this.offset !== 0 || this.filter) {
+        this.unseen += 1;
+        return;
+      }
+      this._hitBuffer.push(hit);
+      if (this._hitBuffer.length > 1) return;
+      requestAnimationFrame(() => {
+        const fresh = this._hitBuffer.reverse();
+        this._hitBuffer = [];
+        const known = new Set(this.results.items.map((h) => h.result_id));
+        const items = fresh.filter((h) => !known.has(h.result_id)).concat(this.results.items);
+        this.results.items = items.slice(0, this.limit);
+      });
+    },
+
+    async loadThread(id) {
+      this.searchId = id;
+      try {
+        const detail = await this.call("GET", "/searches/" + encodeURIComponent(id));
+        if (this.searchId !== id) return;
+        if (!this.thread || this.thread.search.id !== id) {
+          this.offset = 0;
+          this.filter = "";
+        }
+        this.thread = detail;
+        await this.loadResults();
+      } catch (err) {
+        if (err.status === 404) { this.thread = null; return; }
+        this.failed(err);
+      }
+    },
+
+    async loadResults() {
+      const id = this.searchId;
+      const query = new URLSearchParams({ limit: this.limit, offset: this.offset, sort: this.sort });
+      if (this.filter) query.set("q", this.filter);
+      try {
+        const page = await this.call("GET", "/searches/" + encodeURIComponent(id) + "/results?" + query);
+        if (this.searchId !== id) return;
+        this.results = { items: page.items, total: page.total };
+        this.unseen = 0;
+      } catch (err) {
+        this.failed(err);
+      }
+    },
+
+    setFilter(event) {
+      this.filter = event.target.value.trim();
+      this.offset = 0;
+      this.loadResults();
+    },
+
+    setSort(event) {
+      this.sort = event.target.value;
+      this.offset = 0;
+      this.loadResults();
+    },
+
+    page(step) {
+      this.offset = Math.max(0, this.offset + step * this.limit);
+      this.loadResults();
+    },
+
+    async createSearch() {
+      const keyword = this.newKeyword.trim();
+      if (!keyword) return;
+      try {
+        const detail = await this.call("POST", "/searches",
+          { keyword, mode: this.newMode, autostart: true });
+        this.newKeyword = "";
+        await this.reloadSearches();
+        location.hash = "#/searches/" + detail.search.id;
+      } catch (err) {
+        this.banner = "Could not create the search: " + err.message;
+      }
+    },
+
+    async searchAct(action) {
+      const id = this.searchId;
+      try {
+        this.thread = await this.call("POST", "/searches/" + encodeURIComponent(id) + "/" + action);
+        if (action === "rerun") { this.offset = 0; await this.loadResults(); }
+      } catch (err) {
+        this.banner = action + " failed: " + err.message;
+      }
+    },
+
+    askDeleteSearch() {
+      const id = this.searchId;
+      this.confirm("Delete the search “" + this.thread.search.keyword + "” and its results?",
+        async () => {
+          try {
+            await this.call("DELETE", "/searches/" + encodeURIComponent(id));
+            location.hash = "#/searches";
+          } catch (err) {
+            this.banner = "delete failed: " + err.message;
+          }
+        });
+    },
+
+    async exportSearch() {
+      try {
+        const data = await this.call("POST", "/searches/" + encodeURIComponent(this.searchId) + "/export");
+        const blob = new Blob([JSON.stringify(data, null, 2)], { type: "application/json" });
+        const link = document.createElement("a");
+        link.href = URL.createObjectURL(blob);
+        link.download = "search-" + this.searchId + ".json";
+        link.click();
+        setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+      } catch (err) {
+        this.banner = "export failed: " + err.message;
+      }
+    },
+
+    async logout() {
+      try {
+        await request("POST", "/session/logout");
+      } catch (err) { /* already gone */ }
+      if (this._events) this._events.close();
+      this.closeLogs();
+      this.conn = "expired";
+      this.banner = "Logged out. Reload the page to open a new session.";
+    },
+
+    // -- text for the template --------------------------------------------------------------
+
+    connText() {
+      return { loading: "connecting…", live: "live", reconnecting: "reconnecting…",
+        down: "fsup is down", expired: "no session" }[this.conn];
+    },
+    summaryText() {
+      if (!this.status) return "";
+      const states = this.status.formations.by_state;
+      return Object.entries(states).filter(([, n]) => n > 0).map(([s, n]) => n + " " + s).join(" · ");
+    },
+    healthText(row) {
+      if (row.healthy === true) return "healthy";
+      if (row.healthy === false) return "unhealthy";
+      return "–";
+    },
+    dash(value) { return value === null || value === undefined ? "–" : String(value); },
+    sources(hit) { return (hit.sources || []).join(", "); },
+    percent(value) { return typeof value === "number" ? value.toFixed(1) + " %" : "–"; },
+    bytes(value) {
+      if (typeof value !== "number") return "–";
+      const units = ["B", "KiB", "MiB", "GiB"];
+      let n = value, i = 0;
+      while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+      return n.toFixed(i ? 1 : 0) + " " + units[i];
+    },
+    duration(seconds) {
+      if (typeof seconds !== "number") return "–";
+      const s = Math.floor(seconds);
+      if (s < 60) return s + " s";
+      if (s < 3600) return Math.floor(s / 60) + " min";
+      if (s < 86400) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+      return Math.floor(s / 86400) + " d";
+    },
+    ago(ts) {
+      if (!ts) return "";
+      const s = Math.max(0, (Date.now() - Date.parse(ts)) / 1000);
+      return s < 60 ? "just now" : this.duration(s) + " ago";
+    },
+    tele(name) {
+      const t = this.thread && this.thread.telemetry;
+      return t && typeof t[name] === "number" ? t[name] : 0;
+    },
+    progressText() {
+      const p = this.thread.progress || {};
+      return (p.phase || "idle") + " · " + (p.percent || 0) + " %";
+    },
+    pageText() {
+      const total = this.results.total;
+      if (!total) return "0 of 0";
+      return (this.offset + 1) + "–" + Math.min(this.offset + this.limit, total) + " of " + total;
+    },
+  }));
+});
+
+function event_time() {
+  return new Date().toISOString();
+}

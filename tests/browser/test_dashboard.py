@@ -1,0 +1,322 @@
+"""The dashboard in a real browser (headless Chromium driven by playwright) against a real
+fsup running the example formations: the fleet, a SIGKILL seen as `restarting` then
+`running` without a reload, stop and start from the page, a search whose hits arrive live,
+a reload that shows the same state, a 360 px wide page; and, over the whole run, no request
+with the token in its URL and no console error. Screenshots go to tests/browser/artifacts/.
+
+Lean on purpose (the machine is shared): one server and one browser page for the module, the
+tests in order on it, and every wait is on a page condition with a deadline, never a sleep.
+Skipped, saying why, when there is no playwright or no Chromium (.ci/run installs Debian's
+`chromium`; `playwright install` is never needed: the browser is launched by its path).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import EXAMPLES, Server, formation_processes, wait_for
+
+pytestmark = pytest.mark.e2e
+
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
+)
+CHROMIUM = os.environ.get("FSUP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        f"no Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium) or set "
+        "FSUP_CHROMIUM to a Chromium binary; the browser tests did not run",
+        allow_module_level=True,
+    )
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+DEADLINE_MS = 20_000
+
+
+class Run:
+    """The server, the page, and what the page did: every request URL, console errors."""
+
+    def __init__(self, server: Server, page: Any) -> None:
+        self.server, self.page = server, page
+        self.urls: list[str] = []
+        self.errors: list[str] = []
+        page.on("request", lambda r: self.urls.append(r.url))
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    def state_of(self, formation_id: str) -> Any:
+        return self.page.locator(f'table.fleet tr[data-id="{formation_id}"] [data-testid=state]')
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    home = tmp_path_factory.mktemp("browser") / "muxi"
+    home.mkdir()
+    # A fixed port (a free one, picked now), so that fsup can be restarted under the page.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = Server(home).start("--deploy", str(EXAMPLES), "--port", str(port))
+    try:
+        wait_for(lambda: _running(server, {"hello", "flaky"}), timeout=60)
+        with playwright_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.set_default_timeout(DEADLINE_MS)
+            yield Run(server, page)
+            browser.close()
+    finally:
+        code = server.stop()
+        leftovers = formation_processes(home)
+        for proc in leftovers:
+            proc.kill()
+    assert code == 0, server.log_tail()
+    assert not leftovers
+
+
+def _running(server: Server, ids: set[str]) -> bool:
+    listing = server.rpc.call("GET", "/rpc/formations")["formations"]
+    return {f["id"] for f in listing if f["status"] == "running"} >= ids
+
+
+def test_the_fleet_is_shown(run: Run) -> None:
+    started = time.monotonic()
+    run.page.goto(f"{run.server.url}/ui/")
+    for formation_id in ("hello", "flaky"):
+        playwright_api.expect(run.state_of(formation_id)).to_have_text("running")
+    print(f"fleet shown {time.monotonic() - started:.2f}s after navigation")
+    playwright_api.expect(run.page.get_by_test_id("connection")).to_have_text("live")
+    row = run.page.locator('tr[data-id="hello"]')
+    playwright_api.expect(row).to_contain_text("1.0.0")
+    playwright_api.expect(row).to_contain_text("MiB")  # memory, from psutil
+    run.shot("fleet")
+
+
+def test_a_killed_process_is_seen_restarting_then_running(run: Run) -> None:
+    """Every text the state cell takes is recorded in the page (a MutationObserver), so a
+    `restarting` that lasts a fraction of a second is not missed between two looks."""
+    run.page.evaluate(
+        """() => {
+          window.__states = [];
+          const cell = document.querySelector('tr[data-id="hello"] [data-testid=state]');
+          new MutationObserver(() => window.__states.push(cell.textContent))
+            .observe(cell, {childList: true, characterData: true, subtree: true});
+        }"""
+    )
+    old_pid = run.server.formation("hello")["pid"]
+    os.kill(old_pid, signal.SIGKILL)
+    run.page.wait_for_function("() => window.__states.includes('restarting')")
+    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+    new_pid = run.server.formation("hello")["pid"]
+    assert new_pid != old_pid
+    playwright_api.expect(run.page.locator('tr[data-id="hello"]')).to_contain_text(str(new_pid))
+
+
+def test_stop_and_start_from_the_formation_page(run: Run) -> None:
+    page = run.page
+    page.locator('table.fleet a[href="#/f/hello"]').click()
+    state = page.get_by_test_id("formation-state")
+    playwright_api.expect(state).to_have_text("running")
+    playwright_api.expect(page.locator("ol.log li").first).to_be_visible()  # log lines
+    run.shot("formation")
+    page.get_by_role("button", name="Stop", exact=True).click()
+    playwright_api.expect(state).to_have_text("stopped")
+    assert run.server.formation("hello")["status"] == "stopped"
+    page.get_by_role("button", name="Start", exact=True).click()
+    playwright_api.expect(state).to_have_text("running")
+    assert run.server.formation("hello")["status"] == "running"
+    page.get_by_role("link", name="← Fleet").click()
+    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+
+
+def test_a_search_shows_its_hits_as_they_arrive(run: Run) -> None:
+    page = run.page
+    page.get_by_role("link", name="Searches").click()
+    page.get_by_label("New search").fill("listening on port")
+    page.keyboard.press("Enter")  # the form, by keyboard
+    playwright_api.expect(page.get_by_test_id("search-state")).to_have_text("complete")
+    hits = page.locator("ol.hits li")
+    playwright_api.expect(hits).to_have_count(2)  # one per formation's start line
+    playwright_api.expect(page.get_by_test_id("hit-total")).to_have_text("2")
+    playwright_api.expect(page.get_by_test_id("search-list").locator("li")).to_have_count(1)
+    run.shot("search-thread")
+
+
+def test_a_reload_shows_the_same_state(run: Run) -> None:
+    page = run.page
+    url = page.url
+    assert "#/searches/" in url
+    page.reload()
+    playwright_api.expect(page.get_by_test_id("search-state")).to_have_text("complete")
+    playwright_api.expect(page.locator("ol.hits li")).to_have_count(2)
+    page.goto(f"{run.server.url}/ui/#/")
+    for formation_id in ("hello", "flaky"):
+        playwright_api.expect(run.state_of(formation_id)).to_have_text("running")
+
+
+def test_deleting_a_search_asks_first(run: Run) -> None:
+    page = run.page
+    page.get_by_role("link", name="Searches").click()
+    page.get_by_test_id("search-list").get_by_role("link").first.click()
+    playwright_api.expect(page.get_by_test_id("search-state")).to_have_text("complete")
+    dialog = page.locator("dialog")
+    page.get_by_role("button", name="Delete…").click()
+    playwright_api.expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")  # changed my mind: nothing is deleted
+    playwright_api.expect(dialog).to_be_hidden()
+    playwright_api.expect(page.get_by_test_id("search-list").locator("li")).to_have_count(1)
+    page.get_by_role("button", name="Delete…").click()
+    page.get_by_test_id("confirm-ok").click()
+    playwright_api.expect(page.get_by_test_id("search-list").locator("li")).to_have_count(0)
+    playwright_api.expect(page.get_by_text("No searches yet.")).to_be_visible()
+    page.get_by_role("link", name="Fleet").click()
+
+
+def test_an_overflow_notice_makes_the_page_fetch_its_snapshot_again(run: Run) -> None:
+    """The bus drops a subscriber that fell behind with an `overflow` notice (and a resume
+    from too far back starts with `reset`): the page cannot trust its rows, it re-fetches."""
+    for notice in ("overflow", "reset"):
+        with run.page.expect_request(lambda r: r.url.endswith("/api/v1/formations")):
+            run.page.evaluate(
+                "(type) => Alpine.$data(document.querySelector('[x-data]'))"
+                ".onEvent({type, data: {}})",
+                notice,
+            )
+    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+
+
+def test_readable_at_360_pixels(run: Run) -> None:
+    page = run.page
+    page.set_viewport_size({"width": 360, "height": 740})
+    try:
+        playwright_api.expect(run.state_of("hello")).to_be_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 360, f"the page is {width}px wide at 360"
+        run.shot("fleet-360")
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def test_a_big_fleet_and_a_flood_of_hits_stay_smooth(run: Run) -> None:
+    """100 formations and 10,000 hits, fed to the page's own handlers: the rows are keyed
+    and patched in place (the same DOM rows before and after 1,000 events), and the hits
+    page never holds more than one page of results whatever arrives."""
+    figures = run.page.evaluate(
+        """async () => {
+          const root = document.querySelector('[x-data]');
+          const app = Alpine.$data(root);
+          location.hash = '#/';
+          const rows = Array.from({length: 100}, (_, i) => ({
+            id: 'f' + String(i).padStart(3, '0'), status: 'running', version: '1.0.0',
+            healthy: true, restart_count: 0, port: 20000 + i, pid: 1000 + i,
+            cpu_percent: 0, rss_bytes: 1 << 20, uptime_s: 10, versions: ['1.0.0'] }));
+          let t = performance.now();
+          app.mergeFleet([...app.fleet.map((r) => ({...r})), ...rows]);
+          await new Promise(requestAnimationFrame);
+          const firstRender = performance.now() - t;
+          const before = document.querySelector('tr[data-id="f050"]');
+          t = performance.now();
+          for (let n = 0; n < 1000; n++) {
+            const id = 'f' + String(n % 100).padStart(3, '0');
+            app.apply({type: 'formation_state_changed', data: {formation_id: id,
+              from: 'running', to: n % 2 ? 'running' : 'restarting', pid: 5000 + n,
+              version: '1.0.0', restart_count: n}});
+          }
+          await new Promise(requestAnimationFrame);
+          const events = performance.now() - t;
+          const same = before === document.querySelector('tr[data-id="f050"]');
+          // 10,000 hits, newest first, on the first page of a thread.
+          app.sort = 'recent'; app.offset = 0; app.filter = '';
+          app.searchId = 'synthetic';
+          app.thread = {search: {id: 'synthetic', keyword: 'x', state: 'running'},
+            progress: {phase: 'scanning', percent: 0}, telemetry: {}};
+          app.results = {items: [], total: 0};
+          app.view = 'searches';  // shown without routing: no such search on the server
+          t = performance.now();
+          for (let n = 0; n < 10000; n++) {
+            app.applySearch('search_hit_found', 'synthetic', {result_id: 'r' + n,
+              title: 'hit ' + n, kind: 'log', sources: ['f001'], first_seen: ''});
+            if (n % 500 === 499) await new Promise(requestAnimationFrame);
+          }
+          await new Promise(requestAnimationFrame);
+          await new Promise(requestAnimationFrame);
+          const hits = performance.now() - t;
+          return {firstRender, events, same, hits,
+            rows: document.querySelectorAll('table.fleet tbody tr').length,
+            hitRows: document.querySelectorAll('ol.hits li').length,
+            total: app.results.total};
+        }"""
+    )
+    print(
+        f"100 formations rendered in {figures['firstRender']:.0f} ms; 1,000 state events "
+        f"applied in {figures['events']:.0f} ms; 10,000 hits in {figures['hits']:.0f} ms, "
+        f"{figures['hitRows']} rows in the page"
+    )
+    assert figures["rows"] >= 100 and figures["same"], "rows are patched, not rebuilt"
+    assert figures["hitRows"] == 50 and figures["total"] == 10_000
+    assert figures["events"] < 5000 and figures["hits"] < 10_000
+    run.page.goto(f"{run.server.url}/ui/")  # back to the real fleet
+    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+
+
+# What Chromium logs while the server it talks to is down: failed connections, not the page's.
+DOWN = ("ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE", "ERR_INCOMPLETE_CHUNKED_ENCODING")
+
+
+def test_the_page_comes_back_by_itself_after_fsup_restarts(run: Run) -> None:
+    page, server = run.page, run.server
+    port = server.url.rsplit(":", 1)[1]
+    before = len(run.errors)
+    assert server.stop() == 0
+    playwright_api.expect(page.get_by_test_id("connection")).not_to_have_text("live")
+    server.start("--port", port)
+    playwright_api.expect(page.get_by_test_id("connection")).to_have_text("live")
+    for formation_id in ("hello", "flaky"):
+        playwright_api.expect(run.state_of(formation_id)).to_have_text("running", timeout=60_000)
+    new_pid = server.formation("hello")["pid"]
+    playwright_api.expect(page.locator('tr[data-id="hello"]')).to_contain_text(str(new_pid))
+    during = run.errors[before:]
+    del run.errors[before:]
+    assert all(any(mark in error for mark in DOWN) for error in during), during
+
+
+def test_logging_out_ends_the_session_and_a_reload_opens_a_new_one(run: Run) -> None:
+    page = run.page
+    page.get_by_role("button", name="Log out").click()
+    playwright_api.expect(page.get_by_test_id("connection")).to_have_text("no session")
+    playwright_api.expect(page.get_by_role("alert")).to_contain_text("Logged out")
+    page.reload()
+    playwright_api.expect(page.get_by_test_id("connection")).to_have_text("live")
+    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+
+
+def test_no_token_in_any_url_and_no_console_error(run: Run) -> None:
+    token = (run.server.home / "server" / "api.token").read_text().strip()
+    assert run.urls, "the page made no request"
+    leaked = [url for url in run.urls if token in url or "token=" in url.lower()]
+    assert leaked == []
+    assert run.errors == []
+    stored = run.page.evaluate("JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+    assert token not in stored
