@@ -292,15 +292,33 @@ _home_scans: SharedScan[list[tuple[psutil.Process, str]]] = SharedScan()
 
 
 def processes_of_home(home: Path) -> list[tuple[psutil.Process, str]]:
-    """Every live process started for a formation of this fsup home, with its formation id."""
+    """Every live process started for a formation of this fsup home, with its formation id.
+
+    Each /proc/<pid>/environ is read raw and parsed only if it holds this home's marker:
+    psutil's `environ()` parsed every process's environment in Python, most of a sweep's
+    time, holding the GIL against the event loop (a sweep follows every exit and stop)."""
+    home_value = os.fsencode(str(home))
+    marker = os.fsencode(HOME_ENV) + b"=" + home_value
     found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            env = proc.environ()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
-        if env.get(HOME_ENV) == str(home) and "FORMATION_ID" in env:
-            found.append((proc, env["FORMATION_ID"]))
+        try:
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                data = environ.read()
+        except OSError:
+            continue  # gone, or not ours to read
+        if marker not in data:
+            continue
+        env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+        formation_id = env.get(b"FORMATION_ID")
+        if env.get(os.fsencode(HOME_ENV)) != home_value or formation_id is None:
+            continue
+        try:
+            proc = psutil.Process(int(name))
+        except psutil.Error:
+            continue
+        found.append((proc, os.fsdecode(formation_id)))
     return found
 
 
