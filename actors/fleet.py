@@ -110,6 +110,7 @@ class _Entry:
     ref: ActorRef
     ports: set[int]
     kept: Kept
+    logs: Path  # the log folder, made once (the log rotation asks for it every second)
     removing: bool = False
     removal_waiters: list[tuple[Reply, BaseException | None]] = field(default_factory=list)
 
@@ -196,11 +197,7 @@ class FleetActor(Actor):
         raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
 
     def _log_dirs(self) -> list[tuple[str, Path]]:
-        return [
-            (fid, self.ctx.home.formation_logs(fid))
-            for fid, entry in self.formations.items()
-            if not entry.removing
-        ]
+        return [(fid, entry.logs) for fid, entry in self.formations.items() if not entry.removing]
 
     def _entry(self, formation_id: str) -> _Entry:
         entry = self.formations.get(formation_id)
@@ -227,7 +224,11 @@ class FleetActor(Actor):
         for row in rows:
             # Reserved even if the formation cannot be restored: its row still claims it.
             self.ports.reserve(row.port)
-            await self._start_actor(row.id, row.port, adopted[row.id])
+        # Side by side: an actor's start spawns its process (a port check in a worker thread,
+        # then the spawn), and 100 of them one after another held the restore up for a second.
+        async with trio.open_nursery() as starting:
+            for row in rows:
+                starting.start_soon(self._start_actor, row.id, row.port, adopted[row.id])
         self.restored.set()
 
     def _kill_strays(self, adopted: dict[str, Kept]) -> None:
@@ -249,7 +250,8 @@ class FleetActor(Actor):
         ref = await self._supervisor.start(
             f"formation:{formation_id}", lambda: self._incarnation(formation_id, kept)
         )
-        self.formations[formation_id] = _Entry(ref, {port}, kept)
+        logs = self.ctx.home.formation_logs(formation_id)
+        self.formations[formation_id] = _Entry(ref, {port}, kept, logs)
         return ref
 
     def _incarnation(self, formation_id: str, kept: Kept) -> Actor:

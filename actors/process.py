@@ -33,6 +33,9 @@ from typing import Protocol
 import psutil
 import trio
 
+from . import proc_table
+from .proc_table import SharedScan
+
 STDERR_TAIL_BYTES = 2048
 # After SIGKILL the kernel reaps quickly; this bound only guards against a wedged kernel.
 KILL_GRACE_S = 5.0
@@ -103,11 +106,9 @@ class _Tree:
     def returncode(self) -> int | None:
         raise NotImplementedError
 
-    def _descendants(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.pid).children(recursive=True)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            return []
+    def _descendants(self, fresh: bool = False) -> list[psutil.Process]:
+        """From a process table shared by the stops that begin together (`proc_table`)."""
+        return proc_table.descendants(self.pid, fresh)
 
     async def stop(self, signum: int, grace: float) -> int | None:
         """Stop the process and everything it started, SIGKILL after `grace` seconds; return
@@ -120,7 +121,7 @@ class _Tree:
             await self.wait()
             await _wait_all_gone(tree)
         if self.alive():  # (not reaped: its pid cannot be someone else's yet)
-            tree += self._descendants()  # started since (a process stopped as it starts up)
+            tree += self._descendants(fresh=True)  # started since (stopped as it starts up)
         self._signal_group(signal.SIGKILL)
         for proc in tree:
             _kill_quietly(proc)
@@ -287,16 +288,37 @@ def adopt(pid: int | None, started_at: float | None, stderr: Path | None) -> Ado
     return AdoptedProcess(pid, started_at, stderr)
 
 
+_home_scans: SharedScan[list[tuple[psutil.Process, str]]] = SharedScan()
+
+
 def processes_of_home(home: Path) -> list[tuple[psutil.Process, str]]:
-    """Every live process started for a formation of this fsup home, with its formation id."""
+    """Every live process started for a formation of this fsup home, with its formation id.
+
+    Each /proc/<pid>/environ is read raw and parsed only if it holds this home's marker:
+    psutil's `environ()` parsed every process's environment in Python, most of a sweep's
+    time, holding the GIL against the event loop (a sweep follows every exit and stop)."""
+    home_value = os.fsencode(str(home))
+    marker = os.fsencode(HOME_ENV) + b"=" + home_value
     found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            env = proc.environ()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
-        if env.get(HOME_ENV) == str(home) and "FORMATION_ID" in env:
-            found.append((proc, env["FORMATION_ID"]))
+        try:
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                data = environ.read()
+        except OSError:
+            continue  # gone, or not ours to read
+        if marker not in data:
+            continue
+        env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+        formation_id = env.get(b"FORMATION_ID")
+        if env.get(os.fsencode(HOME_ENV)) != home_value or formation_id is None:
+            continue
+        try:
+            proc = psutil.Process(int(name))
+        except psutil.Error:
+            continue
+        found.append((proc, os.fsdecode(formation_id)))
     return found
 
 
@@ -321,7 +343,9 @@ def kill_strays(
     Blocking (it reads /proc): run it in a worker thread."""
     owned_pids = frozenset(owned)
     killed = 0
-    for proc, found_id in processes_of_home(home):
+    # Sweeps that queue up (every formation's, as fsup stops) share a scan begun after they
+    # asked (`proc_table.SharedScan`).
+    for proc, found_id in _home_scans.get(home, lambda: processes_of_home(home)):
         if formation_id is not None and found_id != formation_id:
             continue
         try:

@@ -1,9 +1,14 @@
 """When and how soon to restart a process that exited: pure logic, no clocks of its own.
 
-Exponential backoff with jitter (`initial * factor**n`, capped at `max`, then spread by
-`±jitter`), reset once a process has stayed up and healthy for `reset_after` seconds, and a
-give-up rule: more than `max_restarts` restarts within `window` seconds and the formation is
-`crashed`. Times are passed in so that tests drive it with exact numbers.
+The first restart after a stable run is immediate: a process that was up and healthy for at
+least `STABLE_RUN_S` and then died is most likely hit by a one-off (a kill, an OOM, a bug on a
+rare path), and every moment of backoff is a moment its users get errors. Repeated crashes
+get exponential backoff with jitter (`initial * factor**n`, capped at `max`, then spread by
+`±jitter`): `initial` from the second consecutive crash on (from the first when the process
+never ran stably: it crashes as it starts, and hammering it helps no one). The streak resets
+once a process has stayed up and healthy for `reset_after` seconds. A give-up rule: more than
+`max_restarts` restarts within `window` seconds and the formation is `crashed`. Times are
+passed in so that tests drive it with exact numbers.
 """
 
 from __future__ import annotations
@@ -13,6 +18,10 @@ from collections import deque
 from dataclasses import dataclass
 
 from supervisor.core.manifest import RestartSpec
+
+# Healthy this long before it exited: a stable run, whose first restart waits for nothing (as
+# PM2's `min_uptime`, 1 s by default, tells a stable exit from a crash loop).
+STABLE_RUN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ class RestartTracker:
         self.spec = spec
         self._rng = rng or random.Random()
         self._attempt = 0
+        self._free = 0  # 1 when the current streak began with an immediate restart
         self._restarts: deque[float] = deque()
 
     @property
@@ -45,15 +55,16 @@ class RestartTracker:
         return self._attempt
 
     def next_delay(self) -> float:
+        """The backoff of the next restart of a streak (the immediate one not counted)."""
         backoff = self.spec.backoff
-        base = min(backoff.max, backoff.initial * backoff.factor**self._attempt)
+        base = min(backoff.max, backoff.initial * backoff.factor ** (self._attempt - self._free))
         spread = base * backoff.jitter
         return max(0.0, base + self._rng.uniform(-spread, spread))
 
     def healthy_since(self, since: float | None, now: float) -> None:
         """Forget past failures once a process has been healthy for `reset_after`."""
         if since is not None and now - since >= self.spec.reset_after:
-            self._attempt = 0
+            self._attempt = self._free = 0
 
     def on_exit(self, returncode: int | None, now: float, healthy_since: float | None) -> Decision:
         """Decide what follows an unexpected exit (or a failed health check) at `now`."""
@@ -71,12 +82,15 @@ class RestartTracker:
                     f"(max_restarts {self.spec.max_restarts}); giving up"
                 ),
             )
-        delay = self.next_delay()
+        if self._attempt == 0 and healthy_since is not None and now - healthy_since >= STABLE_RUN_S:
+            delay, self._free = 0.0, 1  # the first crash after a stable run
+        else:
+            delay = self.next_delay()
         self._attempt += 1
         self._restarts.append(now)
         return Decision(True, delay=delay, reason=f"restart #{self._attempt} in {delay:.2f}s")
 
     def reset(self) -> None:
         """An operator's start/restart wipes the slate."""
-        self._attempt = 0
+        self._attempt = self._free = 0
         self._restarts.clear()

@@ -121,7 +121,24 @@ async def test_stable_uptime_resets_the_backoff(tmp_path: Path, autojump_clock: 
         crashed_at = trio.current_time()
         world.launcher.last.exit(1)
         await respawned(world, ref, 4)
-        assert world.launcher.spawned[-1][0] - crashed_at == pytest.approx(1)
+        # Reset, and the run was stable: restarted at once (restart_policy.STABLE_RUN_S).
+        assert world.launcher.spawned[-1][0] - crashed_at == pytest.approx(0)
+
+
+async def test_first_crash_after_a_stable_run_is_restarted_at_once(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    async with running_world(tmp_path) as (world, ref):
+        await start(ref)
+        gaps = []
+        for count in (2, 3, 4):
+            await trio.sleep(5)  # up and healthy for 5 s: a stable run, yet within reset_after
+            crashed_at = trio.current_time()
+            world.launcher.last.exit(1)
+            await respawned(world, ref, count)
+            gaps.append(world.launcher.spawned[-1][0] - crashed_at)
+        # Immediate, then the backoff from `initial` for the crashes that follow.
+        assert gaps == [pytest.approx(0), pytest.approx(1), pytest.approx(2)]
 
 
 async def test_clean_exit_under_on_failure_stays_stopped(

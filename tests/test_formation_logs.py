@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
+from actors import log_rotation
 from actors.log_rotation import serve_log_rotation
 from supervisor.storage.formation_logs import (
     Follower,
@@ -81,4 +84,29 @@ async def test_one_task_rotates_every_named_formation_and_follows_the_list(tmp_p
         stream_path(dirs["b"], "stdout").write_text("0123456789abc\n")
         await trio.sleep(0.2)
         assert stream_path(dirs["b"], "stdout").stat().st_size == 14
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_quiet_log_is_looked_at_ever_less_often_and_a_growing_one_every_second(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks: list[float] = []
+    real_sizes = log_rotation._sizes
+
+    def counted(files: tuple[str, ...]) -> tuple[int, ...]:
+        looks.append(trio.current_time())
+        return real_sizes(files)
+
+    monkeypatch.setattr(log_rotation, "_sizes", counted)
+    log_dir = tmp_path / "a"
+    log_dir.mkdir()
+    stream_path(log_dir, "stdout").write_text("quiet\n")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_log_rotation, lambda: [("a", log_dir)], LogLimits(max_bytes=100))
+        await trio.sleep(17.5)
+        # Gaps of about 1, 2, 4 s, then every QUIET_MAX_S, on grids shared by every log.
+        assert looks == [0, 1, 2, 4, 10, 15]
+        stream_path(log_dir, "stdout").write_text("quiet\nnot any more\n")
+        await trio.sleep(8)
+        assert looks[6:] == [20, 21, 22, 24]  # it grew: every second again, then backing off
         nursery.cancel_scope.cancel()

@@ -24,7 +24,6 @@ from actors.health import (
     PortTaken,
     ProbeFactory,
     TcpProbe,
-    open_probe_client,
     owned,
 )
 from actors.listener import Holder, PortOwners, ProcListeners, port_in_use, port_owners
@@ -59,29 +58,31 @@ async def test_http_probe_wants_a_2xx() -> None:
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
     stop = trio.Event()
-    async with open_probe_client() as client, trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
         binds = await nursery.start(
             lambda task_status: serve(
                 app, config, shutdown_trigger=stop.wait, task_status=task_status
             )
         )
         port = int(binds[0].rsplit(":", 1)[1])
-        probe = HttpProbe(client, "/health", 2.0)
+        probe = HttpProbe("/health", 2.0)
         assert await probe.check(port) is None
         state["status"] = 503
         assert await probe.check(port) == "GET /health answered 503"
-        assert "answered 404" in (await HttpProbe(client, "/missing", 2.0).check(port) or "")
+        missing = HttpProbe("/missing", 2.0)
+        assert "answered 404" in (await missing.check(port) or "")
+        probe.close()
+        missing.close()
         stop.set()
-        refused = await HttpProbe(client, "/health", 1.0).check(free_port())
+        refused = await HttpProbe("/health", 1.0).check(free_port())
     assert refused is not None and "ConnectError" in refused
 
 
 async def test_factory_picks_the_probe_the_manifest_asks_for() -> None:
-    async with open_probe_client() as client:
-        make = ProbeFactory(client)
-        assert isinstance(make(HealthSpec(http="/h")), HttpProbe)
-        assert isinstance(make(HealthSpec(tcp=True)), TcpProbe)
-        assert isinstance(make(HealthSpec()), AliveProbe)
+    make = ProbeFactory()
+    assert isinstance(make(HealthSpec(http="/h")), HttpProbe)
+    assert isinstance(make(HealthSpec(tcp=True)), TcpProbe)
+    assert isinstance(make(HealthSpec()), AliveProbe)
 
 
 # -- whose listener answers: the formation's own tree, or a stranger ------------------------

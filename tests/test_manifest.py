@@ -234,3 +234,30 @@ def test_an_oversized_formation_yaml_is_not_read_whole(tmp_path: Path) -> None:
     with pytest.raises(FsupError) as info:
         _validate(tmp_path, RestartSpec())
     assert info.value.code == "INVALID_FORMATION" and "larger than" in info.value.message
+
+
+MINIMAL = b'id: hello\nversion: 1.0.0\ncommand: ["python3", "app.py"]\n'
+
+
+@pytest.mark.parametrize(
+    ("health", "period"),
+    [
+        ("{http: /health}", 10.0),  # the default liveness period
+        ("{http: /health, interval: 0.2}", 0.2),  # an interval set alone: probed that often
+        ("{http: /health, interval: 0.2, liveness: 30}", 30.0),
+        ("{tcp: true, liveness: 0}", 0.0),  # off
+        ("{liveness: 5}", 0.0),  # no probe declared: nothing to check
+        ("{http: /health, liveness: 0.05}", 0.05),
+    ],
+)
+def test_liveness_period(health: str, period: float) -> None:
+    spec = parse_manifest(MINIMAL + f"health: {health}\n".encode())
+    assert spec.health.liveness_period == period
+    assert parse_manifest(MINIMAL).health.liveness_period == 0.0  # no health section at all
+
+
+@pytest.mark.parametrize("value", ["0.01", "3601", "-1", ".nan", ".inf", "true", "'10'"])
+def test_a_bad_liveness_period_is_named(value: str) -> None:
+    with pytest.raises(FsupError) as info:
+        parse_manifest(MINIMAL + f"health: {{http: /h, liveness: {value}}}\n".encode())
+    assert info.value.code == "INVALID_FORMATION" and "health.liveness" in info.value.message

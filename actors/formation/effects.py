@@ -183,7 +183,8 @@ class WithdrawRoute:
 
 @dataclass(frozen=True)
 class MarkRouteHealthy:
-    """The route's last good health check is now (the routing summary's staleness)."""
+    """The route's last good health check is now, and checks follow every `interval` seconds
+    (inf: none follow): the routing summary calls a route stale after 3 missed checks."""
 
     interval: float
 

@@ -20,6 +20,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,7 +235,8 @@ class FormationMachine:
     def mark_healthy(self) -> None:
         self._set_healthy(True, None)
         self.unhealthy_since = None
-        self.emit(fx.MarkRouteHealthy(self.spec.health.interval))
+        period = self.spec.health.liveness_period  # 0: no checks, so never stale
+        self.emit(fx.MarkRouteHealthy(period if period > 0 else math.inf))
         if self.healthy_since is None:
             self.healthy_since = self.now
 

@@ -43,11 +43,19 @@ RESTART_RANGES: dict[str, tuple[float, float]] = {
     "window": (1, 86400 * 7),
 }
 MAX_RESTARTS_RANGE = (0, 10000)
+# Seconds between liveness checks of a running formation, unless its manifest says otherwise.
+DEFAULT_LIVENESS_S = 10.0
+LIVENESS_RANGE = (0.05, 3600)
 
 
 @dataclass(frozen=True)
 class HealthSpec:
-    """How readiness and liveness are judged. Neither http nor tcp: the process stays up."""
+    """How readiness and liveness are judged. Neither http nor tcp: the process stays up.
+
+    Starting, the probe runs early and often (from milliseconds after the spawn, the gaps
+    doubling up to `interval`): a service is routed the moment it answers. Running, it runs
+    every `liveness` seconds, an operator's usual liveness period (Kubernetes' and
+    process-compose's default is 10 s), and every `interval` while it fails."""
 
     http: str | None = None
     tcp: bool = False
@@ -55,10 +63,21 @@ class HealthSpec:
     timeout: float = 60.0
     # With neither probe, the process counts as healthy once it has stayed up this long.
     stay_up: float = 1.0
+    # Seconds between checks once running; None: every `interval` (a manifest that sets
+    # `interval` and not `liveness` keeps probing as often as it asked); 0: no checks.
+    liveness: float | None = DEFAULT_LIVENESS_S
 
     @property
     def kind(self) -> str:
         return "http" if self.http else "tcp" if self.tcp else "process"
+
+    @property
+    def liveness_period(self) -> float:
+        """Seconds between checks of a running process; 0 when there are none (no probe
+        declared: its exit is watched, and being alive is being healthy)."""
+        if self.kind == "process":
+            return 0.0
+        return self.interval if self.liveness is None else self.liveness
 
 
 @dataclass(frozen=True)
@@ -374,9 +393,24 @@ def _health(fields: _Fields | None) -> HealthSpec:
         tcp=tcp,
         interval=fields.number("interval", 0.5, 0.05, 60),
         timeout=fields.number("timeout", 60.0, 0.1, 3600),
+        liveness=_liveness(fields),
     )
     fields.reject_unknown()
     return spec
+
+
+def _liveness(fields: _Fields) -> float | None:
+    """`liveness`: 0 (off) or a period; absent, every `interval` if that is set, else the
+    default period."""
+    value = fields.optional("liveness")
+    if value is None:
+        return None if fields.optional("interval") is not None else DEFAULT_LIVENESS_S
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid(fields.name("liveness"), "must be a number")
+    low, high = LIVENESS_RANGE
+    if value != 0 and not low <= value <= high:
+        raise invalid(fields.name("liveness"), f"must be 0 (off) or between {low:g} and {high:g}")
+    return float(value)
 
 
 def _restart(fields: _Fields | None, defaults: RestartSpec) -> RestartSpec:

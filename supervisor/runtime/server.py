@@ -49,6 +49,8 @@ from supervisor.storage.store import AUDIT_FLUSH_S, SearchStore, Store
 log = logging.getLogger("fsup.server")
 
 ROOT_INTENSITY = Intensity(max_restarts=5, period=10.0, escalate=False)
+# `serve --deploy`: folders packed, extracted and validated at once (their starts: unbounded).
+DEPLOY_PREPARING = 8
 
 
 async def run_server(
@@ -79,7 +81,7 @@ async def run_server(
                 home,
                 store,
                 OsLauncher(),
-                ProbeFactory(client),
+                ProbeFactory(),
                 server_url="",
                 routes=routes,
                 restart_defaults=config.restart_defaults,
@@ -198,13 +200,36 @@ def formation_folders(path: Path) -> list[Path]:
 
 
 async def deploy_folders(services: Services, paths: Sequence[Path]) -> None:
-    """`fsup serve --deploy`: deploy formation folders that are not deployed yet."""
-    for folder in [f for path in paths for f in formation_folders(path)]:
+    """`fsup serve --deploy`: deploy formation folders that are not deployed yet, side by side
+    (one after another, 100 folders took 100 health gates in a row). At most
+    `DEPLOY_PREPARING` are packed, extracted and validated at once; their starts then run
+    unbounded, as starts do."""
+    preparing = trio.CapacityLimiter(DEPLOY_PREPARING)
+    async with trio.open_nursery() as nursery:
+        for folder in [f for path in paths for f in formation_folders(path)]:
+            nursery.start_soon(_deploy_folder, services, folder, preparing)
+
+
+async def _deploy_folder(services: Services, folder: Path, preparing: trio.CapacityLimiter) -> None:
+    last = None
+    await preparing.acquire()
+    held = True
+    try:
         body = await trio.to_thread.run_sync(intake.pack_folder, folder)
-        last = await operations.outcome(operations.deploy(services, body))
-        if last.error is None:
-            log.info("deployed %s from %s: %s", last.data.get("formation_id"), folder, last.data)
-        elif last.error.code == "FORMATION_ALREADY_EXISTS":
-            log.info("%s: already deployed; leaving it as it is", folder.name)
-        else:
-            log.error("could not deploy %s: %s %s", folder, last.error.code, last.error.message)
+        async for event in operations.deploy(services, body):
+            if event is None:
+                continue
+            last = event
+            if held and (event.kind != "progress" or event.data.get("stage") == "spawning"):
+                held = False
+                preparing.release()
+    finally:
+        if held:
+            preparing.release()
+    assert last is not None
+    if last.error is None:
+        log.info("deployed %s from %s: %s", last.data.get("formation_id"), folder, last.data)
+    elif last.error.code == "FORMATION_ALREADY_EXISTS":
+        log.info("%s: already deployed; leaving it as it is", folder.name)
+    else:
+        log.error("could not deploy %s: %s %s", folder, last.error.code, last.error.message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import trio
 
+from supervisor.core.ticks import next_on_grid
 from supervisor.runtime.events import EventBus
 from supervisor.runtime.routing import RouteTable
 
@@ -15,7 +16,7 @@ async def publish_fleet_stats(bus: EventBus, routes: RouteTable, period: float =
     """Runs until cancelled (the server's nursery owns it)."""
     previous: dict[str, int] = {}
     while True:
-        await trio.sleep(period)
+        await trio.sleep_until(next_on_grid(trio.current_time(), period))  # with the others
         bus.publish("routing_stats", routes.summary(trio.current_time()))
         traffic = routes.traffic()
         per_formation = {
