@@ -5,41 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-
-from supervisor.core.hmac_auth import Credentials
-from supervisor.http.app import create_app
-from supervisor.http.services import HttpServices
-from supervisor.runtime.events import EventBus
-from supervisor.runtime.routing import RouteTable
-from supervisor.storage.config import ServerConfig
-from supervisor.storage.home import Home
-from supervisor.storage.store import Store
+from app_kit import open_bare_app
 
 TOKEN = "ab" * 32
 
 
 @pytest.fixture
 async def app(tmp_path: Path) -> Any:
-    store = Store(tmp_path / "state.db")
-    async with httpx.AsyncClient() as proxy_client:
-        services = HttpServices(
-            None,  # type: ignore[arg-type]
-            Home(tmp_path),
-            ServerConfig(),
-            RouteTable(),
-            store,
-            EventBus(),
-            credentials=Credentials("k", "s"),
-            server_id="server",
-            proxy_client=proxy_client,
-            api_token=TOKEN,
-            searches=None,
-            log_book=None,
-        )
-        yield create_app(services)
-    store.close()
+    async with open_bare_app(tmp_path, TOKEN) as app:
+        yield app
 
 
 @pytest.mark.parametrize(

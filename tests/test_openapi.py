@@ -9,22 +9,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonschema_rs
 import pytest
+from app_kit import open_bare_app
 from quart_trio import QuartTrio
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-from supervisor.core.hmac_auth import Credentials
 from supervisor.http import faults
-from supervisor.http.app import create_app
 from supervisor.http.openapi import PATH, document
-from supervisor.http.services import HttpServices
-from supervisor.runtime.events import EventBus
-from supervisor.runtime.routing import RouteTable
-from supervisor.storage.config import ServerConfig
-from supervisor.storage.home import Home
-from supervisor.storage.store import Store
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # `/api/v1/<path:rest>` only gives unknown /api/v1 paths the contract's 404 (instead of the
@@ -35,24 +27,8 @@ NOT_ENDPOINTS = {"api_v1.api_unknown", "static"}
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[QuartTrio]:
-    store = Store(tmp_path / "state.db")
-    async with httpx.AsyncClient() as proxy_client:
-        services = HttpServices(
-            None,  # type: ignore[arg-type]
-            Home(tmp_path),
-            ServerConfig(),
-            RouteTable(),
-            store,
-            EventBus(),
-            credentials=Credentials("k", "s"),
-            server_id="server",
-            proxy_client=proxy_client,
-            api_token="ab" * 32,
-            searches=None,
-            log_book=None,
-        )
-        yield create_app(services)
-    store.close()
+    async with open_bare_app(tmp_path, "ab" * 32) as app:
+        yield app
 
 
 def app_operations(app: QuartTrio) -> set[tuple[str, str]]:

@@ -17,23 +17,18 @@ from quart import Blueprint
 
 from actors.fleet import Delete
 from actors.formation import Snapshot
-from supervisor.http import sse
 from supervisor.http.api_v1 import api_auth_hook
 from supervisor.http.operations_api import process_figures
-from supervisor.http.params import bool_param, choice_param, lines_param
 from supervisor.http.rpc import (
     DELETE_TIMEOUT_S,
     LIFECYCLE,
-    MAX_LOG_LINES,
     ask,
-    follow_logs,
     formation_ref,
-    read_history,
+    logs_answer,
     snapshots,
 )
 from supervisor.http.services import services
 from supervisor.runtime import operations
-from supervisor.storage.formation_logs import STREAMS
 
 PREFIX = "/api/v1/formations"
 FIGURES = ("cpu_percent", "rss_bytes")
@@ -95,19 +90,6 @@ def blueprint() -> Blueprint:
     async def api_formation_logs(formation_id: str) -> Any:
         """The last lines; with `follow=true`, an SSE stream of them and then of each new
         line (`event: log`), which an EventSource can open with the cookie."""
-        await formation_ref(formation_id)  # 404 unless it exists
-        count = lines_param(100, 0, MAX_LOG_LINES)
-        stream = choice_param("stream", ("all", *STREAMS), "all")
-        follow = bool_param("follow", False)
-        log_dir = services().home.formation_logs(formation_id)
-        streams = STREAMS if stream == "all" else (stream,)
-        backups = services().config.logs.backups
-        history = await trio.to_thread.run_sync(read_history, log_dir, streams, count, backups)
-        if not follow:
-            return {"formation_id": formation_id, "lines": history}
-        routes = services().routes  # taken now: the stream runs outside the app context
-        return await sse.numbered_response(
-            follow_logs(routes, formation_id, log_dir, streams, history)
-        )
+        return await logs_answer(formation_id)
 
     return bp

@@ -62,6 +62,23 @@ async def ask(ref: ActorRef, message: Any, within: float = ASK_TIMEOUT_S) -> Any
         raise FsupError("FORMATION_UNAVAILABLE", f"{ref.name} is unavailable: {exc}") from None
 
 
+async def logs_answer(formation_id: str) -> Any:
+    """A formation's last log lines (`lines`, `stream`), or with `follow=true` an SSE stream
+    of them and then of each new line: the same answer on `/rpc` and `/api/v1`."""
+    await formation_ref(formation_id)  # 404 unless it exists
+    count = lines_param(100, 0, MAX_LOG_LINES)
+    stream = choice_param("stream", ("all", *STREAMS), "all")
+    follow = bool_param("follow", False)
+    log_dir = services().home.formation_logs(formation_id)
+    streams = STREAMS if stream == "all" else (stream,)
+    backups = services().config.logs.backups
+    history = await trio.to_thread.run_sync(read_history, log_dir, streams, count, backups)
+    if not follow:
+        return {"formation_id": formation_id, "lines": history}
+    routes = services().routes  # taken now: the stream runs outside the app context
+    return await sse.numbered_response(follow_logs(routes, formation_id, log_dir, streams, history))
+
+
 async def formation_ref(formation_id: str) -> ActorRef:
     return await ask(services().fleet, Lookup(formation_id))  # type: ignore[no-any-return]
 
@@ -205,20 +222,7 @@ def blueprint() -> Blueprint:
 
     @bp.get("/rpc/formations/<formation_id>/logs")
     async def logs(formation_id: str) -> Any:
-        await formation_ref(formation_id)  # 404 unless it exists
-        count = lines_param(100, 0, MAX_LOG_LINES)
-        stream = choice_param("stream", ("all", *STREAMS), "all")
-        follow = bool_param("follow", False)
-        log_dir = services().home.formation_logs(formation_id)
-        streams = STREAMS if stream == "all" else (stream,)
-        backups = services().config.logs.backups
-        history = await trio.to_thread.run_sync(read_history, log_dir, streams, count, backups)
-        if not follow:
-            return {"formation_id": formation_id, "lines": history}
-        routes = services().routes  # taken now: the stream runs outside the app context
-        return await sse.numbered_response(
-            follow_logs(routes, formation_id, log_dir, streams, history)
-        )
+        return await logs_answer(formation_id)
 
     @bp.get("/rpc/formations/<formation_id>/download")
     async def download(formation_id: str) -> Any:

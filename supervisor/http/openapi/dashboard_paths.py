@@ -10,6 +10,7 @@ from supervisor.http.openapi.kit import (
     EITHER,
     FORMATION_ID,
     INT,
+    LOG_QUERY,
     LOOKUP,
     NUM,
     PUBLIC,
@@ -19,7 +20,6 @@ from supervisor.http.openapi.kit import (
     Schema,
     closed,
     enum,
-    int_query,
     json_body,
     json_response,
     maybe,
@@ -128,20 +128,7 @@ def formation_paths() -> dict[str, Schema]:
                 EITHER,
                 [
                     FORMATION_ID,
-                    int_query("lines", 0, 10_000, 100, "How many lines per stream"),
-                    int_query("limit", 0, 10_000, 100, "Another name for lines"),
-                    param(
-                        "stream",
-                        "query",
-                        {**enum("all", "stdout", "stderr"), "default": "all"},
-                        "Which stream",
-                    ),
-                    param(
-                        "follow",
-                        "query",
-                        {"type": "boolean", "default": False},
-                        "Stream new lines as SSE (also 1/0, yes/no)",
-                    ),
+                    *LOG_QUERY,
                 ],
             )
         },

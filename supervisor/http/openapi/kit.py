@@ -220,3 +220,17 @@ def lifecycle(action: str, summary: str, conflicts: list[str]) -> Schema:
         BUNDLE_BODY if from_bundle else None,
         STREAM_NOTE,
     )
+
+
+# A formation's log routes take the same query, on /rpc and /api/v1.
+LOG_QUERY = [
+    int_query("lines", 0, 10_000, 100, "How many lines per stream"),
+    int_query("limit", 0, 10_000, 100, "Another name for lines (MUXI clients)"),
+    param("stream", "query", {**enum("all", "stdout", "stderr"), "default": "all"}, "Which stream"),
+    param(
+        "follow",
+        "query",
+        {"type": "boolean", "default": False},
+        "Stream new lines as SSE (also 1/0, yes/no)",
+    ),
+]
