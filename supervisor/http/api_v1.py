@@ -111,7 +111,7 @@ async def audit_change(response: Response) -> Response:
     """Every `/api/v1` call that may change something (any method but a read), whatever
     answered it; an app-wide after-request hook, so that a call refused before its
     Blueprint's hooks run (the head's checks, a foreign Host) is recorded too."""
-    if is_api_path(request.path) and request.method not in audit.READS:
+    if request.method not in audit.READS and is_api_path(request.path):  # a GET: one look
         response = audit.record(response, claimed_auth())
     return response
 
