@@ -18,6 +18,9 @@ import httpx
 import pytest
 from helpers import REPO, Server, api_client, nasty_bundle
 
+from supervisor.storage.store import AUDIT_BATCH, AUDIT_KEEP
+from supervisor.storage.store.audit import _TRIM_EVERY, REFUSED_KEEP
+
 pytestmark = pytest.mark.e2e
 
 CSRF = {"X-Fsup-Request": "1"}
@@ -122,3 +125,19 @@ def test_fsup_audit_shows_how_each_caller_signed_in(server: Server) -> None:
         ["bearer", "-", "POST", "/api/v1/session"],
         ["session", "-", "POST", "/api/v1/formations/beta/restart"],
     ]
+
+
+def test_a_flood_of_refused_calls_does_not_push_accepted_ones_out(server: Server) -> None:
+    """Unauthenticated POSTs past the refused rows' budget: the trail keeps the accepted call
+    made before them and the newest refusals, and the table stays within its budgets."""
+    server.rpc.deploy(nasty_bundle("gamma"))
+    flood = REFUSED_KEEP + 1_000
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=30) as anyone:
+        for i in range(flood):
+            assert anyone.post(f"/api/v1/formations/gamma/stop?i={i}").status_code == 401
+    entries = server.rpc.call("GET", f"/rpc/server/logs?lines={AUDIT_KEEP}")["entries"]
+    assert entries[0]["path"] == "/rpc/formations/deploy"
+    refused = [e for e in entries if e["status"] == 401]
+    assert refused[-1]["path"] == f"/api/v1/formations/gamma/stop?i={flood - 1}"
+    assert REFUSED_KEEP <= len(refused) <= REFUSED_KEEP + _TRIM_EVERY + AUDIT_BATCH
+    assert server.formation("gamma")["status"] == "running"
