@@ -8,7 +8,7 @@ counts against the store's smaller budget of refused rows (`store/audit.py`), so
 flood of them can neither fill the disk nor push the accepted calls out of the trail.
 A call is audited whatever answered it: the head's checks, the Host check, the auth, the
 handler, or an error. The clock starts when fsup first looks at the credentials; a call
-refused before that is recorded with the time it took until then, zero.
+refused before that (the head's checks, the Host check) is recorded with `duration_ms` 0.
 """
 
 from __future__ import annotations
