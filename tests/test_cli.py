@@ -367,6 +367,6 @@ def test_auth_scheme_muxi_hmac_signs_as_muxi_clients_do(server: Server) -> None:
     status = ok_json(server, "--auth-scheme", "muxi-hmac", "status")
     assert status["formations"]["total"] == 0
     audit = ok_json(server, "audit", "-n", "2")["entries"]
-    assert [(e["scheme"], e["path"]) for e in audit][0] == ("muxi-hmac", "/rpc/server/status")
+    assert [(e["auth"], e["path"]) for e in audit][0] == ("muxi-hmac", "/rpc/server/status")
     wrong = fsup(server, "--auth-scheme", "bearer", "status")
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr

@@ -137,7 +137,7 @@ def test_auth_scheme_muxi_hmac(env: Server, capsys: Capture) -> None:
     status = ok_json(capsys, "--auth-scheme", "muxi-hmac", "status")
     assert status["formations"]["total"] == 1 and status["formations"]["running"] == 1
     entries = ok_json(capsys, "audit", "-n", "1")["entries"]
-    assert [(e["scheme"], e["method"], e["path"], e["status"]) for e in entries] == [
+    assert [(e["auth"], e["method"], e["path"], e["status"]) for e in entries] == [
         ("muxi-hmac", "GET", "/rpc/server/status", 200)
     ]
     code, out, _ = run(capsys, "--auth-scheme", "muxi-hmac", "status")

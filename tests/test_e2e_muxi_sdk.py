@@ -89,7 +89,7 @@ def test_the_sdk_drives_every_seed_route(server: Server, sdk: ServerClient) -> N
 
     entries = sdk.get_server_logs(limit=3)["entries"]
     assert len(entries) == 3
-    assert {e["scheme"] for e in entries} == {"muxi-hmac"}
+    assert {e["auth"] for e in entries} == {"muxi-hmac"}
     assert entries[-1]["method"] == "DELETE" and entries[-1]["status"] == 200
 
 
@@ -129,9 +129,9 @@ def test_deploy_a_gzip_bundle_signed_with_authorization(server: Server) -> None:
     assert deployed["status"] == "running" and deployed["version"] == "1.0.0"
     server.rpc.call("GET", "/rpc/formations")
     audit = server.rpc.call("GET", "/rpc/server/logs?lines=2")["entries"]
-    assert [(e["scheme"], e["method"], e["status"]) for e in audit] == [
+    assert [(e["auth"], e["method"], e["status"]) for e in audit] == [
         ("muxi-hmac", "POST", 201),
-        ("signed-headers", "GET", 200),
+        ("hmac", "GET", 200),
     ]
 
 

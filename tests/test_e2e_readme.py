@@ -369,7 +369,7 @@ def test_rpc_curl_signs_as_muxi_clients_do(server: Server, home: Path) -> None:
     assert not [h for h in sent if h.startswith("x-muxi-")]
     assert "entries" in json.loads(done.stdout)
     audit = server.rpc.call("GET", "/rpc/server/logs?lines=1")["entries"]
-    assert (audit[-1]["scheme"], audit[-1]["status"]) == ("muxi-hmac", 200)
+    assert (audit[-1]["auth"], audit[-1]["status"]) == ("muxi-hmac", 200)
 
 
 def test_the_readme_sdk_example_runs(server: Server, home: Path) -> None:

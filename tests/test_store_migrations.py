@@ -10,6 +10,7 @@ import pytest
 
 from supervisor.storage.store import SCHEMA_VERSION, Store, StoreError
 from supervisor.storage.store import migrations as m
+from supervisor.storage.store.audit import FIELDS
 
 
 def columns(path: Path, table: str) -> set[str]:
@@ -42,7 +43,8 @@ def test_a_fresh_database_gets_every_table(tmp_path: Path) -> None:
     assert user_version(path) == SCHEMA_VERSION
     for table in ("formations", "versions", "audit", "searches", "runs", "results"):
         assert columns(path, table), table
-    assert "scheme" in columns(path, "audit")
+    assert {"auth", "authenticated"} <= columns(path, "audit")
+    assert "scheme" not in columns(path, "audit")
 
 
 def test_a_schema_3_database_keeps_its_audit_rows(tmp_path: Path) -> None:
@@ -58,8 +60,46 @@ def test_a_schema_3_database_keeps_its_audit_rows(tmp_path: Path) -> None:
         (row,) = store.audit_tail(5)
     finally:
         store.close()
-    assert row["path"] == "/rpc/formations" and row["scheme"] == ""
+    assert row["path"] == "/rpc/formations" and row["auth"] == "hmac"  # the only scheme then
     assert user_version(path) == SCHEMA_VERSION
+
+
+def insert_v4(db: sqlite3.Connection, key_id: str, scheme: str, status: int) -> None:
+    db.execute(
+        "INSERT INTO audit (ts, key_id, method, path, status, duration_ms, remote_addr, scheme) "
+        "VALUES ('2026-01-01T00:00:00Z', ?, 'POST', '/rpc/formations/a/stop', ?, 1.0, "
+        "'127.0.0.1', ?)",
+        (key_id, status, scheme),
+    )
+
+
+def test_schema_5_names_the_auth_as_the_contract_and_keeps_refusals_apart(
+    tmp_path: Path,
+) -> None:
+    """Schema 4 stored `signed-headers`, `muxi-hmac` or nothing; schema 5 reads them back
+    under the contract's `auth` names, and marks the 401s as refused (their own budget)."""
+    path = tmp_path / "fsup.db"
+    build_at(path, 4)
+    with sqlite3.connect(path) as db:
+        insert_v4(db, "k", "signed-headers", 200)
+        insert_v4(db, "k", "muxi-hmac", 409)
+        insert_v4(db, "", "", 401)  # unsigned
+        insert_v4(db, "intruder", "signed-headers", 401)
+    store = Store(path)
+    try:
+        rows = store.audit_tail(10)
+    finally:
+        store.close()
+    assert [(r["key_id"], r["auth"], r["status"]) for r in rows] == [
+        ("k", "hmac", 200),
+        ("k", "muxi-hmac", 409),
+        ("", "", 401),
+        ("intruder", "hmac", 401),
+    ]
+    assert all(set(r) == set(FIELDS) for r in rows)  # the contract's shape, nothing more
+    with sqlite3.connect(path) as db:
+        flags = [f for (f,) in db.execute("SELECT authenticated FROM audit ORDER BY id")]
+    assert flags == [1, 1, 0, 0]
 
 
 def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from formation_fakes import running_world
 
 from actors.formation import Snapshot
 from supervisor.runtime.server import flush_audit
-from supervisor.storage.store import AUDIT_BATCH, Store, VersionRow
+from supervisor.storage.store import AUDIT_BATCH, AUDIT_KEEP, Store, VersionRow
+from supervisor.storage.store.audit import _TRIM_EVERY, REFUSED_KEEP
 
 
 def _selects(store: Store) -> list[str]:
@@ -126,3 +127,55 @@ async def test_the_flusher_writes_waiting_rows_soon(tmp_path: Path, autojump_clo
         nursery.cancel_scope.cancel()
     assert store.audit_waiting is None
     store.close()
+
+
+def _calls(store: Store, n: int, accepted: bool, tag: str) -> None:
+    for i in range(n):
+        store.record_audit(
+            "",
+            "POST",
+            f"/api/v1/{tag}/{i}",
+            200 if accepted else 401,
+            1.0,
+            "::1",
+            "bearer",
+            authenticated=accepted,
+        )
+
+
+def _kept(path: Path) -> dict[int, int]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT authenticated, COUNT(*) FROM audit GROUP BY 1").fetchall())
+
+
+def test_a_flood_of_refused_calls_keeps_its_own_bounded_budget(tmp_path: Path) -> None:
+    """Refused calls (anyone who reaches the port can make them) replace older refused rows
+    only: the accepted calls recorded before the flood stay in the trail, and the table stays
+    within its two budgets (plus one trim period and one batch)."""
+    path = tmp_path / "state.db"
+    store = Store(path)
+    _calls(store, 20, accepted=True, tag="before")
+    _calls(store, 5 * REFUSED_KEEP, accepted=False, tag="flood")
+    store.flush_audit()
+    kept = _kept(path)
+    assert kept[1] == 20
+    assert REFUSED_KEEP <= kept[0] <= REFUSED_KEEP + _TRIM_EVERY + AUDIT_BATCH
+    paths = [e["path"] for e in store.audit_tail(AUDIT_KEEP)]
+    assert paths[:20] == [f"/api/v1/before/{i}" for i in range(20)]
+    assert paths[-1] == f"/api/v1/flood/{5 * REFUSED_KEEP - 1}"  # the newest refusals kept
+    store.close()
+
+
+def test_accepted_calls_keep_the_newest_audit_keep(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = Store(path)
+    _calls(store, 10, accepted=False, tag="refused")
+    _calls(store, AUDIT_KEEP + 3 * _TRIM_EVERY, accepted=True, tag="ok")
+    store.close()
+    kept = _kept(path)
+    assert AUDIT_KEEP <= kept[1] <= AUDIT_KEEP + _TRIM_EVERY + AUDIT_BATCH
+    assert kept[0] == 10  # the refused rows' budget is not the accepted ones'
+    again = Store(path)
+    oldest_ok = next(e for e in again.audit_tail(2 * AUDIT_KEEP) if "/ok/" in str(e["path"]))
+    assert oldest_ok["path"] == f"/api/v1/ok/{AUDIT_KEEP + 3 * _TRIM_EVERY - kept[1]}"
+    again.close()

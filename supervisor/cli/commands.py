@@ -363,12 +363,12 @@ def cmd_audit(args: argparse.Namespace, home: Home) -> None:
         cli_render.print_json({"entries": entries})
         return
     cli_render.table(
-        ["TIME", "KEY", "SCHEME", "METHOD", "PATH", "STATUS", "MS", "FROM"],
+        ["TIME", "AUTH", "KEY", "METHOD", "PATH", "STATUS", "MS", "FROM"],
         (
             [
                 e["ts"],
-                e["key_id"],
-                e.get("scheme") or "-",
+                e.get("auth", e.get("scheme")) or "-",  # `scheme`: an fsup before schema 5
+                e["key_id"] or "-",
                 e["method"],
                 e["path"],
                 e["status"],

@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("status", help="server status")
-    audit = commands.add_parser("audit", help="recent management calls")
+    audit = commands.add_parser(
+        "audit", help="who changed what (/rpc, /api/v1, the dashboard) and how they signed in"
+    )
     audit.add_argument("-n", "--lines", type=int, default=50)
 
     search = commands.add_parser("search", help="search the fleet's logs and formations")

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
-from quart import Blueprint, make_response, request
+from quart import Blueprint, Response, make_response, request
 
 from supervisor.core.errors import FsupError
 from supervisor.core.safe_json import query_int, shown, whole_number
-from supervisor.http import sse
+from supervisor.http import audit, sse
 from supervisor.http.api_auth import (
     COOKIE_NAME,
     SESSION_TTL_S,
@@ -75,20 +75,45 @@ async def api_auth_hook() -> None:
     bearer alone to open a session or rotate the token; either for the rest (a request with
     an Authorization header is judged by it alone), with the cross-site check when the cookie
     is what authenticates a change."""
+    audit.start_clock()
     path = request.path
     if path in PUBLIC:
         return
-    if path in BEARER_ONLY:
-        check_bearer(token(), request.headers.get("Authorization"))
-        return
-    if path not in COOKIE_ONLY and (
-        "Authorization" in request.headers or COOKIE_NAME not in request.cookies
+    if path in BEARER_ONLY or (
+        path not in COOKIE_ONLY
+        and ("Authorization" in request.headers or COOKIE_NAME not in request.cookies)
     ):
         check_bearer(token(), request.headers.get("Authorization"))
-        return
-    current_session()
-    headers = {name.lower(): value for name, value in request.headers.items()}
-    check_same_origin(request.method, headers, request.headers.get("Host"))
+    else:
+        current_session()
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        check_same_origin(request.method, headers, request.headers.get("Host"))
+    audit.accepted()
+
+
+def is_api_path(path: str) -> bool:
+    return path == PREFIX or path.startswith(f"{PREFIX}/")
+
+
+def claimed_auth() -> str:
+    """The credential the request presents, unchecked, as the auth hook weighs them: the
+    cookie first where only the cookie is taken, the Authorization header first elsewhere."""
+    has_bearer = "Authorization" in request.headers
+    has_cookie = COOKIE_NAME in request.cookies
+    if request.path in COOKIE_ONLY and has_cookie:
+        return audit.SESSION
+    if has_bearer:
+        return audit.BEARER
+    return audit.SESSION if has_cookie else ""
+
+
+async def audit_change(response: Response) -> Response:
+    """Every `/api/v1` call that may change something (any method but a read), whatever
+    answered it; an app-wide after-request hook, so that a call refused before its
+    Blueprint's hooks run (the head's checks, a foreign Host) is recorded too."""
+    if request.method not in audit.READS and is_api_path(request.path):  # a GET: one look
+        response = audit.record(response, claimed_auth())
+    return response
 
 
 def peer_host() -> str | None:
@@ -100,6 +125,7 @@ def blueprint() -> Blueprint:
     """`/api/v1`'s own routes: health, bootstrap, session, events, logs."""
     bp = Blueprint("api_v1", __name__)
     bp.before_request(api_auth_hook)
+    bp.after_app_request(audit_change)  # every /api/v1 Blueprint's calls, and refusals
 
     @bp.get(f"{PREFIX}/health")
     async def api_health() -> Any:

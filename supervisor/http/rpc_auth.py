@@ -2,23 +2,35 @@
 
 Headers first (an unsigned or stale request is refused before a body byte is read), then the
 body under the size bound and read deadline, then its signature. Every `/rpc` call is audited,
-refused ones included (a stream: until its headers). The app calls the same two hooks for a
-`/rpc` path that matched no route, so an unsigned client learns nothing of which routes exist
-(401 before 404 or 405) and the refusal is audited too.
+refused ones included (a stream: until its headers), with the scheme and key id it claims.
+The app calls the same two hooks for a `/rpc` path that matched no route, so an unsigned
+client learns nothing of which routes exist (401 before 404 or 405) and the refusal is
+audited too.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Mapping
 
-from quart import Response, g, request
+from quart import Response, request
 
-from supervisor.core.hmac_auth import check_head, check_signature, claimed_key_id, scheme_of
+from supervisor.core.hmac_auth import (
+    MUXI_HMAC,
+    SIGNED_HEADERS,
+    check_head,
+    check_signature,
+    claimed_key_id,
+    scheme_of,
+)
+from supervisor.http import audit as trail
 from supervisor.http.services import services
+
+# The scheme's name in config.yaml -> its name in the audit trail (the contract's `auth`).
+AUDIT_NAMES = {SIGNED_HEADERS: trail.HMAC, MUXI_HMAC: trail.MUXI_HMAC}
 
 
 async def authenticate() -> None:
-    g.started = time.monotonic()
+    trail.start_clock()
     config = services()
     path = request.scope.get("raw_path") or request.path.encode()
     headers = request.headers
@@ -29,28 +41,25 @@ async def authenticate() -> None:
         path,
         config.config.accepted_schemes(),
     )
-    if pending is None:
-        return  # MUXI-HMAC: the body is not signed, the handler reads it when needed
-    body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
-    query = request.scope.get("query_string") or b""
-    if query:
-        path += b"?" + query
-    check_signature(config.credentials, pending, request.method, path, body)
+    if pending is not None:  # the seed's scheme signs the body too: read it, check it
+        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+        query = request.scope.get("query_string") or b""
+        if query:
+            path += b"?" + query
+        check_signature(config.credentials, pending, request.method, path, body)
+    # MUXI-HMAC does not sign the body: the handler reads it when needed.
+    trail.accepted()
+
+
+def claimed_auth(headers: Mapping[str, str]) -> str:
+    """The audit's name for the scheme a request claims, before anything is checked."""
+    return AUDIT_NAMES.get(scheme_of(headers) or "", "")
 
 
 async def audit(response: Response) -> Response:
-    if "started" not in g:
-        return response  # refused before authentication (the head's checks)
-    query = request.query_string.decode("latin-1")
-    path = request.path + (f"?{query}" if query else "")
     headers = request.headers
-    services().store.record_audit(
-        claimed_key_id(headers)[:64],  # type: ignore[arg-type]
-        request.method,
-        path[:1024],
-        response.status_code,
-        round((time.monotonic() - g.started) * 1000, 2),
-        request.remote_addr or "",
-        scheme_of(headers) or "",  # type: ignore[arg-type]
+    return trail.record(
+        response,
+        claimed_auth(headers),  # type: ignore[arg-type]
+        claimed_key_id(headers),  # type: ignore[arg-type]
     )
-    return response

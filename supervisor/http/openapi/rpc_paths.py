@@ -144,7 +144,8 @@ def rpc_paths() -> dict[str, Schema]:
         "/rpc/server/logs": {
             "get": operation(
                 "audit_log",
-                "The audit trail of /rpc calls, oldest first",
+                "The audit trail: every change through /rpc, /api/v1 or the dashboard, every "
+                "/rpc call, oldest first",
                 "server",
                 ok("Audit entries", ref("AuditLog")),
                 BAD,

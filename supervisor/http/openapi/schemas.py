@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from supervisor.http.audit import AUTH_VALUES
 from supervisor.http.openapi.kit import (
     ANY_OBJECT,
     BOOL,
@@ -92,22 +93,32 @@ def schemas() -> dict[str, Schema]:
                 ),
             }
         ),
-        "AuditLog": obj(
+        "AuditLog": {
+            **obj({"entries": array(ref("AuditEntry"))}),
+            "description": "Every call that changes something, through /rpc, /api/v1 or the "
+            "dashboard, and every /rpc call; refused ones included. Oldest first.",
+        },
+        "AuditEntry": obj(
             {
-                "entries": array(
-                    obj(
-                        {
-                            "ts": STR,
-                            "key_id": STR,
-                            "method": STR,
-                            "path": STR,
-                            "status": INT,
-                            "duration_ms": NUM,
-                            "remote_addr": STR,
-                            "scheme": STR,
-                        }
-                    )
-                )
+                "ts": STR,
+                "key_id": {
+                    **STR,
+                    "description": "The /rpc key id the call names (empty "
+                    "for /api/v1, and for a call that names none); unchecked for a refused call",
+                },
+                "auth": {
+                    **enum(*AUTH_VALUES),
+                    "description": "How the caller authenticated, or claimed to when "
+                    "refused: hmac (the seed's X-MUXI-* signed headers), muxi-hmac "
+                    "(Authorization: MUXI-HMAC), bearer (Authorization: Bearer, /api/v1), "
+                    "session (the dashboard's rm_session cookie); empty when it sent no "
+                    "credentials",
+                },
+                "method": STR,
+                "path": STR,
+                "status": INT,
+                "duration_ms": NUM,
+                "remote_addr": STR,
             }
         ),
         "ServerStatus": obj(

@@ -102,6 +102,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         "the signing scheme of each audited call (MUXI-HMAC beside the seed's headers)",
         ("ALTER TABLE audit ADD COLUMN scheme TEXT NOT NULL DEFAULT ''",),
     ),
+    Migration(
+        5,
+        "every control path audited: `auth` (hmac, muxi-hmac, bearer, session) for `scheme`, "
+        "and whether the credentials were accepted (the refused calls' own budget)",
+        (
+            "ALTER TABLE audit RENAME COLUMN scheme TO auth",
+            # The seed's scheme is `hmac` in the contract. A row older than schema 4 that
+            # names a key id can only have used it (MUXI-HMAC came with schema 4; from then
+            # on a row with a key id and no scheme cannot be written).
+            "UPDATE audit SET auth = 'hmac' "
+            "WHERE auth = 'signed-headers' OR (auth = '' AND key_id <> '')",
+            "ALTER TABLE audit ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 1",
+            # Until now only `/rpc` was audited, where a refused signature is the one 401.
+            "UPDATE audit SET authenticated = 0 WHERE status = 401",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
