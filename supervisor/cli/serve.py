@@ -1,4 +1,5 @@
-"""`fsup serve`: settings from config.yaml and flags, then the server until a signal.
+"""`fsup serve`: the home's lock, settings from config.yaml and flags, then the server until a
+signal.
 
 The server's modules are imported here, not at the top of the CLI, so the client commands
 start light.
@@ -13,9 +14,22 @@ from functools import partial
 from supervisor.http.early import EarlyListener
 from supervisor.storage.config import ConfigError, ServerConfig, load_config, with_flags
 from supervisor.storage.home import Home
+from supervisor.storage.server_lock import ServerLock, ServerLockError
 
 
 def serve(args: argparse.Namespace, home: Home) -> int:
+    # The lock comes first: a second server on this home must change nothing, not even the
+    # config.yaml it would write out or the port it would bind (issue 17).
+    try:
+        lock = ServerLock.acquire(home)
+    except ServerLockError as exc:
+        print(f"fsup: {exc}", file=sys.stderr)
+        return 1
+    with lock:  # held until the process ends: the server runs inside
+        return _serve_locked(args, home)
+
+
+def _serve_locked(args: argparse.Namespace, home: Home) -> int:
     home.ensure()
     try:
         config = with_flags(
