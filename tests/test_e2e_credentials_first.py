@@ -92,3 +92,35 @@ def test_credentials_exist_at_the_first_health_answer(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err.decode(errors="replace")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("not json\n", "not the JSON object fsup wrote"),
+        ('["a", "list"]\n', "not the JSON object fsup wrote"),
+        ('{"key_id": "MUXI_LOCAL_00"}\n', "no 'secret_key'"),
+    ],
+)
+def test_unreadable_credentials_stop_the_start_with_a_message(
+    tmp_path: Path, content: str, reason: str
+) -> None:
+    server = tmp_path / "server"
+    server.mkdir()
+    creds = server / "credentials.json"
+    creds.write_text(content)
+    env = {**os.environ, "MUXI_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor", "serve", "--port", str(PORT)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"fsup: {creds} cannot be read ({reason})"), done.stderr
+    assert "Traceback" not in done.stderr
+    assert creds.read_text() == content
+    assert not (server / "api.token").exists()

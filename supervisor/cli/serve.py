@@ -74,7 +74,11 @@ def _write_credentials(home: Home) -> str | None:
     except OSError as exc:
         return f"cannot write the credentials in {home.server}: {exc.strerror or exc}"
     except (ValueError, KeyError, TypeError) as exc:
-        return f"{home.credentials} is not fsup's credentials file ({exc!r}): move it away"
+        reason = f"no {exc}" if isinstance(exc, KeyError) else "not the JSON object fsup wrote"
+        return (
+            f"{home.credentials} cannot be read ({reason}): restore it, or move it away to "
+            "have new credentials created (clients using the old ones must then be updated)"
+        )
     return None
 
 
