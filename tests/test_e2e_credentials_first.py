@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fsup_processes import no_fsup_left  # noqa: F401 - an autouse fixture
 from helpers import REPO
 from port_blocks import PORT_HIGH, PORT_LOW
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fsup_processes import no_fsup_left  # noqa: F401 - an autouse fixture
 from helpers import REPO, Server, main_processes, nasty_bundle, wait_for
 from port_blocks import PORT_RANGE
 
