@@ -133,7 +133,7 @@ def _not_plain_message(path: Path) -> str:
 
 
 def _busy_message(home_root: Path, pid: int | None) -> str:
-    holder = f"pid {pid}" if pid is not None else "a pid it has not written yet"
+    holder = f"pid {pid}" if pid is not None else "pid unknown"
     return (
         f"the home {home_root} is in use by another fsup serve ({holder}); "
         "stop that one first, or set MUXI_HOME to another home"
