@@ -4,8 +4,8 @@ A second server on a busy home exits 1 at once, naming the home and the holder's
 changes nothing: the first keeps serving the same processes, its store and files untouched.
 A lock left by a killed server never blocks the next one, which adopts the children (they do
 not hold the lock: it is not inherited). A lock path that is not fsup's plain file (a folder,
-a symbolic link, a FIFO, a file fsup may not open) is refused with what to do, and nothing in
-the home changes.
+a symbolic link, a hard link, a FIFO, a file fsup may not open) is refused with what to do,
+and nothing in the home changes.
 """
 
 from __future__ import annotations
@@ -168,6 +168,11 @@ def _dangling_link(lock: Path, outside: Path) -> None:
     lock.symlink_to(outside / "not-there")
 
 
+def _hard_link(lock: Path, outside: Path) -> None:
+    (outside / "precious").write_text("not fsup's\n")
+    lock.hardlink_to(outside / "precious")
+
+
 def _fifo(lock: Path, outside: Path) -> None:
     os.mkfifo(lock, 0o600)
 
@@ -186,6 +191,7 @@ BAD_LOCKS = {
     "folder": (_folder, ["is a folder", "rmdir"]),
     "link-to-a-file": (_link_to_a_file, ["symbolic link", "Remove the link"]),
     "dangling-link": (_dangling_link, ["symbolic link", "Remove the link"]),
+    "hard-link": (_hard_link, ["is a hard link", "Remove it"]),
     "fifo": (_fifo, ["not a plain file", "Remove it"]),
     "unreadable": (_unreadable, ["permission denied", "chmod 600"]),
     "read-only": (_read_only, ["permission denied", "chmod 600"]),

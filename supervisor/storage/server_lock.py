@@ -14,7 +14,8 @@ that outlives a crashed fsup does not keep its home locked for ever.
 
 The holder writes its pid into the file after it locks, for the message a second server
 prints. The file is fsup's own: a symbolic link is refused (`O_NOFOLLOW`: a link could point
-the pid write at any file), and so is anything but a plain file, each with what to do.
+the pid write at any file), and so are a hard link and anything but a plain file, each with
+what to do.
 """
 
 from __future__ import annotations
@@ -121,8 +122,14 @@ def _open_message(path: Path, exc: OSError) -> str:
 
 
 def _check_plain_file(fd: int, path: Path) -> None:
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         raise ServerLockError(_not_plain_message(path))
+    if info.st_nlink > 1:  # the pid would be written into another file's bytes
+        raise ServerLockError(
+            f"{path} is a hard link ({info.st_nlink} names for one file, which may be another "
+            f"file's). Remove it (rm {path}) and start again: fsup creates a file of its own there"
+        )
 
 
 def _not_plain_message(path: Path) -> str:
