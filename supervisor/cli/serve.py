@@ -1,4 +1,5 @@
-"""`fsup serve`: settings from config.yaml and flags, then the server until a signal.
+"""`fsup serve`: the home's lock, settings from config.yaml and flags, the credentials, then
+the server until a signal.
 
 The server's modules are imported here, not at the top of the CLI, so the client commands
 start light.
@@ -10,12 +11,26 @@ import argparse
 import sys
 from functools import partial
 
+from supervisor.http.api_auth import load_or_create_token
 from supervisor.http.early import EarlyListener
 from supervisor.storage.config import ConfigError, ServerConfig, load_config, with_flags
-from supervisor.storage.home import Home
+from supervisor.storage.home import Home, load_or_create_credentials
+from supervisor.storage.server_lock import ServerLock, ServerLockError
 
 
 def serve(args: argparse.Namespace, home: Home) -> int:
+    # The lock comes first: a second server on this home must change nothing, not even the
+    # config.yaml it would write out or the port it would bind (issue 17).
+    try:
+        lock = ServerLock.acquire(home)
+    except ServerLockError as exc:
+        print(f"fsup: {exc}", file=sys.stderr)
+        return 1
+    with lock:  # held until the process ends: the server runs inside
+        return _serve_locked(args, home)
+
+
+def _serve_locked(args: argparse.Namespace, home: Home) -> int:
     home.ensure()
     try:
         config = with_flags(
@@ -33,6 +48,12 @@ def serve(args: argparse.Namespace, home: Home) -> int:
         if not folder.is_dir():
             print(f"fsup: --deploy {folder}: not a folder", file=sys.stderr)
             return 2
+    # The credentials exist before the port answers anything, the early `/health` included:
+    # a script that waits for `/health` and then reads them must find them (issue 17).
+    problem = _write_credentials(home)
+    if problem:
+        print(f"fsup: {problem}", file=sys.stderr)
+        return 1
     # The port is bound and `/health` answered before the server's modules load (`early`).
     try:
         early = EarlyListener(config.host, config.port).start()
@@ -43,6 +64,22 @@ def serve(args: argparse.Namespace, home: Home) -> int:
         return _serve(args, home, config, early)
     finally:
         early.close()  # what the server did not take (nothing, once it ran)
+
+
+def _write_credentials(home: Home) -> str | None:
+    """Create (or read back) `credentials.json` and `api.token`; a message if that fails."""
+    try:
+        load_or_create_credentials(home)
+        load_or_create_token(home.api_token)
+    except OSError as exc:
+        return f"cannot write the credentials in {home.server}: {exc.strerror or exc}"
+    except (ValueError, KeyError, TypeError) as exc:
+        reason = f"no {exc}" if isinstance(exc, KeyError) else "not the JSON object fsup wrote"
+        return (
+            f"{home.credentials} cannot be read ({reason}): restore it, or move it away to "
+            "have new credentials created (clients using the old ones must then be updated)"
+        )
+    return None
 
 
 def _serve(args: argparse.Namespace, home: Home, config: ServerConfig, early: EarlyListener) -> int:

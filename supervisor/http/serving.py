@@ -19,6 +19,11 @@ bounded, every write takes the send lock and has a deadline), and `serve_http` r
 connection in a handler that logs what escapes instead of passing it up. The rest is
 Hypercorn's own code: the h11 protocol, the ASGI bridge, the lifespan, the config.
 
+These are Hypercorn's internals (its documented API is `hypercorn.trio.serve`), private methods
+included: pyproject.toml pins Hypercorn to the minor release they were read from (0.18),
+docs/upstream/README.md lists every member used here and why, and
+tests/test_dependency_pins.py checks them against the installed release.
+
 It also sends a response's head together with its body (issue 11). Hypercorn writes them
 separately, and each write on loopback is a system call that also delivers the segment and
 wakes the client: profiled, the writes were the largest cost of a small answer. A head is

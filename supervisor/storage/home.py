@@ -28,6 +28,11 @@ class Home:
         return self.root / "server"
 
     @property
+    def lock(self) -> Path:
+        """Held by the one `fsup serve` of this home (`server_lock`)."""
+        return self.server / "lock"
+
+    @property
     def credentials(self) -> Path:
         return self.server / "credentials.json"
 

@@ -1,0 +1,76 @@
+"""A second `fsup serve` on the target's home, however it is pointed there and whatever it is
+asked to do: it exits 1 at once, naming the home and the pid that holds it, and the running
+fsup, its fleet, its processes and its files are as they were (the corpus's guard checks).
+
+Issue 17: a second server on one home used to start without a word, adopt the first's
+processes, kill its new ones as strays, and stop formations on its Ctrl-C. The home's lock is
+per file, not per path: a home named through a symbolic link, a `..` or a trailing slash is
+the same home.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import EXAMPLES, REPO
+from hostile_kit import Target
+from port_blocks import PORT_RANGE
+
+pytestmark = pytest.mark.e2e
+
+FLEET = ("alpha",)
+REFUSED_WITHIN_S = 10.0  # about 0.3 s measured; bounded for a loaded machine
+
+
+def spellings(target: Target, scratch: Path) -> dict[str, str]:
+    """Ways to name the target's home in `MUXI_HOME`."""
+    link = scratch / "home-link"
+    link.symlink_to(target.home, target_is_directory=True)
+    return {
+        "exact": str(target.home),
+        "trailing-slash": f"{target.home}/",
+        "dot-dot": str(target.home / ".." / target.home.name),
+        "symlink": str(link),
+    }
+
+
+FLAGS = {
+    "port-0": ["--port", "0", "--port-range", PORT_RANGE],
+    "the-same-port": ["--port", "{port}", "--port-range", PORT_RANGE],
+    "deploy-a-folder": ["--port", "0", "--port-range", PORT_RANGE, "--deploy", "{hello}"],
+    "a-bad-port-range": ["--port", "0", "--port-range", "9-1"],
+}
+
+
+@pytest.mark.parametrize("flags", list(FLAGS))
+@pytest.mark.parametrize("spelling", ["exact", "trailing-slash", "dot-dot", "symlink"])
+def test_a_second_server_on_the_home_is_refused_and_changes_nothing(
+    target: Target, tmp_path: Path, spelling: str, flags: str
+) -> None:
+    assert target.server.proc is not None
+    holder = target.server.proc.pid
+    argv = [arg.format(port=target.addr[1], hello=EXAMPLES / "hello") for arg in FLAGS[flags]]
+    env = {**os.environ, "MUXI_HOME": spellings(target, tmp_path)[spelling]}
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor", "serve", *argv],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    took = time.monotonic() - began
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"fsup: the home {target.home} is in use by another fsup serve (pid {holder}); "
+        "stop that one first, or set MUXI_HOME to another home\n"
+    )
+    assert done.stdout == ""
+    assert took < REFUSED_WITHIN_S

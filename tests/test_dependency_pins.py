@@ -1,0 +1,170 @@
+"""Dependencies pinned where fsup reaches inside them (issue 17).
+
+`supervisor/http/serving.py` subclasses Hypercorn's trio `TCPServer` and replaces private
+methods; it also drives Hypercorn's lifespan and worker context itself. A release that renames
+or reshapes any of them would not fail loudly: the override would simply stop being called
+and the races it mends would come back. So Hypercorn is pinned to one minor release, and this
+file checks every member `serving.py` reaches (docs/upstream/README.md lists them, with why)
+against the installed release: names, signatures, and the calls that make an override run.
+It also checks that every third-party package fsup imports is declared (h11 was not).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.metadata
+import inspect
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config, Sockets
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.utils import repr_socket_addr, wrap_app
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+REPO = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def declared() -> dict[str, Requirement]:
+    """The project's run-time requirements that apply to this Python, by canonical name."""
+    found = {}
+    for line in PYPROJECT["project"]["dependencies"]:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate():
+            found[canonicalize_name(req.name)] = req
+    return found
+
+
+def test_hypercorn_is_pinned_to_one_minor_release_and_that_one_is_installed() -> None:
+    spec = declared()["hypercorn"].specifier
+    installed = Version(importlib.metadata.version("hypercorn"))
+    assert installed in spec, f"Hypercorn {installed} is outside the pin {spec}"
+    major, minor = installed.major, installed.minor
+    assert Version(f"{major}.{minor}.99") in spec, "a patch release of the minor is allowed"
+    assert Version(f"{major}.{minor + 1}.0") not in spec, "the next minor must not be allowed"
+    assert Version(f"{major}.{minor}.0") in spec and Version(f"{major}.{minor - 1}.99") not in spec
+
+
+# Each member serving.py overrides or calls: its parameters (self first) and whether it is a
+# coroutine function.
+TCP_SERVER_MEMBERS = {
+    "__init__": (["self", "app", "config", "context", "state", "stream"], False),
+    "run": (["self"], True),
+    "protocol_send": (["self", "event"], True),  # overridden, calls super()
+    "_read_data": (["self"], True),  # overridden, calls super()
+    "_close": (["self"], True),  # replaced whole
+}
+
+
+def test_the_tcp_server_members_serving_overrides_exist_with_their_signatures() -> None:
+    for name, (params, is_coroutine) in TCP_SERVER_MEMBERS.items():
+        member = inspect.getattr_static(TCPServer, name)
+        assert list(inspect.signature(member).parameters) == params, name
+        assert inspect.iscoroutinefunction(member) is is_coroutine, name
+
+
+def _calls(function: object) -> set[str]:
+    """`self.<name>(...)` calls in `function`'s source."""
+    tree = ast.parse(inspect.cleandoc("\n" + inspect.getsource(function)))  # type: ignore[arg-type]
+    return {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "self"
+    }
+
+
+def test_the_overridden_methods_are_still_the_ones_hypercorn_calls() -> None:
+    """An override only mends something if Hypercorn still calls it from where serving.py
+    expects: `run` reads through `_read_data` and closes through `_close`, and
+    `protocol_send` closes through `_close` on `Closed`."""
+    assert {"_read_data", "_close"} <= _calls(TCPServer.run)
+    assert "_close" in _calls(TCPServer.protocol_send)
+    assert "protocol_send" in inspect.getsource(TCPServer.run)  # handed to the protocol
+
+
+def test_the_tcp_server_attributes_serving_uses_are_set() -> None:
+    stream = object()
+    server = TCPServer(None, Config(), WorkerContext(None), {}, stream)  # type: ignore[arg-type]
+    assert isinstance(server.send_lock, trio.Lock)
+    assert server.stream is stream
+    assert inspect.iscoroutinefunction(server.idle_task.stop)
+    # `protocol` is set when the connection runs; serving.py calls its `handle(Closed())`.
+    assigned = {
+        target.attr
+        for node in ast.walk(ast.parse(inspect.cleandoc("\n" + inspect.getsource(TCPServer.run))))
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Attribute)
+    }
+    assert "protocol" in assigned
+    assert inspect.iscoroutinefunction(ProtocolWrapper.handle)
+
+
+def test_the_lifespan_worker_context_and_utilities_serving_drives() -> None:
+    assert list(inspect.signature(Lifespan).parameters) == ["app", "config", "state"]
+    for name in ("handle_lifespan", "wait_for_startup", "wait_for_shutdown"):
+        assert inspect.iscoroutinefunction(getattr(Lifespan, name)), name
+    assert "task_status" in inspect.signature(Lifespan.handle_lifespan).parameters
+    assert inspect.iscoroutinefunction(WorkerContext(None).terminated.set)
+    assert list(inspect.signature(wrap_app).parameters) == ["app", "wsgi_max_body_size", "mode"]
+    assert list(inspect.signature(repr_socket_addr).parameters) == ["family", "address"]
+    assert "insecure_sockets" in {field.name for field in dataclasses.fields(Sockets)}
+    config = Config()
+    for name in ("backlog", "wsgi_max_body_size", "graceful_timeout", "create_sockets"):
+        assert hasattr(config, name), name
+
+
+def _imported_packages() -> dict[str, str]:
+    """Top-level third-party names imported by fsup's own code, with one module each."""
+    found: dict[str, str] = {}
+    for root in ("supervisor", "actors"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in ("supervisor", "actors"):
+                        found.setdefault(top, str(path.relative_to(REPO)))
+    return found
+
+
+def test_every_package_fsup_imports_is_declared() -> None:
+    distributions = importlib.metadata.packages_distributions()
+    names = declared()
+    imported = _imported_packages()
+    assert "h11" in imported  # the proxy's client: this test would miss it otherwise
+    for top, module in imported.items():
+        owners = {canonicalize_name(d) for d in distributions.get(top, [top])}
+        assert owners & set(names), f"{module} imports {top}, which pyproject.toml does not declare"
+
+
+def test_httpx_imports_without_its_command_line_module() -> None:
+    """`fsup serve` marks `httpx._main` absent (supervisor/cli/serve.py); httpx must fall back
+    to its stub rather than fail to import."""
+    code = (
+        "import sys\n"
+        "sys.modules['httpx._main'] = None\n"
+        "import httpx\n"
+        "assert httpx.main.__module__ == 'httpx', httpx.main.__module__\n"
+        "assert 'rich' not in sys.modules and 'click' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
