@@ -259,6 +259,60 @@ def test_a_websocket_upgrade_is_a_clear_400_without_a_traceback(live: Server, pa
     assert tracebacks(live) == before, live.log_tail()
 
 
+def _h2_websocket(live: Server, path: str) -> tuple[int, bytes]:
+    """A WebSocket over HTTP/2 (RFC 8441's extended CONNECT, which Hypercorn offers): the
+    status and body fsup answers with."""
+    import h2.config  # noqa: PLC0415 - only when the h2 package is there
+    import h2.connection  # noqa: PLC0415
+    import h2.events  # noqa: PLC0415
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    status, body = 0, b""
+    with socket.create_connection(("127.0.0.1", port_of(live)), timeout=10) as sock:
+        sock.sendall(conn.data_to_send())
+        sent = False
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RemoteSettingsChanged) and not sent:
+                    conn.send_headers(
+                        1,
+                        [
+                            (":method", "CONNECT"),
+                            (":protocol", "websocket"),
+                            (":scheme", "http"),
+                            (":path", path),
+                            (":authority", host_of(live, "127.0.0.1")),
+                            ("sec-websocket-version", "13"),
+                        ],
+                    )
+                    sent = True
+                elif isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    return status, body
+            sock.sendall(conn.data_to_send())
+    return status, body
+
+
+@pytest.mark.parametrize("path", ["/api/alpha/ws", "/rpc/formations", "/api/v1/events", "/ui/"])
+def test_a_websocket_over_http2_is_a_clear_400_too(live: Server, path: str) -> None:
+    if importlib.util.find_spec("h2") is None:
+        pytest.skip("the h2 package is not installed: no HTTP/2 client")
+    before = tracebacks(live)
+    status, body = _h2_websocket(live, path)
+    assert status == 400, body
+    error = json.loads(body)["error"]
+    assert error["code"] == "INVALID_REQUEST" and "WebSocket" in error["message"]
+    assert tracebacks(live) == before, live.log_tail()
+
+
 def _log_texts(live: Server) -> str:
     return (live.home / "server" / "logs" / "fsup.log").read_text(errors="replace") + (
         live.home / "fsup-test.log"

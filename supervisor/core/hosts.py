@@ -20,9 +20,10 @@ How a `Host` is read (RFC 9110 7.2, RFC 3986 3.2.2), each a decision:
 - a user part (`user@host`) is refused: it belongs to a URL, never to a `Host`;
 - an IPv6 zone (`[fe80::1%eth0]`) is refused: it names an interface, not a server;
 - an IPv6 address must be in brackets; non-ASCII names are refused (IDNs arrive punycoded);
-- no `Host`, an empty one or two of them are refused (h11 already answers 400 to an HTTP/1.1
-  request without `Host` or with two; HTTP/1.0 may omit it, and Hypercorn maps HTTP/2's
-  `:authority` to one `Host`).
+- no `Host`, an empty one or two of them are refused. h11 already answers 400 to an
+  HTTP/1.1 request without `Host` (RFC 9112 3.2) and to any with two; HTTP/1.0 may omit it,
+  and Quart then gives the request an empty one; Hypercorn maps HTTP/2's `:authority` (or
+  its `host` when there is no `:authority`) to exactly one `Host`.
 
 The bootstrap, which hands out the token, also refuses a request whose `Origin` (when a
 browser sends one) is not one of these names, and `Origin: null` (a sandboxed frame or a

@@ -138,7 +138,7 @@ def test_a_missing_host_is_refused(target: Target) -> None:
     routes then refuse it (403) while `/health` still answers."""
     assert_unparseable_refused(knock(target, DOORS["bootstrap"], None))
     error = assert_error(knock(target, DOORS["bootstrap"], None, "HTTP/1.0"), 403, "FORBIDDEN")
-    # (Hypercorn gives the application an empty Host for HTTP/1.0 without one)
+    # (Quart gives an HTTP/1.0 request without a Host an empty one: SERVER_NAME is unset)
     assert "no Host" in error["message"] or "it is empty" in error["message"], error
     health = target.send(request_bytes("GET", "/health", host=None, version="HTTP/1.0"))
     assert health.status == 200, health.describe()
