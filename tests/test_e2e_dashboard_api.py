@@ -169,6 +169,7 @@ def test_settings_are_validated_and_apply(live: Server) -> None:
         ({"bogus": 1}, "bogus"),
         ({"log_level": "loud"}, "log_level"),
         ({"log_level": 3}, "log_level"),
+        ({"log_level": None}, "log_level"),  # null is not a level (once: "no change")
     ):
         answer = api(live, "PATCH", "/settings", headers=auth, json=body)
         refused(answer, 400, "INVALID_REQUEST")

@@ -165,7 +165,8 @@ def test_a_subscriber_that_never_reads_does_not_slow_a_search(server: Server) ->
         stuck = socket.create_connection((host, int(port)))
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.sendall(
-            f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nCookie: rm_session={cookie}\r\n\r\n".encode()
+            f"GET /api/v1/events HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Cookie: rm_session={cookie}\r\n\r\n".encode()
         )
         try:
             began = time.monotonic()

@@ -221,6 +221,17 @@ def test_port_range_parsing() -> None:
             "port: " + "9" * 300 + "\n",
             "port: must be between 0 and 65535, got <a very large number>",
         ),
+        # http.allowed_hosts: names only, each one checked
+        ("http: {allowed_hosts: fsup.lan}\n", "http.allowed_hosts: expected a list of host"),
+        ("http: {allowed_hosts: [1]}\n", "http.allowed_hosts: each entry is a host name"),
+        ("http: {allowed_hosts: ['*.lan']}\n", "'*.lan': wildcards are not accepted"),
+        ("http: {allowed_hosts: ['fsup.lan:7890']}\n", "without a port"),
+        ("http: {allowed_hosts: ['a..b']}\n", "'a..b' is not a host name or IP address"),
+        ("http: {allowed_hosts: ['fe80::1%eth0']}\n", "an IPv6 zone"),
+        ("http: {allowed_hosts: ['user@fsup']}\n", "is not a host name or IP address"),
+        ("http: {allowed_hosts: ['caf\u00e9.lan']}\n", "is not ASCII"),
+        ("http: {allowed_hosts: [" + "a, " * 65 + "]}\n", "lists 65 names; the limit is 64"),
+        ("http: {allowed_host: []}\n", "unknown setting 'http.allowed_host'"),
         # the document itself
         ("a: " + "[" * 5000 + "\n", "deeper than"),
         ("a: &x [1]\nb: *x\n", "aliases are not allowed"),
@@ -254,6 +265,12 @@ def test_bad_configs_are_refused_naming_the_setting(
             {"auth_schemes": ("muxi-hmac", "signed-headers")},
         ),
         ("auth: {schemes: auto}\n", {"auth_schemes": None}),
+        ("http: {allowed_hosts: []}\n", {}),
+        ("http:\n  allowed_hosts:\n", {}),
+        (
+            "http: {allowed_hosts: [Fsup.LAN., fsup.lan, '::1', '[FE80::0001]', 10.0.0.7]}\n",
+            {"allowed_hosts": ("fsup.lan", "[::1]", "[fe80::1]", "10.0.0.7")},
+        ),
     ],
 )
 def test_good_configs(tmp_path: Path, text: str, changed: dict[str, Any]) -> None:
@@ -289,6 +306,7 @@ EVERYTHING_CHANGED = ServerConfig(
     logs=LogLimits(max_bytes=1000, backups=0),
     shutdown_timeout=2.5,
     auth_schemes=("muxi-hmac", "signed-headers"),
+    allowed_hosts=("fsup.lan", "[fe80::1]", "10.0.0.7"),
 )
 
 

@@ -13,7 +13,8 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,6 +30,8 @@ MAX_TIMESTAMP_LEN = 64
 # base64 of a 32-byte SHA-256 MAC.
 SIGNATURE_SHAPE = re.compile(r"[A-Za-z0-9+/]{43}=")
 AUTHORIZATION_HEADER = "Authorization"
+# The headers that carry a credential, on /rpc (either scheme) and /api/v1 (the bearer token).
+CREDENTIAL_HEADERS = (KEY_ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER, AUTHORIZATION_HEADER)
 
 # The schemes' names, as `auth.schemes` in config.yaml and `--auth-scheme` spell them.
 SIGNED_HEADERS = "signed-headers"
@@ -136,6 +139,21 @@ def verify(
 ) -> None:
     """Raise `FsupError(UNAUTHORIZED)` unless the headers sign this exact request."""
     check_signature(creds, check_headers(creds, headers, now), method, path, body)
+
+
+def check_single_credentials(names: Iterable[str]) -> None:
+    """Each credential header at most once (`names`: every header name the request carries,
+    repeats included). With two, one reader could check the first and another act on the
+    last, as with a query parameter given twice: refused with 401, whatever the values."""
+    counts = Counter(name.lower() for name in names)
+    for header in CREDENTIAL_HEADERS:
+        if counts[header.lower()] > 1:
+            raise FsupError(
+                "UNAUTHORIZED",
+                f"the request carries {header} {counts[header.lower()]} times; send each "
+                f"credential header once",
+                {"header": header},
+            )
 
 
 def _has_seed_headers(headers: Mapping[str, str]) -> bool:

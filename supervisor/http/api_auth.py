@@ -33,6 +33,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # The header a dashboard request carries (any value): a cross-site page cannot send a custom
 # header without a CORS preflight, which fsup never grants.
 CSRF_HEADER = "X-Fsup-Request"
+BOOTSTRAP_PATH = "/api/v1/auth/bootstrap"
+# Answers that carry a credential (the token, a session cookie): `Cache-Control: no-store`,
+# so that no cache (a shared one, or the browser's on disk) keeps one.
+CREDENTIAL_ANSWERS = frozenset({BOOTSTRAP_PATH, "/api/v1/token/rotate", "/api/v1/session"})
 
 
 def load_or_create_token(path: Path) -> str:

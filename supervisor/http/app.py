@@ -2,6 +2,12 @@
 
 Handlers hold no state of their own and never touch a process: they validate the request,
 send a message to an actor, and render the answer (JSON, or SSE for progress streams).
+
+Before any Blueprint's hook or handler, the app's own hooks check what every route relies
+on: the head's framing and size (`request_guard`), the `Host` of a browser-reachable route
+(`core.hosts`, against DNS rebinding), and credential headers given once. A WebSocket gets
+a clear 400 from fsup's own routes, and no error handler reads `request` where a WebSocket
+has none.
 """
 
 from __future__ import annotations
@@ -9,11 +15,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Response, jsonify, request
+from quart import Response, has_request_context, has_websocket_context, jsonify, request, websocket
+from quart.wrappers import BaseRequestWebsocket
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.exceptions import BadHost, HTTPException, MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.routing import MapAdapter
+from werkzeug.routing.exceptions import WebsocketMismatch
 
+from supervisor.core import hosts
 from supervisor.core.errors import FsupError
+from supervisor.core.hmac_auth import check_single_credentials
 from supervisor.http import (
     api_v1,
     dashboard,
@@ -29,6 +40,7 @@ from supervisor.http import (
     server_api,
     session_api,
 )
+from supervisor.http.api_auth import BOOTSTRAP_PATH, CREDENTIAL_ANSWERS
 from supervisor.http.render import error_response
 from supervisor.http.services import EXTENSION, HttpServices
 
@@ -38,8 +50,44 @@ log = logging.getLogger("fsup.http")
 BODY_TIMEOUT_S = 120
 
 
+# The router's server name for a request whose Host werkzeug cannot encode (`FsupApp`).
+UNROUTABLE_HOST = "host.invalid"
+# Public whatever a request carries: no credential header is looked at.
+PUBLIC = ("/health", "/ping")
+WEBSOCKET_REFUSED = (
+    "fsup offers no WebSocket at {path}: its live updates are Server-Sent Events "
+    "(GET /api/v1/events, Accept: text/event-stream); send this request without Upgrade"
+)
+
+
+class FsupApp(QuartTrio):
+    """Quart-Trio, with routing that survives any `Host`."""
+
+    def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
+        """Werkzeug binds the router to the request's Host, IDNA-encoded; a Host it cannot
+        encode (an empty label, `a..b`; a label over 63 characters) raised `BadHost` while
+        the request context was made, before any handler or hook: a 500 with a traceback,
+        on every route, `/health` included. Such a request is routed without the Host
+        (fsup builds no absolute URL from it); the Host check refuses it on fsup's own
+        named routes, and the proxy passes it on as it came."""
+        try:
+            return super().create_url_adapter(request)
+        except BadHost:
+            if request is None:
+                raise
+            return self.url_map.bind(
+                UNROUTABLE_HOST,
+                request.root_path,
+                None,
+                request.scheme,
+                request.method,
+                request.path,
+                request.query_string.decode("latin-1"),
+            )
+
+
 def create_app(services: HttpServices) -> QuartTrio:
-    app = QuartTrio("fsup")
+    app = FsupApp("fsup")
     # `//` in a path is not redirected (a 308 to an HTML page is not the contract's answer):
     # fsup's routes then answer 404, the proxy passes it on to the formation as it came.
     app.url_map.merge_slashes = False
@@ -55,62 +103,8 @@ def create_app(services: HttpServices) -> QuartTrio:
     async def ping() -> Any:
         return {"message": "pong"}
 
-    @app.before_request
-    async def guard() -> Any:
-        """The head's framing, size and query are checked before anything else; a refused
-        request's connection is closed, so no byte left in it is read as a next request."""
-        try:
-            request_guard.check_head()
-        except FsupError as error:
-            response, status = error_response(error)
-            response.headers["Connection"] = "close"
-            return response, status
-        return None
-
-    @app.before_request
-    async def authenticate_unrouted() -> None:
-        """A `/rpc` path that matched no route is authenticated like the others (its
-        Blueprint's hook does not run for it): 401 before 404 or 405."""
-        if request.routing_exception is not None and request_guard.is_rpc():
-            await rpc_auth.authenticate()
-
-    @app.after_request
-    async def audit_unrouted(response: Response) -> Response:
-        if request.routing_exception is not None and request_guard.is_rpc():
-            response = await rpc_auth.audit(response)
-        return response
-
-    @app.errorhandler(FsupError)
-    async def fsup_error(error: FsupError) -> Any:
-        if error.status >= 500:
-            log.error("%s %s: %s %s", request.method, request.path, error.code, error.message)
-        return error_response(error)
-
-    @app.errorhandler(RequestEntityTooLarge)
-    async def too_large(_: Exception) -> Any:
-        limit = services.config.max_body_bytes
-        return error_response(
-            FsupError(
-                "PAYLOAD_TOO_LARGE",
-                f"the request body is larger than the limit of {limit} bytes",
-                {"limit_bytes": limit},
-            )
-        )
-
-    @app.errorhandler(HTTPException)
-    async def http_error(error: HTTPException) -> Any:
-        code = "NOT_FOUND" if error.code == 404 else "INVALID_REQUEST"
-        body = FsupError(code, f"{error.name}: {request.method} {request.path}").to_json()
-        response = jsonify(body)
-        if isinstance(error, MethodNotAllowed) and error.valid_methods:
-            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
-        return response, error.code or 400
-
-    @app.errorhandler(Exception)
-    async def internal(error: Exception) -> Any:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(FsupError("INTERNAL", "internal error; see the server log"))
-
+    _install_guards(app, services)
+    _install_error_handlers(app, services)
     for blueprint in (
         openapi.blueprint(),
         rpc.blueprint(),
@@ -127,3 +121,119 @@ def create_app(services: HttpServices) -> QuartTrio:
         if blueprint is not None:
             app.register_blueprint(blueprint)
     return app
+
+
+def _install_guards(app: QuartTrio, services: HttpServices) -> None:
+    """The app's own before- and after-request hooks, in the order they run: they come
+    before every Blueprint's (authentication included) and before any handler."""
+
+    @app.before_request
+    async def guard() -> Any:
+        """The head's framing, size and query are checked before anything else; a refused
+        request's connection is closed, so no byte left in it is read as a next request."""
+        try:
+            request_guard.check_head()
+        except FsupError as error:
+            response, status = error_response(error)
+            response.headers["Connection"] = "close"
+            return response, status
+        return None
+
+    @app.before_request
+    async def trust() -> None:
+        """Who may ask: a Host that names this server (and, for the token's bootstrap, an
+        Origin that does), then each credential header at most once (401 otherwise)."""
+        path = request.path
+        if hosts.names_checked(path):
+            allowed = services.config.allowed_hosts
+            hosts.check_host(request.headers.getlist("Host"), allowed)
+            if path == BOOTSTRAP_PATH:
+                hosts.check_origin(request.headers.getlist("Origin"), allowed)
+        if path not in PUBLIC and not request_guard.is_proxied():
+            check_single_credentials(name for name, _ in request.headers.items())
+
+    @app.before_request
+    async def authenticate_unrouted() -> None:
+        """A `/rpc` path that matched no route is authenticated like the others (its
+        Blueprint's hook does not run for it): 401 before 404 or 405."""
+        if request.routing_exception is not None and request_guard.is_rpc():
+            await rpc_auth.authenticate()
+
+    @app.after_request
+    async def audit_unrouted(response: Response) -> Response:
+        if request.routing_exception is not None and request_guard.is_rpc():
+            response = await rpc_auth.audit(response)
+        return response
+
+    @app.after_request
+    async def no_store(response: Response) -> Response:
+        """A token or a session cookie is never kept by a cache (a shared one, or the
+        browser's on disk)."""
+        if request.path in CREDENTIAL_ANSWERS:
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.before_websocket
+    async def refuse_websocket() -> None:
+        """fsup's own routes take no WebSocket: a clear 400, before routing. The proxy's are
+        left to its routes (a WebSocket to an HTTP route is refused by `http_error`)."""
+        path = websocket.path
+        if not (path.startswith("/api/") and not hosts.names_checked(path)):
+            raise _websocket_refused(path)
+
+
+def _websocket_refused(path: str) -> FsupError:
+    return FsupError(
+        "INVALID_REQUEST",
+        WEBSOCKET_REFUSED.format(path=path[:200]),
+        {"upgrade": "websocket", "path": path[:200]},
+    )
+
+
+def _request_line() -> str:
+    """The request an error belongs to, for a message or the log. A WebSocket request has
+    no `request` (reading it raises), only a `websocket`."""
+    if has_request_context():
+        return f"{request.method} {request.path[:200]}"
+    if has_websocket_context():
+        return f"WebSocket {websocket.path[:200]}"
+    return "(outside a request)"
+
+
+def _install_error_handlers(app: QuartTrio, services: HttpServices) -> None:
+    """Every failure answers in the contract's shape, for a request or a WebSocket alike;
+    none of them reads `request` where there may be none (a traceback per request is a way
+    to flood the log)."""
+
+    @app.errorhandler(FsupError)
+    async def fsup_error(error: FsupError) -> Any:
+        if error.status >= 500:
+            log.error("%s: %s %s", _request_line(), error.code, error.message)
+        return error_response(error)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    async def too_large(_: Exception) -> Any:
+        limit = services.config.max_body_bytes
+        return error_response(
+            FsupError(
+                "PAYLOAD_TOO_LARGE",
+                f"the request body is larger than the limit of {limit} bytes",
+                {"limit_bytes": limit},
+            )
+        )
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Any:
+        if isinstance(error, WebsocketMismatch) and has_websocket_context():
+            return error_response(_websocket_refused(websocket.path))
+        code = "NOT_FOUND" if error.code == 404 else "INVALID_REQUEST"
+        body = FsupError(code, f"{error.name}: {_request_line()}").to_json()
+        response = jsonify(body)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return response, error.code or 400
+
+    @app.errorhandler(Exception)
+    async def internal(error: Exception) -> Any:
+        log.exception("unhandled error in %s", _request_line())
+        return error_response(FsupError("INTERNAL", "internal error; see the server log"))

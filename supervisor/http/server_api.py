@@ -5,10 +5,11 @@ routing table, what the proxy carried, the event bus's subscribers and drops, an
 process's CPU and memory. The same object is published as a `status` event every
 `STATUS_PERIOD_S` while someone listens, so an open page stays current without polling.
 
-Settings are what can change without a restart; today the server's log level. A change
-applies at once and lasts until fsup stops (config.yaml is the operator's file, not
-rewritten by the API). An unknown key or a bad value is a 400 that names it, and nothing
-is changed.
+Settings are what can change without a restart; today the log level of fsup's own loggers
+(`fsup.*`; the libraries keep theirs, so that none logs a header at debug: `runtime.logs`).
+A change applies at once and lasts until fsup stops (config.yaml is the operator's file,
+not rewritten by the API). An unknown key or a bad value (null included) is a 400 that
+names it, and nothing is changed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from supervisor.http.operations_api import process_figures
 from supervisor.http.rpc import snapshots
 from supervisor.http.searches import json_body
 from supervisor.http.services import EXTENSION, services
-from supervisor.runtime.logs import LEVELS
+from supervisor.runtime.logs import LEVELS, level_name, set_level
 
 log = logging.getLogger("fsup.http")
 
@@ -40,13 +41,8 @@ SETTINGS = {"log_level": tuple(LEVELS)}
 _started = time.monotonic()
 
 
-def log_level() -> str:
-    level = logging.getLogger().getEffectiveLevel()
-    return next((name for name, number in LEVELS.items() if number == level), "info")
-
-
 def settings() -> dict[str, Any]:
-    return {"log_level": log_level()}
+    return {"log_level": level_name()}
 
 
 async def status_snapshot() -> dict[str, Any]:
@@ -129,12 +125,15 @@ def blueprint() -> Blueprint:
     @bp.patch(f"{PREFIX}/settings")
     async def api_patch_settings() -> Any:
         body = await json_body(set(SETTINGS))
-        level = body.get("log_level")
-        if level is not None:
+        if "log_level" in body:
+            level = body["log_level"]
             if not isinstance(level, str) or level not in LEVELS:
-                raise bad_request(f"'log_level' must be one of {', '.join(LEVELS)}", "log_level")
-            logging.getLogger().setLevel(LEVELS[level])
-            log.warning("log level set to %s through the API", level)
+                raise bad_request(
+                    f"'log_level' must be one of {', '.join(LEVELS)} (null is not a level)",
+                    "log_level",
+                )
+            set_level(level)
+            log.warning("fsup's log level set to %s through the API", level)
         return settings()
 
     return bp

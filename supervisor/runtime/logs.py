@@ -1,4 +1,12 @@
-"""The server's own log: one logfmt line per record, to stderr and a bounded rotating file."""
+"""The server's own log: one logfmt line per record, to stderr and a bounded rotating file.
+
+fsup's log level (config, `PATCH /api/v1/settings`) is the level of fsup's own loggers
+(`fsup` and `fsup.*`), never the root logger's: the libraries under fsup keep theirs. At
+debug, the HTTP/2 header codec (`hpack`) logs every decoded header, bearer tokens, session
+cookies and signatures included; h11, Hypercorn, httpx and others log requests. The root
+stays at INFO, and the handlers drop any record under INFO that is not fsup's own, so no
+library's debug output reaches the log even if a library sets its own logger to DEBUG.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,10 @@ from supervisor.runtime.events import EventBus
 
 LOG_BOOK_SIZE = 5000
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+# fsup's own loggers are this one and its children (Quart's app logger is named after the app).
+FSUP_LOGGER = "fsup"
+# The root logger's level, whatever fsup's: what the libraries inherit.
+LIBRARY_LEVEL = logging.INFO
 
 MAX_LOG_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
@@ -31,20 +43,40 @@ class LogfmtFormatter(logging.Formatter):
         return line
 
 
+def is_own(record: logging.LogRecord) -> bool:
+    return record.name == FSUP_LOGGER or record.name.startswith(FSUP_LOGGER + ".")
+
+
+def libraries_quiet_below_info(record: logging.LogRecord) -> bool:
+    """A handler's filter: a library's record under INFO is dropped (see the module's doc)."""
+    return record.levelno >= LIBRARY_LEVEL or is_own(record)
+
+
+def set_level(name: str) -> None:
+    """fsup's own log level (one of `LEVELS`); the libraries' are left as they are."""
+    logging.getLogger(FSUP_LOGGER).setLevel(LEVELS[name])
+
+
+def level_name() -> str:
+    level = logging.getLogger(FSUP_LOGGER).getEffectiveLevel()
+    return next((name for name, number in LEVELS.items() if number == level), "info")
+
+
 def configure(log_dir: Path, level: int = logging.INFO) -> None:
     root = logging.getLogger()
-    root.setLevel(level)
+    root.setLevel(LIBRARY_LEVEL)
+    logging.getLogger(FSUP_LOGGER).setLevel(level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
     formatter = LogfmtFormatter()
     to_stderr = logging.StreamHandler()
-    to_stderr.setFormatter(formatter)
     to_file = logging.handlers.RotatingFileHandler(
         log_dir / "fsup.log", maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS
     )
-    to_file.setFormatter(formatter)
-    root.addHandler(to_stderr)
-    root.addHandler(to_file)
+    for handler in (to_stderr, to_file):
+        handler.setFormatter(formatter)
+        handler.addFilter(libraries_quiet_below_info)
+        root.addHandler(handler)
     # Hypercorn's per-request access log would drown the supervisor's own records.
     logging.getLogger("hypercorn.access").disabled = True
     # httpx logs every health probe at INFO: twice a second per formation.

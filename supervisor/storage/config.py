@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import re
 import textwrap
 from dataclasses import dataclass, field, replace
 from functools import reduce
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
@@ -34,6 +33,19 @@ from supervisor.core.manifest import (
     load_yaml,
 )
 from supervisor.storage.bundles import BundleLimits
+from supervisor.storage.config_kinds import (
+    BIG,
+    Choice,
+    Host,
+    HostNames,
+    Integer,
+    Invalid,
+    Kind,
+    Number,
+    PortRange,
+    Schemes,
+    shown_value,
+)
 from supervisor.storage.formation_logs import LogLimits
 
 
@@ -54,6 +66,9 @@ class ServerConfig:
     shutdown_timeout: float = 60.0
     # The /rpc signing schemes accepted; None is "auto" (see `accepted_schemes`).
     auth_schemes: tuple[str, ...] | None = None
+    # Names besides loopback under which /api/v1, /ui, /openapi.json and /metrics answer
+    # (normalized as `core.hosts` compares them); DNS rebinding guard.
+    allowed_hosts: tuple[str, ...] = ()
 
     def accepted_schemes(self) -> tuple[str, ...]:
         """ "auto" accepts both schemes on a loopback address, where nobody can see a signed
@@ -68,175 +83,6 @@ class ServerConfig:
         return render(self)
 
 
-# -- kinds of value ------------------------------------------------------------------------
-
-
-class _Invalid(Exception):
-    """A value is wrong; the message says how, without saying where."""
-
-
-def _shown(value: Any) -> str:
-    """What a wrong value is, for a message: its YAML type and a bounded rendering."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({label(value)})"
-    if isinstance(value, float):
-        return f"a number ({label(value)})"
-    if isinstance(value, str):
-        return f"a string ({label(value)!r})" if value else "an empty string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__}"
-
-
-def _expected(what: str, value: Any) -> _Invalid:
-    return _Invalid(f"expected {what}, got {_shown(value)}")
-
-
-class Kind(Protocol):
-    def read(self, value: Any) -> Any:
-        """The setting's value from YAML, checked; `_Invalid` when wrong."""
-
-    def write(self, value: Any) -> Any:
-        """The setting's value as YAML writes it."""
-
-    def describe(self) -> str:
-        """Type and range, for the comment beside the setting."""
-
-
-@dataclass(frozen=True)
-class Integer:
-    low: int
-    high: int
-
-    def read(self, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _expected("an integer", value)
-        if not self.low <= value <= self.high:
-            raise _Invalid(f"must be between {self.low} and {self.high}, got {label(value)}")
-        return value
-
-    def write(self, value: Any) -> Any:
-        return value
-
-    def describe(self) -> str:
-        if self.high == BIG:
-            return f"integer >= {self.low}"
-        return f"integer, {self.low} to {self.high}"
-
-
-@dataclass(frozen=True)
-class Number:
-    low: float
-    high: float
-
-    def read(self, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _expected("a number", value)
-        if not self.low <= value <= self.high:  # NaN fails this too
-            raise _Invalid(
-                f"must be between {_num(self.low)} and {_num(self.high)}, got {label(value)}"
-            )
-        return float(value)
-
-    def write(self, value: Any) -> Any:
-        return value
-
-    def describe(self) -> str:
-        return f"number, {_num(self.low)} to {_num(self.high)}"
-
-
-def _num(bound: float) -> str:
-    return str(int(bound)) if bound == int(bound) else str(bound)
-
-
-_HOST = re.compile(r"[A-Za-z0-9._:%\[\]-]{1,253}")
-
-
-@dataclass(frozen=True)
-class Host:
-    def read(self, value: Any) -> str:
-        if not isinstance(value, str):
-            raise _expected("a string (an IP address or host name)", value)
-        if not _HOST.fullmatch(value):
-            raise _Invalid(f"{label(value)!r} is not an IP address or host name")
-        return value
-
-    def write(self, value: Any) -> Any:
-        return value
-
-    def describe(self) -> str:
-        return "IP address or host name"
-
-
-@dataclass(frozen=True)
-class Choice:
-    choices: tuple[str, ...]
-
-    def read(self, value: Any) -> str:
-        if not isinstance(value, str):
-            raise _expected(f"one of {', '.join(self.choices)}", value)
-        if value not in self.choices:
-            raise _Invalid(f"must be one of {', '.join(self.choices)}, got {label(value)!r}")
-        return value
-
-    def write(self, value: Any) -> Any:
-        return value
-
-    def describe(self) -> str:
-        return " | ".join(self.choices)
-
-
-@dataclass(frozen=True)
-class PortRange:
-    def read(self, value: Any) -> tuple[int, int]:
-        if not isinstance(value, str):
-            raise _expected("a port range such as 8000-9000", value)
-        match = re.fullmatch(r"([0-9]{1,5})-([0-9]{1,5})", value)
-        if match is None:
-            raise _Invalid(
-                f"{label(value)!r} is not a port range: write it as low-high, such as 8000-9000"
-            )
-        low, high = int(match[1]), int(match[2])
-        if not (1 <= low <= high <= 65535):
-            raise _Invalid(f"port range {value} must be within 1-65535, low before high")
-        return low, high
-
-    def write(self, value: Any) -> Any:
-        return f"{value[0]}-{value[1]}"
-
-    def describe(self) -> str:
-        return "low-high, within 1-65535"
-
-
-@dataclass(frozen=True)
-class Schemes:
-    """`auto`, one scheme, or a list of them; auto is None."""
-
-    def read(self, value: Any) -> tuple[str, ...] | None:
-        if value == "auto":
-            return None
-        listed = [value] if isinstance(value, str) else value
-        wanted = f"auto or a list of {', '.join(SCHEMES)}"
-        if not isinstance(listed, list) or not listed:
-            raise _expected(wanted, value)
-        for item in listed:
-            if not isinstance(item, str) or item not in SCHEMES:
-                raise _Invalid(f"must be {wanted}; {_shown(item)} is not a scheme")
-        return tuple(dict.fromkeys(listed))
-
-    def write(self, value: Any) -> Any:
-        return "auto" if value is None else list(value)
-
-    def describe(self) -> str:
-        return f"auto, or a list of {', '.join(SCHEMES)}"
-
-
 # -- the model -----------------------------------------------------------------------------
 
 
@@ -248,14 +94,16 @@ class Setting:
     help: str
 
 
-# Byte and count limits: no meaningful upper bound, so the largest integer a JSON number holds
-# exactly (settings may be shown over the API).
-BIG = 2**53 - 1
 _AUTH_HELP = (
     "/rpc signing schemes accepted: signed-headers (X-MUXI-* headers; signs method, "
     "path, query, timestamp and body), muxi-hmac (Authorization: MUXI-HMAC, as MUXI's "
     "CLI and SDKs sign; method, path and timestamp only); auto is both on a loopback "
     "address, signed-headers only beyond it"
+)
+
+_HOSTS_HELP = (
+    "names besides localhost, 127.0.0.1 and [::1] under which /api/v1, /ui, /openapi.json "
+    "and /metrics answer, any port; others get 403"
 )
 
 
@@ -338,6 +186,7 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds a clean stop of fsup waits for formations to stop",
     ),
     Setting("auth.schemes", "auth_schemes", Schemes(), _AUTH_HELP),
+    Setting("http.allowed_hosts", "allowed_hosts", HostNames(), _HOSTS_HELP),
 )
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
 # Every mapping that holds settings: limits, restart_defaults, restart_defaults.backoff, auth.
@@ -371,7 +220,7 @@ def load_config(path: Path) -> ServerConfig:
     if doc is None:
         return ServerConfig()
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, got {_shown(doc)}")
+        raise ConfigError(f"{path}: expected a mapping of settings, got {shown_value(doc)}")
     return from_doc(doc, str(path))
 
 
@@ -408,7 +257,7 @@ def _collect(doc: dict[Any, Any], prefix: str, source: str, given: dict[str, Any
                 continue
             if not isinstance(value, dict):
                 raise ConfigError(
-                    f"{source}: {dotted}: expected a mapping of settings, got {_shown(value)}"
+                    f"{source}: {dotted}: expected a mapping of settings, got {shown_value(value)}"
                 )
             _collect(value, dotted + ".", source, given)
         else:
@@ -423,7 +272,7 @@ def _suggestion(dotted: str) -> str:
 def _read(setting: Setting, value: Any, where: str) -> Any:
     try:
         return setting.kind.read(value)
-    except _Invalid as exc:
+    except Invalid as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -445,7 +294,7 @@ def parse_auth(doc: Any, path: Path) -> tuple[str, ...] | None:
 def parse_port_range(text: str) -> tuple[int, int]:
     try:
         return PortRange().read(text)
-    except _Invalid as exc:
+    except Invalid as exc:
         raise ConfigError(str(exc)) from None
 
 

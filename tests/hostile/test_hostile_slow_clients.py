@@ -152,7 +152,7 @@ def test_half_closed_after_a_full_request(target: Target) -> None:
     [
         pytest.param(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Cut: ", id="mid-head"),
         pytest.param(
-            b"POST /api/v1/searches HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+            b"POST /api/v1/searches HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n"
             b'Authorization: Bearer {token}\r\n\r\n{"keyword":',
             id="mid-body",
         ),
@@ -161,7 +161,7 @@ def test_half_closed_after_a_full_request(target: Target) -> None:
             id="mid-proxied-body",
         ),
         pytest.param(
-            b"POST /api/v1/searches HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"POST /api/v1/searches HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
             b"Authorization: Bearer {token}\r\n\r\n5\r\nab",
             id="mid-chunk",
         ),

@@ -13,6 +13,8 @@ from typing import Any
 from quart import Blueprint, jsonify
 
 from supervisor import __version__
+from supervisor.core.hosts import names_checked
+from supervisor.http.api_auth import CREDENTIAL_ANSWERS
 from supervisor.http.openapi.api_paths import api_paths, proxy_paths, search_paths
 from supervisor.http.openapi.dashboard_paths import dashboard_paths, dashboard_schemas
 from supervisor.http.openapi.kit import (
@@ -77,7 +79,11 @@ def document() -> dict[str, Any]:
             "bearer token from GET /api/v1/auth/bootstrap, the event stream the rm_session "
             'cookie. Errors: `{"error": {"code", "message", "details"}, "code", "message"}`. '
             "The dashboard (`/ui/`) uses the same /api/v1 with the session cookie; a call "
-            "that changes something then needs the header `X-Fsup-Request` (cross-site check).",
+            "that changes something then needs the header `X-Fsup-Request` (cross-site check). "
+            "`/api/v1`, `/ui`, `/openapi.json` and `/metrics` answer only under a `Host` that "
+            "names this server (localhost, 127.0.0.1, [::1], any port, or a name listed in "
+            "`http.allowed_hosts` of config.yaml): 403 FORBIDDEN otherwise (DNS rebinding). "
+            "A credential header given twice is a 401; a WebSocket upgrade is a 400.",
         },
         "tags": [
             {"name": name}
@@ -110,7 +116,34 @@ def document() -> dict[str, Any]:
         },
     }
     _cross_site_refusals(doc["paths"])
+    _host_refusals(doc["paths"])
+    _no_store(doc["paths"])
     return doc
+
+
+def _host_refusals(paths: dict[str, Any]) -> None:
+    """Every operation of a browser-reachable route (`/api/v1`, `/ui`, this document) is
+    refused under a Host that does not name this server (DNS rebinding): 403 FORBIDDEN."""
+    for path, item in paths.items():
+        if names_checked(path):
+            for op in item.values():
+                op["responses"].setdefault("403", error(["FORBIDDEN"]))
+                op["responses"] = dict(sorted(op["responses"].items()))
+
+
+def _no_store(paths: dict[str, Any]) -> None:
+    """The answers that carry a credential say `Cache-Control: no-store`."""
+    header = {
+        "Cache-Control": {
+            "description": "A credential is never kept by a cache",
+            "schema": {"const": "no-store"},
+        }
+    }
+    for path in CREDENTIAL_ANSWERS:
+        for op in paths[path].values():
+            for status, answer in op["responses"].items():
+                if status.startswith("2"):
+                    answer["headers"] = {**answer.get("headers", {}), **header}
 
 
 def _cross_site_refusals(paths: dict[str, Any]) -> None:

@@ -232,7 +232,7 @@ def session_paths() -> dict[str, Schema]:
                 settings,
                 BAD,
                 EITHER,
-                body=json_body(closed({"log_level": maybe(enum(*LEVELS))}), required=True),
+                body=json_body(closed({"log_level": enum(*LEVELS)}), required=True),
             ),
         },
     }
