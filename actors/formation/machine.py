@@ -90,6 +90,9 @@ class FormationMachine:
         self.failure: FsupError | None = None  # what a failed requested start reports
         self.failure_message = ""
         self.job: Job | None = None
+        # "delete" or "shutdown" once one is accepted: the actor ends once the process is
+        # stopped, and no later request may start it or replace that plan (`requests`).
+        self.exiting: str | None = None
         self.ending = False  # shut down: end the actor once the job in flight is undone
         self.ended = False
         self.now = 0.0
