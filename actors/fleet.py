@@ -164,6 +164,8 @@ class FleetActor(Actor):
             case Reconcile():
                 killed = await kill_unowned_of(self.formations, self.ctx.home.root)
                 for entry in self.formations.values():
+                    if entry.removing:
+                        continue  # its actor is ending: nothing to start
                     try:
                         entry.ref.tell_nowait(EnsureRunning())
                     except (ActorError, trio.WouldBlock):

@@ -14,7 +14,10 @@ Rules it keeps:
 - every request is answered exactly once (an `Answer` effect), and the desired state is
   persisted before the answer of the request that changed it;
 - a request that does not fit the state is answered with a clear error; an event that does
-  not fit (stale, or for a phase already left) is ignored. Only a broken invariant raises.
+  not fit (stale, or for a phase already left) is ignored. Only a broken invariant raises;
+- no hidden sub-state: an exit under way (`exiting`) and an update of a formation without a
+  process (`job.offline`) refuse what would undo them (`requests._refusal`), and both are
+  rows of the (state, request) table in the tests.
 """
 
 from __future__ import annotations
