@@ -414,12 +414,14 @@ class FleetActor(Actor):
         self.nursery.start_soon(self._remove, formation_id, entry)
 
     async def _remove(self, formation_id: str, entry: Entry) -> None:
+        answered = False
         with trio.move_on_after(REMOVE_BOUND_S):
             try:
                 await entry.ref.ask(Shutdown(keep_desired=False))
+                answered = True
             except (FsupError, ActorError) as exc:
                 log.warning("%s: shutdown before removal: %s", formation_id, exc)
-        await until_ended(formation_id, entry, self.ctx.home.root, self.ctx.kill_strays)
+        await until_ended(formation_id, entry, answered, self.ctx.home.root, self.ctx.kill_strays)
         assert self.ref is not None
         await self.ref.tell(_Removed(formation_id))
 

@@ -24,10 +24,6 @@ from .supervision import Intensity, Supervisor
 
 log = logging.getLogger("fsup.fleet")
 
-# An actor ends right after it answers its shutdown; one still running this long after (or
-# after a shutdown that failed or timed out) is ended outright, and its processes killed.
-END_GRACE_S = 5.0
-
 Sweep = Callable[[Path, str | None, frozenset[int], Callable[[], bool]], int]
 
 
@@ -64,16 +60,17 @@ async def supervise(
 
 
 async def until_ended(
-    formation_id: str, entry: Entry, home: Path, sweep: Sweep | None = None
+    formation_id: str, entry: Entry, answered: bool, home: Path, sweep: Sweep | None = None
 ) -> None:
-    """Wait for the formation's actor to end. One that does not end after its shutdown (the
-    shutdown timed out or failed, or a crash restarted the actor) is ended outright, and every
-    process of the formation is killed (`sweep`, by default `process.kill_strays`)."""
-    with trio.move_on_after(END_GRACE_S):
+    """Wait for the formation's actor to end. One that `answered` its shutdown ends right
+    after it (the machine answers a shutdown only as it ends: its Hypothesis invariant). One
+    that did not (the shutdown timed out or failed, or a crash restarted the actor) is ended
+    outright, and every process of the formation is killed (`sweep`, by default
+    `process.kill_strays`)."""
+    if answered:
         await entry.ended.wait()
-    if entry.ended.is_set():
         return
-    log.error("%s: its actor did not end after its shutdown; ending it", formation_id)
+    log.error("%s: its actor did not end with its shutdown; ending it", formation_id)
     entry.scope.cancel(reason=f"{formation_id} is removed")
     await entry.ended.wait()
     killed = await trio.to_thread.run_sync(

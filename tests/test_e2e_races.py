@@ -164,7 +164,7 @@ def _no_traceback(home: Path) -> None:
     """No race made a bug of fsup's (a traceback), nor left an actor that had to be ended."""
     for log in (home / "fsup-test.log", home / "server" / "logs" / "fsup.log"):
         text = log.read_text(errors="replace") if log.exists() else ""
-        assert "Traceback" not in text and "did not end after its shutdown" not in text, log
+        assert "Traceback" not in text and "did not end with its shutdown" not in text, log
 
 
 def _consistent(server: Server, home: Path, formation_id: str) -> None:

@@ -33,7 +33,7 @@ from test_fleet_actor import (
 from actors import process as process_module
 from actors.base import ActorRef, ActorUnavailable
 from actors.fleet import Delete, FleetActor, Lookup, Reconcile, Restore
-from actors.formation import Snapshot
+from actors.formation import Restart, Snapshot, Start, Stop
 from actors.process import HOME_ENV
 from actors.supervision import Supervisor
 from supervisor.runtime.ports import PortPool
@@ -104,6 +104,36 @@ async def test_a_formation_being_deleted_is_not_found_from_the_delete_on(
         with await fleet.request(Delete("web")) as deleting:
             assert (await refused(fleet, Lookup("web"))).code == "FORMATION_NOT_FOUND"
             assert await deleting.result() == {"id": "web", "deleted": True}
+
+
+@pytest.mark.parametrize("other", ["start", "restart", "stop"])
+async def test_a_request_that_reaches_the_formation_behind_its_delete_cannot_undo_it(
+    tmp_path: Path, autojump_clock: Any, other: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's race, in order: a request looks the formation up, the delete begins to
+    stop it, then the request arrives. A start or restart is refused (409 FORMATION_BUSY), a
+    stop waits for the exit; the delete is answered, nothing is spawned, the actor ends.
+    Before, a restart spawned a new process and the delete was never answered; a stop was
+    answered but the actor never ended."""
+    world = World(tmp_path)
+    world.launcher.ignores_term = True  # its stop takes the 3 s grace: the race's window
+    async with fleet_actor(world) as (fleet, _actor):
+        await ask(fleet, world.bundle("web"))
+        ref = await ask(fleet, Lookup("web"))  # looked up before the delete
+        with await fleet.request(Delete("web")) as deleting:
+            while (await ask(ref, Snapshot()))["status"] != "stopping":  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            if other == "stop":
+                assert (await ask(ref, Stop()))["status"] == "stopped"  # once the exit is done
+            else:
+                error = await refused(ref, Start() if other == "start" else Restart())
+                assert error.code == "FORMATION_BUSY" and error.details["exiting"] == "delete"
+            assert await deleting.result() == {"id": "web", "deleted": True}
+        assert len(world.launcher.spawned) == 1
+        with pytest.raises(ActorUnavailable):
+            ref.tell_nowait(Snapshot())
+        assert world.store.formation("web") is None
+        assert "did not end" not in caplog.text  # it ended by itself, not ended outright
 
 
 @pytest.fixture
