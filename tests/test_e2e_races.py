@@ -6,8 +6,9 @@ the first (either order for the deletes), each round under a deadline:
   gone: 404, no store row, no process left), and the other request is answered too, with a
   value or a clear 4xx/503 (never a 500, never left hanging); no process is spawned after it;
 - start against an update of a stopped formation: afterwards the formation is consistent: the
-  stored pid is the live process's pid (what an fsup restarted after a crash would adopt), and
-  the version it reports and stores is the version that process runs (its FORMATION_VERSION).
+  stored pid is the live process's pid (what an fsup restarted after a crash adopts: checked
+  with a SIGKILL of fsup at the end), and the version it reports and stores is the version
+  that process runs (its FORMATION_VERSION).
 """
 
 from __future__ import annotations
@@ -154,6 +155,22 @@ def test_start_against_an_update_of_a_stopped_formation(server: Server, home: Pa
         _consistent(server, home, formation_id)
     print(f"update against start: {dict(seen)}")
     _no_traceback(home)
+    _adopted_after_a_crash(server, home, formation_id)
+
+
+def _adopted_after_a_crash(server: Server, home: Path, formation_id: str) -> None:
+    """What the store says runs is what a restarted fsup adopts: the same pid, the same
+    version, no second process."""
+    shown = server.formation(formation_id)
+    if shown["status"] != "running":
+        shown = server.rpc.call("POST", f"/rpc/formations/{formation_id}/start")
+    server.kill()
+    server.start()
+    adopted = wait_for(
+        lambda: (f := server.formation(formation_id))["status"] == "running" and f, timeout=30
+    )
+    assert (adopted["pid"], adopted["version"]) == (shown["pid"], shown["version"])
+    _consistent(server, home, formation_id)
 
 
 def _said(outcome: tuple[int, Any]) -> Any:
