@@ -17,7 +17,7 @@ import logging
 import shutil
 import signal
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from supervisor.runtime.ports import PortPool
 from supervisor.storage.store import VersionRow
 
 from .base import DEFERRED, Actor, ActorError, ActorRef, Reply
+from .fleet_entries import Entry, kill_unowned_of, supervise, until_ended
 from .formation import (
     EnsureRunning,
     FormationActor,
@@ -41,7 +42,7 @@ from .formation import (
 from .log_rotation import serve_log_rotation
 from .port_requests import AllocatePort, ReleasePort
 from .process import adopt, kill_strays
-from .supervision import Intensity, Supervisor
+from .supervision import Intensity
 from .unrestorable import Revive, UnrestorableFormation, unusable
 
 log = logging.getLogger("fsup.fleet")
@@ -105,16 +106,6 @@ class _Removed:
     formation_id: str
 
 
-@dataclass
-class _Entry:
-    ref: ActorRef
-    ports: set[int]
-    kept: Kept
-    logs: Path  # the log folder, made once (the log rotation asks for it every second)
-    removing: bool = False
-    removal_waiters: list[tuple[Reply, BaseException | None]] = field(default_factory=list)
-
-
 class FleetActor(Actor):
     name = "fleet"
 
@@ -128,15 +119,13 @@ class FleetActor(Actor):
         self.ctx = ctx
         self.ports = ports
         self.intensity = intensity
-        self.formations: dict[str, _Entry] = {}
+        self.formations: dict[str, Entry] = {}
         self.restored = trio.Event()
-        self._supervisor: Supervisor | None = None
         # fsup is stopping: a first start cut short by it is kept, for the next start to run.
         self._shutting_down = False
 
     async def on_start(self) -> None:
         assert self.nursery is not None
-        self._supervisor = Supervisor(self.nursery, self.intensity)
         self.ctx.fleet = self.ref
         self.nursery.start_soon(serve_log_rotation, self._log_dirs, self.ctx.log_limits)
         if self.ctx.server_url:
@@ -173,14 +162,10 @@ class FleetActor(Actor):
                     self.ports.release(port)
                 return None
             case Reconcile():
-                owned = {pid for e in self.formations.values() for pid in e.kept.extra_pids}
-                owned |= {
-                    e.kept.process.pid
-                    for e in self.formations.values()
-                    if e.kept.process is not None
-                }
-                killed = await trio.to_thread.run_sync(self._kill_strays_of, owned)
+                killed = await kill_unowned_of(self.formations, self.ctx.home.root)
                 for entry in self.formations.values():
+                    if entry.removing:
+                        continue  # its actor is ending: nothing to start
                     try:
                         entry.ref.tell_nowait(EnsureRunning())
                     except (ActorError, trio.WouldBlock):
@@ -199,7 +184,7 @@ class FleetActor(Actor):
     def _log_dirs(self) -> list[tuple[str, Path]]:
         return [(fid, entry.logs) for fid, entry in self.formations.items() if not entry.removing]
 
-    def _entry(self, formation_id: str) -> _Entry:
+    def _entry(self, formation_id: str) -> Entry:
         entry = self.formations.get(formation_id)
         if entry is None or entry.removing:
             raise FsupError(
@@ -245,13 +230,19 @@ class FleetActor(Actor):
         return parse_manifest(row.manifest, self.ctx.restart_defaults), Path(row.path)
 
     async def _start_actor(self, formation_id: str, port: int, kept: Kept) -> ActorRef:
-        assert self._supervisor is not None
+        assert self.nursery is not None
         self.ctx.routes.register(formation_id)
-        ref = await self._supervisor.start(
-            f"formation:{formation_id}", lambda: self._incarnation(formation_id, kept)
+        ended, scope = trio.Event(), trio.CancelScope()
+        ref: ActorRef = await self.nursery.start(
+            supervise,
+            f"formation:{formation_id}",
+            lambda: self._incarnation(formation_id, kept),
+            self.intensity,
+            ended,
+            scope,
         )
         logs = self.ctx.home.formation_logs(formation_id)
-        self.formations[formation_id] = _Entry(ref, {port}, kept, logs)
+        self.formations[formation_id] = Entry(ref, {port}, kept, logs, ended, scope)
         return ref
 
     def _incarnation(self, formation_id: str, kept: Kept) -> Actor:
@@ -384,7 +375,7 @@ class FleetActor(Actor):
                 return
             if reply is not None:
                 entry.removal_waiters.append((reply, error))
-            await self._begin_removal(formation_id)
+            self._begin_removal(formation_id)
             return
         self._announce(
             "formation_deployed",
@@ -409,20 +400,28 @@ class FleetActor(Actor):
         entry = self._entry(formation_id)
         if reply is not None:
             entry.removal_waiters.append((reply, None))
-        assert self.nursery is not None
-        self.nursery.start_soon(self._begin_removal, formation_id)
+        self._begin_removal(formation_id)
         return DEFERRED
 
-    async def _begin_removal(self, formation_id: str) -> None:
+    def _begin_removal(self, formation_id: str) -> None:
+        """Mark the formation as being removed, now: from this message on it is not found
+        (a lookup cannot hand out its actor any more); the stop runs in the background."""
         entry = self.formations[formation_id]
         if entry.removing:
             return
         entry.removing = True
+        assert self.nursery is not None
+        self.nursery.start_soon(self._remove, formation_id, entry)
+
+    async def _remove(self, formation_id: str, entry: Entry) -> None:
+        answered = False
         with trio.move_on_after(REMOVE_BOUND_S):
             try:
                 await entry.ref.ask(Shutdown(keep_desired=False))
+                answered = True
             except (FsupError, ActorError) as exc:
                 log.warning("%s: shutdown before removal: %s", formation_id, exc)
+        await until_ended(formation_id, entry, answered, self.ctx.home.root, self.ctx.kill_strays)
         assert self.ref is not None
         await self.ref.tell(_Removed(formation_id))
 

@@ -331,6 +331,12 @@ def kill_stray(proc: psutil.Process) -> None:
     _kill_quietly(proc)
 
 
+def scan_home(home: Path) -> list[tuple[psutil.Process, str]]:
+    """`processes_of_home`, from a scan begun after this call (shared by the sweeps that queue
+    up meanwhile: `proc_table.SharedScan`). Blocking: run it in a worker thread."""
+    return _home_scans.get(home, lambda: processes_of_home(home))
+
+
 def kill_strays(
     home: Path,
     formation_id: str | None,
@@ -341,11 +347,20 @@ def kill_strays(
     descend from none of `owned`; return how many. Processes of another fsup home or of another
     formation are never touched. Before each kill it asks `stop()`, and ends if that says so.
     Blocking (it reads /proc): run it in a worker thread."""
+    return kill_unowned(scan_home(home), formation_id, owned, stop)
+
+
+def kill_unowned(
+    found: list[tuple[psutil.Process, str]],
+    formation_id: str | None,
+    owned: Collection[int],
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """`kill_strays` over processes already found (`scan_home`): a caller that must read what
+    it owns after the scan (the fleet's reconcile) scans first. Blocking."""
     owned_pids = frozenset(owned)
     killed = 0
-    # Sweeps that queue up (every formation's, as fsup stops) share a scan begun after they
-    # asked (`proc_table.SharedScan`).
-    for proc, found_id in _home_scans.get(home, lambda: processes_of_home(home)):
+    for proc, found_id in found:
         if formation_id is not None and found_id != formation_id:
             continue
         try:
@@ -372,6 +387,7 @@ class Owner(Protocol):
 
     process: ProcessHandle | None
     extra_pids: set[int]
+    spawning: int  # spawns in flight (`StraySweeper.spawning`): read by the fleet's reconcile
 
 
 class StraySweeper:
@@ -434,9 +450,11 @@ class StraySweeper:
         if self._spawns == 0:
             self._no_spawn = trio.Event()
         self._spawns += 1
+        self._owner.spawning += 1
         try:
             yield
         finally:
+            self._owner.spawning -= 1
             self._spawns -= 1
             if self._spawns == 0:
                 self._no_spawn.set()

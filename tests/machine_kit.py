@@ -20,6 +20,7 @@ from actors.formation.messages import (
     JobStaged,
     JobTarget,
     Requested,
+    Shutdown,
     Spawned,
     SpawnFailed,
     Start,
@@ -82,6 +83,12 @@ class Paper:
     transitions: list[tuple[str, str, str]] = field(default_factory=list)
     spawn_fails: bool = False
     last: list[fx.Effect] = field(default_factory=list)
+    # What the store says runs (the pid and version an fsup restarted after a crash would
+    # adopt), and the version each process was started with (its FORMATION_VERSION).
+    stored_pid: int | None = None
+    stored_version: str = "1.0.0"
+    versions: dict[int, str] = field(default_factory=dict)
+    exit_asked: bool = False  # a shutdown or delete was sent: no spawn may follow
 
     def feed(self, event: Any) -> list[fx.Effect]:
         effects = self.machine.handle(event, self.now)
@@ -97,6 +104,7 @@ class Paper:
     def request(self, request: Any) -> int:
         rid = next(self.rids)
         self.requests[rid] = request
+        self.exit_asked |= isinstance(request, Shutdown)
         if isinstance(request, JobTarget):
             self.feed(BeginJob(rid, request))
         else:
@@ -113,11 +121,13 @@ class Paper:
                 old, new = State(data["from"]), State(data["to"])
                 assert new in ALLOWED[old], f"{old} -> {new}"
                 self.transitions.append((old.value, new.value, data["reason"]))
-            case fx.Spawn(gen=gen):
+            case fx.Spawn(gen=gen, spec=spawned):
+                assert not self.exit_asked, "a spawn after a shutdown or delete"
                 if self.spawn_fails:
                     return SpawnFailed(gen, "cannot spawn", None)
                 pid = next(self.pids)
                 self.live.add(pid)
+                self.versions[pid] = spawned.version
                 return Spawned(gen, pid, self.now)
             case fx.Watch(pid=pid):
                 assert pid in self.live, f"watching {pid}, which is not alive"
@@ -132,6 +142,10 @@ class Paper:
                 self.timers.pop(gen, None)
             case fx.PersistDesired(desired=desired):
                 self.desired = desired
+            case fx.PersistProcess(pid=pid):
+                self.stored_pid = pid
+            case fx.PersistCurrent(version=version, pid=pid):
+                self.stored_pid, self.stored_version = pid, version
             case fx.PublishRoute(pid=pid):
                 assert m.state is State.RUNNING and m.pid == pid and m.healthy is not False
                 self.route = pid
@@ -152,7 +166,9 @@ class Paper:
 
     def stage(self, job: int, pid: int = 555, port: int = 9001) -> list[fx.Effect]:
         """The preparation of `job` started its staging process."""
-        self.preparing.pop(job, None)
+        prepared = self.preparing.pop(job, None)
+        if prepared is not None:
+            self.versions[pid] = prepared.spec.version
         self.live.add(pid)
         self.ports.add(port)
         self.staged[job] = (pid, port)

@@ -33,7 +33,9 @@ from actors.formation import (
     Snapshot,
     Stop,
     Update,
+    watchers,
 )
+from actors.formation.messages import GateProgress
 from actors.supervision import Supervisor
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import HealthSpec, parse_manifest
@@ -336,3 +338,44 @@ async def test_failed_update_gives_everything_back(tmp_path: Path, autojump_cloc
         snapshot = await ref.ask(Snapshot())
         assert snapshot["version"] == "1.0.0" and snapshot["pid"] == old.pid
         assert snapshot["update_in_progress"] is False
+
+
+class _HealthyAt:
+    """A probe that answers healthy from virtual time `at` on."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    async def check(self, port: int) -> str | None:
+        return None if trio.current_time() >= self.at else "connection refused"
+
+
+class _Tail:
+    def stderr_tail(self) -> str:
+        return ""
+
+
+@pytest.mark.parametrize("hung_probe", [False, True])
+async def test_a_gate_passed_just_before_its_deadline_is_posted_even_into_a_full_mailbox(
+    autojump_clock: Any, hung_probe: bool
+) -> None:
+    """The GatePassed post waits for room in the mailbox outside the gate's deadline: a
+    mailbox full at the deadline must not turn a healthy start into GateFailed. A probe that
+    hangs past the deadline is still a failure."""
+    health = parse_manifest(MANIFEST.encode()).health  # timeout 5 s
+    posted: list[Any] = []
+
+    async def post(event: Any) -> None:
+        if isinstance(event, watchers.GatePassed):
+            await trio.sleep(health.timeout)  # the mailbox is full until well past the deadline
+        posted.append(event)
+
+    class Hung:
+        async def check(self, port: int) -> str | None:
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+    probe: Any = Hung() if hung_probe else _HealthyAt(trio.current_time() + health.timeout - 0.01)
+    passed = await watchers._probe_until_healthy(post, 7, health, probe, 8001, _Tail())  # type: ignore[arg-type]
+    kinds = [type(event).__name__ for event in posted if not isinstance(event, GateProgress)]
+    assert (passed, kinds) == ((False, ["GateFailed"]) if hung_probe else (True, ["GatePassed"]))

@@ -158,17 +158,111 @@ REQUEST_TABLE: dict[State, dict[str, tuple[State, str]]] = {
 }
 
 
-@pytest.mark.parametrize(
-    ("state", "name"),
-    [(s, n) for s in REQUEST_TABLE for n in REQUESTS],
-    ids=[f"{s.value}-{n}" for s in REQUEST_TABLE for n in REQUESTS],
-)
-def test_request_in_state(state: State, name: str) -> None:
+UIP = "UPDATE_IN_PROGRESS"
+# The machine's sub-states that a state alone does not name, each a row of the table too:
+# stopping for an exit (a delete or shutdown: nothing may replace the exit, the actor ends),
+# stopped but ending (a shutdown waits for an update's cleanup), and an update of a formation
+# that has no process (its version switches: nothing may start the old one meanwhile).
+SUB_STATES: dict[str, tuple[State, Callable[[], Paper]]] = {
+    "exiting_for_delete": (P, lambda: _exiting(Shutdown(keep_desired=False))),
+    "exiting_for_shutdown": (P, lambda: _exiting(Shutdown(keep_desired=True))),
+    "ending_after_an_update": (S, lambda: _ending_after_an_update()),
+    "updating_stopped": (S, lambda: _updating_offline(S)),
+    "retiring_stopped": (S, lambda: _updating_offline(S, switched=True)),
+    "updating_crashed": (C, lambda: _updating_offline(C)),
+}
+EXITING = {
+    "start": (P, BUSY),
+    "stop": (P, "deferred"),  # it waits for the exit, which stops the formation too
+    "restart": (P, BUSY),
+    "shutdown": (P, "deferred"),
+    "delete": (P, "deferred"),
+    "ensure": (P, "value"),
+    "probe_now": (P, "value"),
+    "cancel_update": (P, "value"),
+    "update": (P, BUSY),
+    "rollback": (P, BUSY),
+    "unknown": (P, INVALID),
+}
+
+
+def _offline(state: State, cancel: str, stop: tuple[State, str]) -> dict[str, tuple[State, str]]:
+    return {
+        "start": (state, UIP),
+        "stop": stop,
+        "restart": (state, UIP),
+        "shutdown": (state, "deferred"),
+        "delete": (state, "deferred"),
+        "ensure": (state, "value"),
+        "probe_now": (state, "value"),
+        "cancel_update": (state, cancel),
+        "update": (state, UIP),
+        "rollback": (state, UIP),
+        "unknown": (state, INVALID),
+    }
+
+
+SUB_STATE_TABLE: dict[str, dict[str, tuple[State, str]]] = {
+    "exiting_for_delete": EXITING,
+    "exiting_for_shutdown": EXITING,
+    "ending_after_an_update": {
+        **{name: (S, answer) for name, (_state, answer) in EXITING.items()},
+        "update": (S, UIP),
+        "rollback": (S, UIP),
+    },
+    "updating_stopped": _offline(S, "deferred", (S, NOT_RUNNING)),
+    "retiring_stopped": _offline(S, "value", (S, NOT_RUNNING)),
+    "updating_crashed": _offline(C, "deferred", (S, "value")),
+}
+
+
+def _exiting(shutdown: Shutdown) -> Paper:
+    paper = in_state(RUN)
+    paper.request(shutdown)
+    return paper
+
+
+def _ending_after_an_update() -> Paper:
+    paper, _rid, job_id = _updating()
+    paper.stage(job_id)
+    paper.request(Shutdown(keep_desired=True))  # desired stays running: nothing may start
+    paper.finish_stop(paper.machine.gen)
+    assert paper.machine.ending and not paper.ended
+    return paper
+
+
+def _updating_offline(state: State, switched: bool = False) -> Paper:
     paper = in_state(state)
+    paper.request(update_target())
+    job = paper.machine.job
+    assert job is not None
+    if switched:
+        paper.preparing.pop(job.id)
+        paper.feed(JobStaged(job.id, None, None))
+        assert job.phase is Phase.RETIRING and paper.machine.spec.version == "2.0.0"
+    return paper
+
+
+ROWS = [(s.value, n) for s in REQUEST_TABLE for n in REQUESTS] + [
+    (sub, n) for sub in SUB_STATE_TABLE for n in REQUESTS
+]
+
+
+@pytest.mark.parametrize(("situation", "name"), ROWS, ids=[f"{s}-{n}" for s, n in ROWS])
+def test_request_in_state(situation: str, name: str) -> None:
+    if situation in SUB_STATES:
+        state, build = SUB_STATES[situation]
+        paper = build()
+        expected_state, expected_answer = SUB_STATE_TABLE[situation][name]
+    else:
+        state = State(situation)
+        paper = in_state(state)
+        expected_state, expected_answer = REQUEST_TABLE[state][name]
     assert paper.machine.state is state
-    expected_state, expected_answer = REQUEST_TABLE[state][name]
     rid = paper.request(REQUESTS[name])
     assert paper.machine.state is expected_state
+    if name not in ("shutdown", "delete"):
+        assert not paper.ended, "only an exit ends the actor"
     answer = paper.answers.get(rid)
     if expected_answer == "deferred":
         assert answer is None, answer
@@ -177,7 +271,7 @@ def test_request_in_state(state: State, name: str) -> None:
         assert answer is not None and answer.error is None
     else:
         assert answer is not None and answer.error is not None
-        assert answer.error.code == expected_answer
+        assert answer.error.code == expected_answer, answer.error
 
 
 def _waiting(paper: Paper, rid: int) -> bool:

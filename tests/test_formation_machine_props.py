@@ -11,7 +11,13 @@ carries out the effects on paper. After every step the formation's promises are 
 - every staging port is given back once its job is over;
 - every transition is in `lifecycle.ALLOWED` (checked as it is announced, by `Paper`);
 - the desired state is persisted before the request that changed it is answered, and the
-  store's desired state always matches the machine's.
+  store's desired state always matches the machine's;
+- after a shutdown or delete no process is spawned (checked as it is spawned, by `Paper`), and
+  once nothing is left in flight (a stop, a preparation, a retirement, a cleanup) the actor
+  has ended: no later request replaces the exit;
+- the stored pid is the live active process's pid (what an fsup restarted after a crash would
+  adopt), and the version the machine reports (and the store records) is the version that
+  process was started with.
 """
 
 from __future__ import annotations
@@ -269,6 +275,26 @@ class FormationHistories(RuleBasedStateMachine):
             request = self.paper.requests[rid]
             if answer.error is None and isinstance(request, Start | Restart):
                 assert answer.value["status"] == "running"
+
+    @invariant()
+    def an_exit_ends_the_actor(self) -> None:
+        paper = self.paper
+        in_flight = paper.stops or paper.preparing or paper.retiring or paper.cleaning
+        if paper.exit_asked and not in_flight:
+            assert paper.ended, "a shutdown or delete with nothing left to wait for"
+
+    @invariant()
+    def stored_pid_is_the_live_pid(self) -> None:
+        pid = self.m.pid
+        assert self.paper.stored_pid == pid
+        assert pid is None or pid in self.paper.live
+
+    @invariant()
+    def reported_version_is_the_running_version(self) -> None:
+        m = self.m
+        assert self.paper.stored_version == m.spec.version
+        if m.pid is not None:
+            assert self.paper.versions[m.pid] == m.spec.version
 
     @invariant()
     def job_phase_is_live(self) -> None:

@@ -107,6 +107,7 @@ def test_only_the_formations_unowned_processes_of_this_home_are_killed(
 class FakeKept:
     process: ProcessHandle | None = None
     extra_pids: set[int] = field(default_factory=set)
+    spawning: int = 0
 
 
 class BlockingSweep:

@@ -28,6 +28,9 @@ class Kept:
     restart_count: int = 0
     # Staging and retiring processes of an update: owned too, never strays.
     extra_pids: set[int] = field(default_factory=set)
+    # Spawns in flight: their process may exist before it is recorded above, so the fleet's
+    # reconcile spares every process of a formation that is spawning (`StraySweeper`).
+    spawning: int = 0
 
 
 class EventSink(Protocol):

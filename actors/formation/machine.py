@@ -14,7 +14,10 @@ Rules it keeps:
 - every request is answered exactly once (an `Answer` effect), and the desired state is
   persisted before the answer of the request that changed it;
 - a request that does not fit the state is answered with a clear error; an event that does
-  not fit (stale, or for a phase already left) is ignored. Only a broken invariant raises.
+  not fit (stale, or for a phase already left) is ignored. Only a broken invariant raises;
+- no hidden sub-state: an exit under way (`exiting`) and an update of a formation without a
+  process (`job.offline`) refuse what would undo them (`requests._refusal`), and both are
+  rows of the (state, request) table in the tests.
 """
 
 from __future__ import annotations
@@ -90,6 +93,9 @@ class FormationMachine:
         self.failure: FsupError | None = None  # what a failed requested start reports
         self.failure_message = ""
         self.job: Job | None = None
+        # "delete" or "shutdown" once one is accepted: the actor ends once the process is
+        # stopped, and no later request may start it or replace that plan (`requests`).
+        self.exiting: str | None = None
         self.ending = False  # shut down: end the actor once the job in flight is undone
         self.ended = False
         self.now = 0.0

@@ -2,6 +2,15 @@
 `FormationMachine`: each is answered now (a value, or a clear error when it does not fit the
 state) or kept in a waiting list until its outcome is known. Updates and rollbacks are in
 `update.py`; reads (snapshot, nodes) never reach the machine (`views.py`).
+
+Two sub-states decide before the state does (`_refusal`), each a row of the machine's table
+(tests/test_formation_machine.py):
+- exiting (a delete or shutdown accepted): a start or restart is refused with
+  `FORMATION_BUSY`, a stop waits for the exit, a reconcile starts nothing; the exit's plan is
+  never replaced, so the actor always ends;
+- an update or rollback of a formation without a process (its version switches in place):
+  a start or restart is refused with `UPDATE_IN_PROGRESS`, a reconcile starts nothing; so the
+  version switched to is never the version of a process that runs.
 """
 
 from __future__ import annotations
@@ -22,6 +31,10 @@ if TYPE_CHECKING:
 
 def on_request(m: FormationMachine, rid: int, request: Any) -> None:
     """A numbered request: answered now, or kept in a waiting list to answer later."""
+    refusal = _refusal(m, request)
+    if refusal is not None:
+        m.emit(fx.Answer(rid, error=refusal))
+        return
     match request:
         case Start():
             _on_start(m, rid)
@@ -44,6 +57,27 @@ def on_request(m: FormationMachine, rid: int, request: Any) -> None:
                     error=FsupError("INVALID_REQUEST", f"unknown message {type(request).__name__}"),
                 )
             )
+
+
+def _refusal(m: FormationMachine, request: Any) -> FsupError | None:
+    """A start or restart that a sub-state forbids, whatever the state would allow."""
+    if not isinstance(request, Start | Restart):
+        return None
+    if m.exiting is not None:
+        why = "being deleted" if m.exiting == "delete" else "stopping because fsup stops"
+        return FsupError(
+            "FORMATION_BUSY",
+            f"formation '{m.id}' is {why}; it cannot be started again",
+            {"formation_id": m.id, "exiting": m.exiting},
+        )
+    if m.job is not None and m.job.offline:
+        return update.in_progress(m, m.job)
+    return None
+
+
+def _blocked(m: FormationMachine) -> bool:
+    """No automatic start either: the formation exits, or its version is being switched."""
+    return m.exiting is not None or (m.job is not None and m.job.offline)
 
 
 def _on_start(m: FormationMachine, rid: int) -> None:
@@ -74,6 +108,10 @@ def _already_running(m: FormationMachine) -> FsupError:
 
 
 def _on_stop(m: FormationMachine, rid: int) -> None:
+    if m.exiting is not None:
+        m._set_desired("stopped")
+        m.stop_waiters.append(rid)  # answered as the actor ends, stopped
+        return
     if m.state is State.STOPPED:
         m.emit(
             fx.Answer(
@@ -112,6 +150,8 @@ def _on_restart(m: FormationMachine, rid: int) -> None:
 
 def _on_shutdown(m: FormationMachine, rid: int, keep_desired: bool) -> None:
     why = "shutdown" if keep_desired else "delete"
+    if m.exiting != "delete":
+        m.exiting = why
     m._fail_start_waiters(why)
     m._cancel_backoff()
     if not keep_desired:
@@ -137,7 +177,7 @@ def _stop_with(m: FormationMachine, then: After, reason: str) -> None:
 
 
 def _ensure_running(m: FormationMachine) -> bool:
-    if m.desired != "running" or m.state not in (State.STOPPED, State.CRASHED):
+    if m.desired != "running" or m.state not in (State.STOPPED, State.CRASHED) or _blocked(m):
         return False
     m.tracker.reset()
     m._spawn(requested=False, reason="reconcile")

@@ -65,6 +65,9 @@ class Job:
     version_dir: Path
     manifest: bytes | None  # an update's formation.yaml, stored at the swap
     previous_version: str
+    # Of a formation with no process: the version switches in place, and no start may run
+    # the old version meanwhile (`requests`).
+    offline: bool
     waiters: list[int] = field(default_factory=list)
     cancel_waiters: list[int] = field(default_factory=list)
     phase: Phase = Phase.PREPARING
@@ -89,6 +92,7 @@ def begin(m: FormationMachine, event: BeginJob) -> None:
         target.version_dir,
         target.manifest,
         m.spec.version,
+        offline=m.state.value != "running",
         waiters=[event.rid],
     )
     m.job = job
@@ -100,13 +104,15 @@ def begin(m: FormationMachine, event: BeginJob) -> None:
             job.version_dir,
             target.staged_dir,
             m.version_dir,
-            live=m.state.value == "running",
+            live=not job.offline,
         )
     )
 
 
 def _refusal(m: FormationMachine, target: JobTarget) -> FsupError | None:
     spec = target.spec
+    if m.job is not None:
+        return in_progress(m, m.job)
     if target.kind == "update" and spec.id != m.id:
         return FsupError(
             "INVALID_FORMATION",
@@ -120,19 +126,27 @@ def _refusal(m: FormationMachine, target: JobTarget) -> FsupError | None:
             "bump the version in formation.yaml",
             {"current_version": m.spec.version, "version": spec.version},
         )
-    if m.job is not None:
-        return FsupError(
-            "UPDATE_IN_PROGRESS",
-            f"an {m.job.kind} of '{m.id}' is in progress; wait for it, or "
-            f"POST /rpc/formations/{m.id}/cancel-update",
-            {"kind": m.job.kind, "version": m.job.spec.version},
-        )
     if m.state.value not in ("running", "stopped", "crashed"):
         return FsupError(
             "FORMATION_BUSY",
             f"formation '{m.id}' is {m.state.value}; retry once it is running or stopped",
         )
     return None
+
+
+def in_progress(m: FormationMachine, job: Job) -> FsupError:
+    """The refusal of what must wait for `job`: another update, or a start of a formation
+    whose version is being switched."""
+    cancel = (
+        f", or POST /rpc/formations/{m.id}/cancel-update"
+        if job.phase in (Phase.PREPARING, Phase.GATING)
+        else ""
+    )
+    return FsupError(
+        "UPDATE_IN_PROGRESS",
+        f"an {job.kind} of '{m.id}' to {job.spec.version} is in progress; wait for it{cancel}",
+        {"kind": job.kind, "version": job.spec.version, "formation_id": m.id},
+    )
 
 
 def on_job_event(m: FormationMachine, job: Job, event: Any) -> None:

@@ -140,17 +140,23 @@ async def _probe_until_healthy(
         remaining = max(0.0, deadline - tick)
         await post(GateProgress(gen, attempt, max_attempts, round(remaining, 2), error))
         next_tick = min(deadline, tick + health.interval)
+        passed = False
         with trio.move_on_at(deadline):
             while True:
                 error = await probe.check(port)
                 if error is None:
-                    await post(GatePassed(gen))
-                    return True
+                    passed = True
+                    break
                 now = trio.current_time()
                 gap = gate_gap(now - started, health.interval, _gates)
                 if now + gap >= next_tick:
                     break
                 await trio.sleep(gap)
+        if passed:
+            # Posted outside the deadline: a post that waits for room in a full mailbox at
+            # the deadline must not turn a healthy start into a failed one.
+            await post(GatePassed(gen))
+            return True
         now = trio.current_time()
         if now >= deadline:
             break

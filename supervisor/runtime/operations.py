@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from actors.base import ActorError, ActorRef, Progress
+from actors.base import ActorError, ActorRef, ActorUnavailable, Progress
 from actors.fleet import Create
 from actors.formation import Update
 from supervisor.core.errors import FsupError
@@ -151,6 +151,14 @@ async def relay(ref: ActorRef, message: Any, first_stage: str) -> AsyncIterator[
                 yield Event("progress", item.event)
             result = await call.result()
         yield Event("complete", result)
+    except ActorUnavailable:
+        # Its actor ended while the request was on its way: a formation deleted meanwhile
+        # (its lookup came just before the delete), or fsup stopping. Not a bug: no 500.
+        gone = FsupError(
+            "FORMATION_UNAVAILABLE",
+            f"{ref.name} has ended (deleted, or fsup is stopping) before it took the request",
+        )
+        yield failure(gone, stage)
     except (FsupError, ActorError) as exc:
         yield failure(as_fsup_error(exc), stage)
 

@@ -34,9 +34,9 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 BUSY = ["UPDATE_IN_PROGRESS", "FORMATION_BUSY", "OPERATION_CANCELLED"]
 # The errors of each lifecycle action, as /rpc's (a JSON answer once done; no SSE here).
 ACTIONS: dict[str, tuple[str, list[str]]] = {
-    "start": ("Start a stopped formation", ["FORMATION_ALREADY_RUNNING", "OPERATION_CANCELLED"]),
+    "start": ("Start a stopped formation", ["FORMATION_ALREADY_RUNNING", *BUSY]),
     "stop": ("Stop a formation gracefully", ["FORMATION_NOT_RUNNING"]),
-    "restart": ("Stop (when running), then start", ["OPERATION_CANCELLED"]),
+    "restart": ("Stop (when running), then start", BUSY),
     "rollback": ("Blue-green back to the previous version", ["NO_PREVIOUS_VERSION", *BUSY]),
 }
 

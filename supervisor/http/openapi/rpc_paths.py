@@ -81,14 +81,14 @@ def rpc_paths() -> dict[str, Schema]:
             "post": lifecycle(
                 "start",
                 "Start a stopped formation",
-                ["FORMATION_ALREADY_RUNNING", "OPERATION_CANCELLED"],
+                ["FORMATION_ALREADY_RUNNING", *busy],
             )
         },
         "/rpc/formations/{formation_id}/stop": {
             "post": lifecycle("stop", "Stop a formation gracefully", ["FORMATION_NOT_RUNNING"])
         },
         "/rpc/formations/{formation_id}/restart": {
-            "post": lifecycle("restart", "Stop (when running), then start", ["OPERATION_CANCELLED"])
+            "post": lifecycle("restart", "Stop (when running), then start", busy)
         },
         "/rpc/formations/{formation_id}/rollback": {
             "post": lifecycle(

@@ -1,0 +1,98 @@
+"""The fleet's hold on each formation: its actor under a supervisor of its own, so that the
+fleet knows when the actor is over and can end it outright; and the reconcile's kill of the
+processes no formation owns.
+
+A delete removes the store row and the entry only once the actor has ended (`until_ended`):
+a formation whose actor still ran after its row was gone (a shutdown that timed out, or a
+later request that replaced the exit) kept a process nobody could see or stop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .base import Actor, ActorRef, Reply
+from .formation import Kept
+from .process import kill_strays, kill_unowned, scan_home
+from .supervision import Intensity, Supervisor
+
+log = logging.getLogger("fsup.fleet")
+
+Sweep = Callable[[Path, str | None, frozenset[int], Callable[[], bool]], int]
+
+
+@dataclass
+class Entry:
+    ref: ActorRef
+    ports: set[int]
+    kept: Kept
+    logs: Path  # the log folder, made once (the log rotation asks for it every second)
+    ended: trio.Event  # the actor's supervision is over: it ended, or was ended outright
+    scope: trio.CancelScope  # ends the actor (and its supervisor) outright
+    removing: bool = False
+    removal_waiters: list[tuple[Reply, BaseException | None]] = field(default_factory=list)
+
+
+async def supervise(
+    name: str,
+    factory: Callable[[], Actor],
+    intensity: Intensity,
+    ended: trio.Event,
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[ActorRef],
+) -> None:
+    """Run one actor under its own one-for-one supervisor (restarted as before when it
+    crashes); `ended` is set once it is over, and cancelling `scope` ends it outright."""
+    try:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                ref = await Supervisor(nursery, intensity).start(name, factory)
+                task_status.started(ref)
+    finally:
+        ended.set()
+
+
+async def until_ended(
+    formation_id: str, entry: Entry, answered: bool, home: Path, sweep: Sweep | None = None
+) -> None:
+    """Wait for the formation's actor to end. One that `answered` its shutdown ends right
+    after it (the machine answers a shutdown only as it ends: its Hypothesis invariant). One
+    that did not (the shutdown timed out or failed, or a crash restarted the actor) is ended
+    outright, and every process of the formation is killed (`sweep`, by default
+    `process.kill_strays`)."""
+    if answered:
+        await entry.ended.wait()
+        return
+    log.error("%s: its actor did not end with its shutdown; ending it", formation_id)
+    entry.scope.cancel(reason=f"{formation_id} is removed")
+    await entry.ended.wait()
+    killed = await trio.to_thread.run_sync(
+        sweep or kill_strays, home, formation_id, frozenset(), _never
+    )
+    if killed:
+        log.error("%s: killed %d process(es) its actor left behind", formation_id, killed)
+
+
+def _never() -> bool:
+    return False
+
+
+async def kill_unowned_of(formations: Mapping[str, Entry], home: Path) -> int:
+    """Kill this home's processes that no formation owns; return how many. The scan runs
+    first (in a thread) and what is owned is read after it, back in the loop: a process
+    spawned while the scan ran is recorded by then, or was not there to be found. A formation
+    whose spawn is still in flight is skipped: its new process may be in the scan before it
+    is recorded (`Kept.spawning`)."""
+    found: list[tuple[Any, str]] = await trio.to_thread.run_sync(scan_home, home)
+    spawning = {fid for fid, entry in formations.items() if entry.kept.spawning}
+    candidates = [(proc, fid) for proc, fid in found if fid not in spawning]
+    owned = {pid for entry in formations.values() for pid in entry.kept.extra_pids}
+    owned |= {e.kept.process.pid for e in formations.values() if e.kept.process is not None}
+    return await trio.to_thread.run_sync(kill_unowned, candidates, None, owned)
