@@ -51,6 +51,7 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from supervisor.http.early import EarlyListener
+from supervisor.http.h2_guard import GuardedProtocolWrapper
 
 log = logging.getLogger("fsup.http.serving")
 
@@ -143,6 +144,8 @@ class ContainedTCPServer(TCPServer):
 
     async def _read_data(self) -> None:
         self._reader = trio.lowlevel.current_task()
+        # `run()` has just built the connection's protocol switch; nothing has been read yet.
+        self.protocol = GuardedProtocolWrapper.replacing(self.protocol)
         try:
             await super()._read_data()
             # The peer closed its side (or the read failed): nothing more can arrive, so the
