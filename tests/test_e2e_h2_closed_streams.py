@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import Server
-from hostile.hostile_h2 import SEQUENCES, check, play
+from hostile.hostile_h2 import SEQUENCES, H2Client, check, play
 
 pytestmark = pytest.mark.e2e
 
@@ -80,4 +80,22 @@ def test_an_http2_client_posting_a_body_then_getting_is_always_answered(live: Se
             assert (posted.http_version, got.http_version) == ("HTTP/2", "HTTP/2")
             statuses.append((posted.status_code, got.status_code))
     assert statuses == [(401, 200)] * CLIENT_RUNS
+    assert failures_logged(live) == before, live.log_tail()
+
+
+def test_a_connection_upgraded_from_http1_is_guarded_too(live: Server) -> None:
+    """`Upgrade: h2c` is Hypercorn's other way into HTTP/2: the same body after the answer."""
+    before = failures_logged(live)
+    for _ in range(REPEAT):
+        client = H2Client(addr_of(live), upgrade=True)
+        try:
+            assert client.wait(1).status == 200  # the upgraded GET
+            client.request(3, b"POST", b"/api/v1/session", end=False)
+            assert client.wait(3).status == 401
+            client.conn.send_data(3, b"{}", end_stream=True)
+            client.request(5, b"GET", b"/health")
+            health = client.wait(5)
+            assert (health.status, health.ended) == (200, True), client.result.describe()
+        finally:
+            client.close()
     assert failures_logged(live) == before, live.log_tail()

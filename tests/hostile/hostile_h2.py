@@ -53,7 +53,11 @@ class H2Result:
 class H2Client:
     """One h2c connection with a deadline for everything it waits for."""
 
-    def __init__(self, addr: tuple[str, int], bound: float = NO_ANSWER_S) -> None:
+    def __init__(
+        self, addr: tuple[str, int], bound: float = NO_ANSWER_S, *, upgrade: bool = False
+    ) -> None:
+        """Prior knowledge, or (`upgrade`) an HTTP/1.1 `GET /health` with `Upgrade: h2c`,
+        whose answer comes on stream 1."""
         config = h2.config.H2Configuration(
             client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
         )
@@ -62,8 +66,28 @@ class H2Client:
         self.deadline = time.monotonic() + bound
         self.sock = socket.create_connection(addr, timeout=bound)
         self.result = H2Result()
-        self.conn.initiate_connection()
+        if upgrade:
+            self._upgrade()
+        else:
+            self.conn.initiate_connection()
         self.flush()
+
+    def _upgrade(self) -> None:
+        settings = self.conn.initiate_upgrade_connection()
+        self.sock.sendall(
+            b"GET /health HTTP/1.1\r\nHost: " + self.authority + b"\r\n"
+            b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: " + settings + b"\r\n\r\n"
+        )
+        received = b""
+        while b"\r\n\r\n" not in received:
+            data = self.sock.recv(65536)
+            assert data, f"no answer to the upgrade: {received!r}"
+            received += data
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        for event in self.conn.receive_data(rest):
+            self._take(event)
 
     def close(self) -> None:
         self.sock.close()
