@@ -1,7 +1,7 @@
 """Hypercorn's HTTP/2 protocol with the frames that crashed its connection made harmless.
 
-Hypercorn 0.18.0's `H2Protocol` lets three kinds of frame, each valid HTTP/2 that any
-unauthenticated client can send, raise out of the connection (docs/upstream/
+Hypercorn 0.18.0's `H2Protocol` lets four kinds of frame, which any unauthenticated client
+can send (the first three valid HTTP/2), raise out of the connection (docs/upstream/
 hypercorn-h2-closed-stream.md has the reproduction): the connection is dropped with every other
 stream on it, and fsup's connection handler logs a traceback.
 
@@ -18,8 +18,8 @@ stream on it, and fsup's connection handler logs a traceback.
   never set (`UnboundLocalError`). It gets the authority as its path, which is what the
   HTTP/1.1 side hands the app for `CONNECT host:port`; Hypercorn then treats it as any
   other CONNECT, as a WebSocket handshake, and answers a clear 4xx.
-- A `:method`, `:path` or `:authority` with bytes outside visible ASCII (`UnicodeDecodeError`
-  where Hypercorn decodes them): HTTP/1.1's parser refuses such a request line with a 400;
+- A `:method` or `:path` with bytes outside visible ASCII (`UnicodeDecodeError` where
+  Hypercorn decodes them): HTTP/1.1's parser refuses such a request line with a 400;
   here the stream is reset with PROTOCOL_ERROR, RFC 9113's answer to a malformed request
   (section 8.1.1), and the connection carries on.
 
