@@ -1,10 +1,11 @@
 """Dependencies pinned where fsup reaches inside them (issue 17).
 
 `supervisor/http/serving.py` subclasses Hypercorn's trio `TCPServer` and replaces private
-methods; it also drives Hypercorn's lifespan and worker context itself. A release that renames
+methods; it also drives Hypercorn's lifespan and worker context itself.
+`supervisor/http/h2_guard.py` subclasses its HTTP/2 protocol and its protocol switch. A release that renames
 or reshapes any of them would not fail loudly: the override would simply stop being called
 and the races it mends would come back. So Hypercorn is pinned to one minor release, and this
-file checks every member `serving.py` reaches (docs/upstream/README.md lists them, with why)
+file checks every member `serving.py` and `h2_guard.py` reach (docs/upstream/README.md lists them, with why)
 against the installed release: names, signatures, and the calls that make an override run.
 It also checks that every third-party package fsup imports is declared (h11 was not).
 """
@@ -23,6 +24,8 @@ from pathlib import Path
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H2CProtocolRequiredError, H2ProtocolAssumedError
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -111,6 +114,61 @@ def test_the_tcp_server_attributes_serving_uses_are_set() -> None:
     }
     assert "protocol" in assigned
     assert inspect.iscoroutinefunction(ProtocolWrapper.handle)
+
+
+def test_run_builds_the_protocol_switch_before_it_reads() -> None:
+    """`ContainedTCPServer._read_data` replaces `self.protocol` with the guarded switch
+    (h2_guard.py), which is only safe before anything is read: `run` must assign it first."""
+    source = inspect.getsource(TCPServer.run)
+    assert source.index("self.protocol = ProtocolWrapper(") < source.index("self._read_data()")
+    assert "alpn_protocol" in source  # HTTP/2 from the start only with TLS (ALPN)
+
+
+# `ProtocolWrapper`'s parameters, read back as attributes by `GuardedProtocolWrapper.replacing`
+# and by its switch to `GuardedH2Protocol` (`state` is the wrapper's name for the connection
+# state it hands on).
+WRAPPER_FIELDS = ["app", "config", "context", "task_group", "state", "ssl", "client", "server"]
+
+
+def test_the_protocol_switch_h2_guard_replaces() -> None:
+    params = list(inspect.signature(ProtocolWrapper).parameters)
+    assert params == [*WRAPPER_FIELDS, "send", "alpn_protocol"]
+    init = inspect.getsource(ProtocolWrapper.__init__)
+    for name in [*WRAPPER_FIELDS, "send", "protocol"]:
+        assert f"self.{name} = " in init, name
+    # `handle` is replaced whole: upstream switches to HTTP/2 on exactly these two errors, with
+    # these attributes; a third way in would bypass the guard.
+    handle = inspect.getsource(ProtocolWrapper.handle)
+    assert handle.count("except ") == 2
+    assert "except H2ProtocolAssumedError" in handle and "except H2CProtocolRequiredError" in handle
+    assert list(inspect.signature(H2ProtocolAssumedError).parameters) == ["data"]
+    assert list(inspect.signature(H2CProtocolRequiredError).parameters) == ["data", "request"]
+    for name in ("data", "headers", "settings"):
+        assert f"self.{name} = " in inspect.getsource(H2CProtocolRequiredError.__init__), name
+
+
+def test_the_h2_protocol_members_h2_guard_overrides_and_reads() -> None:
+    """`GuardedH2Protocol` overrides `_handle_events` (calling it one event at a time) and
+    reads `streams`, `stream_buffers` and `connection`; the protocol must still feed every
+    received event through `_handle_events`, and still key both maps by stream id."""
+    params = inspect.signature(H2Protocol).parameters
+    assert list(params) == [*WRAPPER_FIELDS[:4], "connection_state", *WRAPPER_FIELDS[5:], "send"]
+    handle_events = inspect.getattr_static(H2Protocol, "_handle_events")
+    assert list(inspect.signature(handle_events).parameters) == ["self", "events"]
+    assert inspect.iscoroutinefunction(handle_events)
+    assert inspect.iscoroutinefunction(H2Protocol._flush)
+    assert list(inspect.signature(H2Protocol.initiate).parameters) == [
+        "self",
+        "headers",
+        "settings",
+    ]
+    assert "_handle_events" in _calls(H2Protocol.handle)
+    init = inspect.getsource(H2Protocol.__init__)
+    for name in ("streams", "stream_buffers", "connection"):
+        assert f"self.{name}" in init, name
+    create = inspect.getsource(H2Protocol._create_stream)
+    assert "self.streams[request.stream_id] = " in create
+    assert "self.stream_buffers[request.stream_id] = " in create
 
 
 def test_the_lifespan_worker_context_and_utilities_serving_drives() -> None:

@@ -16,8 +16,10 @@ by any client (docs/upstream/hypercorn-trio-close.md has the reproduction):
 
 `ContainedTCPServer` fixes both at the source (closing and timer restarts are shielded and
 bounded, every write takes the send lock and has a deadline), and `serve_http` runs each
-connection in a handler that logs what escapes instead of passing it up. The rest is
-Hypercorn's own code: the h11 protocol, the ASGI bridge, the lifespan, the config.
+connection in a handler that logs what escapes instead of passing it up. It also installs
+h2_guard.py's protocol switch, whose HTTP/2 protocol survives the frames that crashed
+Hypercorn's (a body after the answer, a PRIORITY flood, a plain CONNECT). The rest is
+Hypercorn's own code: the h11 and h2 protocols, the ASGI bridge, the lifespan, the config.
 
 These are Hypercorn's internals (its documented API is `hypercorn.trio.serve`), private methods
 included: pyproject.toml pins Hypercorn to the minor release they were read from (0.18),
@@ -51,6 +53,7 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from supervisor.http.early import EarlyListener
+from supervisor.http.h2_guard import GuardedProtocolWrapper
 
 log = logging.getLogger("fsup.http.serving")
 
@@ -143,6 +146,8 @@ class ContainedTCPServer(TCPServer):
 
     async def _read_data(self) -> None:
         self._reader = trio.lowlevel.current_task()
+        # `run()` has just built the connection's protocol switch; nothing has been read yet.
+        self.protocol = GuardedProtocolWrapper.replacing(self.protocol)
         try:
             await super()._read_data()
             # The peer closed its side (or the read failed): nothing more can arrive, so the
