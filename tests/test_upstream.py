@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from supervisor.http.upstream import (
     RETRYABLE,
@@ -292,5 +293,32 @@ async def test_close_port_closes_idle_connections_at_once_and_busy_ones_when_don
             # A new process on the same port gets a connection kept as usual.
             assert await _get(pool, raw.port, b"/") == (200, b"2")
             assert await _get(pool, raw.port, b"/") == (200, b"3")
+            assert pool.connections_opened == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_request_sent_before_its_port_was_retired_does_not_pool_its_connection() -> None:
+    """The request chose the old process; it waits for a connection slot while the port is
+    retired, then connects: that connection may reach the old process, so it is not kept."""
+    async with trio.open_nursery() as nursery:
+        raw = await _raw([(ok(b"%d" % i), False) for i in range(3)], nursery)
+        async with UpstreamPool(max_connections=1) as pool:
+            first = await pool.send("GET", raw.port, b"/", [], b"")
+            answers: list[tuple[int, bytes]] = []
+            answered = trio.Event()
+
+            async def second() -> None:
+                answers.append(await _get(pool, raw.port, b"/"))
+                answered.set()
+
+            nursery.start_soon(second)
+            await trio.testing.wait_all_tasks_blocked()  # waiting for the only slot
+            pool.close_port(raw.port)
+            assert b"".join([chunk async for chunk in first.aiter_raw()]) == b"0"
+            await first.aclose()
+            with trio.fail_after(5):
+                await answered.wait()
+            assert answers == [(200, b"1")]
+            assert await _get(pool, raw.port, b"/") == (200, b"2")
             assert pool.connections_opened == 3
         nursery.cancel_scope.cancel()

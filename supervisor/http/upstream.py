@@ -82,7 +82,7 @@ class _Connection:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
-        self.epoch = epoch  # the port's epoch when connected (see `UpstreamPool.close_port`)
+        self.epoch = epoch  # the port's epoch its request saw (see `UpstreamPool.close_port`)
 
     def clean_end(self) -> bool:
         """The answer ended where its framing said and nothing is left over: both sides are
@@ -236,13 +236,16 @@ class UpstreamPool:
         """Send the request and read the answer's head. `headers` are sent as given, after
         `Host`; a body in hand gets its `Content-Length` (unless empty), a streamed one keeps
         the caller's `Content-Length` or goes chunked."""
+        # The port's epoch now, before any checkpoint: the caller chose the port's process
+        # just before, so a retirement after this point closes the connection when done.
+        epoch = self._epochs.get(port, 0)
         with trio.move_on_after(POOL_TIMEOUT_S) as waited:
             await self._slots.acquire()
         if waited.cancelled_caught:
             raise Timeout(f"no upstream connection came free within {POOL_TIMEOUT_S:g}s")
         conn: _Connection | None = None
         try:
-            conn = self._take(port) or await self._connect(port)
+            conn = self._take(port) or await self._connect(port, epoch)
             all_headers = [(b"Host", b"127.0.0.1:%d" % port), *headers]
             has_length = any(name.lower() == b"content-length" for name, _ in headers)
             if isinstance(body, bytes):
@@ -310,7 +313,7 @@ class UpstreamPool:
         conns.pop(0).close()
         self._idle_count -= 1
 
-    async def _connect(self, port: int) -> _Connection:
+    async def _connect(self, port: int, epoch: int) -> _Connection:
         sock = trio.socket.socket()
         with trio.move_on_after(CONNECT_TIMEOUT_S) as scope:
             try:
@@ -322,7 +325,7 @@ class UpstreamPool:
             sock.close()
             raise Timeout(f"connecting took longer than {CONNECT_TIMEOUT_S:g}s")
         self.connections_opened += 1
-        return _Connection(trio.SocketStream(sock), self._epochs.get(port, 0))
+        return _Connection(trio.SocketStream(sock), epoch)
 
 
 def _check_framing(head: h11.Response) -> None:
