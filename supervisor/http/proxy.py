@@ -193,6 +193,17 @@ async def buffered_body(route: Route) -> bytes | None:
     return b"".join([chunk async for chunk in body])
 
 
+def not_found(target: ProxyTarget) -> Any:
+    formation_id = target.formation_id
+    return error_response(
+        FsupError(
+            "FORMATION_NOT_FOUND",
+            f"formation '{formation_id}' not found",
+            {"formation_id": formation_id},
+        )
+    )
+
+
 def not_running(formation_id: str) -> Any:
     """503 at once: the formation is not running nor coming back."""
     return error_response(
@@ -308,15 +319,7 @@ def blueprint() -> Blueprint:
         started = trio.current_time()
         route = await find_route(routes, formation_id, gate, declared_size(), DEFAULT_HOLD_S)
         if route is None:
-            if routes.restoring:
-                return not_back(routes, formation_id, None)
-            return error_response(
-                FsupError(
-                    "FORMATION_NOT_FOUND",
-                    f"formation '{formation_id}' not found",
-                    {"formation_id": formation_id},
-                )
-            )
+            return not_back(routes, formation_id, None) if routes.restoring else not_found(target)
         if route.backend is None and not route.coming_back and not routes.restoring:
             return not_running(formation_id)
         body = await buffered_body(route)
