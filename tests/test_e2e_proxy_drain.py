@@ -14,13 +14,15 @@ import time
 from collections import Counter
 
 import httpx
+import psutil
 import pytest
-from helpers import Server
+from helpers import Server, wait_for
 from test_e2e_proxy_backends import misbehaving_bundle
 
 pytestmark = pytest.mark.e2e
 
 STOP_TIMEOUT_S = 10
+GZIP = "application/gzip"
 
 
 class KeepAliveLoad:
@@ -73,3 +75,29 @@ def test_a_restart_under_keep_alive_load_does_not_wait_for_fsups_idle_connection
     assert took < STOP_TIMEOUT_S / 2, took
     assert set(load.outcomes) == {"200"}, (load.outcomes, load.failures[:3])
     assert load.outcomes["200"] > 50
+
+
+def test_an_update_under_keep_alive_load_retires_the_old_process_at_once(
+    server: Server,
+) -> None:
+    bundle = misbehaving_bundle("blocky", "block", stop={"timeout": STOP_TIMEOUT_S})
+    old_pid = server.rpc.deploy(bundle)["pid"]
+    newer = misbehaving_bundle("blocky", "block", stop={"timeout": STOP_TIMEOUT_S}, version="1.1.0")
+    with KeepAliveLoad(f"{server.url}/api/blocky/x") as load:
+        time.sleep(0.5)
+        started = time.monotonic()
+        server.rpc.call("PUT", "/rpc/formations/blocky", newer, {"Content-Type": GZIP})
+        wait_for(lambda: not _alive(old_pid), timeout=STOP_TIMEOUT_S * 2)
+        took = time.monotonic() - started
+        time.sleep(0.3)
+    print(f"\nupdate under load retired the old process after {took:.2f}s; {dict(load.outcomes)}")
+    assert took < STOP_TIMEOUT_S / 2, took
+    assert set(load.outcomes) == {"200"}, (load.outcomes, load.failures[:3])
+    assert server.formation("blocky")["version"] == "1.1.0"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
