@@ -215,6 +215,7 @@ class FleetActor(Actor):
             for row in rows:
                 starting.start_soon(self._start_actor, row.id, row.port, adopted[row.id])
         self.restored.set()
+        self.ctx.routes.restored()  # the proxy stops holding requests for the restore
 
     def _kill_strays(self, adopted: dict[str, Kept]) -> None:
         self._kill_strays_of({k.process.pid for k in adopted.values() if k.process is not None})

@@ -6,7 +6,13 @@ import pytest
 import trio
 import trio.testing
 
-from supervisor.http.proxy_hold import HoldGate, retryable, wait_for_backend
+from supervisor.http.proxy_hold import (
+    HoldGate,
+    find_route,
+    hold_reason,
+    retryable,
+    wait_for_backend,
+)
 from supervisor.runtime.routing import SAFE_METHODS, Backend, RouteTable
 
 
@@ -165,3 +171,88 @@ def test_summary_counts_holding() -> None:
     holding = routes.summary(0.0)["holding"]
     assert holding["held"] == 3 and holding["served"] == 2 and holding["retried"] == 1
     assert holding["wait_s"] == {"median": 0.2, "p99": 0.3}
+
+
+# -- fsup's own restore, what a released request is told, retired ports ----------------------
+
+
+async def test_during_the_restore_an_unknown_formation_is_waited_for(
+    clock: trio.testing.MockClock,
+) -> None:
+    routes, backend = RouteTable(restoring=True), Backend(8002, 4, "1.0.0")
+    gate = HoldGate()
+
+    def restore() -> None:
+        routes.register("web")  # the fleet registers, then the actor publishes
+        routes.publish("web", backend)
+        routes.restored()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(later, 0.4, restore)
+        route = await find_route(routes, "web", gate, 0, 5.0)
+        assert route is not None and trio.current_time() == pytest.approx(0.4)
+        assert await wait_for_backend(routes, route, gate, 0) is backend
+
+
+async def test_after_the_restore_an_unknown_formation_is_not_waited_for(
+    clock: trio.testing.MockClock,
+) -> None:
+    routes = RouteTable(restoring=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(later, 0.3, routes.restored)
+        assert await find_route(routes, "nobody", HoldGate(), 0, 5.0) is None
+        assert trio.current_time() == pytest.approx(0.3)
+    assert await find_route(routes, "nobody", HoldGate(), 0, 5.0) is None  # at once now
+    assert trio.current_time() == pytest.approx(0.3)
+
+
+async def test_a_restore_that_outlasts_the_bound_is_said_so(
+    clock: trio.testing.MockClock,
+) -> None:
+    routes = RouteTable(restoring=True)
+    assert await find_route(routes, "web", HoldGate(), 0, 2.0) is None
+    assert trio.current_time() == pytest.approx(2.0)
+    why = hold_reason(routes, None, trio.current_time())
+    assert (why.kind, why.retry_after_s) == ("restoring", 1)
+    # A route registered but not yet fed by its actor is held while the restore lasts.
+    routes.register("web")
+    route = routes.get("web")
+    assert route is not None and not route.coming_back
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(later, 0.5, routes.restored)
+        started = trio.current_time()
+        assert await wait_for_backend(routes, route, HoldGate(), 0) is None
+        assert trio.current_time() - started == pytest.approx(0.5)
+
+
+def test_what_a_released_request_is_told() -> None:
+    routes = table()
+    route = routes.get("web")
+    assert route is not None
+    why = hold_reason(routes, route, 10.0)
+    assert (why.kind, why.retry_after_s) == ("gate", 1)
+    routes.backoff("web", until=17.2, restarts=4)
+    why = hold_reason(routes, route, 10.0)
+    assert (why.kind, why.retry_after_s) == ("backoff", 8)  # 7.2 s left, rounded up
+    assert "7.2s more" in why.message and "4 exits" in why.message
+    assert hold_reason(routes, route, 20.0).kind == "gate"  # the backoff is over
+    routes.expect("web", False)
+    why = hold_reason(routes, route, 20.0)
+    assert (why.kind, why.retry_after_s) == ("stopped", None)
+
+
+def test_retired_ports_are_reported_on_withdrawal_swap_and_removal() -> None:
+    retired: list[int] = []
+    routes = RouteTable(retired=retired.append)
+    routes.register("web")
+    old, new = Backend(8000, 1, "1"), Backend(8001, 2, "2")
+    routes.publish("web", old)
+    assert retired == []
+    routes.publish("web", new)  # an update's swap
+    assert retired == [8000]
+    routes.publish("web", new)  # the same backend again: nothing retired
+    routes.publish("web", None)  # stopped or restarting
+    assert retired == [8000, 8001]
+    routes.publish("web", old)
+    routes.remove("web")  # deleted
+    assert retired == [8000, 8001, 8000]

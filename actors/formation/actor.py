@@ -290,6 +290,8 @@ class FormationActor(Actor):
                 taken = partial(self._port_taken, False)
                 self.nursery.start_soon(watchers.probe_once, self.post, gen, probe, port, taken)
             case fx.StartTimer(gen=gen, delay=delay):
+                restarts = self.machine.restart_count  # what a held request is told
+                self.ctx.routes.backoff(self.id, trio.current_time() + delay, restarts)
                 self._timers[gen] = scope = trio.CancelScope()
                 self.nursery.start_soon(self._timer, scope, gen, delay)
             case fx.CancelTimer(gen=gen):

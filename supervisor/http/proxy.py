@@ -5,22 +5,33 @@ backend's in-flight count is taken before the upstream request and given back wh
 response body is closed, which is what lets an update drain the old process before stopping
 it. The route is read from the routing table, not asked of an actor (see `routing`).
 Upstream connections are pooled and kept alive (`upstream`).
+
+The backend gets the headers the client sent (the raw ones of the ASGI scope, never the
+`Remote-Addr` entry Quart adds to its own view of them), less the hop-by-hop ones, plus the
+`X-Forwarded-*` set and `X-Formation-ID`. An answer the formation cuts short (it dies inside a
+chunk, or closes before its `Content-Length`) is cut short for the client too: its connection
+is closed without the answer's end, so no client takes a shorter body for a whole one. An
+answer whose framing contradicts itself is a 502. A WebSocket upgrade is refused with a 400:
+the proxy passes on HTTP only.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 from quart import Blueprint, Response, request
-from werkzeug.routing import PathConverter
+from werkzeug.routing import BaseConverter, PathConverter
 
 from supervisor.core.errors import FsupError
 from supervisor.http.proxy_hold import (
     RETRY_BODY_LIMIT,
     RETRYABLE,
     HoldGate,
+    find_route,
+    hold_reason,
     retryable,
     wait_for_backend,
 )
@@ -35,7 +46,9 @@ from supervisor.http.proxy_target import (
 from supervisor.http.render import error_response
 from supervisor.http.services import services
 from supervisor.http.upstream import UpstreamError, UpstreamPool, UpstreamResponse
-from supervisor.runtime.routing import Backend, Route, RouteTable
+from supervisor.runtime.routing import DEFAULT_HOLD_S, Backend, Route, RouteTable
+
+log = logging.getLogger("fsup.http.proxy")
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CLOSE_BOUND_S = 2.0
@@ -54,10 +67,11 @@ class ProxiedBody:
     """The upstream response body, streamed; `aclose` (always called by Quart) closes the
     upstream response and releases the backend exactly once."""
 
-    def __init__(self, upstream: UpstreamResponse, backend: Backend) -> None:
+    def __init__(self, upstream: UpstreamResponse, backend: Backend, formation_id: str) -> None:
         self._upstream = upstream
         self._chunks = upstream.aiter_raw()
         self._backend: Backend | None = backend
+        self._formation_id = formation_id
 
     def __aiter__(self) -> ProxiedBody:
         return self
@@ -65,9 +79,14 @@ class ProxiedBody:
     async def __anext__(self) -> bytes:
         try:
             return await self._chunks.__anext__()
-        except UpstreamError:
-            # The formation died mid-response: end the body; the client sees a short read.
-            raise StopAsyncIteration from None
+        except UpstreamError as exc:
+            log.warning(
+                "%s: the answer was cut short by the formation (%s); the client's connection "
+                "is closed without the answer's end",
+                self._formation_id,
+                exc,
+            )
+        await abort_response()
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_BOUND_S):
@@ -77,22 +96,41 @@ class ProxiedBody:
             self._backend = None
 
 
-def forwarded_headers(formation_id: str) -> list[tuple[str, str]]:
-    listed = connection_tokens(request.headers.getlist("Connection"))
+async def abort_response() -> NoReturn:
+    """End the answer being sent without its end: the client's connection closes with the
+    body short of its length, or with no last chunk, which every client reports as an error.
+    ASGI has no way to say this but to leave the app without finishing the body; leaving by an
+    exception makes Hypercorn log a traceback, so this cancels the request's own task group
+    (quart-trio's, the parent of the task sending the body), which ends the app quietly, and
+    Hypercorn then closes a connection whose answer is unfinished."""
+    nursery = trio.lowlevel.current_task().parent_nursery
+    assert nursery is not None
+    nursery.cancel_scope.cancel(reason="the proxied answer was cut short")
+    await trio.lowlevel.checkpoint()
+    raise AssertionError("the request's task group was not cancelled")  # pragma: no cover
+
+
+def forwarded_headers(formation_id: str) -> list[tuple[bytes, bytes]]:
+    """The headers the client sent (as sent: the ASGI scope's), less hop-by-hop ones, `Host`
+    and the `X-Forwarded-*` set, to which fsup's own `X-Forwarded-*` and `X-Formation-ID`
+    are added."""
+    sent: list[tuple[bytes, bytes]] = list(request.scope.get("headers") or [])
+    listed = connection_tokens([v.decode("latin-1") for n, v in sent if n.lower() == b"connection"])
     headers = [
         (name, value)
-        for name, value in request.headers.items()
-        if forwardable(name, listed)
-        and name.lower() not in ("host", "x-formation-id")
-        and not name.lower().startswith("x-forwarded-")
+        for name, value in sent
+        if forwardable(name.decode("latin-1"), listed)
+        and name.lower() not in (b"host", b"x-formation-id")
+        and not name.lower().startswith(b"x-forwarded-")
     ]
-    client = request.remote_addr or ""
-    prior = request.headers.get("X-Forwarded-For")
+    client = (request.scope.get("client") or ("",))[0].encode("latin-1")
+    prior = b", ".join(v for n, v in sent if n.lower() == b"x-forwarded-for")
+    host = next((v for n, v in sent if n.lower() == b"host"), b"")
     headers += [
-        ("X-Forwarded-For", f"{prior}, {client}" if prior else client),
-        ("X-Forwarded-Proto", request.scheme),
-        ("X-Forwarded-Host", request.headers.get("Host", "")),
-        ("X-Formation-ID", formation_id),
+        (b"X-Forwarded-For", prior + b", " + client if prior else client),
+        (b"X-Forwarded-Proto", request.scheme.encode("latin-1")),
+        (b"X-Forwarded-Host", host),
+        (b"X-Formation-ID", formation_id.encode("latin-1")),
     ]
     return headers
 
@@ -155,20 +193,44 @@ async def buffered_body(route: Route) -> bytes | None:
     return b"".join([chunk async for chunk in body])
 
 
-def not_running(formation_id: str, held: bool) -> Any:
-    """503: at once for a formation that is not coming back; with `Retry-After` when a held
-    request's bound passed."""
-    message = (
-        f"formation '{formation_id}' did not come back within the hold bound; retry"
-        if held
-        else f"formation '{formation_id}' is not running; start it with "
-        f"POST /rpc/formations/{formation_id}/start"
+def not_found(target: ProxyTarget) -> Any:
+    formation_id = target.formation_id
+    return error_response(
+        FsupError(
+            "FORMATION_NOT_FOUND",
+            f"formation '{formation_id}' not found",
+            {"formation_id": formation_id},
+        )
     )
+
+
+def not_running(formation_id: str) -> Any:
+    """503 at once: the formation is not running nor coming back."""
+    return error_response(
+        FsupError(
+            "FORMATION_NOT_RUNNING",
+            f"formation '{formation_id}' is not running; start it with "
+            f"POST /rpc/formations/{formation_id}/start",
+            {"formation_id": formation_id},
+            status=503,
+        )
+    )
+
+
+def not_back(routes: RouteTable, formation_id: str, route: Route | None) -> Any:
+    """503 for a held request whose bound passed: why the formation is not back, and a
+    `Retry-After` of the time left when fsup knows it."""
+    why = hold_reason(routes, route, trio.current_time())
     response, status = error_response(
-        FsupError("FORMATION_NOT_RUNNING", message, {"formation_id": formation_id}, status=503)
+        FsupError(
+            "FORMATION_NOT_RUNNING",
+            f"formation '{formation_id}' did not come back within the hold bound: {why.message}",
+            {"formation_id": formation_id, **why.details()},
+            status=503,
+        )
     )
-    if held:
-        response.headers["Retry-After"] = "1"
+    if why.retry_after_s is not None:
+        response.headers["Retry-After"] = str(why.retry_after_s)
     return response, status
 
 
@@ -176,7 +238,7 @@ def bad_gateway(formation_id: str, backend: Backend, exc: Exception) -> Any:
     return error_response(
         FsupError(
             "BAD_GATEWAY",
-            f"formation '{formation_id}' did not answer: {type(exc).__name__}",
+            f"formation '{formation_id}' did not answer properly: {type(exc).__name__}: {exc}",
             {"formation_id": formation_id, "port": backend.port},
         )
     )
@@ -195,19 +257,15 @@ async def send_upstream(
     anything goes to the client, so that a process dying between its head and its body still
     leaves the request retryable; anything else streams."""
     try:
-        headers = [
-            (name.encode("latin-1"), value.encode("latin-1"))
-            for name, value in forwarded_headers(formation_id)
-        ]
         upstream = await client.send(
             request.method,
             backend.port,
             upstream_path(target),
-            headers,
+            forwarded_headers(formation_id),
             request_body() if body is None else body,
         )
         if not (whole and _small(upstream)):
-            return proxied_response(upstream, ProxiedBody(upstream, backend))
+            return proxied_response(upstream, ProxiedBody(upstream, backend, formation_id))
         try:
             content = b"".join([chunk async for chunk in upstream.aiter_raw()])
         finally:
@@ -258,21 +316,18 @@ def blueprint() -> Blueprint:
             request.scope.get("query_string") or b"",
         )
         formation_id = target.formation_id
-        route = routes.get(formation_id)
+        started = trio.current_time()
+        route = await find_route(routes, formation_id, gate, declared_size(), DEFAULT_HOLD_S)
         if route is None:
-            return error_response(
-                FsupError(
-                    "FORMATION_NOT_FOUND",
-                    f"formation '{formation_id}' not found",
-                    {"formation_id": formation_id},
-                )
-            )
-        if route.backend is None and not route.coming_back:
-            return not_running(formation_id, held=False)
+            return not_back(routes, formation_id, None) if routes.restoring else not_found(target)
+        if route.backend is None and not route.coming_back and not routes.restoring:
+            return not_running(formation_id)
         body = await buffered_body(route)
-        backend = await wait_for_backend(routes, route, gate, declared_size())
+        backend = await wait_for_backend(routes, route, gate, declared_size(), started=started)
         if backend is None:
-            return not_running(formation_id, held=True)
+            if route.coming_back or routes.restoring:
+                return not_back(routes, formation_id, route)
+            return not_running(formation_id)
         backend.acquire()  # no checkpoint since the route was read: see routing.py
         again = retryable(request.method, route, body)
         try:
@@ -318,6 +373,18 @@ def blueprint() -> Blueprint:
         route.figures.retry_failed += 1
         return bad_gateway(route.formation_id, backend, error)
 
+    async def websocket_refused(formation_id: str, rest: str = "") -> Any:
+        """A WebSocket handshake to a formation: refused before it is accepted (Hypercorn
+        sends this answer as the handshake's HTTP response)."""
+        return error_response(
+            FsupError(
+                "INVALID_REQUEST",
+                "the proxy passes on HTTP requests only, not WebSocket upgrades; reach the "
+                "formation's WebSocket endpoint on its own port",
+                {"formation_id": formation_id},
+            )
+        )
+
     # Any rest, `//` and empty included, taken as sent: no slash merging, no redirect.
     bp.record_once(lambda state: state.app.url_map.converters.update(rest=_AnyRest))
     bp.add_url_rule(
@@ -326,9 +393,19 @@ def blueprint() -> Blueprint:
     bp.add_url_rule(
         "/api/<formation_id>/<rest:rest>", "proxy", proxy, methods=METHODS, merge_slashes=False
     )
+    # `/api/v1/*` is fsup's own API: a WebSocket there is the app's to refuse.
+    bp.record_once(lambda state: state.app.url_map.converters.update(proxied=_ProxiedId))
+    bp.add_websocket("/api/<proxied:formation_id>", "proxy_ws_root", websocket_refused)
+    bp.add_websocket("/api/<proxied:formation_id>/<rest:rest>", "proxy_ws", websocket_refused)
     return bp
 
 
 class _AnyRest(PathConverter):
     regex = ".*"
     part_isolating = False
+
+
+class _ProxiedId(BaseConverter):
+    """A path segment other than `v1`."""
+
+    regex = "(?!v1(?:/|$))[^/]+"

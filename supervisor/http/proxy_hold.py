@@ -11,6 +11,12 @@ process and the route, so the proxy waits, bounded, for the route to serve again
 - Waiting costs the request itself and nothing more, and the number of held requests and
   their declared body bytes are capped over the whole server (`HoldGate`), so a flood against
   a formation that never comes back cannot pile up without bound.
+- While fsup restores its formations after its own start, a request is held the same way,
+  for a formation whose route is not registered yet too (never a 404 before the restored
+  routes exist).
+- A request released at the bound is told why the formation is not back (`HoldReason`: in
+  restart backoff for how long more, still in its start gate, fsup restoring), with a
+  `Retry-After` of the time really left where fsup knows it.
 - A request whose connection is refused or reset before any byte of the answer came back is
   sent once more, to the next backend that serves (the failed one excluded), if its method is
   idempotent and its body, if any, was buffered.
@@ -18,8 +24,11 @@ process and the route, so the proxy waits, bounded, for the route to serve again
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -32,7 +41,16 @@ MAX_HELD_BYTES = 64 * 1024 * 1024
 RETRY_BODY_LIMIT = 64 * 1024
 # Failures that mean no byte of the answer came back (`upstream.RETRYABLE`, re-exported):
 # the request can be sent again.
-__all__ = ["RETRYABLE", "RETRY_BODY_LIMIT", "HoldGate", "retryable", "wait_for_backend"]
+__all__ = [
+    "RETRYABLE",
+    "RETRY_BODY_LIMIT",
+    "HoldGate",
+    "HoldReason",
+    "find_route",
+    "hold_reason",
+    "retryable",
+    "wait_for_backend",
+]
 
 
 class HoldGate:
@@ -64,23 +82,44 @@ def _usable(route: Route, failed: Backend | None) -> Backend | None:
     return backend if backend is not None and backend is not failed else None
 
 
+async def find_route(
+    routes: RouteTable, formation_id: str, gate: HoldGate, size: int, bound: float
+) -> Route | None:
+    """The formation's route; while fsup is restoring, one not registered yet is waited for
+    (within `bound` seconds, counted on `gate`). None: there is no such formation (or the
+    restore did not bring it within the bound)."""
+    route = routes.get(formation_id)
+    if route is not None or not routes.restoring:
+        return route
+    with gate.admit(size) as admitted:
+        if not admitted:
+            return None
+        with trio.move_on_after(bound):
+            while routes.restoring and route is None:
+                await routes.wait_registered()
+                route = routes.get(formation_id)
+    return route
+
+
 async def wait_for_backend(
     routes: RouteTable,
     route: Route,
     gate: HoldGate,
     size: int,
     failed: Backend | None = None,
+    started: float | None = None,
 ) -> Backend | None:
     """The backend to send to: the route's, at once when it has one (other than `failed`);
-    else, while the formation is coming back (or `failed` is still published, which its
-    actor is about to withdraw), the first one published within `route.hold_s`. None when
-    there is none to wait for, the wait timed out, or the gate is full."""
+    else, while the formation is coming back or fsup is restoring (or `failed` is still
+    published, which its actor is about to withdraw), the first one published within
+    `route.hold_s` of `started` (default: now). None when there is none to wait for, the
+    wait timed out, or the gate is full."""
     backend = _usable(route, failed)
     if backend is not None:
         return backend
     if not _worth_waiting(routes, route, failed):
         return None
-    started = trio.current_time()
+    started = trio.current_time() if started is None else started
     with gate.admit(size) as admitted:
         if not admitted:
             return None
@@ -101,7 +140,39 @@ async def wait_for_backend(
 def _worth_waiting(routes: RouteTable, route: Route, failed: Backend | None) -> bool:
     if routes.get(route.formation_id) is not route:
         return False  # deleted
-    return route.coming_back or (failed is not None and route.backend is failed)
+    return route.coming_back or routes.restoring or (failed is not None and route.backend is failed)
+
+
+@dataclass(frozen=True)
+class HoldReason:
+    """Why a held request was released without a backend: `kind` is `backoff` (the restart
+    waits `retry_after_s` more), `gate` (started, its health gate not passed yet),
+    `restoring` (fsup is bringing back its formations) or `stopped` (no longer coming back:
+    no `retry_after_s`)."""
+
+    kind: str
+    message: str
+    retry_after_s: int | None
+
+    def details(self) -> dict[str, Any]:
+        return {"reason": self.kind, "retry_after_s": self.retry_after_s}
+
+
+def hold_reason(routes: RouteTable, route: Route | None, now: float) -> HoldReason:
+    """What a request released at its hold bound is told."""
+    if route is None or routes.restoring:
+        return HoldReason("restoring", "fsup is still restoring its formations after its start", 1)
+    left = (route.backoff_until or 0.0) - now
+    if route.coming_back and route.backend is None and left > 0:
+        exits = f"{route.restarts} exit" + ("" if route.restarts == 1 else "s")
+        return HoldReason(
+            "backoff",
+            f"it waits {left:.1f}s more in restart backoff, after {exits}",
+            math.ceil(left),
+        )
+    if route.coming_back:
+        return HoldReason("gate", "it is starting and its health check has not passed yet", 1)
+    return HoldReason("stopped", "it stopped while the request waited", None)
 
 
 def retryable(method: str, route: Route, body: bytes | None) -> bool:

@@ -8,11 +8,22 @@ caller's headers as they are (no defaults added: no `User-Agent`, no `Accept-Enc
 client did not send), the body streamed or in hand, the answer's body as raw chunks. It runs
 on h11 (which Hypercorn already loads) and trio sockets.
 
-A connection whose answer was read to its end, and which both sides may keep, goes back to
-the pool of its port; it is taken again (newest first) unless it has been idle longer than
-`IDLE_S` or the socket became readable while idle (the formation closed it, or died).
+A connection goes back to the pool of its port only when its answer ended exactly where its
+framing said, both sides may keep it, and nothing is left over: no byte in h11's buffer past
+the answer's end (a backend that wrote a second answer after the first, in the same write,
+would otherwise hand that answer to the next request), and the port's process was not retired
+meanwhile (`close_port`). Anything else closes it. It is taken again (newest first) unless it
+has been idle longer than `IDLE_S` or the socket became readable while idle (the formation
+closed it, died, or wrote bytes no request asked for).
+
+When a port's process is withdrawn from the route (stopped, restarting, replaced by an update)
+`close_port` closes its idle connections at once: a server that waits for its open connections
+before it exits (Python's `ThreadingHTTPServer` with `block_on_close`, and many like it) must
+not wait for fsup's idle keep-alives.
+
 The failures are the kinds the proxy tells apart: `RETRYABLE` ones mean no byte of the answer
-came back, so an idempotent request can be sent again.
+came back, so an idempotent request can be sent again; `FramingError` (an answer whose length
+cannot be told) is the formation's fault and is not retried.
 """
 
 from __future__ import annotations
@@ -53,6 +64,11 @@ class ProtocolError(UpstreamError):
     """The formation's answer is not HTTP/1.1 that h11 accepts (or it sent none)."""
 
 
+class FramingError(UpstreamError):
+    """The answer's framing contradicts itself (`Content-Length` beside `Transfer-Encoding`,
+    RFC 9112 6.3): where it ends cannot be trusted, so it is neither passed on nor retried."""
+
+
 class Timeout(UpstreamError):
     """Connecting, sending or waiting for a connection slot took too long."""
 
@@ -62,10 +78,21 @@ _GONE = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class _Connection:
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, epoch: int) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
+        self.epoch = epoch  # the port's epoch its request saw (see `UpstreamPool.close_port`)
+
+    def clean_end(self) -> bool:
+        """The answer ended where its framing said and nothing is left over: both sides are
+        done and h11 holds no byte past the end (nor saw the connection close)."""
+        machine = self.h11
+        return (
+            machine.our_state is h11.DONE
+            and machine.their_state is h11.DONE
+            and machine.trailing_data == (b"", False)
+        )
 
     def usable(self, now: float) -> bool:
         """Idle not too long, and nothing to read: a readable idle socket was closed by the
@@ -127,6 +154,11 @@ class UpstreamResponse:
         self._conn: _Connection | None = conn
         self._ended = False
 
+    @property
+    def ended(self) -> bool:
+        """Whether the body was read to the end its framing declared."""
+        return self._ended
+
     def header(self, name: bytes) -> bytes | None:
         """The first value of header `name` (lower case)."""
         for key, value in self.headers:
@@ -160,6 +192,8 @@ class UpstreamPool:
         self._slots = trio.Semaphore(max_connections)
         self._idle: dict[int, list[_Connection]] = {}
         self._idle_count = 0
+        # Bumped by `close_port`: a connection made under an older epoch is never pooled again.
+        self._epochs: dict[int, int] = {}
         self._max_idle = max_idle
         self.connections_opened = 0  # for tests and the curious: pooling at work
 
@@ -181,6 +215,16 @@ class UpstreamPool:
         self._idle.clear()
         self._idle_count = 0
 
+    def close_port(self, port: int) -> None:
+        """The process behind `port` is being retired: close its idle connections now, and
+        those still busy when their answer ends (a new process on the same port gets fresh
+        ones)."""
+        self._epochs[port] = self._epochs.get(port, 0) + 1
+        conns = self._idle.pop(port, [])
+        self._idle_count -= len(conns)
+        for conn in conns:
+            conn.close()
+
     async def send(
         self,
         method: str,
@@ -192,13 +236,16 @@ class UpstreamPool:
         """Send the request and read the answer's head. `headers` are sent as given, after
         `Host`; a body in hand gets its `Content-Length` (unless empty), a streamed one keeps
         the caller's `Content-Length` or goes chunked."""
+        # The port's epoch now, before any checkpoint: the caller chose the port's process
+        # just before, so a retirement after this point closes the connection when done.
+        epoch = self._epochs.get(port, 0)
         with trio.move_on_after(POOL_TIMEOUT_S) as waited:
             await self._slots.acquire()
         if waited.cancelled_caught:
             raise Timeout(f"no upstream connection came free within {POOL_TIMEOUT_S:g}s")
         conn: _Connection | None = None
         try:
-            conn = self._take(port) or await self._connect(port)
+            conn = self._take(port) or await self._connect(port, epoch)
             all_headers = [(b"Host", b"127.0.0.1:%d" % port), *headers]
             has_length = any(name.lower() == b"content-length" for name, _ in headers)
             if isinstance(body, bytes):
@@ -224,6 +271,7 @@ class UpstreamPool:
             while True:
                 event = await conn.next_event()
                 if isinstance(event, h11.Response):
+                    _check_framing(event)
                     return UpstreamResponse(self, port, conn, event)
                 if isinstance(event, h11.ConnectionClosed):
                     raise ProtocolError("the formation closed the connection without answering")
@@ -237,11 +285,10 @@ class UpstreamPool:
     def done(self, port: int, conn: _Connection, reusable: bool) -> None:
         """An answer is finished with: keep its connection if both sides may reuse it."""
         self._slots.release()
-        machine = conn.h11
-        if not (reusable and machine.our_state is h11.DONE and machine.their_state is h11.DONE):
+        if not (reusable and conn.clean_end() and conn.epoch == self._epochs.get(port, 0)):
             conn.close()
             return
-        machine.start_next_cycle()
+        conn.h11.start_next_cycle()
         conn.idle_since = trio.current_time()
         self._idle.setdefault(port, []).append(conn)
         self._idle_count += 1
@@ -266,7 +313,7 @@ class UpstreamPool:
         conns.pop(0).close()
         self._idle_count -= 1
 
-    async def _connect(self, port: int) -> _Connection:
+    async def _connect(self, port: int, epoch: int) -> _Connection:
         sock = trio.socket.socket()
         with trio.move_on_after(CONNECT_TIMEOUT_S) as scope:
             try:
@@ -278,4 +325,12 @@ class UpstreamPool:
             sock.close()
             raise Timeout(f"connecting took longer than {CONNECT_TIMEOUT_S:g}s")
         self.connections_opened += 1
-        return _Connection(trio.SocketStream(sock))
+        return _Connection(trio.SocketStream(sock), epoch)
+
+
+def _check_framing(head: h11.Response) -> None:
+    """Refuse an answer that declares both a length and chunks: a proxy that picks one may
+    disagree with the client or another hop on where the answer ends (response splitting)."""
+    names = {name for name, _ in head.headers}  # h11 gives them lower-cased
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise FramingError("the answer has both Content-Length and Transfer-Encoding")

@@ -7,12 +7,18 @@ withdraw when it stops) and the proxy reads it synchronously. A read and the in-
 taken on the backend happen with no checkpoint in between, so under trio a request is either
 counted on the old backend before a swap or sent to the new one after it: nothing falls
 between the two, and the old process is stopped only once its count drains to zero.
+
+The table also tells the proxy's upstream pool when a process stops serving (`retired`: its
+port, on a withdrawal, a swap or a removal), so that idle keep-alive connections to it are
+closed at once, and says whether fsup is still restoring its formations after its own start
+(`restoring`), so that a request arriving then is held instead of answered 404.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +99,10 @@ class Route:
     hold_s: float = DEFAULT_HOLD_S
     idempotent: frozenset[str] = SAFE_METHODS
     figures: HoldFigures = field(default_factory=HoldFigures)
+    # When the current restart backoff ends (trio time) and the restarts so far: what a held
+    # request released at its bound is told (see `RouteTable.backoff`).
+    backoff_until: float | None = None
+    restarts: int = 0
     _changed: trio.Event = field(default_factory=trio.Event)
 
     def changed(self) -> None:
@@ -106,17 +116,48 @@ class Route:
 
 
 class RouteTable:
-    def __init__(self) -> None:
+    def __init__(
+        self, retired: Callable[[int], None] | None = None, restoring: bool = False
+    ) -> None:
+        """`retired(port)`: called when the process on `port` stops serving. `restoring`: the
+        server has yet to restore its formations (it calls `restored` when they are)."""
         self._routes: dict[str, Route] = {}
+        self._retired = retired
+        self.restoring = restoring
+        self._registered = trio.Event()
 
     def register(self, formation_id: str) -> None:
-        self._routes.setdefault(formation_id, Route(formation_id))
+        if formation_id not in self._routes:
+            self._routes[formation_id] = Route(formation_id)
+            self._wake_registered()
+
+    def restored(self) -> None:
+        """The restore is over: every route it brings exists; requests held for it decide."""
+        if not self.restoring:
+            return
+        self.restoring = False
+        self._wake_registered()
+        for route in self._routes.values():
+            route.changed()
+
+    async def wait_registered(self) -> None:
+        """Wait until a route is registered or the restore ends."""
+        await self._registered.wait()
+
+    def _wake_registered(self) -> None:
+        self._registered.set()
+        self._registered = trio.Event()
 
     def remove(self, formation_id: str) -> None:
         route = self._routes.pop(formation_id, None)
         if route is not None:
             route.coming_back = False
+            self._retire(route.backend, None)
             route.changed()
+
+    def _retire(self, previous: Backend | None, backend: Backend | None) -> None:
+        if previous is not None and previous is not backend and self._retired is not None:
+            self._retired(previous.port)
 
     def get(self, formation_id: str) -> Route | None:
         return self._routes.get(formation_id)
@@ -127,8 +168,16 @@ class RouteTable:
         if route is None:
             return None
         previous, route.backend = route.backend, backend
+        self._retire(previous, backend)
         route.changed()
         return previous
+
+    def backoff(self, formation_id: str, until: float, restarts: int) -> None:
+        """The formation waits until `until` (trio time) before its restart number
+        `restarts`: a held request released meanwhile is told so, with the time left."""
+        route = self._routes.get(formation_id)
+        if route is not None:
+            route.backoff_until, route.restarts = until, restarts
 
     def expect(self, formation_id: str, coming_back: bool) -> None:
         """Whether the formation is on its way (back) to running: the proxy holds requests

@@ -76,7 +76,8 @@ async def run_server(
             open_proxy_client() as proxy_client,
             trio.open_nursery() as nursery,
         ):
-            routes = RouteTable()
+            # Retired ports lose their idle keep-alives at once; requests wait for the restore.
+            routes = RouteTable(retired=proxy_client.close_port, restoring=True)
             ctx = FormationContext(
                 home,
                 store,
