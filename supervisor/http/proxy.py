@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 import trio
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, request, websocket
 from werkzeug.routing import BaseConverter, PathConverter
 
 from supervisor.core.errors import FsupError
@@ -381,7 +381,11 @@ def blueprint() -> Blueprint:
                 "INVALID_REQUEST",
                 "the proxy passes on HTTP requests only, not WebSocket upgrades; reach the "
                 "formation's WebSocket endpoint on its own port",
-                {"formation_id": formation_id},
+                {
+                    "formation_id": formation_id,
+                    "upgrade": "websocket",
+                    "path": websocket.path[:200],
+                },
             )
         )
 
