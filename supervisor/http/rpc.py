@@ -153,7 +153,7 @@ def stored_snapshot(store: Store, formation_id: str) -> dict[str, Any]:
     `stale: true`; the stored `desired` state and recorded `pid` say what it should be doing."""
     row = store.formation(formation_id)
     if row is None:  # deleted in the meantime
-        return {"id": formation_id, "status": "unknown", "stale": True, "deleting": True}
+        return {"id": formation_id, "status": "unknown", "stale": True}
     started = row.pid_started if row.pid is not None else None
     return {
         "id": row.id,

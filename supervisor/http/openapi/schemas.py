@@ -19,7 +19,6 @@ from supervisor.http.openapi.kit import (
     ref,
 )
 
-
 # Not a status: `status` stays the process's real state (`stopping` while a delete stops it).
 DELETING: Schema = {
     **BOOL,
