@@ -208,6 +208,9 @@ class FleetActor(Actor):
             adopted[row.id] = Kept(process=process)
         await trio.to_thread.run_sync(self._kill_strays, adopted)
         for row in rows:
+            if row.deleting:
+                log.warning("resuming the delete of %s interrupted by a restart of fsup", row.id)
+        for row in rows:
             # Reserved even if the formation cannot be restored: its row still claims it.
             self.ports.reserve(row.port)
         # Side by side: an actor's start spawns its process (a port check in a worker thread,
@@ -216,10 +219,7 @@ class FleetActor(Actor):
             for row in rows:
                 starting.start_soon(self._start_actor, row.id, row.port, adopted[row.id])
         for row in rows:
-            if row.deleting:
-                log.warning(
-                    "%s: resuming the delete of %s interrupted by a restart of fsup", row.id, row.id
-                )
+            if row.deleting:  # its actor stops the process at once (desired: stopped)
                 self.formations[row.id].resumed = True
                 self._begin_removal(row.id)
         self.restored.set()
