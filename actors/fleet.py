@@ -423,7 +423,10 @@ class FleetActor(Actor):
             return
         entry.removing = True
         entry.removal_deadline = trio.current_time() + REMOVE_BOUND_S
-        self.ctx.store.mark_deleting(formation_id)
+        try:
+            self.ctx.store.mark_deleting(formation_id)
+        except sqlite3.Error as exc:  # the delete goes on; only its resume after a crash is lost
+            log.error("%s: cannot record the delete in the store: %s", formation_id, exc)
         assert self.nursery is not None
         self.nursery.start_soon(self._remove, formation_id, entry)
 

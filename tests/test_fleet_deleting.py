@@ -8,6 +8,7 @@ In-process, as tests/test_fleet_removal.py: a real store and home, fake processe
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,21 @@ async def test_a_request_that_reaches_an_ended_actor_is_answered_as_the_fleet_se
     assert last.error is not None and last.error.code == code
     assert last.error.status == status
     assert "formation:x" not in last.error.message
+
+
+async def test_a_store_that_cannot_record_the_delete_does_not_stop_it(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """The marker only serves a resume after a crash: a store error writing it is logged and
+    the delete goes on (before the fix's guard, the entry would stay marked, never removed)."""
+    world = World(tmp_path)
+    async with fleet_actor(world) as (fleet, _actor):
+        await ask(fleet, world.bundle("web"))
+
+        def full(formation_id: str) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(world.store, "mark_deleting", full)
+        assert await ask(fleet, Delete("web")) == {"id": "web", "deleted": True}
+        assert "cannot record the delete" in caplog.text
+        assert world.store.formation("web") is None
