@@ -29,7 +29,44 @@ from supervisor.runtime.ports import PortPool
 from supervisor.storage.store import VersionRow
 
 from .base import DEFERRED, Actor, ActorError, ActorRef, Reply
-from .fleet_entries import Entry, kill_unowned_of, supervise, until_ended
+from .fleet_entries import (
+    Entry,
+    already_exists,
+    being_deleted,
+    kill_unowned_of,
+    supervise,
+    until_ended,
+)
+from .fleet_messages import (
+    Create as Create,
+)
+from .fleet_messages import (
+    Delete as Delete,
+)
+from .fleet_messages import (
+    Describe as Describe,
+)
+from .fleet_messages import (
+    ListEntries as ListEntries,
+)
+from .fleet_messages import (
+    ListFormations as ListFormations,
+)
+from .fleet_messages import (
+    Lookup as Lookup,
+)
+from .fleet_messages import (
+    PortStatus as PortStatus,
+)
+from .fleet_messages import (
+    Reconcile as Reconcile,
+)
+from .fleet_messages import (
+    Restore as Restore,
+)
+from .fleet_messages import (
+    ShutdownAll as ShutdownAll,
+)
 from .formation import (
     EnsureRunning,
     FormationActor,
@@ -50,55 +87,6 @@ log = logging.getLogger("fsup.fleet")
 # The longest a removal waits for a formation to stop: the largest stop.timeout a manifest may
 # set (300 s) plus the SIGKILL grace; past it the process is killed outright.
 REMOVE_BOUND_S = 300.0 + 15.0
-
-
-@dataclass(frozen=True)
-class Create:
-    """Register a staged, validated formation and start it. Answered once it is healthy; a
-    formation whose first start fails is removed again (nothing half-deployed remains)."""
-
-    spec: FormationSpec
-    staged_dir: Path
-    manifest: bytes
-
-
-@dataclass(frozen=True)
-class Lookup:
-    formation_id: str
-
-
-@dataclass(frozen=True)
-class ListFormations:
-    pass
-
-
-@dataclass(frozen=True)
-class Delete:
-    formation_id: str
-
-
-@dataclass(frozen=True)
-class PortStatus:
-    pass
-
-
-@dataclass(frozen=True)
-class Reconcile:
-    """Kill processes of this home that no formation owns, and start formations that are
-    meant to run but have no process."""
-
-
-@dataclass(frozen=True)
-class ShutdownAll:
-    """Stop every formation gracefully, keeping the desired states for the next start."""
-
-
-@dataclass(frozen=True)
-class Restore:
-    """Bring back the store's formations. The server sends it once it listens (children get
-    the server's URL in MUXI_SERVER_URL); deploys are refused until it is done."""
-
-    server_url: str
 
 
 @dataclass(frozen=True)
@@ -142,10 +130,15 @@ class FleetActor(Actor):
                 return None
             case Create():
                 return await self._create(message, reply)
-            case Lookup(formation_id=fid):
-                return self._entry(fid).ref
+            case Lookup(formation_id=fid, change=change):
+                return (self._entry(fid) if change else self._visible(fid)).ref
+            case Describe(formation_id=fid):
+                found = self._visible(fid)
+                return found.ref, found.removing
             case ListFormations():
                 return [(fid, e.ref) for fid, e in self.formations.items() if not e.removing]
+            case ListEntries():
+                return [(fid, e.ref, e.removing) for fid, e in self.formations.items()]
             case Delete(formation_id=fid):
                 return self._delete(fid, reply)
             case PortStatus():
@@ -185,8 +178,16 @@ class FleetActor(Actor):
         return [(fid, entry.logs) for fid, entry in self.formations.items() if not entry.removing]
 
     def _entry(self, formation_id: str) -> Entry:
+        """A formation that is not being deleted (what the fleet's own work may change)."""
+        entry = self._visible(formation_id)
+        if entry.removing:
+            raise being_deleted(formation_id, entry)
+        return entry
+
+    def _visible(self, formation_id: str) -> Entry:
+        """A formation that exists, being deleted or not (404 only once it is gone)."""
         entry = self.formations.get(formation_id)
-        if entry is None or entry.removing:
+        if entry is None:
             raise FsupError(
                 "FORMATION_NOT_FOUND",
                 f"formation '{formation_id}' not found",
@@ -207,6 +208,9 @@ class FleetActor(Actor):
             adopted[row.id] = Kept(process=process)
         await trio.to_thread.run_sync(self._kill_strays, adopted)
         for row in rows:
+            if row.deleting:
+                log.warning("resuming the delete of %s interrupted by a restart of fsup", row.id)
+        for row in rows:
             # Reserved even if the formation cannot be restored: its row still claims it.
             self.ports.reserve(row.port)
         # Side by side: an actor's start spawns its process (a port check in a worker thread,
@@ -214,6 +218,10 @@ class FleetActor(Actor):
         async with trio.open_nursery() as starting:
             for row in rows:
                 starting.start_soon(self._start_actor, row.id, row.port, adopted[row.id])
+        for row in rows:
+            if row.deleting:  # its actor stops the process at once (desired: stopped)
+                self.formations[row.id].resumed = True
+                self._begin_removal(row.id)
         self.restored.set()
         self.ctx.routes.restored()  # the proxy stops holding requests for the restore
 
@@ -241,10 +249,17 @@ class FleetActor(Actor):
             self.intensity,
             ended,
             scope,
+            lambda: not self._removing(formation_id, ended),
         )
         logs = self.ctx.home.formation_logs(formation_id)
         self.formations[formation_id] = Entry(ref, {port}, kept, logs, ended, scope)
         return ref
+
+    def _removing(self, formation_id: str, ended: trio.Event) -> bool:
+        """The formation whose supervision `ended` belongs to is being removed (its actor is
+        not restarted after a crash; gone from the fleet counts as removed)."""
+        entry = self.formations.get(formation_id)
+        return entry is None or entry.ended is not ended or entry.removing
 
     def _incarnation(self, formation_id: str, kept: Kept) -> Actor:
         """The formation's actor as the store describes it now (each restart reads it
@@ -306,7 +321,8 @@ class FleetActor(Actor):
                 "FORMATION_UNAVAILABLE", "fsup is still restoring its formations; retry shortly"
             )
         if spec.id in self.formations:
-            raise self._exists(spec.id)
+            entry = self.formations[spec.id]
+            raise being_deleted(spec.id, entry) if entry.removing else already_exists(spec.id)
         port = self.ports.allocate()
         version_dir = self.ctx.home.version_dir(spec.id, spec.version)
         row = VersionRow(spec.id, spec.version, message.manifest, str(version_dir), now_rfc3339())
@@ -315,7 +331,7 @@ class FleetActor(Actor):
             self.ctx.store.insert_formation(spec.id, port, row)
         except sqlite3.IntegrityError:
             self.ports.release(port)
-            raise self._exists(spec.id) from None
+            raise already_exists(spec.id) from None
         except BaseException:
             self.ports.release(port)
             raise
@@ -330,15 +346,6 @@ class FleetActor(Actor):
         assert self.nursery is not None
         self.nursery.start_soon(self._first_start, spec.id, ref, reply)
         return DEFERRED
-
-    @staticmethod
-    def _exists(formation_id: str) -> FsupError:
-        return FsupError(
-            "FORMATION_ALREADY_EXISTS",
-            f"formation '{formation_id}' already exists; update it with PUT "
-            f"/rpc/formations/{formation_id} or delete it first",
-            {"formation_id": formation_id},
-        )
 
     def _install_version(self, spec: FormationSpec, staged_dir: Path) -> Path:
         version_dir = self.ctx.home.version_dir(spec.id, spec.version)
@@ -398,19 +405,28 @@ class FleetActor(Actor):
     # -- delete ----------------------------------------------------------------------------
 
     def _delete(self, formation_id: str, reply: Reply | None) -> Any:
-        entry = self._entry(formation_id)
+        """A second delete of a formation being deleted waits for the first and gets the same
+        answer: a client that retries a delete (its first call timed out) learns the outcome."""
+        entry = self._visible(formation_id)
         if reply is not None:
             entry.removal_waiters.append((reply, None))
         self._begin_removal(formation_id)
         return DEFERRED
 
     def _begin_removal(self, formation_id: str) -> None:
-        """Mark the formation as being removed, now: from this message on it is not found
-        (a lookup cannot hand out its actor any more); the stop runs in the background."""
+        """Mark the formation as being removed, now, in memory and in the store: from this
+        message on no change reaches its actor (a lookup for one is refused), and an fsup
+        killed during the removal resumes it on its next start. The stop runs in the
+        background; reads still find the formation until it is gone."""
         entry = self.formations[formation_id]
         if entry.removing:
             return
         entry.removing = True
+        entry.removal_deadline = trio.current_time() + REMOVE_BOUND_S
+        try:
+            self.ctx.store.mark_deleting(formation_id)
+        except sqlite3.Error as exc:  # the delete goes on; only its resume after a crash is lost
+            log.error("%s: cannot record the delete in the store: %s", formation_id, exc)
         assert self.nursery is not None
         self.nursery.start_soon(self._remove, formation_id, entry)
 
@@ -441,7 +457,10 @@ class FleetActor(Actor):
         log.info("%s: deleted", formation_id)
         # A deploy whose first start failed is removed too; `deployed` says which it was.
         deployed = all(error is None for _, error in entry.removal_waiters)
-        self._announce("formation_deleted", {"formation_id": formation_id, "deployed": deployed})
+        event = {"formation_id": formation_id, "deployed": deployed}
+        self._announce(
+            "formation_deleted", {**event, **({"resumed": True} if entry.resumed else {})}
+        )
         for waiter, error in entry.removal_waiters:
             if error is None:
                 waiter.resolve({"id": formation_id, "deleted": True})

@@ -4,12 +4,17 @@ processes no formation owns.
 
 A delete removes the store row and the entry only once the actor has ended (`until_ended`):
 a formation whose actor still ran after its row was gone (a shutdown that timed out, or a
-later request that replaced the exit) kept a process nobody could see or stop.
+later request that replaced the exit) kept a process nobody could see or stop. Until then the
+formation stays visible (reads show it with `deleting: true`) and every change of it is
+refused with `FORMATION_BUSY` (`being_deleted`); once removal begins its supervisor restarts
+its actor no more (`Entry.removing`, read by `supervise`'s `may_restart`), and the wait for the
+actor's end is bounded, so a delete always gets its answer.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +22,18 @@ from typing import Any
 
 import trio
 
+from supervisor.core.errors import FsupError
+
 from .base import Actor, ActorRef, Reply
 from .formation import Kept
 from .process import kill_strays, kill_unowned, scan_home
 from .supervision import Intensity, Supervisor
 
 log = logging.getLogger("fsup.fleet")
+
+# How long an actor that answered its shutdown may take to end (it ends right after: a crash
+# between the answer and the end, or a hang there, falls back to ending it outright).
+ENDED_BOUND_S = 10.0
 
 Sweep = Callable[[Path, str | None, frozenset[int], Callable[[], bool]], int]
 
@@ -36,6 +47,8 @@ class Entry:
     ended: trio.Event  # the actor's supervision is over: it ended, or was ended outright
     scope: trio.CancelScope  # ends the actor (and its supervisor) outright
     removing: bool = False
+    resumed: bool = False  # its delete was accepted by an earlier fsup, killed during it
+    removal_deadline: float = 0.0  # trio time by which the removal is over (Retry-After)
     removal_waiters: list[tuple[Reply, BaseException | None]] = field(default_factory=list)
 
 
@@ -45,15 +58,18 @@ async def supervise(
     intensity: Intensity,
     ended: trio.Event,
     scope: trio.CancelScope,
+    may_restart: Callable[[], bool] = lambda: True,
     *,
     task_status: trio.TaskStatus[ActorRef],
 ) -> None:
     """Run one actor under its own one-for-one supervisor (restarted as before when it
-    crashes); `ended` is set once it is over, and cancelling `scope` ends it outright."""
+    crashes, unless `may_restart` says no: a formation being removed); `ended` is set once it
+    is over, and cancelling `scope` ends it outright."""
     try:
         with scope:
             async with trio.open_nursery() as nursery:
-                ref = await Supervisor(nursery, intensity).start(name, factory)
+                supervisor = Supervisor(nursery, intensity)
+                ref = await supervisor.start(name, factory, may_restart=may_restart)
                 task_status.started(ref)
     finally:
         ended.set()
@@ -68,9 +84,13 @@ async def until_ended(
     outright, and every process of the formation is killed (`sweep`, by default
     `process.kill_strays`)."""
     if answered:
-        await entry.ended.wait()
-        return
-    log.error("%s: its actor did not end with its shutdown; ending it", formation_id)
+        with trio.move_on_after(ENDED_BOUND_S):
+            await entry.ended.wait()
+            return
+        log.error("%s: its actor answered its shutdown but did not end", formation_id)
+    else:
+        log.error("%s: its actor did not end with its shutdown", formation_id)
+    log.error("%s: ending its actor outright", formation_id)
     entry.scope.cancel(reason=f"{formation_id} is removed")
     await entry.ended.wait()
     killed = await trio.to_thread.run_sync(
@@ -78,6 +98,26 @@ async def until_ended(
     )
     if killed:
         log.error("%s: killed %d process(es) its actor left behind", formation_id, killed)
+
+
+def being_deleted(formation_id: str, entry: Entry) -> FsupError:
+    """The answer to a change of a formation whose removal runs: retry once it is gone (by
+    then a deploy of the same id is welcome, and anything else is a 404)."""
+    left = max(1, math.ceil(entry.removal_deadline - trio.current_time()))
+    return FsupError(
+        "FORMATION_BUSY",
+        f"formation '{formation_id}' is being deleted; retry when it is gone",
+        {"formation_id": formation_id, "deleting": True, "retry_after_s": min(left, 5)},
+    )
+
+
+def already_exists(formation_id: str) -> FsupError:
+    return FsupError(
+        "FORMATION_ALREADY_EXISTS",
+        f"formation '{formation_id}' already exists; update it with PUT "
+        f"/rpc/formations/{formation_id} or delete it first",
+        {"formation_id": formation_id},
+    )
 
 
 def _never() -> bool:

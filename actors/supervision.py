@@ -9,7 +9,9 @@ again: the supervisor raises `Escalation`, which cancels its nursery and reaches
 parent, as in Erlang/OTP. The root actors (the fleet, the searches) have no parent to escalate
 to but fsup itself, and fsup must not exit because of what a client sent: their intensity says
 `escalate=False`, and past the limit the supervisor waits `period` seconds before the next
-restart instead. A child whose `run` returns normally has finished and is not restarted.
+restart instead. A child whose `run` returns normally has finished and is not restarted; nor
+is one whose `may_restart` says no when it crashes (a formation being deleted: its removal,
+not a fresh incarnation read from a store row about to go, decides what happens next).
 """
 
 from __future__ import annotations
@@ -49,24 +51,29 @@ class Supervisor:
         self.restarts: dict[str, int] = {}
 
     async def start(
-        self, name: str, factory: Callable[[], Actor], size: int = MAILBOX_SIZE
+        self,
+        name: str,
+        factory: Callable[[], Actor],
+        size: int = MAILBOX_SIZE,
+        may_restart: Callable[[], bool] = lambda: True,
     ) -> ActorRef:
-        """Start a child made by `factory` (called again for each restart); return its ref
-        once its first incarnation accepts messages."""
+        """Start a child made by `factory` (called again for each restart while `may_restart`
+        says so); return its ref once its first incarnation accepts messages."""
         send, receive = trio.open_memory_channel[Envelope](size)
         ref = ActorRef(name, send)
-        await self._nursery.start(self._supervise, ref, factory, send, receive)
+        await self._nursery.start(self._supervise, ref, (factory, may_restart), send, receive)
         return ref
 
     async def _supervise(
         self,
         ref: ActorRef,
-        factory: Callable[[], Actor],
+        make: tuple[Callable[[], Actor], Callable[[], bool]],
         send: trio.MemorySendChannel[Envelope],
         receive: trio.MemoryReceiveChannel[Envelope],
         *,
         task_status: trio.TaskStatus[None],
     ) -> None:
+        factory, may_restart = make
         crashes: deque[float] = deque()
         status: trio.TaskStatus[None] = task_status
         self.restarts.setdefault(ref.name, 0)
@@ -80,6 +87,9 @@ class Supervisor:
                     except Exception:
                         if not actor.accepting and status is task_status:
                             raise  # never started: the caller of start() gets the error
+                        if not may_restart():
+                            log.exception("actor %s crashed; not restarted (ending)", ref.name)
+                            return
                         log.exception("actor %s crashed; restarting it", ref.name)
                         if self._count_crash(ref.name, crashes):
                             log.error(

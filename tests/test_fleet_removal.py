@@ -32,7 +32,7 @@ from test_fleet_actor import (
 
 from actors import process as process_module
 from actors.base import ActorRef, ActorUnavailable
-from actors.fleet import Delete, FleetActor, Lookup, Reconcile, Restore
+from actors.fleet import Delete, Describe, FleetActor, ListEntries, Lookup, Reconcile, Restore
 from actors.formation import Restart, Snapshot, Start, Stop
 from actors.process import HOME_ENV
 from actors.supervision import Supervisor
@@ -93,17 +93,29 @@ async def test_a_delete_whose_shutdown_times_out_ends_the_actor_before_the_row_g
         assert world.store.formation("web") is None
 
 
-async def test_a_formation_being_deleted_is_not_found_from_the_delete_on(
+async def test_a_formation_being_deleted_is_visible_to_reads_and_busy_to_changes(
     tmp_path: Path, autojump_clock: Any
 ) -> None:
     """The fleet marks the removal as it takes the delete, not in the background task that
-    follows: a lookup queued right behind the delete cannot hand out the ending actor."""
+    follows: a change looked up right behind the delete cannot reach the ending actor (409
+    FORMATION_BUSY, being deleted), while a read still finds the formation, flagged, until it
+    is gone (then 404). Before, it was 404 from the delete on, while its process still ran."""
     world = World(tmp_path)
     async with fleet_actor(world) as (fleet, _actor):
         await ask(fleet, world.bundle("web"))
         with await fleet.request(Delete("web")) as deleting:
-            assert (await refused(fleet, Lookup("web"))).code == "FORMATION_NOT_FOUND"
+            busy = await refused(fleet, Lookup("web", change=True))
+            assert busy.code == "FORMATION_BUSY" and busy.details["deleting"] is True
+            assert "being deleted; retry when it is gone" in busy.message
+            assert busy.details["retry_after_s"] >= 1
+            ref, flagged = await ask(fleet, Describe("web"))
+            assert flagged is True and await ask(fleet, Lookup("web")) is ref
+            assert [(fid, d) for fid, _, d in await ask(fleet, ListEntries())] == [("web", True)]
+            assert (await refused(fleet, world.bundle("web"))).code == "FORMATION_BUSY"
+            assert world.store.formation("web").deleting  # type: ignore[union-attr]
             assert await deleting.result() == {"id": "web", "deleted": True}
+        assert (await refused(fleet, Lookup("web"))).code == "FORMATION_NOT_FOUND"
+        assert await ask(fleet, ListEntries()) == []
 
 
 @pytest.mark.parametrize("other", ["start", "restart", "stop"])

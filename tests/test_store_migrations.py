@@ -122,3 +122,26 @@ def test_a_failed_step_leaves_the_previous_whole_version(
         Store(path)
     assert user_version(path) == 1
     assert columns(path, "half") == set()  # the step's first statement was rolled back too
+
+
+def test_schema_6_marks_no_formation_as_being_deleted(tmp_path: Path) -> None:
+    """A schema 5 database's formations come through as not being deleted; a marked one is
+    read back marked (and desired `stopped`), for the next start to resume its delete."""
+    path = tmp_path / "fsup.db"
+    build_at(path, 5)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO formations (id, port, desired, current_version, created_at, updated_at) "
+            "VALUES ('web', 20100, 'running', '1.0.0', 't', 't')"
+        )
+    store = Store(path)
+    try:
+        assert user_version(path) == SCHEMA_VERSION >= 6
+        row = store.formation("web")
+        assert row is not None and row.deleting is False and row.desired == "running"
+        store.mark_deleting("web")
+        row = store.formation("web")
+        assert row is not None and row.deleting is True and row.desired == "stopped"
+        assert [r.deleting for r in store.formations()] == [True]
+    finally:
+        store.close()

@@ -16,7 +16,6 @@ import trio
 from quart import Blueprint
 
 from actors.fleet import Delete
-from actors.formation import Snapshot
 from supervisor.http.api_v1 import api_auth_hook
 from supervisor.http.operations_api import process_figures
 from supervisor.http.rpc import (
@@ -24,6 +23,7 @@ from supervisor.http.rpc import (
     LIFECYCLE,
     ask,
     formation_ref,
+    formation_view,
     logs_answer,
     snapshots,
 )
@@ -50,8 +50,10 @@ async def with_figures(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def lifecycle_handler(message: Any, first_stage: str) -> Any:
     async def handler(formation_id: str) -> Any:
-        ref = await formation_ref(formation_id)
-        last = await operations.outcome(operations.relay(ref, message, first_stage))
+        ref = await formation_ref(formation_id, change=True)
+        fleet = services().fleet
+        relayed = operations.relay(ref, message, first_stage, fleet, formation_id)
+        last = await operations.outcome(relayed)
         if last.error is not None:
             raise last.error
         return last.data
@@ -71,8 +73,7 @@ def blueprint() -> Blueprint:
 
     @bp.get(f"{PREFIX}/<formation_id>")
     async def api_formation(formation_id: str) -> Any:
-        snapshot = await ask(await formation_ref(formation_id), Snapshot())
-        return (await with_figures([snapshot]))[0]
+        return (await with_figures([await formation_view(formation_id)]))[0]
 
     for action, (message, first_stage) in LIFECYCLE.items():
         bp.add_url_rule(

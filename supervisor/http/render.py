@@ -13,7 +13,13 @@ from supervisor.runtime.operations import Event, outcome
 
 
 def error_response(error: FsupError) -> tuple[Response, int]:
-    return jsonify(error.to_json()), error.status
+    """The contract's error shape; `Retry-After` when the error says when to retry (a
+    formation being deleted: `details.retry_after_s`)."""
+    response = jsonify(error.to_json())
+    retry_after = error.details.get("retry_after_s")
+    if isinstance(retry_after, int) and not isinstance(retry_after, bool):
+        response.headers["Retry-After"] = str(retry_after)
+    return response, error.status
 
 
 def wants_event_stream() -> bool:

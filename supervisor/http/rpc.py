@@ -11,7 +11,7 @@ import trio
 from quart import Blueprint, jsonify, make_response, request
 
 from actors.base import ActorCrashed, ActorError, ActorRef, Call
-from actors.fleet import Delete, ListFormations, Lookup, PortStatus
+from actors.fleet import Delete, Describe, ListEntries, Lookup, PortStatus
 from actors.formation import (
     CancelUpdate,
     CurrentVersion,
@@ -79,8 +79,28 @@ async def logs_answer(formation_id: str) -> Any:
     return await sse.numbered_response(follow_logs(routes, formation_id, log_dir, streams, history))
 
 
-async def formation_ref(formation_id: str) -> ActorRef:
-    return await ask(services().fleet, Lookup(formation_id))  # type: ignore[no-any-return]
+async def formation_ref(formation_id: str, change: bool = False) -> ActorRef:
+    """The formation's actor: 404 once it is gone; for a `change`, 409 `FORMATION_BUSY` while
+    it is being deleted (reads still find it then)."""
+    return await ask(services().fleet, Lookup(formation_id, change))  # type: ignore[no-any-return]
+
+
+async def formation_view(formation_id: str) -> dict[str, Any]:
+    """One formation as `GET .../formations/{id}` shows it: its actor's snapshot with
+    `deleting`, true from an accepted delete until the formation is gone (then a 404). Its
+    actor may end a moment before the fleet drops it: the store's entry stands in then."""
+    fleet = services().fleet
+    ref, deleting = await ask(fleet, Describe(formation_id))
+    try:
+        snapshot = await ask(ref, Snapshot())
+    except FsupError as exc:
+        if exc.code != "FORMATION_UNAVAILABLE":
+            raise
+        _, deleting = await ask(fleet, Describe(formation_id))  # 404 if gone meanwhile
+        if not deleting:
+            raise
+        snapshot = stored_snapshot(services().store, formation_id)
+    return {**snapshot, "deleting": deleting}
 
 
 async def ask_formations(message: Any, fallback: Callable[[str], Any]) -> list[tuple[str, Any]]:
@@ -90,7 +110,14 @@ async def ask_formations(message: Any, fallback: Callable[[str], Any]) -> list[t
     Every request is posted before any answer is awaited, so the actors work on them
     together and the wait is the slowest one's; no task is started per formation (the
     listing's cost was mostly that bookkeeping: a task, a deadline and a channel each)."""
-    pairs = await ask(services().fleet, ListFormations())
+    return [(fid, answer) for fid, answer, _ in await ask_entries(message, fallback)]
+
+
+async def ask_entries(message: Any, fallback: Callable[[str], Any]) -> list[tuple[str, Any, bool]]:
+    """`ask_formations` with each formation's `deleting` flag (those being deleted are
+    asked too: they stay visible until they are gone)."""
+    entries = await ask(services().fleet, ListEntries())
+    pairs = [(fid, ref) for fid, ref, _ in entries]
     found: dict[str, Any] = {}
     calls: list[tuple[str, Call]] = []
     try:
@@ -109,15 +136,15 @@ async def ask_formations(message: Any, fallback: Callable[[str], Any]) -> list[t
         for _, call in calls:
             call.close()
     return [
-        (formation_id, found[formation_id] if formation_id in found else fallback(formation_id))
-        for formation_id, _ in pairs
+        (fid, found[fid] if fid in found else fallback(fid), deleting)
+        for fid, _, deleting in entries
     ]
 
 
 async def snapshots() -> list[dict[str, Any]]:
     store = services().store
-    answers = await ask_formations(Snapshot(), lambda fid: stored_snapshot(store, fid))
-    return [snapshot for _, snapshot in answers]
+    answers = await ask_entries(Snapshot(), lambda fid: stored_snapshot(store, fid))
+    return [{**snapshot, "deleting": deleting} for _, snapshot, deleting in answers]
 
 
 def stored_snapshot(store: Store, formation_id: str) -> dict[str, Any]:
@@ -141,6 +168,7 @@ def stored_snapshot(store: Store, formation_id: str) -> dict[str, Any]:
         "created_at": row.created_at,
         "updated_at": row.updated_at,
         "desired": row.desired,
+        "deleting": row.deleting,
         "versions": [v.version for v in store.versions(row.id)],
         "update_in_progress": None,
         "last_exit_code": None,
@@ -169,8 +197,11 @@ LIFECYCLE: dict[str, tuple[Any, str]] = {
 
 def lifecycle_handler(message: Any, first_stage: str) -> Any:
     async def handler(formation_id: str) -> Any:
-        ref = await formation_ref(formation_id)
-        return await render_operation(operations.relay(ref, message, first_stage))
+        ref = await formation_ref(formation_id, change=True)
+        fleet = services().fleet
+        return await render_operation(
+            operations.relay(ref, message, first_stage, fleet, formation_id)
+        )
 
     return handler
 
@@ -198,7 +229,7 @@ def blueprint() -> Blueprint:
 
     @bp.get("/rpc/formations/<formation_id>")
     async def get_formation(formation_id: str) -> Any:
-        return await ask(await formation_ref(formation_id), Snapshot())
+        return await formation_view(formation_id)
 
     for action, (message, first_stage) in LIFECYCLE.items():
         bp.add_url_rule(
@@ -212,13 +243,14 @@ def blueprint() -> Blueprint:
     async def update(formation_id: str) -> Any:
         body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         _check_bundle_type()
-        ref = await formation_ref(formation_id)
+        ref = await formation_ref(formation_id, change=True)
         events = operations.update(services(), ref, formation_id, body)
         return await render_operation(events)
 
     @bp.post("/rpc/formations/<formation_id>/cancel-update")
     async def cancel_update(formation_id: str) -> Any:
-        return await ask(await formation_ref(formation_id), CancelUpdate(), DELETE_TIMEOUT_S)
+        ref = await formation_ref(formation_id, change=True)
+        return await ask(ref, CancelUpdate(), DELETE_TIMEOUT_S)
 
     @bp.get("/rpc/formations/<formation_id>/logs")
     async def logs(formation_id: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from actors.base import ActorError, ActorRef, ActorUnavailable, Progress
-from actors.fleet import Create
+from actors.fleet import Create, Lookup
 from actors.formation import Update
 from supervisor.core.errors import FsupError
 from supervisor.runtime.events import HEARTBEAT_S, EventBus
@@ -24,6 +24,9 @@ from supervisor.storage import intake
 from supervisor.storage.config import ServerConfig
 from supervisor.storage.home import Home
 from supervisor.storage.store import Store
+
+# How long `gone` waits for the fleet to say what became of a formation.
+LOOKUP_BOUND_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,8 @@ async def _from_bundle(
             if update_of
             else Create(staged.spec, staged_dir, staged.manifest)
         )
-        async for event in relay(target, message, next_stage):
+        fleet = services.fleet if update_of else None
+        async for event in relay(target, message, next_stage, fleet, update_of):
             yield event
     finally:
         # Gone already when the fleet moved it into place; removed here on any other path.
@@ -132,10 +136,17 @@ async def _from_bundle(
             intake.discard(staged_dir)
 
 
-async def relay(ref: ActorRef, message: Any, first_stage: str) -> AsyncIterator[Event | None]:
+async def relay(
+    ref: ActorRef,
+    message: Any,
+    first_stage: str,
+    fleet: ActorRef | None = None,
+    formation_id: str | None = None,
+) -> AsyncIterator[Event | None]:
     """Ask an actor and relay its progress, then its answer (or error, with the last stage).
     Start, stop and restart are exactly this; a deploy ends with it. After `HEARTBEAT_S`
-    without progress it yields None: a stream sends a heartbeat comment for it."""
+    without progress it yields None: a stream sends a heartbeat comment for it. A formation's
+    actor that ended before it took the request is explained by the `fleet` (`gone`)."""
     stage = first_stage
     try:
         with await ref.request(message) as call:
@@ -154,13 +165,30 @@ async def relay(ref: ActorRef, message: Any, first_stage: str) -> AsyncIterator[
     except ActorUnavailable:
         # Its actor ended while the request was on its way: a formation deleted meanwhile
         # (its lookup came just before the delete), or fsup stopping. Not a bug: no 500.
-        gone = FsupError(
-            "FORMATION_UNAVAILABLE",
-            f"{ref.name} has ended (deleted, or fsup is stopping) before it took the request",
-        )
-        yield failure(gone, stage)
+        yield failure(await gone(fleet, formation_id), stage)
     except (FsupError, ActorError) as exc:
         yield failure(as_fsup_error(exc), stage)
+
+
+async def gone(fleet: ActorRef | None, formation_id: str | None) -> FsupError:
+    """Why a formation's actor had ended when a request reached it, as the fleet sees it now:
+    the formation is gone (404 `FORMATION_NOT_FOUND`) or being deleted (409 `FORMATION_BUSY`);
+    otherwise fsup is stopping (503)."""
+    name = f"formation '{formation_id}'" if formation_id else "the formation"
+    unavailable = FsupError(
+        "FORMATION_UNAVAILABLE",
+        f"{name} ended before it took the request (fsup is stopping); retry once it is back",
+    )
+    if fleet is None or formation_id is None:
+        return unavailable
+    try:
+        with trio.fail_after(LOOKUP_BOUND_S):
+            await fleet.ask(Lookup(formation_id, change=True))
+    except FsupError as exc:
+        return exc  # FORMATION_NOT_FOUND, or FORMATION_BUSY (being deleted)
+    except (ActorError, trio.TooSlowError):
+        pass  # the fleet itself is stopping, or too busy to say
+    return unavailable
 
 
 async def outcome(events: AsyncIterator[Event | None]) -> Event:

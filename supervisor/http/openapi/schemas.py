@@ -19,6 +19,13 @@ from supervisor.http.openapi.kit import (
     ref,
 )
 
+# Not a status: `status` stays the process's real state (`stopping` while a delete stops it).
+DELETING: Schema = {
+    **BOOL,
+    "description": "true from an accepted delete until the formation is gone (then a 404); "
+    "meanwhile every change of it answers 409 FORMATION_BUSY",
+}
+
 
 def schemas() -> dict[str, Schema]:
     """Every response shape, as the handlers and actors build it (read from their code)."""
@@ -53,10 +60,11 @@ def schemas() -> dict[str, Schema]:
                 "update_in_progress": BOOL,
                 "last_exit_code": maybe(INT),
                 "last_error": maybe(STR),
+                "deleting": DELETING,
             }
         ),
         "UnansweredFormation": {
-            **obj({"id": STR, "status": {"const": "unknown"}}),
+            **obj({"id": STR, "status": {"const": "unknown"}, "deleting": DELETING}),
             "description": "A formation whose actor did not answer in time (listing only).",
         },
         "FormationList": obj(

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from supervisor.core.timestamps import rfc3339_now
 from supervisor.core.version_order import ordered
@@ -33,6 +34,8 @@ class FormationRow:
     pid_started: float | None
     created_at: str
     updated_at: str
+    # A delete was accepted (and not finished when fsup last stopped): a restore resumes it.
+    deleting: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,14 @@ class VersionRow:
     manifest: bytes
     path: str
     created_at: str
+
+
+_COLUMNS = "id, port, desired, current_version, pid, pid_started, created_at, updated_at, deleting"
+
+
+def _row(row: tuple[Any, ...]) -> FormationRow:
+    fid, port, desired, current, pid, started, created, updated, deleting = row
+    return FormationRow(fid, port, desired, current, pid, started, created, updated, bool(deleting))
 
 
 class FormationRecords(Database):
@@ -82,22 +93,31 @@ class FormationRecords(Database):
         if formation_id in self._rows:
             return self._rows[formation_id]
         row = self._db.execute(
-            "SELECT id, port, desired, current_version, pid, pid_started, created_at, "
-            "updated_at FROM formations WHERE id = ?",
+            f"SELECT {_COLUMNS} FROM formations WHERE id = ?",  # noqa: S608
             (formation_id,),
         ).fetchone()
-        found = self._rows[formation_id] = FormationRow(*row) if row else None
+        found = self._rows[formation_id] = _row(row) if row else None
         return found
 
     def formations(self) -> list[FormationRow]:
         rows = self._db.execute(
-            "SELECT id, port, desired, current_version, pid, pid_started, created_at, "
-            "updated_at FROM formations ORDER BY created_at, id"
+            f"SELECT {_COLUMNS} FROM formations ORDER BY created_at, id"  # noqa: S608
         ).fetchall()
-        return [FormationRow(*row) for row in rows]
+        return [_row(row) for row in rows]
 
     def set_desired(self, formation_id: str, desired: str) -> None:
         self._update(formation_id, "desired = ?", desired)
+
+    def mark_deleting(self, formation_id: str) -> None:
+        """Record an accepted delete, before it begins: an fsup killed during it resumes it on
+        its next start instead of bringing the formation back (desired `stopped` too, so that
+        nothing restored spawns it meanwhile)."""
+        with self._writing(formation_id) as db:
+            db.execute(
+                "UPDATE formations SET deleting = 1, desired = 'stopped', updated_at = ? "
+                "WHERE id = ?",
+                (rfc3339_now(), formation_id),
+            )
 
     def set_process(self, formation_id: str, pid: int | None, started: float | None) -> None:
         """Record (or clear) the live process, before anything else can observe it."""

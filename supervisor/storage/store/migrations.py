@@ -118,6 +118,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "UPDATE audit SET authenticated = 0 WHERE status = 401",
         ),
     ),
+    Migration(
+        6,
+        "a formation's accepted delete (`deleting`), so that a restart of fsup resumes it",
+        ("ALTER TABLE formations ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0",),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
