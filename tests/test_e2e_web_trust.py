@@ -33,6 +33,7 @@ pytestmark = pytest.mark.e2e
 LISTED = "fsup.test"
 FOREIGN = "evil.example"
 TRACEBACK = "Traceback (most recent call last)"
+BOOTSTRAP = "/api/v1/auth/bootstrap"
 
 
 @pytest.fixture(scope="module")
@@ -398,3 +399,33 @@ def test_rotation_says_no_store(live: Server) -> None:
     rotated = httpx.post(f"{live.url}/api/v1/token/rotate", headers=auth)
     assert rotated.status_code == 200 and rotated.headers["Cache-Control"] == "no-store"
     assert rotated.json()["token"] == token_of(live)
+
+
+def absolute(server: Server, name: str, path: str, host: str) -> bytes:
+    """A request whose target is an absolute URL (RFC 9112 3.2.2) naming `name`."""
+    target = f"http://{host_of(server, name)}{path}"
+    return request_bytes("GET", target, [("Connection", "close")], host=host)
+
+
+def test_an_absolute_target_naming_another_server_is_refused(live: Server) -> None:
+    """The target's authority overrides the Host: `GET http://evil.example:PORT/...` with
+    `Host: 127.0.0.1:PORT` named evil.example, and Quart kept only the path (the token was
+    handed out). Either naming another server is now a 403 naming the target."""
+    addr = ("127.0.0.1", port_of(live))
+    for path in ("/api/v1/auth/bootstrap", "/ui/", "/openapi.json"):
+        reply = exchange(addr, absolute(live, FOREIGN, path, host_of(live, "127.0.0.1")))
+        assert reply.status == 403, reply.describe()
+        error = reply.json()["error"]
+        assert error["code"] == "FORBIDDEN" and FOREIGN in error["message"], error
+        assert error["details"]["target"] == f"http://{host_of(live, FOREIGN)}{path}"
+        assert token_of(live).encode() not in reply.raw
+    # the Host is still checked too
+    reply = exchange(addr, absolute(live, "127.0.0.1", BOOTSTRAP, host_of(live, FOREIGN)))
+    assert reply.status == 403 and token_of(live).encode() not in reply.raw, reply.describe()
+
+
+@pytest.mark.parametrize("name", ["127.0.0.1", "localhost", LISTED])
+def test_an_absolute_target_naming_this_server_is_answered(live: Server, name: str) -> None:
+    addr = ("127.0.0.1", port_of(live))
+    reply = exchange(addr, absolute(live, name, BOOTSTRAP, host_of(live, name)))
+    assert reply.status == 200 and reply.json() == {"token": token_of(live)}, reply.describe()
