@@ -346,17 +346,32 @@ def test_no_secret_reaches_the_log_at_debug(live: Server, http2: bool) -> None:
     if http2 and importlib.util.find_spec("h2") is None:
         pytest.skip("the h2 package is not installed: no HTTP/2 client")
     auth = {"Authorization": f"Bearer {token_of(live)}"}
+    # fsup writes one debug line per request it answers itself (method, path, status)
+    lines = (
+        "GET /api/v1/status: 200",
+        "GET /api/v1/session/check: 200",
+        "GET /rpc/formations: 200",
+    )
+    before = _log_texts(live)
     level = httpx.patch(f"{live.url}/api/v1/settings", headers=auth, json={"log_level": "debug"})
     assert level.json() == {"log_level": "debug"}
     try:
         with httpx.Client(http1=not http2, http2=http2, trust_env=False, timeout=30) as client:
             secrets = _credentialed_requests(live, client)
             version = client.get(f"{live.url}/api/v1/version", headers=auth).http_version
+            forged = client.get(f"{live.url}/api/v1/nowhere%0Aforged=1", headers=auth)
+            assert forged.status_code == 404
         assert version == ("HTTP/2" if http2 else "HTTP/1.1")
     finally:
         httpx.patch(f"{live.url}/api/v1/settings", headers=auth, json={"log_level": "info"})
     text = _log_texts(live)
-    assert "log level set to debug" in text  # the log was written at debug meanwhile
+    assert "log level set to debug" in text
+    for line in lines:  # the credentialed requests were logged at debug, their secrets not
+        assert text.count(line) > before.count(line), line
+    assert text.count("GET /rpc/formations: 200") >= before.count("GET /rpc/formations: 200") + 2
+    # a path's decoded newline is written as an escape, never as a line of its own
+    assert "GET /api/v1/nowhere\\nforged=1: 404" in text
+    assert not any(line.startswith("forged") for line in text.splitlines())
     for secret in secrets:
         assert secret not in text, "a credential reached fsup's log"
 

@@ -178,7 +178,8 @@ def _install_guards(app: QuartTrio, services: HttpServices) -> None:
         for a request fsup answered itself (method, path, status: never a header)."""
         audit.record(response.status_code)
         if door_of(request.path) is not Door.PROXIED:
-            log.debug("%s %s: %d", request.method, request.path[:200], response.status_code)
+            line = f"{request.method} {request.path[:200]}"
+            log.debug("%s: %d", loggable(line), response.status_code)
         return response
 
     @app.teardown_request
@@ -222,6 +223,12 @@ def _websocket_refused(path: str) -> FsupError:
     )
 
 
+def loggable(text: str) -> str:
+    """A client's text as one log line: a decoded path may hold a newline (`%0a`) that would
+    forge a line of its own; control and non-ASCII characters are written as escapes."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
 def _request_line() -> str:
     """The request an error belongs to, for a message or the log. A WebSocket request has
     no `request` (reading it raises), only a `websocket`."""
@@ -240,7 +247,7 @@ def _install_error_handlers(app: QuartTrio, services: HttpServices) -> None:
     @app.errorhandler(FsupError)
     async def fsup_error(error: FsupError) -> Any:
         if error.status >= 500:
-            log.error("%s: %s %s", _request_line(), error.code, error.message)
+            log.error("%s: %s %s", loggable(_request_line()), error.code, error.message)
         return error_response(error)
 
     @app.errorhandler(RequestEntityTooLarge)
@@ -267,5 +274,5 @@ def _install_error_handlers(app: QuartTrio, services: HttpServices) -> None:
 
     @app.errorhandler(Exception)
     async def internal(error: Exception) -> Any:
-        log.exception("unhandled error in %s", _request_line())
+        log.exception("unhandled error in %s", loggable(_request_line()))
         return error_response(FsupError("INTERNAL", "internal error; see the server log"))
