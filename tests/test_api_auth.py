@@ -11,6 +11,7 @@ import pytest
 from quart_trio import QuartTrio
 
 from supervisor.core.errors import FsupError
+from supervisor.core.hosts import is_loopback
 from supervisor.core.safe_json import json_depth, loads_object, query_int, whole_number
 from supervisor.http import api_v1
 from supervisor.http.api_auth import (
@@ -18,13 +19,12 @@ from supervisor.http.api_auth import (
     check_bearer,
     check_same_origin,
     check_session,
-    is_loopback,
-    load_or_create_token,
     new_session,
 )
 from supervisor.http.searches import flag, json_body, keyword_of, mode_of
 from supervisor.http.sessions import RevokedSessions
 from supervisor.runtime.events import EventBus
+from supervisor.storage.home import load_or_create_token
 
 MiB = 1024 * 1024
 
@@ -33,10 +33,36 @@ TOKEN = "ab" * 32
 
 def test_token_file_is_created_once_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "api.token"
-    token = load_or_create_token(path)
-    assert len(token) == 64 and int(token, 16) >= 0
+    token, replaced = load_or_create_token(path)
+    assert len(token) == 64 and int(token, 16) >= 0 and replaced is None
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_or_create_token(path) == token
+    assert load_or_create_token(path) == (token, None)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe" + b"ab" * 31, b"", b"not a token\n", b"AB" * 32, b"ab" * 33, b"\x00" * 64],
+)
+def test_a_token_file_without_a_token_is_replaced_and_says_so(
+    tmp_path: Path, content: bytes
+) -> None:
+    """Read as bytes: undecodable bytes are judged like any other content, never raised as
+    a UnicodeDecodeError a caller could take for another file's fault."""
+    path = tmp_path / "api.token"
+    path.write_bytes(content)
+    token, replaced = load_or_create_token(path)
+    assert replaced is not None and f"{len(content)} other bytes" in replaced
+    assert path.read_text() == token + "\n" and len(token) == 64
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_token(path) == (token, None)
+
+
+def test_a_token_file_that_cannot_be_read_is_the_callers_to_report(tmp_path: Path) -> None:
+    path = tmp_path / "api.token"
+    path.mkdir()
+    with pytest.raises(IsADirectoryError):
+        load_or_create_token(path)
+    assert path.is_dir()
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Basic abc", f"Bearer {'cd' * 32}"])

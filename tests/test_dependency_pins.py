@@ -226,3 +226,33 @@ def test_httpx_imports_without_its_command_line_module() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+# Packages whose newer APIs fsup uses: the release that brought the newest one, which the
+# declared floor must not go below, and a check that the installed release has it.
+NEWER_APIS = {
+    # `CancelScope.cancel(reason=...)`: runtime/server.py, http/proxy.py (trio 0.31.0).
+    "trio": (
+        "0.31.0",
+        lambda: "reason" in inspect.signature(trio.CancelScope.cancel).parameters,
+    ),
+}
+
+
+def test_each_declared_floor_is_the_release_that_brought_the_apis_fsup_uses() -> None:
+    """`pip install fsup` beside an older release than the floor would install cleanly and
+    then fail at run time: the floor is the release that brought the API, no lower."""
+    for name, (since, _) in NEWER_APIS.items():
+        spec = declared()[name].specifier
+        first = Version(since)
+        assert first in spec, f"{name} {first} is refused by {spec}"
+        before = Version(f"{first.major}.{first.minor - 1}.99")
+        assert before not in spec, f"{name} {spec} allows {before}, which lacks the API"
+
+
+def test_the_installed_releases_meet_what_is_declared() -> None:
+    for name, requirement in declared().items():
+        installed = Version(importlib.metadata.version(name))
+        assert installed in requirement.specifier, f"{name} {installed} vs {requirement}"
+    for name, (_, has_api) in NEWER_APIS.items():
+        assert has_api(), f"the installed {name} lacks the API fsup uses"

@@ -5,18 +5,22 @@ bearer search created, started and deleted, a settings change, a session opened 
 token rotation and an `/rpc` stop each appear in `fsup audit --json` with their method, path,
 status and how the caller authenticated; refused ones (no credentials, a cross-site cookie
 call, a head the guard refuses) appear with what they claimed; reads through `/api/v1` do not.
+A stop whose client hangs up before the answer, through `/rpc` or `/api/v1`, still stops the
+formation and is in the trail exactly once, with status 499.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
-from helpers import REPO, Server, api_client, nasty_bundle
+from helpers import REPO, Server, api_client, formation_processes, nasty_bundle, wait_for
 
 from supervisor.storage.store import AUDIT_BATCH, AUDIT_KEEP
 from supervisor.storage.store.audit import _TRIM_EVERY, REFUSED_KEEP
@@ -141,3 +145,57 @@ def test_a_flood_of_refused_calls_does_not_push_accepted_ones_out(server: Server
     assert refused[-1]["path"] == f"/api/v1/formations/gamma/stop?i={flood - 1}"
     assert REFUSED_KEEP <= len(refused) <= REFUSED_KEEP + _TRIM_EVERY + AUDIT_BATCH
     assert server.formation("gamma")["status"] == "running"
+
+
+# --- a call whose client goes away before the answer ----------------------------------------
+
+STUBBORN_STOP_S = 3  # the stop waits this long for a process that ignores SIGTERM
+HANG_UP_S = 0.3
+
+
+def send_and_hang_up(server: Server, method: str, path: str, headers: dict[str, str]) -> bytes:
+    """Send a request on a raw socket and close it after `HANG_UP_S`, whatever came back."""
+    port = int(server.url.rsplit(":", 1)[1])
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"{head}Content-Length: 0\r\n\r\n".encode("latin-1"))
+        sock.settimeout(HANG_UP_S)
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            return b""
+
+
+def entries_for(server: Server, path: str) -> list[dict[str, object]]:
+    entries = server.rpc.call("GET", f"/rpc/server/logs?lines={AUDIT_KEEP}")["entries"]
+    return [e for e in entries if e["path"] == path]
+
+
+@pytest.mark.parametrize("door", ["rpc", "api_v1"])
+def test_a_change_whose_client_hangs_up_is_audited_once_with_499(server: Server, door: str) -> None:
+    """The client closes its connection 0.3 s into a stop that takes 3 s: the formation is
+    stopped all the same, and the call is in the trail exactly once, as 499 (nginx's 'client
+    closed request'). Before, the entry was written only with an answer: none at all."""
+    fid = f"hangup-{door.replace('_', '')}"
+    server.rpc.deploy(nasty_bundle(fid, mode="stubborn", stop={"timeout": STUBBORN_STOP_S}))
+    if door == "rpc":
+        path, auth = f"/rpc/formations/{fid}/stop", "hmac"
+        signed = server.rpc.build("POST", path)
+        headers = {k: v for k, v in signed.headers.items() if k.lower() != "content-length"}
+        key = server.rpc.key_id
+    else:
+        path, auth, key = f"/api/v1/formations/{fid}/stop", "bearer", ""
+        token = (server.home / "server" / "api.token").read_text().strip()
+        headers = {"Host": "127.0.0.1", "Authorization": f"Bearer {token}"}
+    started = time.monotonic()
+    assert send_and_hang_up(server, "POST", path, headers) == b""  # no answer in 0.3 s
+    wait_for(lambda: server.formation(fid)["status"] == "stopped", timeout=60)
+    assert time.monotonic() - started >= STUBBORN_STOP_S - 0.5  # it did wait for the process
+    entries = wait_for(lambda: entries_for(server, path), timeout=20)
+    time.sleep(1)  # a second entry (after-request and teardown both writing) would show now
+    entries = entries_for(server, path)
+    assert [(e["method"], e["status"], e["auth"], e["key_id"]) for e in entries] == [
+        ("POST", 499, auth, key)
+    ], entries
+    assert float(entries[0]["duration_ms"]) > 0  # type: ignore[arg-type]
+    assert not formation_processes(server.home, fid)

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.e2e
 LISTED = "fsup.test"
 FOREIGN = "evil.example"
 TRACEBACK = "Traceback (most recent call last)"
+BOOTSTRAP = "/api/v1/auth/bootstrap"
 
 
 @pytest.fixture(scope="module")
@@ -341,17 +342,32 @@ def test_no_secret_reaches_the_log_at_debug(live: Server, http2: bool) -> None:
     if http2 and importlib.util.find_spec("h2") is None:
         pytest.skip("the h2 package is not installed: no HTTP/2 client")
     auth = {"Authorization": f"Bearer {token_of(live)}"}
+    # fsup writes one debug line per request it answers itself (method, path, status)
+    lines = (
+        "GET /api/v1/status: 200",
+        "GET /api/v1/session/check: 200",
+        "GET /rpc/formations: 200",
+    )
+    before = _log_texts(live)
     level = httpx.patch(f"{live.url}/api/v1/settings", headers=auth, json={"log_level": "debug"})
     assert level.json() == {"log_level": "debug"}
     try:
         with httpx.Client(http1=not http2, http2=http2, trust_env=False, timeout=30) as client:
             secrets = _credentialed_requests(live, client)
             version = client.get(f"{live.url}/api/v1/version", headers=auth).http_version
+            forged = client.get(f"{live.url}/api/v1/nowhere%0Aforged=1", headers=auth)
+            assert forged.status_code == 404
         assert version == ("HTTP/2" if http2 else "HTTP/1.1")
     finally:
         httpx.patch(f"{live.url}/api/v1/settings", headers=auth, json={"log_level": "info"})
     text = _log_texts(live)
-    assert "log level set to debug" in text  # the log was written at debug meanwhile
+    assert "log level set to debug" in text
+    for line in lines:  # the credentialed requests were logged at debug, their secrets not
+        assert text.count(line) > before.count(line), line
+    assert text.count("GET /rpc/formations: 200") >= before.count("GET /rpc/formations: 200") + 2
+    # a path's decoded newline is written as an escape, never as a line of its own
+    assert "GET /api/v1/nowhere\\nforged=1: 404" in text
+    assert not any(line.startswith("forged") for line in text.splitlines())
     for secret in secrets:
         assert secret not in text, "a credential reached fsup's log"
 
@@ -394,3 +410,33 @@ def test_rotation_says_no_store(live: Server) -> None:
     rotated = httpx.post(f"{live.url}/api/v1/token/rotate", headers=auth)
     assert rotated.status_code == 200 and rotated.headers["Cache-Control"] == "no-store"
     assert rotated.json()["token"] == token_of(live)
+
+
+def absolute(server: Server, name: str, path: str, host: str) -> bytes:
+    """A request whose target is an absolute URL (RFC 9112 3.2.2) naming `name`."""
+    target = f"http://{host_of(server, name)}{path}"
+    return request_bytes("GET", target, [("Connection", "close")], host=host)
+
+
+def test_an_absolute_target_naming_another_server_is_refused(live: Server) -> None:
+    """The target's authority overrides the Host: `GET http://evil.example:PORT/...` with
+    `Host: 127.0.0.1:PORT` named evil.example, and Quart kept only the path (the token was
+    handed out). Either naming another server is now a 403 naming the target."""
+    addr = ("127.0.0.1", port_of(live))
+    for path in ("/api/v1/auth/bootstrap", "/ui/", "/openapi.json"):
+        reply = exchange(addr, absolute(live, FOREIGN, path, host_of(live, "127.0.0.1")))
+        assert reply.status == 403, reply.describe()
+        error = reply.json()["error"]
+        assert error["code"] == "FORBIDDEN" and FOREIGN in error["message"], error
+        assert error["details"]["target"] == f"http://{host_of(live, FOREIGN)}{path}"
+        assert token_of(live).encode() not in reply.raw
+    # the Host is still checked too
+    reply = exchange(addr, absolute(live, "127.0.0.1", BOOTSTRAP, host_of(live, FOREIGN)))
+    assert reply.status == 403 and token_of(live).encode() not in reply.raw, reply.describe()
+
+
+@pytest.mark.parametrize("name", ["127.0.0.1", "localhost", LISTED])
+def test_an_absolute_target_naming_this_server_is_answered(live: Server, name: str) -> None:
+    addr = ("127.0.0.1", port_of(live))
+    reply = exchange(addr, absolute(live, name, BOOTSTRAP, host_of(live, name)))
+    assert reply.status == 200 and reply.json() == {"token": token_of(live)}, reply.describe()

@@ -13,6 +13,7 @@ from supervisor.core.hosts import (
     HostError,
     check_host,
     check_origin,
+    check_target,
     normalize_name,
     parse_authority,
 )
@@ -212,3 +213,29 @@ def test_single_credential_headers_pass() -> None:
         ["Host", "X-MUXI-Key-ID", "X-MUXI-Timestamp", "X-MUXI-Signature", "Accept", "Accept"]
     )
     check_single_credentials(["Authorization", "Cookie", "Cookie"])
+
+
+# An absolute-form request target's authority overrides the Host (RFC 9112 3.2.2).
+@pytest.mark.parametrize(
+    "target",
+    ["/api/v1/x", "http://127.0.0.1:7890/api/v1/x", "HTTP://LocalHost./ui/", "https://fsup.lan"],
+)
+def test_a_target_that_names_this_server_or_none_passes(target: str) -> None:
+    check_target(target, ALLOWED)
+
+
+@pytest.mark.parametrize(
+    ("target", "fragment"),
+    [
+        ("http://evil.example:7890/api/v1/x", "not this server"),
+        ("http://127.0.0.1@evil.example/api/v1/x", "user part"),
+        ("ftp://127.0.0.1/api/v1/x", "neither a path nor"),
+        ("api/v1/x", "neither a path nor"),
+        ("http:///api/v1/x", "empty"),
+    ],
+)
+def test_a_target_that_names_another_server_is_forbidden(target: str, fragment: str) -> None:
+    with pytest.raises(FsupError) as info:
+        check_target(target, ALLOWED)
+    assert info.value.status == 403 and fragment in info.value.message
+    assert info.value.details == {"target": target}

@@ -11,10 +11,9 @@ import argparse
 import sys
 from functools import partial
 
-from supervisor.http.api_auth import load_or_create_token
 from supervisor.http.early import EarlyListener
 from supervisor.storage.config import ConfigError, ServerConfig, load_config, with_flags
-from supervisor.storage.home import Home, load_or_create_credentials
+from supervisor.storage.home import Home, load_or_create_credentials, load_or_create_token
 from supervisor.storage.server_lock import ServerLock, ServerLockError
 
 
@@ -67,10 +66,11 @@ def _serve_locked(args: argparse.Namespace, home: Home) -> int:
 
 
 def _write_credentials(home: Home) -> str | None:
-    """Create (or read back) `credentials.json` and `api.token`; a message if that fails."""
+    """Create (or read back) `credentials.json` and `api.token`; a message if that fails.
+    Each file is read on its own, and a message names the file at fault: the advice for
+    one (move it away) would throw away the other's working credentials."""
     try:
         load_or_create_credentials(home)
-        load_or_create_token(home.api_token)
     except OSError as exc:
         return f"cannot write the credentials in {home.server}: {exc.strerror or exc}"
     except (ValueError, KeyError, TypeError) as exc:
@@ -78,6 +78,20 @@ def _write_credentials(home: Home) -> str | None:
         return (
             f"{home.credentials} cannot be read ({reason}): restore it, or move it away to "
             "have new credentials created (clients using the old ones must then be updated)"
+        )
+    try:
+        _, replaced = load_or_create_token(home.api_token)
+    except OSError as exc:
+        return (
+            f"{home.api_token} cannot be read or written ({exc.strerror or exc}): fix it, or "
+            "move it away to have a new API token created (credentials.json is not affected)"
+        )
+    if replaced:
+        print(
+            f"fsup: {home.api_token} {replaced}: replaced with a new API token; dashboard "
+            "sessions and bearer clients of the old one must fetch it again "
+            "(GET /api/v1/auth/bootstrap), as after a rotation",
+            file=sys.stderr,
         )
     return None
 

@@ -25,6 +25,10 @@ How a `Host` is read (RFC 9110 7.2, RFC 3986 3.2.2), each a decision:
   and Quart then gives the request an empty one; Hypercorn maps HTTP/2's `:authority` (or
   its `host` when there is no `:authority`) to exactly one `Host`.
 
+A request whose target is an absolute URL (`GET http://evil.example/api/v1/...`, RFC 9112
+3.2.2) is judged by that URL's authority as well as by its `Host`: the target's authority
+overrides the `Host` for the server, so either naming another server is refused.
+
 The bootstrap, which hands out the token, also refuses a request whose `Origin` (when a
 browser sends one) is not one of these names, and `Origin: null` (a sandboxed frame or a
 file page). Pure functions: the HTTP layer calls them before any handler runs.
@@ -37,6 +41,7 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from supervisor.core.doors import NAMED_ROUTES
 from supervisor.core.errors import FsupError
 from supervisor.core.safe_json import shown
 
@@ -48,16 +53,8 @@ LOOPBACK_NAME = "localhost"
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _PORT = re.compile(r"[0-9]{1,5}")
 SCHEMES = ("http", "https")
-# fsup's own routes that a browser can reach: only these check the Host. `/rpc` is signed (a
-# page cannot sign), the proxy passes the client's Host on to the formation, `/health` and
-# `/ping` are public.
-NAMED_ROUTES = ("/api/v1", "/ui", "/openapi.json", "/metrics")
-WHERE = "/api/v1, /ui, /openapi.json and /metrics"
-
-
-def names_checked(path: str) -> bool:
-    """Whether `path` (decoded, as routed) is one of `NAMED_ROUTES` or under one."""
-    return any(path == prefix or path.startswith(prefix + "/") for prefix in NAMED_ROUTES)
+# How a refusal names the routes that check the Host (`core.doors` decides which they are).
+WHERE = ", ".join(NAMED_ROUTES[:-1]) + " and " + NAMED_ROUTES[-1]
 
 
 class HostError(ValueError):
@@ -142,19 +139,22 @@ def _port(text: str) -> int | None:
     return int(digits)
 
 
-def is_loopback_name(name: str) -> bool:
-    """`localhost` or a loopback address (a normalized name, as `normalize_name` gives)."""
+def is_loopback(name: str | None) -> bool:
+    """`localhost` or a loopback address, an IPv6 one with or without brackets: a normalized
+    name (as `normalize_name` gives), or a peer's address as the socket reports it."""
+    if name is None:
+        return False
     if name == LOOPBACK_NAME:
         return True
     try:
-        return ipaddress.ip_address(name.strip("[]")).is_loopback
+        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]")).is_loopback
     except ValueError:
         return False
 
 
 def names_this_server(name: str, allowed: Collection[str]) -> bool:
     """Whether a normalized name is loopback or one the operator allowed (normalized)."""
-    return is_loopback_name(name) or name in allowed
+    return is_loopback(name) or name in allowed
 
 
 def _refused(message: str, details: dict[str, str]) -> FsupError:
@@ -186,6 +186,36 @@ def check_host(values: Sequence[str], allowed: Collection[str]) -> Authority:
             {"header": "Host", "host": value[:100]},
         )
     return authority
+
+
+def check_target(target: str, allowed: Collection[str]) -> None:
+    """An absolute-form request target (`http://host:port/path`, RFC 9112 3.2.2) names the
+    server in its authority, which overrides the `Host` header (and Quart keeps only its
+    path): that authority must name this server by the same rule as a `Host`. `target`: the
+    request target as sent, up to its query; an origin-form one (`/path`) names no server."""
+    if target.startswith("/"):
+        return
+    shown_target = shown(target, 100)
+    details = {"target": target[:100]}
+    scheme, separator, rest = target.partition("://")
+    if not separator or scheme.lower() not in SCHEMES:
+        raise _refused(
+            f"the request target {shown_target} is neither a path nor http(s)://host/path",
+            details,
+        )
+    authority = rest.partition("/")[0]
+    try:
+        name = parse_authority(authority).name
+    except HostError as exc:
+        raise _refused(f"the request target {shown_target} is refused: {exc}", details) from None
+    if not names_this_server(name, allowed):
+        raise _refused(
+            f"the request target {shown_target} names {name!r}, not this server: an "
+            f"absolute URL as target counts as its Host, and fsup answers {WHERE} only "
+            f"under localhost, 127.0.0.1 or [::1] (any port), or a name listed in "
+            f"http.allowed_hosts of server/config.yaml",
+            details,
+        )
 
 
 def check_origin(values: Sequence[str], allowed: Collection[str]) -> None:

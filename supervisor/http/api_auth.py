@@ -1,6 +1,6 @@
 """Authentication for `/api/v1` (seed 003): a bearer token for REST, a session cookie for
-the event stream and the dashboard, a loopback-only bootstrap. Pure functions apart from the
-token file.
+the event stream and the dashboard, a loopback-only bootstrap. Pure functions (the token
+file is `storage.home`'s).
 
 The session cookie is signed, not stored: `<expiry>.<nonce>.<HMAC-SHA256(token,
 "<expiry>.<nonce>")>`, so sessions survive a restart of fsup; replacing `api.token` (rotation)
@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import re
 import secrets
 import time
-from pathlib import Path
 
 from supervisor.core.errors import FsupError
-from supervisor.storage.home import write_private
 
 COOKIE_NAME = "rm_session"
 SESSION_TTL_S = 12 * 3600
@@ -37,26 +34,6 @@ BOOTSTRAP_PATH = "/api/v1/auth/bootstrap"
 # Answers that carry a credential (the token, a session cookie): `Cache-Control: no-store`,
 # so that no cache (a shared one, or the browser's on disk) keeps one.
 CREDENTIAL_ANSWERS = frozenset({BOOTSTRAP_PATH, "/api/v1/token/rotate", "/api/v1/session"})
-
-
-def load_or_create_token(path: Path) -> str:
-    """The bearer token in `server/api.token` (64 hex characters, mode 0600)."""
-    if path.exists():
-        token = path.read_text().strip()
-        if len(token) == 64 and all(c in "0123456789abcdef" for c in token):
-            if path.stat().st_mode & 0o077:
-                path.chmod(0o600)
-            return token
-    token = secrets.token_hex(32)
-    write_private(path, token + "\n")
-    return token
-
-
-def is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bearer(token: str, authorization: str | None) -> None:

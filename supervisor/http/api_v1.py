@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
-from quart import Blueprint, Response, make_response, request
+from quart import Blueprint, g, make_response, request
 
 from supervisor.core.errors import FsupError
+from supervisor.core.hosts import is_loopback
 from supervisor.core.safe_json import query_int, shown, whole_number
 from supervisor.http import audit, sse
 from supervisor.http.api_auth import (
@@ -24,7 +25,6 @@ from supervisor.http.api_auth import (
     check_bearer,
     check_same_origin,
     check_session,
-    is_loopback,
     new_session,
 )
 from supervisor.http.params import choice_param
@@ -69,51 +69,40 @@ def current_session() -> tuple[str, int]:
     return session_id, expiry
 
 
+def credential() -> str:
+    """The credential this request presents (`bearer`, `session`, or "" for none), weighed
+    once per request and kept in `g`: the auth hook judges the request by it, the audit
+    names it (also for a call refused before the hook runs). The cookie first where only the
+    cookie is taken, the Authorization header first elsewhere."""
+    if "api_credential" not in g:
+        has_bearer = "Authorization" in request.headers
+        has_cookie = COOKIE_NAME in request.cookies
+        if request.path in COOKIE_ONLY and has_cookie:
+            g.api_credential = audit.SESSION
+        elif has_bearer:
+            g.api_credential = audit.BEARER
+        else:
+            g.api_credential = audit.SESSION if has_cookie else ""
+    return str(g.api_credential)
+
+
 async def api_auth_hook() -> None:
     """`/api/v1`'s auth, the before-request hook of each of its Blueprints: nothing for health
     and bootstrap; the cookie alone for the event stream and the session's own endpoints; the
     bearer alone to open a session or rotate the token; either for the rest (a request with
-    an Authorization header is judged by it alone), with the cross-site check when the cookie
-    is what authenticates a change."""
+    an Authorization header, or with no credential, is judged by the bearer), with the
+    cross-site check when the cookie is what authenticates a change."""
     audit.start_clock()
     path = request.path
     if path in PUBLIC:
         return
-    if path in BEARER_ONLY or (
-        path not in COOKIE_ONLY
-        and ("Authorization" in request.headers or COOKIE_NAME not in request.cookies)
-    ):
+    if path in BEARER_ONLY or (path not in COOKIE_ONLY and credential() != audit.SESSION):
         check_bearer(token(), request.headers.get("Authorization"))
     else:
         current_session()
         headers = {name.lower(): value for name, value in request.headers.items()}
         check_same_origin(request.method, headers, request.headers.get("Host"))
     audit.accepted()
-
-
-def is_api_path(path: str) -> bool:
-    return path == PREFIX or path.startswith(f"{PREFIX}/")
-
-
-def claimed_auth() -> str:
-    """The credential the request presents, unchecked, as the auth hook weighs them: the
-    cookie first where only the cookie is taken, the Authorization header first elsewhere."""
-    has_bearer = "Authorization" in request.headers
-    has_cookie = COOKIE_NAME in request.cookies
-    if request.path in COOKIE_ONLY and has_cookie:
-        return audit.SESSION
-    if has_bearer:
-        return audit.BEARER
-    return audit.SESSION if has_cookie else ""
-
-
-async def audit_change(response: Response) -> Response:
-    """Every `/api/v1` call that may change something (any method but a read), whatever
-    answered it; an app-wide after-request hook, so that a call refused before its
-    Blueprint's hooks run (the head's checks, a foreign Host) is recorded too."""
-    if request.method not in audit.READS and is_api_path(request.path):  # a GET: one look
-        response = audit.record(response, claimed_auth())
-    return response
 
 
 def peer_host() -> str | None:
@@ -124,8 +113,7 @@ def peer_host() -> str | None:
 def blueprint() -> Blueprint:
     """`/api/v1`'s own routes: health, bootstrap, session, events, logs."""
     bp = Blueprint("api_v1", __name__)
-    bp.before_request(api_auth_hook)
-    bp.after_app_request(audit_change)  # every /api/v1 Blueprint's calls, and refusals
+    bp.before_request(api_auth_hook)  # audited by the app's own hooks (`app.py`)
 
     @bp.get(f"{PREFIX}/health")
     async def api_health() -> Any:
@@ -133,7 +121,7 @@ def blueprint() -> Blueprint:
 
     @bp.get(f"{PREFIX}/auth/bootstrap")
     async def api_bootstrap() -> Any:
-        if not is_loopback(peer_host()):
+        if not is_loopback(peer_host()):  # the socket's address, never a header
             raise FsupError(
                 "FORBIDDEN",
                 "the token is only handed out to this machine (loopback)",

@@ -23,10 +23,12 @@ from werkzeug.routing import MapAdapter
 from werkzeug.routing.exceptions import WebsocketMismatch
 
 from supervisor.core import hosts
+from supervisor.core.doors import Door, door_of
 from supervisor.core.errors import FsupError
 from supervisor.core.hmac_auth import check_single_credentials
 from supervisor.http import (
     api_v1,
+    audit,
     dashboard,
     faults,
     fleet_api,
@@ -52,8 +54,6 @@ BODY_TIMEOUT_S = 120
 
 # The router's server name for a request whose Host werkzeug cannot encode (`FsupApp`).
 UNROUTABLE_HOST = "host.invalid"
-# Public whatever a request carries: no credential header is looked at.
-PUBLIC = ("/health", "/ping")
 WEBSOCKET_REFUSED = (
     "fsup offers no WebSocket at {path}: its live updates are Server-Sent Events "
     "(GET /api/v1/events, Accept: text/event-stream); send this request without Upgrade"
@@ -128,6 +128,16 @@ def _install_guards(app: QuartTrio, services: HttpServices) -> None:
     before every Blueprint's (authentication included) and before any handler."""
 
     @app.before_request
+    async def claim() -> None:
+        """What the request's audit entry will say it claimed, decided once, before any
+        check can refuse it (a refused call is audited too)."""
+        door = door_of(request.path)
+        if door is Door.RPC:
+            audit.audit_as(*rpc_auth.claim())
+        elif door is Door.API and request.method not in audit.READS:
+            audit.audit_as(api_v1.credential())
+
+    @app.before_request
     async def guard() -> Any:
         """The head's framing, size and query are checked before anything else; a refused
         request's connection is closed, so no byte left in it is read as a next request."""
@@ -141,29 +151,45 @@ def _install_guards(app: QuartTrio, services: HttpServices) -> None:
 
     @app.before_request
     async def trust() -> None:
-        """Who may ask: a Host that names this server (and, for the token's bootstrap, an
-        Origin that does), then each credential header at most once (401 otherwise)."""
-        path = request.path
-        if hosts.names_checked(path):
+        """Who may ask: a Host (and an absolute-form target's authority) that names this
+        server (and, for the token's bootstrap, an Origin that does), then each credential
+        header at most once (401 otherwise)."""
+        door = door_of(request.path)
+        if door.names_checked:
             allowed = services.config.allowed_hosts
             hosts.check_host(request.headers.getlist("Host"), allowed)
-            if path == BOOTSTRAP_PATH:
+            hosts.check_target(_raw_target(), allowed)
+            if request.path == BOOTSTRAP_PATH:
                 hosts.check_origin(request.headers.getlist("Origin"), allowed)
-        if path not in PUBLIC and not request_guard.is_proxied():
+        if door not in (Door.PUBLIC, Door.PROXIED):
             check_single_credentials(name for name, _ in request.headers.items())
 
     @app.before_request
     async def authenticate_unrouted() -> None:
         """A `/rpc` path that matched no route is authenticated like the others (its
         Blueprint's hook does not run for it): 401 before 404 or 405."""
-        if request.routing_exception is not None and request_guard.is_rpc():
+        if request.routing_exception is not None and door_of(request.path) is Door.RPC:
             await rpc_auth.authenticate()
 
     @app.after_request
-    async def audit_unrouted(response: Response) -> Response:
-        if request.routing_exception is not None and request_guard.is_rpc():
-            response = await rpc_auth.audit(response)
+    async def answered(response: Response) -> Response:
+        """The audit entry, with the answer's status, for every door (a `/rpc` path that
+        matched no route, a refusal before any Blueprint's hook, included); one debug line
+        for a request fsup answered itself (method, path, status: never a header)."""
+        audit.record(response.status_code)
+        if door_of(request.path) is not Door.PROXIED:
+            line = f"{request.method} {request.path[:200]}"
+            log.debug("%s: %d", loggable(line), response.status_code)
         return response
+
+    @app.teardown_request
+    async def unanswered(exc: BaseException | None) -> None:
+        """The audit entry of a call that got no answer: its client went away (or timed out)
+        while the change it asked for went on, so its request was cancelled before the
+        after-request hooks. This runs as the request context exits, cancelled or not; it
+        awaits nothing, so a cancelled scope cannot stop it. A call already recorded (by
+        `answered`) is not recorded again."""
+        audit.record(audit.CLIENT_CLOSED if audit.is_cancellation(exc) else 500)
 
     @app.after_request
     async def no_store(response: Response) -> Response:
@@ -178,8 +204,15 @@ def _install_guards(app: QuartTrio, services: HttpServices) -> None:
         """fsup's own routes take no WebSocket: a clear 400, before routing. The proxy's are
         left to its routes (a WebSocket to an HTTP route is refused by `http_error`)."""
         path = websocket.path
-        if not (path.startswith("/api/") and not hosts.names_checked(path)):
+        if door_of(path) is not Door.PROXIED:
             raise _websocket_refused(path)
+
+
+def _raw_target() -> str:
+    """The request target as sent, up to its query: `/path` (origin form) or
+    `http://host:port/path` (absolute form, whose host Quart drops from `request.path`)."""
+    raw = request.scope.get("raw_path") or b"/"
+    return bytes(raw).decode("latin-1")
 
 
 def _websocket_refused(path: str) -> FsupError:
@@ -188,6 +221,12 @@ def _websocket_refused(path: str) -> FsupError:
         WEBSOCKET_REFUSED.format(path=path[:200]),
         {"upgrade": "websocket", "path": path[:200]},
     )
+
+
+def loggable(text: str) -> str:
+    """A client's text as one log line: a decoded path may hold a newline (`%0a`) that would
+    forge a line of its own; control and non-ASCII characters are written as escapes."""
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def _request_line() -> str:
@@ -208,7 +247,7 @@ def _install_error_handlers(app: QuartTrio, services: HttpServices) -> None:
     @app.errorhandler(FsupError)
     async def fsup_error(error: FsupError) -> Any:
         if error.status >= 500:
-            log.error("%s: %s %s", _request_line(), error.code, error.message)
+            log.error("%s: %s %s", loggable(_request_line()), error.code, error.message)
         return error_response(error)
 
     @app.errorhandler(RequestEntityTooLarge)
@@ -235,5 +274,5 @@ def _install_error_handlers(app: QuartTrio, services: HttpServices) -> None:
 
     @app.errorhandler(Exception)
     async def internal(error: Exception) -> Any:
-        log.exception("unhandled error in %s", _request_line())
+        log.exception("unhandled error in %s", loggable(_request_line()))
         return error_response(FsupError("INTERNAL", "internal error; see the server log"))

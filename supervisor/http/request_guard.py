@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from quart import request
 
+from supervisor.core.doors import Door, door_of
 from supervisor.core.errors import FsupError
 
 MAX_HEADERS = 100
@@ -30,22 +31,12 @@ def check_head() -> None:
     """Raise an `FsupError` (with `close` set where the connection must not be reused)."""
     _check_framing()
     _check_size()
-    if is_proxied():
+    door = door_of(request.path)
+    if door is Door.PROXIED:
         return
     _check_query()
-    if is_rpc():
+    if door is Door.RPC:
         _check_rpc_path()
-
-
-def is_rpc() -> bool:
-    """The signed management API."""
-    return request.path == "/rpc" or request.path.startswith("/rpc/")
-
-
-def is_proxied() -> bool:
-    """`/api/{id}/...` with an id other than `v1`: the formation's own request."""
-    path = request.path
-    return path.startswith("/api/") and not (path == "/api/v1" or path.startswith("/api/v1/"))
 
 
 def _check_framing() -> None:

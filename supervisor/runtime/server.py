@@ -27,7 +27,6 @@ from actors.process import OsLauncher
 from actors.search import SearchesActor
 from actors.search_run import SearchContext
 from actors.supervision import Intensity, Supervisor
-from supervisor.http.api_auth import load_or_create_token
 from supervisor.http.app import create_app
 from supervisor.http.early import EarlyListener
 from supervisor.http.proxy import open_proxy_client
@@ -43,7 +42,7 @@ from supervisor.runtime.routing import RouteTable
 from supervisor.runtime.telemetry import publish_fleet_stats
 from supervisor.storage import intake
 from supervisor.storage.config import ServerConfig
-from supervisor.storage.home import Home, load_or_create_credentials
+from supervisor.storage.home import Home, load_or_create_credentials, load_or_create_token
 from supervisor.storage.store import AUDIT_FLUSH_S, SearchStore, Store
 
 log = logging.getLogger("fsup.server")
@@ -65,7 +64,7 @@ async def run_server(
     `early`: the port already bound, answering `/health` while this loaded (`http.early`)."""
     home.ensure()
     credentials, server_id = load_or_create_credentials(home)
-    api_token = load_or_create_token(home.api_token)
+    api_token, _ = load_or_create_token(home.api_token)  # `fsup serve` said if it replaced one
     bus = EventBus()
     log_book = LogBook(bus)
     logging.getLogger().addHandler(log_book)

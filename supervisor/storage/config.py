@@ -13,7 +13,6 @@ out of range.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import textwrap
 from dataclasses import dataclass, field, replace
 from functools import reduce
@@ -24,6 +23,7 @@ import yaml
 
 from supervisor.core.errors import FsupError
 from supervisor.core.hmac_auth import SCHEMES, SIGNED_HEADERS
+from supervisor.core.hosts import is_loopback
 from supervisor.core.manifest import (
     MAX_RESTARTS_RANGE,
     RESTART_POLICIES,
@@ -296,15 +296,6 @@ def parse_port_range(text: str) -> tuple[int, int]:
         return PortRange().read(text)
     except Invalid as exc:
         raise ConfigError(str(exc)) from None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import socket
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from pathlib import Path
 
 from supervisor.core.hmac_auth import Credentials
 from supervisor.core.timestamps import rfc3339_now
+
+# `api.token`: 64 lowercase hex digits (32 random bytes), a newline after them.
+TOKEN_PATTERN = re.compile(rb"[0-9a-f]{64}")
 
 
 def default_home() -> Path:
@@ -103,3 +107,28 @@ def load_or_create_credentials(home: Home) -> tuple[Credentials, str]:
     }
     write_private(path, json.dumps(data, indent=2) + "\n")
     return Credentials(data["key_id"], data["secret_key"]), data["server_id"]
+
+
+def load_or_create_token(path: Path) -> tuple[str, str | None]:
+    """The bearer token in `server/api.token` (mode 0600), created when absent; and, when the
+    file was there but held no token, why it was replaced (`None` otherwise).
+
+    Read as bytes: a file of any content is judged, never a `UnicodeDecodeError` that a
+    caller could take for another file's. A file that holds no token is replaced, not
+    refused: the token is fsup's own, handed out again by the loopback bootstrap, and a new
+    one ends the sessions and bearer clients of the old one exactly as a rotation does; the
+    caller says so (it names the file). A file that cannot be read at all (a directory, no
+    permission) raises the `OSError`: replacing it could hide what is wrong with the home."""
+    try:
+        content: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        content = None
+    if content is not None and TOKEN_PATTERN.fullmatch(content.strip()):
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        return content.strip().decode("ascii"), None
+    token = secrets.token_hex(32)
+    write_private(path, token + "\n")
+    if content is None:
+        return token, None
+    return token, f"held no token (64 hex digits) but {len(content)} other bytes"

@@ -144,6 +144,41 @@ def test_a_missing_host_is_refused(target: Target) -> None:
     assert health.status == 200, health.describe()
 
 
+# (id, absolute-form target's authority, a fragment of the refusal): the Host is loopback,
+# the target's authority (which overrides it, RFC 9112 3.2.2) is not; Quart keeps only the
+# path, so this rebinding page got the token before.
+FOREIGN_TARGETS = [
+    ("rebinding", "http://evil.example:{port}", "not this server"),
+    ("rebinding-https", "HTTPS://evil.example", "not this server"),
+    ("userinfo", "http://127.0.0.1:{port}@evil.example", "user part"),
+    ("userinfo-before", "http://evil@127.0.0.1:{port}", "user part"),
+    ("ipv6-zone", "http://[fe80::1%25lo]:{port}", "IPv6 zone"),
+    ("port-out-of-range", "http://127.0.0.1:99999", "out of range"),
+    ("empty-authority", "http://", "empty"),
+    ("other-scheme", "ftp://127.0.0.1:{port}", "neither a path nor"),
+]
+
+
+@pytest.mark.parametrize("door", list(DOORS))
+@pytest.mark.parametrize(
+    ("authority", "fragment"), [pytest.param(a, f, id=i) for i, a, f in FOREIGN_TARGETS]
+)
+def test_an_absolute_target_that_does_not_name_fsup_is_forbidden(
+    target: Target, door: str, authority: str, fragment: str
+) -> None:
+    knocked = DOORS[door]
+    url = authority.format(port=port(target)) + knocked.path
+    headers = [("Host", f"127.0.0.1:{port(target)}")]
+    if knocked.auth == "bearer":
+        headers.append(("Authorization", f"Bearer {target.token}"))
+    if knocked.body:
+        headers.append(("Content-Type", "application/json"))
+    raw = request_bytes(knocked.method, url, headers, knocked.body, host=None)
+    error = assert_error(target.send(raw), 403, "FORBIDDEN")
+    assert fragment in error["message"], error
+    assert error["details"]["target"] == url[:100]
+
+
 UNENCODABLE = [
     ("empty-label", "a..b:{port}"),
     ("long-label", "a" * 64 + ":{port}"),

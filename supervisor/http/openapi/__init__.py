@@ -13,7 +13,7 @@ from typing import Any
 from quart import Blueprint, jsonify
 
 from supervisor import __version__
-from supervisor.core.hosts import names_checked
+from supervisor.core.doors import door_of
 from supervisor.http.api_auth import CREDENTIAL_ANSWERS
 from supervisor.http.openapi.api_paths import api_paths, proxy_paths, search_paths
 from supervisor.http.openapi.dashboard_paths import dashboard_paths, dashboard_schemas
@@ -125,7 +125,7 @@ def _host_refusals(paths: dict[str, Any]) -> None:
     """Every operation of a browser-reachable route (`/api/v1`, `/ui`, this document) is
     refused under a Host that does not name this server (DNS rebinding): 403 FORBIDDEN."""
     for path, item in paths.items():
-        if names_checked(path):
+        if door_of(path).names_checked:
             for op in item.values():
                 op["responses"].setdefault("403", error(["FORBIDDEN"]))
                 op["responses"] = dict(sorted(op["responses"].items()))

@@ -124,7 +124,12 @@ def schemas() -> dict[str, Schema]:
                 },
                 "method": STR,
                 "path": STR,
-                "status": INT,
+                "status": {
+                    **INT,
+                    "description": "The answer's HTTP status; 499 (nginx's 'client closed "
+                    "request') when the client went away or timed out before the answer; what "
+                    "the call had set going goes on (a stop already asked for completes)",
+                },
                 "duration_ms": NUM,
                 "remote_addr": STR,
             }
