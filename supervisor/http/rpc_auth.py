@@ -1,4 +1,4 @@
-"""`/rpc`'s auth and audit: the before- and after-request hooks of its Blueprints.
+"""`/rpc`'s auth: its Blueprints' before-request hook, and what a call claims for the audit.
 
 Headers first (an unsigned or stale request is refused before a body byte is read), then the
 body under the size bound and read deadline, then its signature. Every `/rpc` call is audited,
@@ -10,7 +10,7 @@ exist (401 before 404 or 405).
 
 from __future__ import annotations
 
-from quart import Response, request
+from quart import request
 
 from supervisor.core.hmac_auth import (
     MUXI_HMAC,
@@ -55,10 +55,3 @@ def claim() -> tuple[str, str]:
     headers = request.headers
     scheme = AUDIT_NAMES.get(scheme_of(headers) or "", "")  # type: ignore[arg-type]
     return scheme, claimed_key_id(headers)  # type: ignore[arg-type]
-
-
-async def audit(response: Response) -> Response:
-    """The after-request hook `/rpc`'s Blueprints register: the entry the app marked (its
-    own after-request hook would write it too; the first one writes)."""
-    trail.record(response.status_code)
-    return response
