@@ -60,12 +60,46 @@ def dump_now(_signum: int, _frame: Any) -> None:
     (folder / f"done-{index}").touch()
 
 
+def stats_now(_signum: int, _frame: Any) -> None:
+    """Write where the memory is, cheaply: Python's allocated blocks, glibc's heap (in use and
+    free: fragmentation shows as free), SQLite's own allocations (its page cache: outside
+    tracemalloc's sight), threads. To `stats.json`, replaced each time."""
+    import ctypes  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+            ).split()
+        ]
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = Mallinfo2
+    info = libc.mallinfo2()
+    sqlite = ctypes.CDLL("libsqlite3.so.0")
+    sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+    figures = {
+        "py_blocks": sys.getallocatedblocks(),
+        "heap_mib": round((info.arena + info.hblkhd) / 2**20, 2),
+        "heap_used_mib": round((info.uordblks + info.hblkhd) / 2**20, 2),
+        "heap_free_mib": round(info.fordblks / 2**20, 2),
+        "sqlite_mib": round(sqlite.sqlite3_memory_used() / 2**20, 2),
+        "threads": threading.active_count(),
+    }
+    folder = Path(os.environ[DUMPS])
+    (folder / "stats.tmp").write_text(json.dumps(figures))
+    os.replace(folder / "stats.tmp", folder / "stats.json")
+
+
 def serve_wrapped(argv: list[str]) -> int:
     import tracemalloc  # noqa: PLC0415
 
     if os.environ.get(TRACE):
         tracemalloc.start(int(os.environ[TRACE]))
     signal.signal(signal.SIGUSR1, dump_now)
+    signal.signal(signal.SIGUSR2, stats_now)
     sys.path[0] = str(REPO)  # not bench/: its modules (procs, report, ...) must not shadow
     sys.argv = ["fsup", *argv]
     from supervisor.cli import main as fsup_main  # noqa: PLC0415
@@ -100,6 +134,7 @@ NASTY = REPO / "tests" / "fixtures" / "nasty.py"
 PORT, PORT_RANGE = 32730, "32400-32699"
 RESULTS = REPO / "bench" / "results" / "soak.json"
 WARMUP_S = 60.0
+INSIDE = ("heap_used_mib", "heap_free_mib", "sqlite_mib", "py_blocks", "threads")
 SAMPLE_S = 5.0
 WORDS = [f"soakword{i}" for i in range(20)]
 RESTART = {
@@ -163,6 +198,20 @@ class SoakFsup(Fsup):
                     pass
             time.sleep(0.1)
         raise TimeoutError("fsup did not answer /health")
+
+    def stats(self, timeout: float = 5.0) -> dict[str, Any]:
+        """fsup's memory figures from inside (`stats_now`), or {} if it does not answer."""
+        path = self.dumps / "stats.json"
+        path.unlink(missing_ok=True)
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return json.loads(path.read_text())  # type: ignore[no-any-return]
+            except (OSError, ValueError):
+                time.sleep(0.02)
+        return {}
 
     def dump(self, timeout: float = 120.0) -> int:
         """Ask fsup for a dump; return its index once written."""
@@ -344,6 +393,7 @@ def sample(fsup: SoakFsup, process: psutil.Process, began: float, http: httpx.Cl
         point["events"] = status.get("events")
     except (httpx.HTTPError, ValueError):
         pass
+    point.update(fsup.stats())
     return point
 
 
@@ -404,8 +454,11 @@ def soak(fsup: SoakFsup, args: argparse.Namespace) -> dict[str, Any]:
                 samples.append(sample(fsup, process, began, http))
                 point = samples[-1]
                 print(
-                    f"  {point['t']:7.1f} s  RSS {point['rss_mib']:7.2f} MiB  fds {point['fds']}"
-                    f"  {dict(tally.counts)}",
+                    f"  {point['t']:6.1f} s  RSS {point['rss_mib']:6.2f} MiB  fds {point['fds']}"
+                    f"  heap {point.get('heap_used_mib')}+{point.get('heap_free_mib')} free"
+                    f"  sqlite {point.get('sqlite_mib')}  py blocks {point.get('py_blocks')}"
+                    f"  history {(point.get('events') or {}).get('history')}"
+                    f"  {sum(tally.counts.values())} calls",
                     flush=True,
                 )
                 if first_dump is None and point["t"] >= WARMUP_S:
@@ -448,6 +501,8 @@ def report(
         "slope_after_warmup_mib_per_min": round(slope_mib_per_min(after), 3),
         "fds_after_warmup": base["fds"],
         "fds_end": samples[-1]["fds"],
+        "inside_after_warmup": {k: base.get(k) for k in INSIDE},
+        "inside_end": {k: samples[-1].get(k) for k in INSIDE},
         "samples": samples,
     }
     if first_dump is not None and last_dump is not None:
@@ -476,6 +531,12 @@ def show(result: dict[str, Any]) -> None:
         f"growth after the first minute: {result['growth_after_warmup_mib']:+.2f} MiB "
         f"({target} the 2 MiB target), slope {result['slope_after_warmup_mib_per_min']:+.3f} "
         f"MiB/min; fds {result['fds_after_warmup']} -> {result['fds_end']}"
+    )
+    print(
+        "inside fsup, after the first minute -> at the end: "
+        + ", ".join(
+            f"{k} {result['inside_after_warmup'][k]} -> {result['inside_end'][k]}" for k in INSIDE
+        )
     )
     if "gc_growth" in result:
         print("gc objects grown most (type, count):")
