@@ -82,6 +82,7 @@ def stats_now(_signum: int, _frame: Any) -> None:
     sqlite.sqlite3_memory_used.restype = ctypes.c_int64
     figures = {
         "py_blocks": sys.getallocatedblocks(),
+        **pymalloc_figures(),
         "heap_mib": round((info.arena + info.hblkhd) / 2**20, 2),
         "heap_used_mib": round((info.uordblks + info.hblkhd) / 2**20, 2),
         "heap_free_mib": round(info.fordblks / 2**20, 2),
@@ -91,6 +92,32 @@ def stats_now(_signum: int, _frame: Any) -> None:
     folder = Path(os.environ[DUMPS])
     (folder / "stats.tmp").write_text(json.dumps(figures))
     os.replace(folder / "stats.tmp", folder / "stats.json")
+
+
+def pymalloc_figures() -> dict[str, float]:
+    """Python's object heap as its allocator sees it: arenas held (each 1 MiB on 3.11) and
+    bytes in use, from `sys._debugmallocstats` (it writes to fd 2: borrowed for the call)."""
+    import tempfile  # noqa: PLC0415
+
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    figures: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        number = value.strip().replace(",", "")
+        if name.startswith("# arenas allocated current") and number.isdigit():
+            figures["py_arenas"] = int(number)
+        elif name.startswith("# bytes in allocated blocks") and number.isdigit():
+            figures["py_used_mib"] = round(int(number) / 2**20, 2)
+    return figures
 
 
 def serve_wrapped(argv: list[str]) -> int:
@@ -134,7 +161,16 @@ NASTY = REPO / "tests" / "fixtures" / "nasty.py"
 PORT, PORT_RANGE = 32730, "32400-32699"
 RESULTS = REPO / "bench" / "results" / "soak.json"
 WARMUP_S = 60.0
-INSIDE = ("heap_used_mib", "heap_free_mib", "sqlite_mib", "py_blocks", "threads")
+INSIDE = (
+    "rssanon_mib",
+    "rssfile_mib",
+    "py_arenas",
+    "py_used_mib",
+    "heap_used_mib",
+    "heap_free_mib",
+    "sqlite_mib",
+    "threads",
+)
 SAMPLE_S = 5.0
 WORDS = [f"soakword{i}" for i in range(20)]
 RESTART = {
@@ -385,6 +421,7 @@ def sample(fsup: SoakFsup, process: psutil.Process, began: float, http: httpx.Cl
     point: dict[str, Any] = {
         "t": round(time.monotonic() - began, 1),
         "rss_mib": round(process.memory_info().rss / 2**20, 2),
+        **rss_parts(process.pid),
         "fds": process.num_fds(),
         "threads": process.num_threads(),
     }
@@ -395,6 +432,18 @@ def sample(fsup: SoakFsup, process: psutil.Process, began: float, http: httpx.Cl
         pass
     point.update(fsup.stats())
     return point
+
+
+def rss_parts(pid: int) -> dict[str, float]:
+    """RssAnon (the heaps, stacks: what a leak grows) and RssFile (code and libraries paged
+    in as new paths run: grows early, then stops) from /proc."""
+    parts = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("RssAnon", "RssFile"):
+                parts[name.lower() + "_mib"] = round(int(value.split()[0]) / 1024, 2)
+    return parts
 
 
 def slope_mib_per_min(points: list[dict[str, Any]]) -> float:
@@ -454,9 +503,11 @@ def soak(fsup: SoakFsup, args: argparse.Namespace) -> dict[str, Any]:
                 samples.append(sample(fsup, process, began, http))
                 point = samples[-1]
                 print(
-                    f"  {point['t']:6.1f} s  RSS {point['rss_mib']:6.2f} MiB  fds {point['fds']}"
+                    f"  {point['t']:6.1f} s  RSS {point['rss_mib']:6.2f} MiB"
+                    f" (anon {point.get('rssanon_mib')})  fds {point['fds']}"
+                    f"  py {point.get('py_used_mib')} in {point.get('py_arenas')} arenas"
                     f"  heap {point.get('heap_used_mib')}+{point.get('heap_free_mib')} free"
-                    f"  sqlite {point.get('sqlite_mib')}  py blocks {point.get('py_blocks')}"
+                    f"  sqlite {point.get('sqlite_mib')}"
                     f"  history {(point.get('events') or {}).get('history')}"
                     f"  {sum(tally.counts.values())} calls",
                     flush=True,
@@ -518,6 +569,7 @@ def show(result: dict[str, Any]) -> None:
         f"{', '.join(f'{x:.2f}' for x in result['load_average'])}"
         + (" (traced: tracemalloc slows fsup)" if result["traced"] else "")
     )
+    print(f"fsup's own log: {result.get('fsup_log_lines')} lines")
     print("driven:", ", ".join(f"{k} {v}" for k, v in sorted(result["driven"].items())))
     for error, count in result["errors"].items():
         print(f"  {count} x {error}")
@@ -563,6 +615,10 @@ def main() -> int:
         fsup.wait_up()
         fsup.wait_settled(300)
         result = soak(fsup, args)
+        result["fsup_log_lines"] = sum(
+            len(path.read_bytes().splitlines())
+            for path in (fsup.home / "server" / "logs").glob("fsup.log*")
+        )
     finally:
         fsup.shutdown()
         left = procs.cleanup()
