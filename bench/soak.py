@@ -512,7 +512,9 @@ def soak(fsup: SoakFsup, args: argparse.Namespace) -> dict[str, Any]:
                     f"  {sum(tally.counts.values())} calls",
                     flush=True,
                 )
-                if first_dump is None and point["t"] >= WARMUP_S:
+                # The dump allocates (a list of every object): taken a sample before the end
+                # of the warm-up, so the baseline sample comes after it, not before.
+                if first_dump is None and point["t"] >= WARMUP_S - 1.5 * SAMPLE_S:
                     first_dump = fsup.dump()
                 time.sleep(max(0.0, SAMPLE_S - (time.monotonic() - began - point["t"])))
         finally:
@@ -607,6 +609,7 @@ def main() -> int:
         "--trace", type=int, nargs="?", const=8, default=0, help="tracemalloc frames (8)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep-log", type=Path, help="copy fsup's own log here at the end")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="fsb-soak-"))
     fsup = SoakFsup(workdir, args.formations, args.trace)
@@ -615,6 +618,8 @@ def main() -> int:
         fsup.wait_up()
         fsup.wait_settled(300)
         result = soak(fsup, args)
+        if args.keep_log:
+            shutil.copy(fsup.home / "server" / "logs" / "fsup.log", args.keep_log)
         result["fsup_log_lines"] = sum(
             len(path.read_bytes().splitlines())
             for path in (fsup.home / "server" / "logs").glob("fsup.log*")
