@@ -40,6 +40,7 @@ from typing import Any
 
 DUMPS = "FSUP_SOAK_DUMPS"
 TRACE = "FSUP_SOAK_TRACE"
+REFERRERS = "FSUP_SOAK_REFERRERS"  # type names whose holders the dumps chase
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -57,7 +58,59 @@ def dump_now(_signum: int, _frame: Any) -> None:
     (folder / f"gc-{index}.json").write_text(json.dumps(dict(counts.most_common())))
     if tracemalloc.is_tracing():
         tracemalloc.take_snapshot().dump(str(folder / f"trace-{index}.pickle"))
+    wanted = [name for name in os.environ.get(REFERRERS, "").split(",") if name]
+    if wanted:
+        (folder / f"referrers-{index}.txt").write_text(referrer_chains(wanted))
     (folder / f"done-{index}").touch()
+
+
+def referrer_chains(wanted: list[str], per_type: int = 4, depth: int = 9) -> str:
+    """Who holds a few live objects of each `wanted` type (module.qualname): a chain of
+    referrers, `depth` deep, naming each holder's type (and a dict's key). Plain loops: a
+    comprehension's cells would be found holding the objects it looks at."""
+    lines: list[str] = []
+    skip = (type(sys._getframe()),)  # frames (ours among them)
+    objects = gc.get_objects()
+    for name in wanted:
+        found = []
+        for o in objects:
+            if f"{type(o).__module__}.{type(o).__qualname__}" == name:
+                found.append(o)
+        lines.append(f"{name}: {len(found)} alive")
+        ended = [o for o in found if getattr(o, "returncode", None) is not None]
+        if ended:  # a process handle whose process has ended: who keeps it?
+            lines.append(
+                f"  of which {len(ended)} of ended processes: "
+                + ", ".join(str(getattr(o, "pid", "?")) for o in ended[:20])
+            )
+            found = ended + [o for o in found if o not in ended]
+        for target in found[:per_type]:
+            lines.append("   <- " + " <- ".join(_chain(target, depth, skip, (objects, found))))
+    objects.clear()
+    return "\n".join(lines) + "\n"
+
+
+def _chain(target: Any, depth: int, skip: tuple[type, ...], mine: tuple[Any, ...]) -> list[str]:
+    chain, current = [], target
+    for _ in range(depth):
+        holder = None
+        count = 0
+        for h in gc.get_referrers(current):
+            if isinstance(h, skip) or type(h).__name__ == "cell" or any(h is m for m in mine):
+                continue
+            count += 1
+            holder = holder if holder is not None else h
+        if holder is None:
+            break
+        label = f"{type(holder).__module__}.{type(holder).__qualname__}"
+        if isinstance(holder, dict):
+            for key, value in holder.items():
+                if value is current:
+                    label += f"[{key!r}]"
+                    break
+        chain.append(f"{label} ({count})")
+        current = holder
+    return chain
 
 
 def stats_now(_signum: int, _frame: Any) -> None:
@@ -185,8 +238,9 @@ class SoakFsup(Fsup):
     """The bench's `Fsup` runner with the nasty fixture as its formations, restart always,
     and `serve` run through this file's wrapper (the SIGUSR1 dump)."""
 
-    def __init__(self, workdir: Path, n: int, trace_frames: int) -> None:
+    def __init__(self, workdir: Path, n: int, trace_frames: int, referrers: str = "") -> None:
         self.trace_frames = trace_frames
+        self.referrers = referrers
         self.dumps = workdir / "dumps"
         self.dumps.mkdir(parents=True)
         super().__init__(workdir, n, PORT, PORT_RANGE)
@@ -208,7 +262,7 @@ class SoakFsup(Fsup):
         return folder
 
     def env(self) -> dict[str, str]:
-        extra = {DUMPS: str(self.dumps)}
+        extra = {DUMPS: str(self.dumps), REFERRERS: self.referrers}
         if self.trace_frames:
             extra[TRACE] = str(self.trace_frames)
         return {**super().env(), **extra}
@@ -562,6 +616,9 @@ def report(
         result["gc_growth"] = gc_growth(fsup, first_dump, last_dump)
         if args.trace:
             result["trace_growth"] = trace_growth(fsup, first_dump, last_dump)
+        chains = fsup.dumps / f"referrers-{last_dump}.txt"
+        if chains.exists():
+            result["referrers"] = chains.read_text().splitlines()
     return result
 
 
@@ -596,7 +653,7 @@ def show(result: dict[str, Any]) -> None:
         print("gc objects grown most (type, count):")
         for name, count in result["gc_growth"]:
             print(f"  {count:+8d} {name}")
-    for line in result.get("trace_growth", []):
+    for line in [*result.get("trace_growth", []), *result.get("referrers", [])]:
         print(" ", line)
 
 
@@ -610,9 +667,12 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep-log", type=Path, help="copy fsup's own log here at the end")
+    parser.add_argument(
+        "--referrers", default="", help="module.Type,... : who holds them, in each dump"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="fsb-soak-"))
-    fsup = SoakFsup(workdir, args.formations, args.trace)
+    fsup = SoakFsup(workdir, args.formations, args.trace, args.referrers)
     try:
         fsup.start()
         fsup.wait_up()
