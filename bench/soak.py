@@ -91,25 +91,30 @@ def referrer_chains(wanted: list[str], per_type: int = 4, depth: int = 9) -> str
 
 
 def _chain(target: Any, depth: int, skip: tuple[type, ...], mine: tuple[Any, ...]) -> list[str]:
+    """Up the referrers of `target`: at each step every holder's type (a dict's key too), then
+    on through the first that is not a bare list (lists are mostly locals in frames)."""
     chain, current = [], target
     for _ in range(depth):
-        holder = None
-        count = 0
+        holders = []
         for h in gc.get_referrers(current):
             if isinstance(h, skip) or type(h).__name__ == "cell" or any(h is m for m in mine):
                 continue
-            count += 1
-            holder = holder if holder is not None else h
-        if holder is None:
+            holders.append(h)
+        if not holders:
             break
-        label = f"{type(holder).__module__}.{type(holder).__qualname__}"
-        if isinstance(holder, dict):
-            for key, value in holder.items():
-                if value is current:
-                    label += f"[{key!r}]"
-                    break
-        chain.append(f"{label} ({count})")
-        current = holder
+        labels = []
+        for holder in holders[:4]:
+            label = f"{type(holder).__module__}.{type(holder).__qualname__}"
+            if isinstance(holder, dict):
+                for key, value in holder.items():
+                    if value is current:
+                        label += f"[{key!r}]"
+                        break
+            labels.append(label)
+        chain.append(" | ".join(labels))
+        onward = [h for h in holders if not isinstance(h, list)] or holders
+        current = onward[0]
+        mine = (*mine, holders)
     return chain
 
 
