@@ -125,6 +125,7 @@ class SearchesActor(Actor):
                 await self._stop_run(sid)
                 self.ctx.store.delete_search(sid)
                 self.ctx.bus.publish("search_state_changed", {"state": "deleted"}, sid)
+                self.ctx.bus.forget_search(sid)  # its progress snapshots: nothing kept
                 return {"id": sid, "deleted": True}
             case StartSearch():
                 return await self._start(message)

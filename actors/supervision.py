@@ -101,6 +101,9 @@ class Supervisor:
                     status = trio.TASK_STATUS_IGNORED
             finally:
                 drain_mailbox(receive, ActorUnavailable(f"{ref.name} has stopped"))
+                # A child that ended leaves nothing: one entry per search run ever started
+                # (or formation ever deleted) would otherwise stay for fsup's lifetime.
+                self.restarts.pop(ref.name, None)
 
     def _count_crash(self, name: str, crashes: deque[float]) -> bool:
         """Count a crash; True when the limit is passed and the restart should wait."""

@@ -43,7 +43,7 @@ from actors.search import (
 from actors.search_run import SearchContext
 from actors.supervision import Intensity, Supervisor
 from supervisor.core.errors import FsupError
-from supervisor.runtime.events import BusEvent, EventBus, Subscription
+from supervisor.runtime.events import SNAPSHOTS, BusEvent, EventBus, Subscription
 from supervisor.storage.store import SearchStore, Store
 
 PEER_PORT, BROKEN_PORT = 8123, 8124
@@ -110,6 +110,7 @@ class World:
     fleet: Fleet
     searches: ActorRef
     nursery: trio.Nursery
+    made: list[SearchesActor]  # each incarnation of the registry, the live one last
 
     async def add_formation(
         self, formation_id: str, logs: dict[str, str], port: int | None = None, gone: bool = False
@@ -142,9 +143,15 @@ async def world_of(tmp_path: Path) -> AsyncIterator[World]:
         fleet_ref = await spawn(nursery, fleet)
         ctx = SearchContext(SearchStore(store), bus, fleet_ref, http, log_backups=3)
         roots = Supervisor(nursery, Intensity(escalate=False))
-        searches = await roots.start("searches", lambda: SearchesActor(ctx))
+        made: list[SearchesActor] = []
+
+        def registry() -> SearchesActor:
+            made.append(SearchesActor(ctx))
+            return made[-1]
+
+        searches = await roots.start("searches", registry)
         try:
-            yield World(tmp_path, store, bus, fleet, searches, nursery)
+            yield World(tmp_path, store, bus, fleet, searches, nursery, made)
         finally:
             done.set()
             nursery.cancel_scope.cancel()
@@ -349,3 +356,33 @@ async def test_bad_requests_get_the_contract_codes(tmp_path: Path, autojump_cloc
         assert (unknown.value.code, unknown.value.status) == ("INVALID_REQUEST", 400)
         # None of it hurt the registry.
         assert [s["id"] for s in await ask(w.searches, ListSearches())] == [sid]
+
+
+async def test_deleted_searches_leave_nothing_in_the_registry_the_bus_or_the_store(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """Issue 17: memory stays flat while searches come and go (complete, stopped, live)."""
+    async with world_of(tmp_path) as w:
+        await w.add_formation("alpha", {"stdout.log": "needle one\nneedle two\n"})
+        registry = w.made[-1]
+        assert registry.nursery is not None and registry._supervisor is not None
+        tasks_before = len(registry.nursery.child_tasks)
+        for round_ in range(10):
+            mode = "live" if round_ % 2 else "full"
+            with w.bus.subscribe() as events:
+                created = await ask(w.searches, CreateSearch("needle", mode, autostart=True))
+                sid = created["search"]["id"]
+                if mode == "full":
+                    await expect(events, "search_completed", sid)
+            await ask(w.searches, DeleteSearch(sid))
+        for _ in range(100):  # the runs end on their own, after the delete is answered
+            if len(registry.nursery.child_tasks) == tasks_before:
+                break
+            await trio.sleep(0.1)
+        assert registry.runs == {}
+        assert len(registry.nursery.child_tasks) == tasks_before
+        assert not [name for name in registry._supervisor.restarts if "search-run" in name]
+        assert [e for e in w.bus.history(limit=10_000) if e.type in SNAPSHOTS] == []
+        db = w.store._db
+        assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM results").fetchone() == (0,)

@@ -4,6 +4,7 @@ on the fast path, everything else (non-ASCII, `\\r` line ends, bad UTF-8) on the
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,31 @@ def test_whole_files_are_read_in_chunks_that_end_after_a_newline(
     chunks = list(search_run._whole_line_chunks(path))
     assert b"".join(chunks) == path.read_bytes()
     assert len(chunks) > 1 and all(c.endswith(b"\n") for c in chunks[:-1])
+
+
+def test_a_small_log_is_not_read_with_a_whole_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: `read(n)` allocates n bytes first; 1 MiB per small log in each scan thread
+    left megabytes of free heap in the threads' malloc arenas, kept by the process."""
+    asked: list[int] = []
+
+    class Recording(io.FileIO):
+        def read(self, size: int = -1) -> bytes:
+            asked.append(size)
+            return super().read(size)
+
+    monkeypatch.setattr(search_run, "open", lambda path, mode: Recording(path, "r"), raising=False)
+    small, large = tmp_path / "small", tmp_path / "large"
+    small.write_bytes(b"a few lines\n" * 10)
+    large.write_bytes(b"x" * 99 + b"\n")
+    large.write_bytes(large.read_bytes() * (3 * search_run.SCAN_CHUNK // 100))
+    for path in (small, large):
+        asked.clear()
+        data = b"".join(search_run._whole_line_chunks(path))
+        assert data == path.read_bytes()
+        size = path.stat().st_size
+        assert max(asked) <= max(search_run.MIN_READ, min(size, search_run.SCAN_CHUNK))
 
 
 def test_the_ascii_path_is_taken_and_the_slow_path_for_the_rest() -> None:

@@ -168,8 +168,10 @@ class FormationActor(Actor):
             case _ if isinstance(message, MACHINE_REQUESTS):
                 return await self._request(reply, lambda rid: Requested(rid, message))
             case _ if isinstance(message, INTERNAL):
-                self._note_outcome(message)
-                await self._feed(message)
+                try:
+                    await self._feed(message)
+                finally:  # after: a stop's process is forgotten by the machine by then
+                    self._note_outcome(message)
                 return None
         raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
 

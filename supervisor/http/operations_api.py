@@ -19,7 +19,12 @@ from supervisor.http.services import services
 
 PREFIX = "/api/v1"
 # psutil.Process objects kept between calls, so cpu_percent measures since the last look.
+# Every restart brings a new pid and the status, the formation list and the nodes all look
+# (only the nodes forgot the gone ones), so the dead are pruned whenever it has grown past
+# twice what was alive at the last pruning: bounded by the processes alive, not by history.
 _watched: dict[int, psutil.Process] = {}
+PRUNE_FLOOR = 64
+_prune_above = PRUNE_FLOOR
 
 
 def process_figures(pid: int) -> dict[str, Any]:
@@ -28,7 +33,7 @@ def process_figures(pid: int) -> dict[str, Any]:
     try:
         proc = _watched.get(pid)
         if proc is None or not proc.is_running():
-            proc = _watched[pid] = psutil.Process(pid)
+            proc = _watch(pid)
         with proc.oneshot():
             return {
                 "cpu_percent": proc.cpu_percent(interval=None),
@@ -38,6 +43,17 @@ def process_figures(pid: int) -> dict[str, Any]:
     except psutil.Error:
         _watched.pop(pid, None)
         return {"cpu_percent": None, "rss_bytes": None, "uptime_s": None}
+
+
+def _watch(pid: int) -> psutil.Process:
+    global _prune_above  # noqa: PLW0603 - the module's one cache, as `_watched`
+    if len(_watched) >= _prune_above:
+        for known, proc in list(_watched.items()):
+            if not proc.is_running():
+                _watched.pop(known, None)  # another thread may have dropped it too
+        _prune_above = max(PRUNE_FLOOR, 2 * len(_watched))
+    proc = _watched[pid] = psutil.Process(pid)
+    return proc
 
 
 def forget_gone(pids: set[int]) -> None:

@@ -5,13 +5,20 @@ and a subscriber that cannot keep up is sent an `overflow` notice in the slot ke
 dropped (it can reconnect with `Last-Event-ID` and resume from the history, or re-fetch
 snapshots). A bounded history of recent events serves those resumes; a resume from further
 back than the history reaches starts with a `reset` notice, so the client knows to re-fetch.
+
+The history is bounded twice, by events and by their JSON bytes: counted in events alone, a
+history of large events (a `status` of a big fleet, a search hit with a long line) held many
+megabytes, and it filled for many minutes of churn before it plateaued, which looked like a
+leak (issue 17). Periodic snapshots (`SNAPSHOTS`: status, routing and traffic figures, a
+search's progress) are not kept in that record at all: each supersedes the one before, so
+only the latest of each (per search) is kept and replayed, in id order with the rest.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +30,14 @@ import trio
 from supervisor.core.timestamps import rfc3339_now
 
 HISTORY = 1000
+# At most this many bytes of JSON envelopes in the history (about 4x that in Python objects).
+HISTORY_BYTES = 256 * 1024
+# Events that each supersede the previous one of their type (and search): only the latest is
+# kept for resumes, up to MAX_SNAPSHOTS of them (a deleted search's are forgotten at once).
+SNAPSHOTS = frozenset(
+    {"status", "routing_stats", "traffic_stats", "search_progress", "search_stats"}
+)
+MAX_SNAPSHOTS = 64
 # Every event stream (the bus, /rpc progress, followed logs) sends a comment after this long
 # without an event, so proxies keep the connection and clients know the server is alive.
 HEARTBEAT_S = 15.0
@@ -46,6 +61,11 @@ class BusEvent:
         """The envelope as JSON, made once however many subscribers send it."""
         return json.dumps(self.envelope())
 
+    @cached_property
+    def size(self) -> int:
+        """What the event weighs in the history's byte bound: its JSON envelope's length."""
+        return len(self.envelope_json)
+
 
 @dataclass
 class Subscription:
@@ -55,24 +75,60 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self, history: int = HISTORY, buffer: int = SUBSCRIBER_BUFFER) -> None:
+    def __init__(
+        self,
+        history: int = HISTORY,
+        buffer: int = SUBSCRIBER_BUFFER,
+        history_bytes: int = HISTORY_BYTES,
+    ) -> None:
         self._ids = itertools.count(1)
-        self._history: deque[BusEvent] = deque(maxlen=history)
+        self._last_id = 0
+        self._history: deque[BusEvent] = deque()
+        self._history_limit = history
+        self._history_bytes = history_bytes
+        self._bytes = 0
+        # Every event with an id above this one that is not a snapshot is in `_history`.
+        self._floor = 0
+        self._snapshots: OrderedDict[tuple[str, str | None], BusEvent] = OrderedDict()
         self._buffer = buffer
         self._subscribers: list[Subscription] = []
         self.dropped = 0
 
     @property
     def last_id(self) -> int:
-        return self._history[-1].id if self._history else 0
+        return self._last_id
 
     def publish(self, type_: str, data: dict[str, Any], search_id: str | None = None) -> BusEvent:
         """Record and fan out an event; never blocks."""
         event = BusEvent(next(self._ids), type_, rfc3339_now(), search_id, data)
-        self._history.append(event)
+        self._last_id = event.id
+        self._keep(event)
         for subscription in list(self._subscribers):
             self._deliver(subscription, event)
         return event
+
+    def _keep(self, event: BusEvent) -> None:
+        """Into the history, within its bounds (a snapshot replaces the one it supersedes)."""
+        if event.type in SNAPSHOTS:
+            key = (event.type, event.search_id)
+            self._snapshots.pop(key, None)
+            self._snapshots[key] = event
+            while len(self._snapshots) > MAX_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+            return
+        self._history.append(event)
+        self._bytes += event.size
+        while self._history and (
+            len(self._history) > self._history_limit or self._bytes > self._history_bytes
+        ):
+            oldest = self._history.popleft()
+            self._bytes -= oldest.size
+            self._floor = oldest.id
+
+    def forget_search(self, search_id: str) -> None:
+        """Drop a deleted search's snapshots (its progress and stats)."""
+        for key in [key for key in self._snapshots if key[1] == search_id]:
+            del self._snapshots[key]
 
     def _deliver(self, subscription: Subscription, event: BusEvent) -> None:
         stats = subscription.send.statistics()
@@ -105,14 +161,12 @@ class EventBus:
         send, receive = trio.open_memory_channel[BusEvent](self._buffer)
         subscription = Subscription(receive, send)
         if after is not None:
-            backlog = [e for e in self._history if e.id > after]
-            oldest = self._history[0].id if self._history else self.last_id + 1
             # From before the history, or from an id never issued (fsup restarted and its
             # ids with it, or a made-up one): the client must re-fetch.
-            if after < oldest - 1 or after > self.last_id:
+            if after < self._floor or after > self.last_id:
                 send.send_nowait(
                     BusEvent(
-                        oldest - 1,
+                        self._floor,
                         "reset",
                         rfc3339_now(),
                         None,
@@ -122,6 +176,7 @@ class EventBus:
                         },
                     )
                 )
+            backlog = [e for e in self._kept() if e.id > after]
             for event in backlog[-(self._buffer - 2) :]:
                 send.send_nowait(event)
         self._subscribers.append(subscription)
@@ -148,14 +203,22 @@ class EventBus:
         self._subscribers.clear()
 
     def statistics(self) -> dict[str, int]:
-        """Subscribers now, subscribers dropped for falling behind (since start), the last id."""
+        """Subscribers now, subscribers dropped for falling behind (since start), the last id,
+        the events kept for resumes and their JSON bytes."""
         return {
             "subscribers": len(self._subscribers),
             "dropped": self.dropped,
             "last_id": self.last_id,
-            "history": len(self._history),
+            "history": len(self._history) + len(self._snapshots),
+            "history_bytes": self._bytes + sum(e.size for e in self._snapshots.values()),
         }
 
     def history(self, types: set[str] | None = None, limit: int = 100) -> list[BusEvent]:
-        found = [e for e in self._history if types is None or e.type in types]
+        found = [e for e in self._kept() if types is None or e.type in types]
         return found[-limit:]
+
+    def _kept(self) -> list[BusEvent]:
+        """The history and the latest snapshots, in id order."""
+        if not self._snapshots:
+            return list(self._history)
+        return sorted([*self._history, *self._snapshots.values()], key=lambda e: e.id)

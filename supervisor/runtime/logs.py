@@ -16,7 +16,7 @@ import logging.handlers
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from supervisor.core.timestamps import rfc3339_at
 from supervisor.runtime.events import EventBus
@@ -84,6 +84,30 @@ def configure(log_dir: Path, level: int = logging.INFO) -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
+class _Kept(NamedTuple):
+    """One record as the book keeps it: a tuple, its time as a float and its level and logger
+    names shared, not a dict of fresh strings (5,000 dicts held about 2.4 MB, filled slowly
+    by a long churn, which looked like a leak: issue 17). Made into a dict when read."""
+
+    id: int
+    created: float
+    level: str
+    logger: str
+    message: str
+
+    def entry(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ts": rfc3339_at(self.created),
+            "level": self.level,
+            "logger": self.logger,
+            "message": self.message,
+        }
+
+
+_LEVEL_NAMES = {number: name for name, number in LEVELS.items()}
+
+
 class LogBook(logging.Handler):
     """The server's recent log records, in memory and bounded, for `GET /api/v1/logs`; each
     is also published as a `log` event when it is logged from the trio thread (the bus is
@@ -91,31 +115,25 @@ class LogBook(logging.Handler):
 
     def __init__(self, bus: EventBus | None = None, size: int = LOG_BOOK_SIZE) -> None:
         super().__init__(logging.INFO)
-        self._records: deque[dict[str, Any]] = deque(maxlen=size)
+        self._records: deque[_Kept] = deque(maxlen=size)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._bus = bus
         self._trio_thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
-        entry: dict[str, Any] = {
-            "ts": rfc3339_at(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        level = _LEVEL_NAMES.get(record.levelno) or record.levelname.lower()
+        message = record.getMessage()
         with self._lock:
-            entry = {"id": next(self._ids), **entry}
-            self._records.append(entry)
+            kept = _Kept(next(self._ids), record.created, level, record.name, message)
+            self._records.append(kept)
         if self._bus is not None and threading.get_ident() == self._trio_thread:
-            self._bus.publish("log", entry)
+            self._bus.publish("log", kept.entry())
 
     def page(self, level: str, limit: int, cursor: int) -> tuple[list[dict[str, Any]], int]:
         """Records after `cursor` at `level` or above, oldest first; and the next cursor."""
         floor = LEVELS[level]
         with self._lock:
-            found = [
-                r for r in self._records if r["id"] > cursor and LEVELS.get(r["level"], 0) >= floor
-            ]
+            found = [r for r in self._records if r.id > cursor and LEVELS.get(r.level, 0) >= floor]
         page = found[:limit]
-        return page, (page[-1]["id"] if page else cursor)
+        return [r.entry() for r in page], (page[-1].id if page else cursor)

@@ -63,7 +63,15 @@ def dashboard_schemas() -> dict[str, Schema]:
                 "formations": obj({"total": INT, "by_state": counts}),
                 "routes": ref("RoutingSummary"),
                 "proxy": obj({"requests": INT, "responses": INT, "in_flight": INT, "holding": ANY}),
-                "events": obj({"subscribers": INT, "dropped": INT, "last_id": INT, "history": INT}),
+                "events": obj(
+                    {
+                        "subscribers": INT,
+                        "dropped": INT,
+                        "last_id": INT,
+                        "history": INT,
+                        "history_bytes": INT,
+                    }
+                ),
                 "processes": {
                     "type": "object",
                     "additionalProperties": obj({}, {**figures, "uptime_s": maybe(NUM)}),
