@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from formation_fakes import MANIFEST
 from test_fleet_actor import World, ask, fleet_of
 from test_fleet_removal import fleet_actor
@@ -26,6 +27,15 @@ from actors.formation.messages import Restart
 from actors.supervision import Supervisor
 from supervisor.core.errors import FsupError
 from supervisor.runtime import operations
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """Virtual time that jumps only after 50 ms of real idleness. These tests run the fleet's
+    worker threads (installs, sweeps, the store): with a threshold of 0, a thread's real time
+    counts as idle and the clock jumps past the very bounds under test (seen: 506 virtual
+    seconds for a delete that took a few real milliseconds)."""
+    return trio.testing.MockClock(autojump_threshold=0.05)
 
 
 async def test_an_actor_that_crashes_after_answering_its_shutdown_is_not_restarted(
