@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_fleet_removal
 import trio
-import trio.testing
 from formation_fakes import MANIFEST
 from test_fleet_actor import World, ask, fleet_of
 from test_fleet_removal import fleet_actor
@@ -28,14 +28,8 @@ from actors.supervision import Supervisor
 from supervisor.core.errors import FsupError
 from supervisor.runtime import operations
 
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    """Virtual time that jumps only after 50 ms of real idleness. These tests run the fleet's
-    worker threads (installs, sweeps, the store): with a threshold of 0, a thread's real time
-    counts as idle and the clock jumps past the very bounds under test (seen: 506 virtual
-    seconds for a delete that took a few real milliseconds)."""
-    return trio.testing.MockClock(autojump_threshold=0.05)
+# Virtual time that waits for the fleet's worker threads (see test_fleet_removal).
+autojump_clock = test_fleet_removal.autojump_clock
 
 
 async def test_an_actor_that_crashes_after_answering_its_shutdown_is_not_restarted(

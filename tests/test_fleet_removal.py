@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 import pytest
 import trio
+import trio.testing
 from test_fleet_actor import (
     HIGH,
     LOW,
@@ -37,6 +38,15 @@ from actors.formation import Restart, Snapshot, Start, Stop
 from actors.process import HOME_ENV
 from actors.supervision import Supervisor
 from supervisor.runtime.ports import PortPool
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """Virtual time that jumps only after 10 ms of real idleness. These tests run the fleet's
+    worker threads (installs, sweeps, the store): with a threshold of 0, a thread's real time
+    counts as idle and the clock jumps past the very bounds under test (seen: 506 virtual
+    seconds for a delete that took a few real milliseconds)."""
+    return trio.testing.MockClock(autojump_threshold=0.01)
 
 
 @asynccontextmanager
