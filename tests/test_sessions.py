@@ -251,3 +251,12 @@ def test_journal_lines_are_never_longer_than_eighty_bytes() -> None:
     record.raise_floor(10**12 - 2)
     record.end(B, 10**12 - 1, now=0)
     assert max(len(line) + 1 for line in record.journal().splitlines()) == 80
+
+
+def test_a_rising_floor_is_logged_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    book = RevokedSessions(None, now=0, cap=1)
+    with caplog.at_level("WARNING", logger="fsup.http"):
+        for second in range(120):  # past the cap, every logout raises the floor
+            book.revoke(sid(second), 1_000 + second, now=second)
+    assert book.floor == 1_000 + 118
+    assert sum("logged-out sessions" in r.getMessage() for r in caplog.records) == 2

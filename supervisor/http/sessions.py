@@ -48,6 +48,7 @@ LINE = re.compile(r"e ([0-9]{1,12}) ([0-9a-f]{64})|f ([0-9]{1,12})")
 # What a crash in mid-append can leave at the end: a prefix of a line, without its newline.
 TORN_TAIL = re.compile(r"[ef]?[ 0-9a-f]*")
 ID = re.compile(r"[0-9a-f]{64}")
+WARN_EVERY_S = 60
 
 LOGGED_OUT = "this session was logged out; POST /api/v1/session again"
 BELOW_FLOOR = (
@@ -164,6 +165,7 @@ class RevokedSessions:
         self._path = path
         self._lines = 0
         self._cap, self._slack = cap, slack
+        self._warned_at = -float(WARN_EVERY_S)
         # What a journal this record wrote can reach (compaction bounds its lines).
         self.max_bytes = (2 * cap + slack + 2) * LINE_MAX
         self._record = self._load(time.time() if now is None else now)
@@ -244,9 +246,12 @@ class RevokedSessions:
         written down: it holds in memory, but a restart of fsup would forget it."""
         record = self._record
         floor = record.floor
-        if not record.end(session_id, expiry, time.time() if now is None else now):
+        moment = time.time() if now is None else now
+        if not record.end(session_id, expiry, moment):
             return
-        if record.floor != floor:
+        # Past the cap every logout may raise the floor: said once a minute, not each time.
+        if record.floor != floor and moment - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = moment
             log.warning(
                 "more than %d logged-out sessions: every session expiring at or before %d is ended",
                 record.cap,
