@@ -22,7 +22,6 @@ from supervisor.http.api_auth import (
     new_session,
 )
 from supervisor.http.searches import flag, json_body, keyword_of, mode_of
-from supervisor.http.sessions import RevokedSessions
 from supervisor.runtime.events import EventBus
 from supervisor.storage.home import load_or_create_token
 
@@ -107,25 +106,6 @@ def test_two_sessions_opened_in_the_same_second_differ() -> None:
     first, second = new_session(TOKEN, now=1000)[0], new_session(TOKEN, now=1000)[0]
     assert first != second
     assert check_session(TOKEN, first, now=1000)[0] != check_session(TOKEN, second, now=1000)[0]
-
-
-def test_ended_sessions_are_remembered_across_a_restart_until_they_expire(tmp_path: Path) -> None:
-    path = tmp_path / "sessions.revoked"
-    book = RevokedSessions(path)
-    book.revoke("a" * 64, expiry=2000, now=1000)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    again = RevokedSessions(path)  # a new fsup reads what the last one recorded
-    assert again.is_revoked("a" * 64) and not again.is_revoked("b" * 64)
-    again.revoke("b" * 64, expiry=4000, now=3000)  # "a" expired meanwhile: dropped
-    assert not RevokedSessions(path).is_revoked("a" * 64) and len(RevokedSessions(path)) == 1
-    again.clear()
-    assert len(RevokedSessions(path)) == 0
-
-
-def test_a_damaged_record_of_ended_sessions_is_ignored(tmp_path: Path) -> None:
-    for text in ("not json", "[1, 2]", '{"short": 1}', '{"%s": "x"}' % ("a" * 64)):
-        (tmp_path / "r").write_text(text)
-        assert len(RevokedSessions(tmp_path / "r")) == 0
 
 
 @pytest.mark.parametrize(

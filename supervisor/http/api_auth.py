@@ -4,8 +4,9 @@ file is `storage.home`'s).
 
 The session cookie is signed, not stored: `<expiry>.<nonce>.<HMAC-SHA256(token,
 "<expiry>.<nonce>")>`, so sessions survive a restart of fsup; replacing `api.token` (rotation)
-ends them all, and a logged-out session is refused by its id (`session_id`, see
-`sessions.py`). The nonce makes two sessions opened in the same second different, so that
+ends them all, and a logged-out session is refused by its id (`session_id`), or by its
+expiry once the bounded record of logged-out sessions has had to raise its floor over it
+(`sessions.py`). The nonce makes two sessions opened in the same second different, so that
 ending one does not end the other. A cookie is matched whole against its exact shape before
 any number is read from it (`str.isdigit` accepts '²', which `int` then refuses): anything
 else is a 401, never a 500.

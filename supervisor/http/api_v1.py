@@ -62,10 +62,12 @@ def revoked_sessions() -> RevokedSessions:
 
 
 def current_session() -> tuple[str, int]:
-    """The request's session (id, expiry): a genuine, unexpired, not logged-out cookie."""
+    """The request's session (id, expiry): a genuine, unexpired cookie, neither logged out
+    nor below the floor of ended sessions (`sessions.py`)."""
     session_id, expiry = check_session(token(), request.cookies.get(COOKIE_NAME))
-    if revoked_sessions().is_revoked(session_id):
-        raise FsupError("UNAUTHORIZED", "this session was logged out; POST /api/v1/session again")
+    refusal = revoked_sessions().refusal(session_id, expiry)
+    if refusal is not None:
+        raise FsupError("UNAUTHORIZED", refusal)
     return session_id, expiry
 
 
@@ -131,6 +133,10 @@ def blueprint() -> Blueprint:
 
     @bp.post(f"{PREFIX}/session")
     async def api_session() -> Any:
+        # The record is read before the first session of this run is opened: a floor set
+        # because it could not be read ends the sessions opened before it (and, expiries
+        # being whole seconds, any opened in that same second), not the later ones.
+        revoked_sessions()
         value, expiry = new_session(token())
         response = await make_response({"ok": True, "expires_at": expiry})
         response.set_cookie(
