@@ -8,6 +8,8 @@ start light.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import sys
 from functools import partial
 
@@ -16,8 +18,34 @@ from supervisor.storage.config import ConfigError, ServerConfig, load_config, wi
 from supervisor.storage.home import Home, load_or_create_credentials, load_or_create_token
 from supervisor.storage.server_lock import ServerLock, ServerLockError
 
+# glibc's mallopt parameter for the most heaps (arenas) its malloc may keep (malloc.h).
+M_ARENA_MAX = -8
+HEAP_ARENAS = 2
+
+
+def limit_heap_arenas(arenas: int = HEAP_ARENAS) -> bool:
+    """Cap glibc's malloc heaps for this process; False where there is no glibc.
+
+    Why: glibc gives each new thread that allocates its own heap (up to 8 per core), and what
+    a heap frees is reused by that heap only. fsup's threads (the early listener, trio's
+    worker threads for searches, deploys, figures, each coming and going) left free holes
+    spread over several heaps, and the server's RSS crept up under churn with no object alive
+    to show for it (issue 17). The GIL serializes nearly all of fsup's allocations anyway, so
+    fewer heaps cost no parallelism. Called before the first thread starts (a heap a thread
+    already has stays); `mallopt` changes this process only, not the environment, so the
+    formations fsup starts keep glibc's defaults (MALLOC_ARENA_MAX would be inherited).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas))
+
 
 def serve(args: argparse.Namespace, home: Home) -> int:
+    limit_heap_arenas()  # first: before any thread (the early listener's) has a heap of its own
     # The lock comes first: a second server on this home must change nothing, not even the
     # config.yaml it would write out or the port it would bind (issue 17).
     try:
