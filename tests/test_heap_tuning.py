@@ -1,6 +1,7 @@
-"""`fsup serve` caps glibc's malloc heaps at start (issue 17): threads that come and go
-(the early listener, trio's worker threads) each took a heap of their own, and the free holes
-spread over them crept into the server's RSS under churn."""
+"""`fsup serve` sets glibc's malloc at start (issue 17): threads that come and go (the early
+listener, trio's worker threads) each took a heap of their own, and blocks of a few hundred
+KiB were carved out of the heap once glibc's mmap threshold had risen; the free holes both
+left crept into the server's RSS under churn."""
 
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ import sys
 
 import pytest
 
-from supervisor.cli.serve import HEAP_ARENAS
+from supervisor.cli.serve import HEAP_ARENAS, MMAP_THRESHOLD
 
 # In a fresh interpreter: optionally cap the heaps, then 6 threads allocating at once (a
 # barrier keeps them all alive, so none hands its heap back for the next to reuse), then
 # count the heaps in glibc's own report (`malloc_info`'s XML).
 PROGRAM = """
 import ctypes, sys, tempfile, threading
-from supervisor.cli.serve import limit_heap_arenas
-if sys.argv[1] == "capped":
-    assert limit_heap_arenas()
+from supervisor.cli.serve import tune_heap
+if sys.argv[1] == "tuned":
+    assert tune_heap()
 barrier = threading.Barrier(7)
 def allocate():
     kept = [bytearray(1000) for _ in range(200)]
@@ -60,15 +61,15 @@ def heaps_with_threads(mode: str) -> int:
 @glibc_only
 def test_threads_share_at_most_two_heaps_once_capped() -> None:
     assert heaps_with_threads("default") > HEAP_ARENAS  # the test can tell: threads take heaps
-    assert heaps_with_threads("capped") <= HEAP_ARENAS
+    assert heaps_with_threads("tuned") <= HEAP_ARENAS
 
 
 @glibc_only
 def test_the_processes_fsup_starts_keep_glibcs_default() -> None:
     """mallopt, not MALLOC_ARENA_MAX: the formations fsup starts inherit its environment."""
     child = (
-        "import subprocess, sys; from supervisor.cli.serve import limit_heap_arenas; "
-        "assert limit_heap_arenas(); "
+        "import subprocess, sys; from supervisor.cli.serve import tune_heap; "
+        "assert tune_heap(); "
         "sys.exit(subprocess.run([sys.executable, '-c', sys.argv[1], 'default']).returncode)"
     )
     done = subprocess.run(
@@ -76,3 +77,41 @@ def test_the_processes_fsup_starts_keep_glibcs_default() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > HEAP_ARENAS
+
+
+# In a fresh interpreter: optionally tune, free a 2 MiB block (glibc served it with mmap: by
+# default its free raises the threshold to 2 MiB), then is a 300 KiB block mmapped or carved
+# out of the heap? Answered by `mallinfo2`'s count of mmapped blocks.
+BLOCK = """
+import ctypes, sys
+from supervisor.cli.serve import tune_heap
+if sys.argv[1] == "tuned":
+    assert tune_heap()
+class Info(ctypes.Structure):
+    names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+    _fields_ = [(n, ctypes.c_size_t) for n in names.split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.free(libc.malloc(2 * 2**20))
+before = libc.mallinfo2().hblks
+block = libc.malloc(300 * 1024)
+print("mmap" if libc.mallinfo2().hblks > before else "heap")
+libc.free(block)
+"""
+
+
+def where_a_300_kib_block_goes(mode: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK, mode], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@glibc_only
+def test_blocks_over_the_threshold_stay_out_of_the_heap_after_a_big_one_is_freed() -> None:
+    assert 300 * 1024 > MMAP_THRESHOLD
+    assert where_a_300_kib_block_goes("default") == "heap"  # glibc's threshold rose to 2 MiB
+    assert where_a_300_kib_block_goes("tuned") == "mmap"
