@@ -30,6 +30,7 @@ INSIDE = (
     "py_used_mib",
     "heap_used_mib",
     "heap_free_mib",
+    "glibc_heaps",
     "sqlite_mib",
     "threads",
 )
@@ -132,12 +133,30 @@ def stats_now(_signum: int, _frame: Any) -> None:
         "heap_mib": round((info.arena + info.hblkhd) / 2**20, 2),
         "heap_used_mib": round((info.uordblks + info.hblkhd) / 2**20, 2),
         "heap_free_mib": round(info.fordblks / 2**20, 2),
+        "glibc_heaps": glibc_heaps(libc),
         "sqlite_mib": round(sqlite.sqlite3_memory_used() / 2**20, 2),
         "threads": threading.active_count(),
     }
     folder = Path(os.environ[DUMPS])
     (folder / "stats.tmp").write_text(json.dumps(figures))
     os.replace(folder / "stats.tmp", folder / "stats.json")
+
+
+def glibc_heaps(libc: Any) -> int:
+    """How many heaps (arenas) glibc's malloc keeps: each thread that allocates gets one of
+    its own, up to M_ARENA_MAX (fsup caps it at start). From `malloc_info`'s XML."""
+    import ctypes  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+        stream = libc.fopen(out.name.encode(), b"w")
+        libc.malloc_info(0, stream)
+        libc.fclose(stream)
+        return Path(out.name).read_text().count("<heap nr=")
 
 
 def pymalloc_figures() -> dict[str, float]:

@@ -2,8 +2,9 @@
 `traffic_stats` (proxied requests per formation, with rates over the last period); and, on
 the same clock, the heap's free pages given back to the system once a minute.
 
-Why the last: glibc keeps what a program frees in its heaps (one per thread that allocated)
-and reuses it, but pages once touched stay resident. Under churn (requests, searches in
+Why the last: glibc keeps what a program frees in its heaps (two at most since `fsup serve`
+caps them: `supervisor.cli.serve.tune_heap`) and reuses it, but pages once touched stay
+resident. Under churn (requests, searches in
 threads, updates unpacking bundles) the free holes are touched again and again, and fsup's
 RSS crept up by megabytes over minutes with no object alive to show for it (issue 17).
 `malloc_trim(0)` hands the free pages back (a few milliseconds); elsewhere than glibc there is
