@@ -12,7 +12,8 @@ import sys
 import tarfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,21 @@ class Server:
 
     def formation(self, formation_id: str) -> dict[str, Any]:
         return self.rpc.call("GET", f"/rpc/formations/{formation_id}")
+
+
+@contextmanager
+def serving(home: Path, *bundles: bytes) -> Iterator[Server]:
+    """A started fsup in `home` with `bundles` deployed. On leaving, it is stopped and the test
+    fails if it exited with an error or left a formation process behind (killed first)."""
+    server = Server(home).start()
+    try:
+        for bundle in bundles:
+            server.rpc.deploy(bundle)
+        yield server
+    finally:
+        code = server.stop()
+        leftovers = formation_processes(home)
+        for proc in leftovers:
+            proc.kill()
+        assert code == 0, server.log_tail()
+        assert not leftovers

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import Server, formation_processes, nasty_bundle
+from helpers import Server, nasty_bundle, serving
 
 from supervisor.cli.client import parse_sse
 
@@ -25,17 +25,8 @@ CSRF = {"X-Fsup-Request": "1"}
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("dashboard-api") / "muxi"
     home.mkdir()
-    server = Server(home).start()
-    try:
-        server.rpc.deploy(nasty_bundle("alpha"))
+    with serving(home, nasty_bundle("alpha")) as server:
         yield server
-    finally:
-        code = server.stop()
-        leftovers = formation_processes(home)
-        for proc in leftovers:
-            proc.kill()
-        assert code == 0, server.log_tail()
-        assert not leftovers
 
 
 def bearer(server: Server) -> dict[str, str]:

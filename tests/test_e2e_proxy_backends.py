@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import Server, formation_processes, make_bundle
+from helpers import Server, make_bundle, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -46,17 +46,8 @@ def fsup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One fsup for the module, with the misbehaving formation `mis` deployed."""
     home = tmp_path_factory.mktemp("backends") / "muxi"
     home.mkdir()
-    server = Server(home).start()
-    try:
-        server.rpc.deploy(misbehaving_bundle("mis"))
+    with serving(home, misbehaving_bundle("mis")) as server:
         yield server
-    finally:
-        code = server.stop()
-        leftovers = formation_processes(home)
-        for proc in leftovers:
-            proc.kill()
-        assert code == 0, server.log_tail()
-        assert not leftovers
 
 
 def tracebacks(server: Server) -> list[str]:

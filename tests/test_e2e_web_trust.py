@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import Server, formation_processes, nasty_bundle
+from helpers import Server, nasty_bundle, serving
 from hostile.hostile_wire import Signer, exchange, request_bytes
 
 from supervisor.core import muxi_hmac
@@ -41,17 +41,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("web-trust") / "muxi"
     (home / "server").mkdir(parents=True)
     (home / "server" / "config.yaml").write_text(f"http: {{allowed_hosts: [{LISTED}]}}\n")
-    server = Server(home).start()
-    try:
-        server.rpc.deploy(nasty_bundle("alpha"))
+    with serving(home, nasty_bundle("alpha")) as server:
         yield server
-    finally:
-        code = server.stop()
-        leftovers = formation_processes(home)
-        for proc in leftovers:
-            proc.kill()
-        assert code == 0, server.log_tail()
-        assert not leftovers
 
 
 def port_of(server: Server) -> int:
