@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
@@ -226,3 +227,27 @@ def serving(home: Path, *bundles: bytes) -> Iterator[Server]:
             proc.kill()
         assert code == 0, server.log_tail()
         assert not leftovers
+
+
+class ClientThreads:
+    """`clients` threads running `_run` (a subclass's loop until `_stop` is set), started on
+    entering and stopped and joined on leaving; `_lock` guards what they count."""
+
+    def __init__(self, url: str, clients: int = 4) -> None:
+        self.url = url
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self) -> None:
+        raise NotImplementedError

@@ -9,14 +9,13 @@ released with 503 at the hold bound).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 
 import httpx
 import psutil
 import pytest
-from helpers import Server, wait_for
+from helpers import ClientThreads, Server, wait_for
 from test_e2e_proxy_backends import misbehaving_bundle
 
 pytestmark = pytest.mark.e2e
@@ -25,26 +24,13 @@ STOP_TIMEOUT_S = 10
 GZIP = "application/gzip"
 
 
-class KeepAliveLoad:
+class KeepAliveLoad(ClientThreads):
     """Threads sending GETs through the proxy on keep-alive clients until stopped."""
 
     def __init__(self, url: str, clients: int = 4) -> None:
-        self.url = url
         self.outcomes: Counter[str] = Counter()
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> KeepAliveLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
+        super().__init__(url, clients)
 
     def _run(self) -> None:
         with httpx.Client(trust_env=False, timeout=30) as client:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import Server, nasty_bundle, wait_for
+from helpers import ClientThreads, Server, nasty_bundle, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -41,27 +41,14 @@ def running_pid(server: Server, formation_id: str, other_than: int) -> int | Non
     return shown["pid"] if fresh else None
 
 
-class Load:
+class Load(ClientThreads):
     """Threads sending GETs through the proxy until stopped, counting every outcome."""
 
     def __init__(self, url: str, clients: int = 4) -> None:
-        self.url = url
         self.outcomes: Counter[str] = Counter()
         self.latencies: list[float] = []
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
+        super().__init__(url, clients)
 
     def _run(self) -> None:
         with httpx.Client(trust_env=False, timeout=30) as client:

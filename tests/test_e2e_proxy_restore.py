@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
-from helpers import Server, nasty_bundle, wait_for
+from helpers import ClientThreads, Server, nasty_bundle, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -28,27 +27,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EarlyClients:
+class EarlyClients(ClientThreads):
     """Threads that send GETs to `url` from before fsup listens, each on a fresh connection,
     counting the statuses; a refused connection (nothing bound yet) is tried again."""
 
     def __init__(self, url: str, clients: int = 4) -> None:
-        self.url = url
         self.statuses: Counter[int] = Counter()
         self.bodies: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> EarlyClients:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
+        super().__init__(url, clients)
 
     def _run(self) -> None:
         while not self._stop.is_set():
