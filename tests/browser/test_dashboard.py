@@ -16,13 +16,14 @@ import os
 import shutil
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import EXAMPLES, Server, formation_processes, wait_for
+from helpers import EXAMPLES, Server, formation_processes, nasty_bundle, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -205,6 +206,27 @@ def test_an_overflow_notice_makes_the_page_fetch_its_snapshot_again(run: Run) ->
                 notice,
             )
     playwright_api.expect(run.state_of("hello")).to_have_text("running")
+
+
+def test_a_formation_being_deleted_says_so_until_it_is_gone(run: Run) -> None:
+    """A formation that ignores SIGTERM takes its whole stop timeout (3 s) to go: meanwhile
+    its row says `deleting` (it is not gone, its process still holds its port), then it
+    leaves the fleet without a reload."""
+    page = run.page
+    page.goto(f"{run.server.url}/ui/#/")
+    run.server.rpc.deploy(nasty_bundle("stubborn", "stubborn"))
+    playwright_api.expect(run.state_of("stubborn")).to_have_text("running")
+    deleting = threading.Thread(
+        target=run.server.rpc.call, args=("DELETE", "/rpc/formations/stubborn")
+    )
+    deleting.start()
+    try:
+        playwright_api.expect(run.state_of("stubborn")).to_have_text("deleting")
+        assert run.server.formation("stubborn")["deleting"] is True
+        run.shot("deleting")
+        playwright_api.expect(page.locator('tr[data-id="stubborn"]')).to_have_count(0)
+    finally:
+        deleting.join(30)
 
 
 def test_readable_at_360_pixels(run: Run) -> None:

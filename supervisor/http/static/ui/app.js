@@ -267,6 +267,8 @@ document.addEventListener("alpine:init", () => {
       if (type === "formation_state_changed") {
         Object.assign(patch, { status: data.to, pid: data.pid, version: data.version,
           restart_count: data.restart_count });
+        // A delete's stop: the row stays until formation_deleted, saying so.
+        if (data.reason === "delete") patch.deleting = true;
         if (data.to !== "running") Object.assign(patch, { cpu_percent: null, rss_bytes: null });
         if (data.to === "running") patch.uptime_s = 0;
       } else if (type === "formation_health_changed") {
@@ -648,6 +650,9 @@ document.addEventListener("alpine:init", () => {
       const states = this.status.formations.by_state;
       return Object.entries(states).filter(([, n]) => n > 0).map(([s, n]) => n + " " + s).join(" · ");
     },
+    // A formation being deleted says so (its process may take its whole stop timeout; the
+    // badge keeps the colour of its real state, stopping).
+    stateText(row) { return row.deleting ? "deleting" : row.status; },
     healthText(row) {
       if (row.healthy === true) return "healthy";
       if (row.healthy === false) return "unhealthy";
