@@ -79,6 +79,9 @@ class Recorder:
     five_xx: list[Exchange] = field(default_factory=list)
     kills: Counter[str] = field(default_factory=Counter)
     fired: dict[tuple[str, float], str] = field(default_factory=dict)
+    # (actor, from, to): a fault still armed when fsup was killed may have fired in between
+    # the last look and the kill, and fsup forgot it with its memory.
+    blind: list[tuple[str, float, float]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     # (time, formation id or "*", why): every event that may disturb a formation.
     disruptions: list[tuple[float, str, str]] = field(default_factory=list)
@@ -126,9 +129,17 @@ class Recorder:
             for item in fired:
                 self.fired[(item["actor"], item["ts"])] = item["actor"]
 
-    def faults_fired(self, start: float, end: float) -> list[str]:
+    def note_blind(self, actors: list[str], start: float, end: float) -> None:
         with self.lock:
-            return [actor for (actor, ts) in self.fired if start <= ts <= end]
+            self.blind.extend((actor, start, end) for actor in actors)
+
+    def faults_fired(self, start: float, end: float) -> list[str]:
+        """The actors whose fault fired in [start, end], or may have: armed when fsup was
+        killed, in the window between the driver's last look and the kill (`blind`)."""
+        with self.lock:
+            fired = [actor for (actor, ts) in self.fired if start <= ts <= end]
+            unseen = [a for a, b_start, b_end in self.blind if b_start <= end and start <= b_end]
+            return fired + unseen
 
 
 @dataclass
