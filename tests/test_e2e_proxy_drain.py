@@ -10,13 +10,12 @@ released with 503 at the hold bound).
 from __future__ import annotations
 
 import time
-from collections import Counter
 
-import httpx
 import psutil
 import pytest
-from helpers import ClientThreads, Server, wait_for
+from helpers import Server, wait_for
 from test_e2e_proxy_backends import misbehaving_bundle
+from test_e2e_proxy_hold import Load
 
 pytestmark = pytest.mark.e2e
 
@@ -24,34 +23,11 @@ STOP_TIMEOUT_S = 10
 GZIP = "application/gzip"
 
 
-class KeepAliveLoad(ClientThreads):
-    """Threads sending GETs through the proxy on keep-alive clients until stopped."""
-
-    def __init__(self, url: str, clients: int = 4) -> None:
-        self.outcomes: Counter[str] = Counter()
-        self.failures: list[str] = []
-        super().__init__(url, clients)
-
-    def _run(self) -> None:
-        with httpx.Client(trust_env=False, timeout=30) as client:
-            while not self._stop.is_set():
-                try:
-                    answer = client.get(self.url)
-                    status = str(answer.status_code)
-                    if answer.status_code != 200:
-                        self.failures.append(answer.text[:300])
-                except httpx.HTTPError as exc:
-                    status = type(exc).__name__
-                    self.failures.append(repr(exc))
-                with self._lock:
-                    self.outcomes[status] += 1
-
-
 def test_a_restart_under_keep_alive_load_does_not_wait_for_fsups_idle_connections(
     server: Server,
 ) -> None:
     server.rpc.deploy(misbehaving_bundle("blocky", "block", stop={"timeout": STOP_TIMEOUT_S}))
-    with KeepAliveLoad(f"{server.url}/api/blocky/x") as load:
+    with Load(f"{server.url}/api/blocky/x") as load:
         time.sleep(0.5)
         started = time.monotonic()
         server.rpc.call("POST", "/rpc/formations/blocky/restart")
@@ -69,7 +45,7 @@ def test_an_update_under_keep_alive_load_retires_the_old_process_at_once(
     bundle = misbehaving_bundle("blocky", "block", stop={"timeout": STOP_TIMEOUT_S})
     old_pid = server.rpc.deploy(bundle)["pid"]
     newer = misbehaving_bundle("blocky", "block", stop={"timeout": STOP_TIMEOUT_S}, version="1.1.0")
-    with KeepAliveLoad(f"{server.url}/api/blocky/x") as load:
+    with Load(f"{server.url}/api/blocky/x") as load:
         time.sleep(0.5)
         started = time.monotonic()
         server.rpc.call("PUT", "/rpc/formations/blocky", newer, {"Content-Type": GZIP})
