@@ -25,6 +25,7 @@ import trio
 
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import FormationSpec, parse_manifest
+from supervisor.core.timestamps import rfc3339_now as now_rfc3339
 from supervisor.runtime.ports import PortPool
 from supervisor.storage.store import VersionRow
 
@@ -67,15 +68,9 @@ from .fleet_messages import (
 from .fleet_messages import (
     ShutdownAll as ShutdownAll,
 )
-from .formation import (
-    EnsureRunning,
-    FormationActor,
-    FormationContext,
-    Kept,
-    Shutdown,
-    Start,
-    now_rfc3339,
-)
+from .formation import EnsureRunning, Shutdown, Start
+from .formation.actor import FormationActor
+from .formation.context import FormationContext, Kept
 from .log_rotation import serve_log_rotation
 from .port_requests import AllocatePort, ReleasePort
 from .process import adopt, kill_strays

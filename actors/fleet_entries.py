@@ -25,7 +25,7 @@ import trio
 from supervisor.core.errors import FsupError
 
 from .base import Actor, ActorRef, Reply
-from .formation import Kept
+from .formation.context import Kept
 from .process import kill_strays, kill_unowned, scan_home
 from .supervision import Intensity, Supervisor
 

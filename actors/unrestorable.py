@@ -20,6 +20,7 @@ import trio
 
 from supervisor.core import version_order
 from supervisor.core.errors import FsupError
+from supervisor.core.timestamps import rfc3339_now as now_rfc3339
 from supervisor.storage import versions
 from supervisor.storage.store import FormationRow, VersionRow
 
@@ -28,7 +29,6 @@ from .formation import (
     CancelUpdate,
     CurrentVersion,
     EnsureRunning,
-    FormationContext,
     Nodes,
     ProbeNow,
     Restart,
@@ -39,8 +39,8 @@ from .formation import (
     Start,
     Stop,
     Update,
-    now_rfc3339,
 )
+from .formation.context import FormationContext
 
 log = logging.getLogger("fsup.fleet")
 

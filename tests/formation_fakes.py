@@ -15,13 +15,9 @@ from typing import Any
 import trio
 
 from actors.base import Actor, ActorRef, Reply, spawn
-from actors.formation import (
-    FormationActor,
-    FormationContext,
-    Kept,
-    Snapshot,
-    Start,
-)
+from actors.formation import Snapshot, Start
+from actors.formation.actor import FormationActor
+from actors.formation.context import FormationContext, Kept
 from actors.listener import Holder, PortOwners
 from actors.port_requests import AllocatePort, ReleasePort
 from actors.process import LaunchSpec

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.formation import effects as fx
 from actors.formation.machine import FormationMachine
-from actors.formation.messages import (
+from actors.formation.machine import effects as fx
+from actors.formation.machine.lifecycle import ALLOWED, State
+from actors.formation.machine.messages import (
     BeginJob,
     Boot,
     Exited,
@@ -27,7 +28,6 @@ from actors.formation.messages import (
     Stop,
     StopFinished,
 )
-from actors.lifecycle import ALLOWED, State
 from supervisor.core.manifest import FormationSpec, parse_manifest
 
 MANIFEST = """

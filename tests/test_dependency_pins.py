@@ -231,7 +231,7 @@ def test_httpx_imports_without_its_command_line_module() -> None:
 # Packages whose newer APIs fsup uses: the release that brought the newest one, which the
 # declared floor must not go below, and a check that the installed release has it.
 NEWER_APIS = {
-    # `CancelScope.cancel(reason=...)`: runtime/server.py, http/proxy.py (trio 0.31.0).
+    # `CancelScope.cancel(reason=...)`: server.py, http/proxy.py (trio 0.31.0).
     "trio": (
         "0.31.0",
         lambda: "reason" in inspect.signature(trio.CancelScope.cancel).parameters,

@@ -38,7 +38,8 @@ from actors.fleet import (
     Restore,
     ShutdownAll,
 )
-from actors.formation import FormationContext, Snapshot, Start, Stop
+from actors.formation import Snapshot, Start, Stop
+from actors.formation.context import FormationContext
 from actors.port_requests import AllocatePort, ReleasePort
 from actors.supervision import Intensity, Supervisor
 from supervisor.core.errors import FsupError
@@ -52,9 +53,7 @@ URL = "http://127.0.0.1:7890"
 # Ports of this test process's block (tests/port_blocks.py), away from the formation ports
 # a real server of the same run hands out from its low end.
 LOW, HIGH = PORT_HIGH - 5, PORT_HIGH
-ROOT_INTENSITY = Intensity(
-    max_restarts=5, period=10.0, escalate=False
-)  # as supervisor.runtime.server
+ROOT_INTENSITY = Intensity(max_restarts=5, period=10.0, escalate=False)  # as supervisor.server
 
 
 # Virtual time jumps while a worker thread runs (the fleet installs and removes files, a run

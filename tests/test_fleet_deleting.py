@@ -22,11 +22,11 @@ from test_fleet_removal import fleet_actor
 from actors.base import Actor, ActorRef, Reply
 from actors.fleet import Delete, Describe, ListEntries, Lookup
 from actors.fleet_entries import ENDED_BOUND_S
-from actors.formation import FormationActor
-from actors.formation.messages import Restart
+from actors.formation.actor import FormationActor
+from actors.formation.machine.messages import Restart
 from actors.supervision import Supervisor
+from supervisor import operations
 from supervisor.core.errors import FsupError
-from supervisor.runtime import operations
 
 # Virtual time that waits for the fleet's worker threads (see test_fleet_removal).
 autojump_clock = test_fleet_removal.autojump_clock

@@ -27,15 +27,9 @@ from formation_fakes import (
 )
 
 from actors.base import ActorCrashed, Reply
-from actors.formation import (
-    FormationActor,
-    Restart,
-    Snapshot,
-    Stop,
-    Update,
-    watchers,
-)
-from actors.formation.messages import GateProgress
+from actors.formation import Restart, Snapshot, Stop, Update, watchers
+from actors.formation.actor import FormationActor
+from actors.formation.machine.messages import GateProgress
 from actors.supervision import Supervisor
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import HealthSpec, parse_manifest

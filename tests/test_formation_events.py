@@ -25,7 +25,7 @@ from formation_fakes import (
 
 from actors.base import ActorRef, spawn
 from actors.formation import Rollback, Stop, Update
-from actors.lifecycle import ALLOWED, State
+from actors.formation.machine.lifecycle import ALLOWED, State
 from actors.supervision import Supervisor
 from supervisor.core.manifest import parse_manifest
 from supervisor.runtime.events import BusEvent, EventBus, Subscription

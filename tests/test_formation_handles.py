@@ -10,7 +10,8 @@ from typing import Any
 import trio
 from formation_fakes import MANIFEST, FakeLauncher, FakeProbe, World, start, state_of
 
-from actors.formation import FormationActor, Restart, Stop
+from actors.formation import Restart, Stop
+from actors.formation.actor import FormationActor
 from actors.supervision import Supervisor
 from supervisor.core.manifest import parse_manifest
 

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from machine_kit import Paper, in_state, rollback_target, update_target
 
-from actors.formation import effects as fx
-from actors.formation.messages import (
+from actors.formation.machine import effects as fx
+from actors.formation.machine.lifecycle import State
+from actors.formation.machine.messages import (
     CancelUpdate,
     EnsureRunning,
     Exited,
@@ -39,8 +40,7 @@ from actors.formation.messages import (
     StopFinished,
     TimerFired,
 )
-from actors.formation.update import Phase
-from actors.lifecycle import State
+from actors.formation.machine.update import Phase
 from supervisor.core.errors import FsupError
 
 TAKEN = FsupError("PORT_IN_USE", "port 8001 is held by a stranger")

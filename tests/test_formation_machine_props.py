@@ -29,8 +29,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from machine_kit import Paper, booted, rollback_target, update_target
 
-from actors.formation import effects as fx
-from actors.formation.messages import (
+from actors.formation.machine import effects as fx
+from actors.formation.machine.lifecycle import State
+from actors.formation.machine.messages import (
     CancelUpdate,
     EnsureRunning,
     Exited,
@@ -49,8 +50,7 @@ from actors.formation.messages import (
     Stop,
     TimerFired,
 )
-from actors.formation.update import Phase
-from actors.lifecycle import State
+from actors.formation.machine.update import Phase
 from supervisor.core.errors import FsupError
 
 REQUESTS = {

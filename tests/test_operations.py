@@ -7,7 +7,7 @@ from typing import Any
 import trio
 
 from actors.base import DEFERRED, Actor, Reply, spawn
-from supervisor.runtime.operations import relay
+from supervisor.operations import relay
 
 
 class Slow(Actor):

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from actors.restart_policy import RestartTracker, wants_restart
+from actors.formation.machine.restart_policy import RestartTracker, wants_restart
 from supervisor.core.manifest import BackoffSpec, RestartSpec
 
 

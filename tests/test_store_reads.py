@@ -16,7 +16,7 @@ import trio
 from formation_fakes import running_world
 
 from actors.formation import Snapshot
-from supervisor.runtime.server import flush_audit
+from supervisor.server import flush_audit
 from supervisor.storage.store import AUDIT_BATCH, AUDIT_KEEP, Store, VersionRow
 from supervisor.storage.store.audit import _TRIM_EVERY, REFUSED_KEEP
 

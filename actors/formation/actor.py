@@ -33,14 +33,14 @@ from .. import listener
 from ..base import DEFERRED, Actor, Reply
 from ..health import PortTaken as PortTakenError
 from ..health import owned
-from ..lifecycle import State
 from ..process import HOME_ENV, LaunchSpec, ProcessHandle, SpawnError, StraySweeper
-from . import effects as fx
-from . import views, watchers
+from . import watchers
 from .context import FormationContext, Kept
 from .jobs import JobRunner
-from .machine import FormationMachine
-from .messages import (
+from .machine import effects as fx
+from .machine import views
+from .machine.formation import FormationMachine
+from .machine.messages import (
     JOB_EVENTS,
     PROCESS_EVENTS,
     BeginJob,
@@ -66,8 +66,6 @@ from .messages import (
     Update,
 )
 
-# States in which a formation meant to run is on its way (back) to serving.
-COMING_BACK = frozenset({State.STARTING, State.RESTARTING, State.STOPPING})
 log = logging.getLogger("fsup.formation")
 
 # Unique across incarnations: an outcome posted by an earlier incarnation is stale.
@@ -212,16 +210,10 @@ class FormationActor(Actor):
     async def _feed(self, event: Any) -> None:
         """Hand `event` to the machine and carry out what it asks, in order. An effect with
         an immediate outcome (a spawn) feeds that outcome back before the next effect."""
-        effects = self.machine.handle(event, trio.current_time())
-        coming_back = self._coming_back()
-        if coming_back:  # before the route is withdrawn: no request may see it gone for good
-            self.ctx.routes.expect(self.id, True)
-        for effect in effects:
+        for effect in self.machine.handle(event, trio.current_time()):
             outcome = await self._do(effect)
             if outcome is not None:
                 await self._feed(outcome)
-        if not coming_back:  # after a new route is published: none sees neither
-            self.ctx.routes.expect(self.id, self._coming_back())
         proxy = self.machine.spec.proxy
         if proxy != self._proxy:  # a new version may bring other proxy settings
             self.ctx.routes.configure(self.id, proxy.hold, proxy.idempotent)
@@ -250,12 +242,6 @@ class FormationActor(Actor):
             case _:
                 self._do_process(effect) or self._do_store(effect) or self._jobs.do(effect)
         return None
-
-    def _coming_back(self) -> bool:
-        """Meant to run and on its way there (starting, restarting, or stopping to start
-        again): the proxy holds requests for it instead of answering 503 (issue 13)."""
-        m = self.machine
-        return m.desired == "running" and m.state in COMING_BACK
 
     def _answer(self, rid: int, value: Any, error: FsupError | None) -> None:
         reply = self._replies.pop(rid, None)
@@ -321,6 +307,8 @@ class FormationActor(Actor):
                 self._jobs.replaced = routes.publish(self.id, Backend(port, pid, version))
             case fx.WithdrawRoute():
                 routes.publish(self.id, None)
+            case fx.ExpectRoute(coming_back=coming_back):
+                routes.expect(self.id, coming_back)
             case fx.MarkRouteHealthy(interval=interval):
                 route = routes.get(self.id)
                 if route is not None:

@@ -25,8 +25,8 @@ from .. import listener
 from ..base import ActorError
 from ..port_requests import ReleasePort
 from ..process import ProcessHandle, SpawnError
-from . import effects as fx
-from .messages import JobCleaned, JobFailed, JobStaged, OldRetired
+from .machine import effects as fx
+from .machine.messages import JobCleaned, JobFailed, JobStaged, OldRetired
 
 if TYPE_CHECKING:
     from .actor import FormationActor

@@ -20,7 +20,7 @@ from supervisor.core.ticks import next_on_grid
 from ..health import PortTaken as PortTakenError
 from ..health import Probe, close_probe
 from ..process import ProcessHandle
-from .messages import (
+from .machine.messages import (
     Exited,
     GateFailed,
     GatePassed,

@@ -145,7 +145,7 @@ def _serve(args: argparse.Namespace, home: Home, config: ServerConfig, early: Ea
     import trio  # noqa: PLC0415 - keep the client commands' start-up light
 
     from supervisor.runtime.logs import configure as configure_logging  # noqa: PLC0415
-    from supervisor.runtime.server import run_server  # noqa: PLC0415
+    from supervisor.server import run_server  # noqa: PLC0415
     from supervisor.storage.store import StoreError  # noqa: PLC0415
 
     configure_logging(home.logs)

@@ -14,7 +14,7 @@ marks the call audited (`audit_as`) before any check, and the first `record` wri
 The clock starts when fsup first looks at the credentials; a call refused before that (the
 head's checks, the Host check) is recorded with `duration_ms` 0.
 
-The store writes the entries in batches (`runtime/server.py`, `flush_audit`): a SIGKILL of
+The store writes the entries in batches (`server.py`, `flush_audit`): a SIGKILL of
 fsup can lose the entries of its last quarter-second, never write one twice.
 """
 

@@ -16,6 +16,7 @@ import trio
 from quart import Blueprint
 
 from actors.fleet import Delete
+from supervisor import operations
 from supervisor.http.api_v1 import api_auth_hook
 from supervisor.http.operations_api import process_figures
 from supervisor.http.rpc import (
@@ -28,7 +29,6 @@ from supervisor.http.rpc import (
     snapshots,
 )
 from supervisor.http.services import services
-from supervisor.runtime import operations
 
 PREFIX = "/api/v1/formations"
 FIGURES = ("cpu_percent", "rss_bytes")

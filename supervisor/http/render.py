@@ -9,7 +9,7 @@ from quart import Response, jsonify, request
 
 from supervisor.core.errors import FsupError
 from supervisor.http import sse
-from supervisor.runtime.operations import Event, outcome
+from supervisor.operations import Event, outcome
 
 
 def error_response(error: FsupError) -> tuple[Response, int]:

@@ -21,7 +21,7 @@ from actors.formation import (
     Start,
     Stop,
 )
-from supervisor import __version__
+from supervisor import __version__, operations
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import parse_manifest
 from supervisor.core.timestamps import rfc3339_now
@@ -29,7 +29,6 @@ from supervisor.http import rpc_auth, sse
 from supervisor.http.params import bool_param, choice_param, lines_param
 from supervisor.http.render import render_operation
 from supervisor.http.services import services
-from supervisor.runtime import operations
 from supervisor.runtime.events import HEARTBEAT_S
 from supervisor.runtime.routing import RouteTable
 from supervisor.storage.formation_logs import STREAMS, Follower, tail

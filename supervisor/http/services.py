@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 from quart import current_app
 
-from supervisor.runtime.operations import Services
+from supervisor.operations import Services
 
 if TYPE_CHECKING:
     from actors.base import ActorRef

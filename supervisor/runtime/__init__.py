@@ -1,7 +1,7 @@
-"""The running server: `fsup serve` and the live state its parts share.
+"""The live state below the actors: what they write into and the edges read.
 
-Two levels, checked by the import contract: below the actors, what they write into and the
-edges read (event bus, routing table, port pool, the server's own log, periodic telemetry);
-above the actors, what composes them (`operations`: requests as streams of progress, and
-`server`: the one nursery that owns the fleet and the HTTP front end).
+The event bus (`events`), the routing table (`routing`), the port pool (`ports`), the server's
+own log (`logs`) and the periodic fleet statistics (`telemetry`). Nothing here imports an actor,
+an operation or the HTTP edge (the layers contract in pyproject.toml checks it); what composes
+the actors lives above them: `supervisor.operations` and `supervisor.server`.
 """

@@ -15,7 +15,7 @@ from supervisor.core.manifest import HealthSpec
 if TYPE_CHECKING:
     from supervisor.storage.store import FormationRow
 
-    from .machine import FormationMachine
+    from .formation import FormationMachine
 
 
 class Countdown(Protocol):

@@ -33,6 +33,11 @@ ALLOWED: dict[State, frozenset[State]] = {
 }
 
 
+# States in which a formation meant to run is on its way (back) to serving: the proxy holds
+# its requests meanwhile (`effects.ExpectRoute`).
+COMING_BACK: frozenset[State] = frozenset({State.STARTING, State.RESTARTING, State.STOPPING})
+
+
 class IllegalTransition(RuntimeError):
     pass
 

@@ -41,7 +41,7 @@ from .messages import (
 from .views import describe_exit, health_event
 
 if TYPE_CHECKING:
-    from .machine import FormationMachine
+    from .formation import FormationMachine
 
 STDERR_TAIL_CHARS = 2000
 

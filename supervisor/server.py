@@ -21,22 +21,22 @@ from hypercorn.config import Config as HypercornConfig
 
 from actors.base import ActorError, ActorRef
 from actors.fleet import FleetActor, Restore, ShutdownAll
-from actors.formation import FormationContext
+from actors.formation.context import FormationContext
 from actors.health import ProbeFactory, open_probe_client
 from actors.process import OsLauncher
 from actors.search import SearchesActor
 from actors.search_run import SearchContext
 from actors.supervision import Intensity, Supervisor
+from supervisor import operations
 from supervisor.http.app import create_app
 from supervisor.http.early import EarlyListener
 from supervisor.http.proxy import open_proxy_client
 from supervisor.http.server_api import publish_status
 from supervisor.http.services import HttpServices
 from supervisor.http.serving import serve_http
-from supervisor.runtime import operations
+from supervisor.operations import Services
 from supervisor.runtime.events import EventBus
 from supervisor.runtime.logs import LogBook
-from supervisor.runtime.operations import Services
 from supervisor.runtime.ports import PortPool
 from supervisor.runtime.routing import RouteTable
 from supervisor.runtime.telemetry import publish_fleet_stats

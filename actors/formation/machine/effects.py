@@ -182,6 +182,17 @@ class WithdrawRoute:
 
 
 @dataclass(frozen=True)
+class ExpectRoute:
+    """Whether the route is coming back (the formation is meant to run and on its way: starting,
+    restarting, or stopping to start again): the proxy then holds a request for it instead of
+    answering 503 (issue 13). Emitted when it changes: first in its list when it turns true
+    (before a route is withdrawn, so no request sees it gone for good), last when it turns false
+    (after a new route is published, so none sees neither)."""
+
+    coming_back: bool
+
+
+@dataclass(frozen=True)
 class MarkRouteHealthy:
     """The route's last good health check is now, and checks follow every `interval` seconds
     (inf: none follow): the routing summary calls a route stale after 3 missed checks."""
@@ -259,6 +270,7 @@ Effect = (
     | PersistVersion
     | PublishRoute
     | WithdrawRoute
+    | ExpectRoute
     | MarkRouteHealthy
     | PrepareJob
     | Promote

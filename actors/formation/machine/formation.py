@@ -32,10 +32,9 @@ from typing import Any
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import FormationSpec
 
-from ..lifecycle import State, check_transition
-from ..restart_policy import RestartTracker
 from . import effects as fx
 from . import requests, update, views
+from .lifecycle import COMING_BACK, State, check_transition
 from .messages import (
     JOB_EVENTS,
     PROCESS_EVENTS,
@@ -53,6 +52,7 @@ from .messages import (
     StopFinished,
     TimerFired,
 )
+from .restart_policy import RestartTracker
 from .stopping import After, StopPlan
 from .update import STDERR_TAIL_CHARS, Job
 from .views import describe_exit, health_event
@@ -98,6 +98,7 @@ class FormationMachine:
         self.exiting: str | None = None
         self.ending = False  # shut down: end the actor once the job in flight is undone
         self.ended = False
+        self.route_expected: bool | None = None  # last `ExpectRoute` said (None: not yet)
         self.now = 0.0
         self._out: list[fx.Effect] = []
 
@@ -108,7 +109,16 @@ class FormationMachine:
         self.now = now
         self._dispatch(event)
         out, self._out = self._out, []
-        return out
+        return self._with_route_expectation(out)
+
+    def _with_route_expectation(self, out: list[fx.Effect]) -> list[fx.Effect]:
+        """Say whether the route is coming back when that changes (`fx.ExpectRoute`)."""
+        coming_back = self.desired == "running" and self.state in COMING_BACK
+        if coming_back == self.route_expected:
+            return out
+        self.route_expected = coming_back
+        expect = fx.ExpectRoute(coming_back)
+        return [expect, *out] if coming_back else [*out, expect]
 
     def emit(self, effect: fx.Effect) -> None:
         self._out.append(effect)

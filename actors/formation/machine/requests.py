@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.core.errors import FsupError
 
-from ..lifecycle import State
 from . import effects as fx
 from . import update
+from .lifecycle import State
 from .messages import CancelUpdate, EnsureRunning, ProbeNow, Restart, Shutdown, Start, Stop
 from .stopping import After, StopPlan
 
 if TYPE_CHECKING:
-    from .machine import FormationMachine
+    from .formation import FormationMachine
 
 
 def on_request(m: FormationMachine, rid: int, request: Any) -> None:
