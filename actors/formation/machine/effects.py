@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import FormationSpec, HealthSpec, StopSpec
@@ -44,9 +44,14 @@ class Publish:
     data: dict[str, Any]
 
 
+LogLevel = Literal["info", "warning", "error"]
+
+
 @dataclass(frozen=True)
 class Log:
-    level: str  # "info" | "warning" | "error"
+    """A line of fsup's own log about this formation, at one of three fixed levels."""
+
+    level: LogLevel
     message: str
 
 
