@@ -5,111 +5,81 @@ and returns the effects to carry out, in order. It owns no clock, no process, no
 socket and no database: times come in as `now`, processes are known by pid and by the
 generation they are watched under, and the store, the routes, the replies and the bus are
 effects. So every promise of the formation can be tested by feeding events and reading
-effects (tests/test_formation_machine*.py), and the driver (`actor.FormationActor`) stays a
+effects (tests/test_formation_machine*.py), and the driver (`actors.formation.actor`) stays a
 thin translation to trio.
 
-Rules it keeps:
-- every transition goes through `lifecycle.check_transition` and is announced
-  (`formation_state_changed`, with a reason from a fixed vocabulary: docs/decisions.md);
-- every request is answered exactly once (an `Answer` effect), and the desired state is
-  persisted before the answer of the request that changed it;
-- a request that does not fit the state is answered with a clear error; an event that does
-  not fit (stale, or for a phase already left) is ignored. Only a broken invariant raises;
-- no hidden sub-state: an exit under way (`exiting`) and an update of a formation without a
-  process (`job.offline`) refuse what would undo them (`requests._refusal`), and both are
-  rows of the (state, request) table in the tests.
+The machine is one class over two files: the life of its process (`process_life.ProcessLife`)
+and, here, what decides it: the dispatch of every event (a closed union, checked whole by
+`assert_never`), the lifecycle requests (read from the tables in `requests.py`), the intents
+of the update machine (`update.UpdateMachine`), and whether the proxy should hold requests
+for the formation (`effects.ExpectRoute`). Its whole state is `state` (checked against
+`lifecycle.ALLOWED`), the stop plan (against `stopping.REPLANS`), the update's phase (against
+`update.PHASES`), the hold (`requests.HOLDS`), and who waits for what.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-import random
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import assert_never
 
 from supervisor.core.errors import FsupError
-from supervisor.core.manifest import FormationSpec
 
 from . import effects as fx
-from . import requests, update, views
-from .lifecycle import COMING_BACK, State, check_transition
+from . import requests
+from .lifecycle import COMING_BACK, State
 from .messages import (
-    JOB_EVENTS,
-    PROCESS_EVENTS,
     BeginJob,
     Boot,
+    CancelUpdate,
+    EnsureRunning,
+    Event,
     Exited,
     GateFailed,
     GatePassed,
     GateProgress,
+    JobCleaned,
+    JobFailed,
+    JobStaged,
+    OldRetired,
     PortTaken,
+    ProbeNow,
     ProbeResult,
+    ProcessEvent,
+    Request,
     Requested,
+    Restart,
+    Shutdown,
     Spawned,
     SpawnFailed,
+    Start,
+    Stop,
     StopFinished,
     TimerFired,
 )
-from .restart_policy import RestartTracker
-from .stopping import After, StopPlan
-from .update import STDERR_TAIL_CHARS, Job
-from .views import describe_exit, health_event
+from .process_life import ProcessLife, take
+from .requests import Act, Exiting, Hold, Verdict
+from .stopping import After
+from .update import Ended, Intent, Job, Retired, Swap, SwitchInPlace
 
 
-class FormationMachine:
-    def __init__(
-        self,
-        formation_id: str,
-        spec: FormationSpec,
-        version_dir: Path,
-        port: int,
-        *,
-        restart_count: int = 0,
-        rng: random.Random | None = None,
-        gens: Iterator[int] | None = None,
-    ) -> None:
-        self.id = formation_id
-        self.spec, self.version_dir, self.port = spec, version_dir, port
-        self.state = State.STOPPED
-        self.desired = "running"
-        self.pid: int | None = None
-        self.healthy: bool | None = None
-        self.last_error: str | None = None
-        self.last_exit_code: int | None = None
-        self.restart_count = restart_count
-        self.rng = rng or random.Random()
-        self.tracker = RestartTracker(spec.restart, self.rng)
-        self.gens = gens if gens is not None else itertools.count(1)
-        self.gen = 0  # of the active process's watchers, of a stop, or of a backoff
-        self.timer_gen: int | None = None
-        self.healthy_since: float | None = None
-        self.unhealthy_since: float | None = None
-        self.requested_start = False  # the current start has an operator waiting on it
-        self.start_waiters: list[int] = []
-        self.stop_waiters: list[int] = []
-        self.plan = StopPlan(After.STOPPED, "stop")
-        self.failure: FsupError | None = None  # what a failed requested start reports
-        self.failure_message = ""
-        self.job: Job | None = None
-        # "delete" or "shutdown" once one is accepted: the actor ends once the process is
-        # stopped, and no later request may start it or replace that plan (`requests`).
-        self.exiting: str | None = None
-        self.ending = False  # shut down: end the actor once the job in flight is undone
-        self.ended = False
-        self.route_expected: bool | None = None  # last `ExpectRoute` said (None: not yet)
-        self.now = 0.0
-        self._out: list[fx.Effect] = []
-
+class FormationMachine(ProcessLife):
     # -- the interface ---------------------------------------------------------------------
 
-    def handle(self, event: Any, now: float) -> list[fx.Effect]:
+    def handle(self, event: Event, now: float) -> list[fx.Effect]:
         """Apply one event at time `now`; return the effects to carry out, in order."""
         self.now = now
         self._dispatch(event)
         out, self._out = self._out, []
         return self._with_route_expectation(out)
+
+    @property
+    def hold(self) -> Hold:
+        """The sub-state that decides a request before the state does (`requests.HOLDS`)."""
+        if self.exiting is not None:
+            return Hold.EXITING
+        if self.updates.switching:
+            return Hold.SWITCHING
+        return Hold.NONE
 
     def _with_route_expectation(self, out: list[fx.Effect]) -> list[fx.Effect]:
         """Say whether the route is coming back when that changes (`fx.ExpectRoute`)."""
@@ -120,330 +90,260 @@ class FormationMachine:
         expect = fx.ExpectRoute(coming_back)
         return [expect, *out] if coming_back else [*out, expect]
 
-    def emit(self, effect: fx.Effect) -> None:
-        self._out.append(effect)
-
-    def result(self, status: str) -> dict[str, Any]:
-        """The answer to a lifecycle request (`views.result`)."""
-        return views.result(self, status)
-
-    def _dispatch(self, event: Any) -> None:
+    def _dispatch(self, event: Event) -> None:
         match event:
             case Requested(rid=rid, request=request):
-                requests.on_request(self, rid, request)
+                self._on_request(rid, request)
             case BeginJob():
-                update.begin(self, event)
+                self._emit_all(self.updates.begin(event, self.spec, self.version_dir, self.state))
             case Boot():
                 self._boot(event)
-            case Spawned() | SpawnFailed() if self._awaits_spawn(event.gen):
-                self._on_spawn_outcome(event)
-            case _ if isinstance(event, PROCESS_EVENTS):
+            case Spawned() | SpawnFailed():
+                if event.gen == self.gen and self.state is State.STARTING and self.pid is None:
+                    self._on_spawn_outcome(event)
+            case (
+                Exited()
+                | GateProgress()
+                | GatePassed()
+                | GateFailed()
+                | ProbeResult()
+                | PortTaken()
+            ):
                 self._route_process_event(event)
-            case _ if isinstance(event, JOB_EVENTS):
-                if self.job is not None and event.job == self.job.id:
-                    update.on_job_event(self, self.job, event)
-            case TimerFired(gen=gen) if gen == self.gen and self.state is State.RESTARTING:
-                self.timer_gen = None
-                self._spawn(requested=False, reason="backoff_elapsed")
-            case StopFinished(gen=gen) if gen == self.gen and self.state is State.STOPPING:
-                self._on_stop_finished(event)
+            case JobStaged() | JobFailed() | JobCleaned() | OldRetired():
+                self._carry_out(self.updates.on_job_event(event))
+            case TimerFired(gen=gen):
+                if gen == self.gen and self.state is State.RESTARTING:
+                    self.timer_gen = None
+                    self._spawn(requested=False, reason="backoff_elapsed")
+            case StopFinished(gen=gen):
+                if gen == self.gen and self.state is State.STOPPING:
+                    self._on_stop_finished(event)
             case _:
-                pass  # stale: from a process, timer or stop already superseded
+                assert_never(event)
+        # Anything not acted on above was stale: from a process, timer or stop superseded.
 
-    def _awaits_spawn(self, gen: int) -> bool:
-        return gen == self.gen and self.state is State.STARTING and self.pid is None
-
-    def _route_process_event(self, event: Any) -> None:
-        job = self.job
+    def _route_process_event(self, event: ProcessEvent) -> None:
         if event.gen == self.gen and self.pid is not None:
             self._on_process_event(event)
-        elif job is not None and job.phase is update.Phase.GATING and event.gen == job.gen:
-            update.on_staging_event(self, job, event)
+        elif self.updates.watches(event.gen):
+            self._carry_out(self.updates.on_staging_event(event))
 
-    # -- a process's life ------------------------------------------------------------------
+    # -- requests ------------------------------------------------------------------------------
 
-    def _boot(self, event: Boot) -> None:
-        self.desired = event.desired
-        if event.adopted_pid is not None:
-            self.emit(fx.Log("info", f"re-attaching to running pid {event.adopted_pid}"))
-            self._attach(event.adopted_pid, gate=False)
-            self._to(State.RUNNING, "adopted")
-            self.emit(fx.PublishRoute(self.port, event.adopted_pid, self.spec.version))
-            if event.desired == "stopped":
-                self._begin_stop(After.STOPPED, "stop")
-        elif event.desired == "running":
-            self._spawn(requested=False, reason="restored")
-
-    def _spawn(self, requested: bool, reason: str) -> None:
-        self.requested_start = requested
-        self.gen = next(self.gens)
-        self._to(State.STARTING, reason)
-        self._emit_start(
-            {"stage": "spawning", "message": f"Starting {' '.join(self.spec.command)}"}
-        )
-        self.emit(fx.Spawn(self.gen, self.spec, self.version_dir, self.port))
-
-    def _on_spawn_outcome(self, event: Spawned | SpawnFailed) -> None:
-        if isinstance(event, SpawnFailed):
-            self._on_start_failure(event.message, None, failure=event.error)
-            return
-        self.emit(fx.PersistProcess(event.pid, event.started_at))
-        self.emit(fx.Log("info", f"started pid {event.pid} on port {self.port}"))
-        self._attach(event.pid, gate=True)
-
-    def _attach(self, pid: int, gate: bool) -> None:
-        self.pid = pid
-        self.gen = next(self.gens)
-        self.healthy_since = self.unhealthy_since = None
-        self.healthy = None
-        self.emit(fx.Watch(self.gen, pid, gate, self.spec.health, self.port))
-
-    def _on_process_event(self, event: Any) -> None:
-        match event:
-            case GateProgress():
-                self._emit_start(health_event(event, self.spec.health))
-            case GatePassed() if self.state is State.STARTING:
-                assert self.pid is not None
-                self.mark_healthy()
-                self._to(State.RUNNING, "healthy")
-                self.emit(fx.PublishRoute(self.port, self.pid, self.spec.version))
-                self.last_error = None
-                result = self.result("running")
-                for rid in _take(self.start_waiters):
-                    self.emit(fx.Answer(rid, result))
-            case GateFailed(error=error, stderr_tail=tail) if self.state is State.STARTING:
-                self._on_start_failure(error, None, still_running=True, tail=tail)
-            case ProbeResult(error=error) if self.state is State.RUNNING:
-                self._on_probe(error)
-            case PortTaken(error=error) if self.state in (State.STARTING, State.RUNNING):
-                self._on_port_taken(error)
-            case Exited(returncode=code, stderr_tail=tail):
-                self._on_exit(code, tail)
-
-    def _on_probe(self, error: str | None) -> None:
-        if error is None:
-            self.mark_healthy()
-            self.tracker.healthy_since(self.healthy_since, self.now)
-            return
-        if self.healthy is not False:
-            self.emit(fx.Log("warning", f"health check failed: {error}"))
-        self._set_healthy(False, error)
-        self.healthy_since = None
-        self.last_error = error
-        if self.unhealthy_since is None:
-            self.unhealthy_since = self.now
-        elif self.now - self.unhealthy_since >= self.spec.health.timeout:
-            self.failure_message = f"unhealthy for {self.spec.health.timeout:g}s: {error}"
-            self._begin_stop(After.FAILURE, "unhealthy")
-
-    def _on_port_taken(self, error: FsupError) -> None:
-        """A stranger answers on our port: this process cannot serve there, starting or not.
-        Stopping it withdraws the route at once; the restart that may follow checks the port
-        before it spawns."""
-        if self.state is State.STARTING:
-            self._on_start_failure(error.message, None, still_running=True, failure=error)
-            return
-        self.emit(fx.Log("warning", error.message))
-        self._set_healthy(False, error.message)
-        self.last_error = self.failure_message = error.message
-        self._begin_stop(After.FAILURE, "port_taken")
-
-    def mark_healthy(self) -> None:
-        self._set_healthy(True, None)
-        self.unhealthy_since = None
-        period = self.spec.health.liveness_period  # 0: no checks, so never stale
-        self.emit(fx.MarkRouteHealthy(period if period > 0 else math.inf))
-        if self.healthy_since is None:
-            self.healthy_since = self.now
-
-    def _on_exit(self, returncode: int | None, tail: str) -> None:
-        update.abort(self, update.interrupted(self, "the running version exiting"))
-        pid = self.pid
-        self._forget_process()
-        self.last_exit_code = returncode
-        self.emit(fx.Reap(pid))  # leftovers of its group must not hold the port
-        described = describe_exit(returncode)
-        if self.state is State.STARTING:
-            self._on_start_failure(
-                f"process {described} before it was healthy", returncode, tail=tail
-            )
-        elif self.state is State.RUNNING:
-            self.emit(fx.Log("warning", f"process {described}"))
-            self.last_error = f"process {described}"
-            self._apply_restart_policy(returncode, "exited")
-
-    def _on_start_failure(
-        self,
-        error: str,
-        returncode: int | None,
-        still_running: bool = False,
-        tail: str = "",
-        failure: FsupError | None = None,
-    ) -> None:
-        """The start did not reach healthy: the process exited, never answered, or could not
-        be spawned. A requested start is reported and the formation is `crashed`; an automatic
-        one goes back to the restart policy."""
-        self.last_error = error
-        details: dict[str, Any] = {"stage": "health_check", "formation_id": self.id}
-        if tail:
-            details["stderr_tail"] = tail[-STDERR_TAIL_CHARS:]
-        if returncode is not None:
-            details["exit_code"] = returncode
-        self.failure = failure or FsupError("HEALTH_CHECK_FAILED", f"{self.id}: {error}", details)
-        if still_running:
-            self.failure_message = error
-            then = After.CRASHED if self.requested_start else After.FAILURE
-            self._begin_stop(then, "start_failed")
-        elif self.requested_start:
-            self._crash(error, "start_failed")
-        else:
-            self._apply_restart_policy(returncode, "start_failed")
-
-    def _apply_restart_policy(self, returncode: int | None, cause: str) -> None:
-        """`cause`, why the process is gone, is the reason of the transition that follows."""
-        decision = self.tracker.on_exit(returncode, self.now, self.healthy_since)
-        self.healthy_since = None
-        if decision.restart:
-            self.restart_count += 1
-            self._to(State.RESTARTING, cause)
-            self.emit(fx.Log("info", decision.reason))
-            self.gen = self.timer_gen = next(self.gens)
-            self.emit(fx.StartTimer(self.gen, decision.delay))
-        elif decision.give_up:
-            self._crash(decision.reason, "gave_up")
-        else:
-            self.emit(fx.Log("info", f"exited; {decision.reason}"))
+    def _on_request(self, rid: int, request: Request) -> None:
+        """A numbered request: answered now, or kept in a waiting list to answer later."""
+        verdict = requests.verdict(self.hold, request)
+        if verdict is Verdict.REFUSE:
+            self.emit(fx.Answer(rid, error=self._hold_refusal()))
+        elif verdict is Verdict.AWAIT_EXIT:
             self._set_desired("stopped")
-            self._to(State.STOPPED, cause)
-
-    def _crash(self, message: str, reason: str) -> None:
-        self.emit(fx.Log("error", f"crashed: {message}"))
-        self.last_error = message
-        self._to(State.CRASHED, reason)
-        error = self.failure or FsupError(
-            "HEALTH_CHECK_FAILED", f"{self.id}: {message}", {"formation_id": self.id}
-        )
-        for rid in _take(self.start_waiters):
-            self.emit(fx.Answer(rid, error=error))
-        self.failure = None
-
-    def _cancel_backoff(self) -> None:
-        if self.timer_gen is not None:
-            self.emit(fx.CancelTimer(self.timer_gen))
-            self.timer_gen = None
-
-    # -- stopping --------------------------------------------------------------------------
-
-    def _begin_stop(self, then: After, reason: str) -> None:
-        """Withdraw the route, then stop the current process; `StopFinished` brings us back."""
-        self.plan = StopPlan(then, reason)
-        update.abort(self, update.interrupted(self, f"a {then.value} of the running version"))
-        self.emit(fx.WithdrawRoute())
-        if self.pid is not None:
-            self.emit(fx.Unwatch(self.pid))
-        self._to(State.STOPPING, reason)
-        self.gen = next(self.gens)
-        self.emit(fx.StopProcess(self.gen, self.pid, self.spec.stop))
-
-    def _on_stop_finished(self, event: StopFinished) -> None:
-        self._forget_process()
-        self.emit(fx.SweepStrays())  # a descendant that left the tree before it was stopped
-        self.last_exit_code = event.returncode
-        then, reason = self.plan.then, self.plan.reason
-        if then is After.START:
-            self._spawn(requested=True, reason="restart")
-        elif then is After.FAILURE:
-            self._apply_restart_policy(event.returncode, reason)
-        elif then is After.CRASHED:
-            self._crash(self.failure_message, reason)
+            self.stop_waiters.append(rid)  # answered as the actor ends, stopped
+        elif verdict is Verdict.DECLINE:
+            self.emit(fx.Answer(rid, False))
         else:
-            self._to(State.STOPPED, reason)
-            if then is After.EXIT and self.job is not None:
-                self.ending = True  # a staging or retiring process is still being stopped
-                return
-            result = self.result("stopped")
-            for rid in _take(self.stop_waiters):
-                self.emit(fx.Answer(rid, result))
-            if then is After.EXIT:
-                self.end()
+            self._proceed(rid, request)
 
-    def _forget_process(self) -> None:
-        self.emit(fx.WithdrawRoute())
-        if self.pid is not None:
-            self.emit(fx.Unwatch(self.pid))
-        self.pid = None
-        self.healthy = None
-        self.emit(fx.PersistProcess(None, None))
+    def _proceed(self, rid: int, request: Request) -> None:
+        match request:
+            case Start():
+                self._on_start(rid)
+            case Stop():
+                self._on_stop(rid)
+            case Restart():
+                self._on_restart(rid)
+            case Shutdown(keep_desired=keep):
+                self._on_shutdown(rid, keep)
+            case EnsureRunning():
+                self.emit(fx.Answer(rid, self._ensure_running()))
+            case ProbeNow():
+                self._probe_now(rid)
+            case CancelUpdate():
+                self._emit_all(self.updates.cancel(rid))
+            case _:
+                assert_never(request)
 
-    def end(self) -> None:
-        """The actor ends: everyone still waiting for a stop is answered first."""
-        result = self.result(self.state.value)
-        for rid in _take(self.stop_waiters):
-            self.emit(fx.Answer(rid, result))
-        self.ended = True
-        self.emit(fx.EndActor())
+    def _hold_refusal(self) -> FsupError:
+        if self.exiting is None:
+            busy = self.updates.busy()
+            assert busy is not None, "refused for a hold that is not there"
+            return busy
+        why = "being deleted" if self.exiting is Exiting.DELETE else "stopping because fsup stops"
+        return FsupError(
+            "FORMATION_BUSY",
+            f"formation '{self.id}' is {why}; it cannot be started again",
+            {"formation_id": self.id, "exiting": self.exiting.value},
+        )
 
-    # -- helpers -----------------------------------------------------------------------------
-
-    def adopt_version(self, spec: FormationSpec, version_dir: Path, port: int) -> None:
-        self.spec, self.version_dir, self.port = spec, version_dir, port
-        self.tracker = RestartTracker(spec.restart, self.rng)
-
-    def _to(self, new: State, reason: str) -> None:
-        """Check and announce a transition."""
-        if new is self.state:
+    def _on_start(self, rid: int) -> None:
+        act = requests.START[self.state]
+        if act is Act.REFUSE:
+            self.emit(fx.Answer(rid, error=self._already_running()))
             return
-        check_transition(self.state, new)
-        old, self.state = self.state, new
-        self.emit(fx.Log("info", f"{old.value} -> {new.value} ({reason})"))
+        self._set_desired("running")
+        self.start_waiters.append(rid)
+        if act is Act.JOIN:
+            self.requested_start = True
+            return
+        self.tracker.reset()
+        self.restart_count = 0
+        self._cancel_backoff()
+        self._spawn(requested=True, reason="start")
+
+    def _already_running(self) -> FsupError:
+        if self.state is State.RUNNING:
+            return FsupError(
+                "FORMATION_ALREADY_RUNNING",
+                f"formation '{self.id}' is already running; use restart to restart it",
+            )
+        return FsupError(
+            "FORMATION_ALREADY_RUNNING",
+            f"formation '{self.id}' is stopping; start it again once it has stopped",
+        )
+
+    def _on_stop(self, rid: int) -> None:
+        act = requests.STOP[self.state]
+        if act is Act.REFUSE:
+            message = f"formation '{self.id}' is not running (stopped)"
+            self.emit(fx.Answer(rid, error=FsupError("FORMATION_NOT_RUNNING", message)))
+            return
+        self._set_desired("stopped")
+        self._fail_start_waiters("stop")
+        if act is Act.SETTLE:
+            self._cancel_backoff()
+            self._to(State.STOPPED, "stop")
+            self.emit(fx.Answer(rid, self.result("stopped")))
+            return
+        self.stop_waiters.append(rid)
+        self._stop_under(After.STOPPED, "stop")
+
+    def _on_restart(self, rid: int) -> None:
+        self._set_desired("running")
+        self.start_waiters.append(rid)
+        self.tracker.reset()
+        self.restart_count = 0
+        act = requests.RESTART[self.state]
+        if act is Act.STOP:
+            stopping = {"stage": "stopping", "message": f"Stopping pid {self.pid}"}
+            self.emit(fx.Progress(rid, stopping))
+            self._begin_stop(After.START, "restart")
+        elif act is Act.REPLAN:
+            self.plan = self.plan.replaced_by(After.START, "restart")
+        else:
+            self._cancel_backoff()
+            self._spawn(requested=True, reason="restart")
+
+    def _on_shutdown(self, rid: int, keep_desired: bool) -> None:
+        why = Exiting.SHUTDOWN if keep_desired else Exiting.DELETE
+        if self.exiting is not Exiting.DELETE:
+            self.exiting = why
+        self._fail_start_waiters(why.value)
+        self._cancel_backoff()
+        if not keep_desired:
+            self._set_desired("stopped")
+        if self.pid is None:
+            self._emit_all(self.updates.interrupt("a shutdown"))
+            if self.job is not None:
+                self.stop_waiters.append(rid)
+                self.ending = True
+                return
+            self.emit(fx.Answer(rid, self.result(self.state.value)))
+            self.end()
+            return
+        self.stop_waiters.append(rid)
+        self._stop_under(After.EXIT, why.value)
+
+    def _stop_under(self, then: After, reason: str) -> None:
+        if self.state is State.STOPPING:
+            self.plan = self.plan.replaced_by(then, reason)
+        else:
+            self._begin_stop(then, reason)
+
+    def _ensure_running(self) -> bool:
+        if self.desired != "running" or self.state not in requests.RECONCILE_FROM:
+            return False
+        self.tracker.reset()
+        self._spawn(requested=False, reason="reconcile")
+        return True
+
+    def _probe_now(self, rid: int) -> None:
+        if self.state is not State.RUNNING or self.pid is None:
+            self.emit(fx.Answer(rid, {"formation_id": self.id, "probing": False}))
+            return
+        self.emit(fx.ProbeOnce(self.gen, self.pid, self.spec.health, self.port))
+        self.emit(fx.Answer(rid, {"formation_id": self.id, "probing": True}))
+
+    # -- the update's intents ------------------------------------------------------------------
+
+    def _carry_out(self, intents: Sequence[Intent]) -> None:
+        for intent in intents:
+            match intent:
+                case Swap(job=job):
+                    self._swap(job)
+                case SwitchInPlace(job=job):
+                    self._switch_in_place(job)
+                case Retired(job=job):
+                    self._announce_update(job)
+                case Ended():
+                    if self.ending:
+                        self.end()
+                case _:
+                    self.emit(intent)
+
+    def _swap(self, job: Job) -> None:
+        """The atomic switch: the store, then the route; then retire the old process."""
+        assert job.pid is not None and job.port is not None
+        old_pid, old_port, old_stop = self.pid, self.port, self.spec.stop
+        self._store_new_version(job)
+        self.emit(fx.PersistCurrent(job.spec.version, job.port, job.pid, job.started_at))
+        if old_pid is not None:
+            self.emit(fx.Unwatch(old_pid))  # its exit is expected from now on
+        self.adopt_version(job.spec, job.version_dir, job.port)
+        self.emit(fx.Promote(job.pid, old_pid))
+        self.pid, self.gen = job.pid, job.gen  # the staging watchers now report for it
+        self.healthy_since = None
+        self.mark_healthy()
+        self.emit(fx.PublishRoute(job.port, job.pid, job.spec.version))
+        self.emit(fx.Log("info", f"swapped to {job.spec.version} (pid {job.pid})"))
+        self._emit_all(
+            self.updates.progress(
+                job, {"stage": "swapping", "message": f"Routing to {job.spec.version}"}
+            )
+        )
+        stopping = f"Draining and stopping {job.previous_version}"
+        self._emit_all(self.updates.progress(job, {"stage": "stopping_old", "message": stopping}))
+        prune = job.kind == "update"
+        self.emit(fx.RetireOld(job.id, old_pid, old_port, old_stop, prune=prune))
+
+    def _switch_in_place(self, job: Job) -> None:
+        """An update or rollback of a formation that is not running: switch the version."""
+        self._store_new_version(job)
+        self.emit(fx.PersistCurrent(job.spec.version, self.port, None, None))
+        self.adopt_version(job.spec, job.version_dir, self.port)
+        message = f"Now at {job.spec.version} (not started: the formation is {self.state})"
+        self._emit_all(self.updates.progress(job, {"stage": "swapping", "message": message}))
+        prune = job.kind == "update"
+        self.emit(fx.RetireOld(job.id, None, None, job.spec.stop, prune=prune))
+
+    def _store_new_version(self, job: Job) -> None:
+        if job.manifest is not None:
+            self.emit(fx.PersistVersion(job.spec, job.manifest, job.version_dir))
+
+    def _announce_update(self, job: Job) -> None:
+        result = {**self.result(self.state.value), "previous_version": job.previous_version}
+        kind = "formation_updated" if job.kind == "update" else "formation_rolled_back"
         self.emit(
             fx.Publish(
-                "formation_state_changed",
+                kind,
                 {
                     "formation_id": self.id,
-                    "from": old.value,
-                    "to": new.value,
-                    "reason": reason,
-                    "pid": self.pid,
                     "version": self.spec.version,
-                    "restart_count": self.restart_count,
+                    "previous_version": job.previous_version,
+                    "status": self.state.value,
+                    "pid": self.pid,
+                    "port": self.port,
                 },
             )
         )
-
-    def _set_healthy(self, healthy: bool, error: str | None) -> None:
-        """A change to good or bad is announced; back to unknown (no process) is not: the
-        state change says it."""
-        changed = healthy != self.healthy
-        self.healthy = healthy
-        if changed:
-            self.emit(
-                fx.Publish(
-                    "formation_health_changed",
-                    {"formation_id": self.id, "healthy": healthy, "error": error},
-                )
-            )
-
-    def _set_desired(self, desired: str) -> None:
-        if desired != self.desired:
-            self.desired = desired
-            self.emit(fx.PersistDesired(desired))
-
-    def _emit_start(self, event: dict[str, Any]) -> None:
-        for rid in self.start_waiters:
-            self.emit(fx.Progress(rid, event))
-
-    def _fail_start_waiters(self, by: str) -> None:
-        error = FsupError(
-            "OPERATION_CANCELLED",
-            f"the start of '{self.id}' was interrupted by a {by} request",
-            {"formation_id": self.id, "stage": "health_check"},
-        )
-        for rid in _take(self.start_waiters):
-            self.emit(fx.Answer(rid, error=error))
-
-
-def _take(waiters: list[int]) -> list[int]:
-    taken = list(waiters)
-    waiters.clear()
-    return taken
+        for rid in take(job.waiters):
+            self.emit(fx.Answer(rid, result))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import FormationSpec
@@ -103,12 +102,17 @@ class Boot:
     adopted_pid: int | None
 
 
+# The requests the machine answers itself (reads and updates are the driver's and `BeginJob`).
+Request = Start | Stop | Restart | Shutdown | EnsureRunning | ProbeNow | CancelUpdate
+MACHINE_REQUESTS = (Start, Stop, Restart, Shutdown, EnsureRunning, ProbeNow, CancelUpdate)
+
+
 @dataclass(frozen=True)
 class Requested:
     """A request, numbered by the driver so that the machine can answer it (`rid`)."""
 
     rid: int
-    request: Any
+    request: Request
 
 
 @dataclass(frozen=True)
@@ -231,5 +235,21 @@ class OldRetired:
     job: int
 
 
+# What a process's watchers report, under the generation they watch.
+ProcessEvent = Exited | GateProgress | GatePassed | GateFailed | ProbeResult | PortTaken
 PROCESS_EVENTS = (Exited, GateProgress, GatePassed, GateFailed, ProbeResult, PortTaken)
+# What an update's I/O reports, under the job's number.
+JobEvent = JobStaged | JobFailed | JobCleaned | OldRetired
 JOB_EVENTS = (JobStaged, JobFailed, JobCleaned, OldRetired)
+# Everything `FormationMachine.handle` takes: a closed union, so its dispatch is checked whole.
+Event = (
+    Requested
+    | BeginJob
+    | Boot
+    | Spawned
+    | SpawnFailed
+    | ProcessEvent
+    | TimerFired
+    | StopFinished
+    | JobEvent
+)

@@ -1,60 +1,23 @@
-"""A formation as JSON for the API (snapshot, nodes, search target) and as words (exits,
-health countdowns). Pure functions of the machine's state and what the driver read for them
-(the store's row, the route's last good check, the clocks), so that the machine and the
-driver hold no JSON of their own.
+"""A formation as JSON for the API (snapshot, nodes, search target). Pure functions of the
+machine's state and what the driver read for them (the store's row, the route's last good
+check, the clocks), so that the machine and the driver hold no JSON of their own.
 """
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from supervisor.core.manifest import HealthSpec
+from .lifecycle import State
+from .update import STAGING
 
 if TYPE_CHECKING:
     from supervisor.storage.store import FormationRow
 
-    from .formation import FormationMachine
+    from .process_life import ProcessLife
 
 
-class Countdown(Protocol):
-    @property
-    def attempt(self) -> int: ...
-    @property
-    def max_attempts(self) -> int: ...
-    @property
-    def remaining_s(self) -> float: ...
-    @property
-    def last_error(self) -> str | None: ...
-
-
-def describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "exited (exit code unknown: adopted from an earlier fsup)"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"was killed by {name}"
-    return f"exited with code {returncode}"
-
-
-def health_event(event: Countdown, health: HealthSpec) -> dict[str, Any]:
-    """A `health_check` progress event: the seed's countdown."""
-    return {
-        "stage": "health_check",
-        "message": f"Health check {event.attempt}/{event.max_attempts} ({health.kind}), "
-        f"{event.remaining_s:g}s left",
-        "attempt": event.attempt,
-        "max_attempts": event.max_attempts,
-        "remaining_s": event.remaining_s,
-        **({"last_error": event.last_error} if event.last_error else {}),
-    }
-
-
-def result(m: FormationMachine, status: str) -> dict[str, Any]:
+def result(m: ProcessLife, status: str) -> dict[str, Any]:
     """The answer to a lifecycle request (and the data of its `complete` event)."""
     return {
         "formation_id": m.id,
@@ -67,7 +30,7 @@ def result(m: FormationMachine, status: str) -> dict[str, Any]:
 
 
 def snapshot(
-    m: FormationMachine,
+    m: ProcessLife,
     row: FormationRow | None,
     versions: list[str],
     uptime_s: float | None,
@@ -93,7 +56,7 @@ def snapshot(
     }
 
 
-def nodes(m: FormationMachine, health_check_age_s: float | None) -> list[dict[str, Any]]:
+def nodes(m: ProcessLife, health_check_age_s: float | None) -> list[dict[str, Any]]:
     """The formation's processes: the active one, and a staging one mid-update."""
     found = []
     if m.pid is not None:
@@ -110,7 +73,7 @@ def nodes(m: FormationMachine, health_check_age_s: float | None) -> list[dict[st
             }
         )
     job = m.job
-    if job is not None and job.pid is not None and job.phase.value in ("gating", "aborting"):
+    if job is not None and job.pid is not None and job.phase in STAGING:
         found.append(
             {
                 "formation_id": m.id,
@@ -126,8 +89,8 @@ def nodes(m: FormationMachine, health_check_age_s: float | None) -> list[dict[st
     return found
 
 
-def search_target(m: FormationMachine, log_dir: Path) -> dict[str, Any]:
-    serving = m.state.value == "running" and m.pid is not None
+def search_target(m: ProcessLife, log_dir: Path) -> dict[str, Any]:
+    serving = m.state is State.RUNNING and m.pid is not None
     return {
         "formation_id": m.id,
         "port": m.port if serving else None,
