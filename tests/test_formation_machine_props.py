@@ -22,6 +22,7 @@ carries out the effects on paper. After every step the formation's promises are 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -307,7 +308,7 @@ class FormationHistories(RuleBasedStateMachine):
 
 
 FormationHistories.TestCase.settings = settings(
-    max_examples=1000,
+    max_examples=int(os.environ.get("FSUP_MACHINE_EXAMPLES", "1000")),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

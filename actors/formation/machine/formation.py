@@ -115,7 +115,7 @@ class FormationMachine(ProcessLife):
             case TimerFired(gen=gen):
                 if gen == self.gen and self.state is State.RESTARTING:
                     self.timer_gen = None
-                    self._spawn(requested=False, reason="backoff_elapsed")
+                    self._spawn("backoff_elapsed")
             case StopFinished(gen=gen):
                 if gen == self.gen and self.state is State.STOPPING:
                     self._on_stop_finished(event)
@@ -183,12 +183,11 @@ class FormationMachine(ProcessLife):
         self._set_desired("running")
         self.start_waiters.append(rid)
         if act is Act.JOIN:
-            self.requested_start = True
-            return
+            return  # the start under way now has an operator waiting (`requested_start`)
         self.tracker.reset()
         self.restart_count = 0
         self._cancel_backoff()
-        self._spawn(requested=True, reason="start")
+        self._spawn("start")
 
     def _already_running(self) -> FsupError:
         if self.state is State.RUNNING:
@@ -231,7 +230,7 @@ class FormationMachine(ProcessLife):
             self.plan = self.plan.replaced_by(After.START, "restart")
         else:
             self._cancel_backoff()
-            self._spawn(requested=True, reason="restart")
+            self._spawn("restart")
 
     def _on_shutdown(self, rid: int, keep_desired: bool) -> None:
         why = Exiting.SHUTDOWN if keep_desired else Exiting.DELETE
@@ -244,8 +243,7 @@ class FormationMachine(ProcessLife):
         if self.pid is None:
             self._emit_all(self.updates.interrupt("a shutdown"))
             if self.job is not None:
-                self.stop_waiters.append(rid)
-                self.ending = True
+                self.stop_waiters.append(rid)  # answered once the job is undone (`ending`)
                 return
             self.emit(fx.Answer(rid, self.result(self.state.value)))
             self.end()
@@ -263,7 +261,7 @@ class FormationMachine(ProcessLife):
         if self.desired != "running" or self.state not in requests.RECONCILE_FROM:
             return False
         self.tracker.reset()
-        self._spawn(requested=False, reason="reconcile")
+        self._spawn("reconcile")
         return True
 
     def _probe_now(self, rid: int) -> None:

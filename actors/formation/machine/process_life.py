@@ -75,7 +75,6 @@ class ProcessLife:
         self.timer_gen: int | None = None
         self.healthy_since: float | None = None
         self.unhealthy_since: float | None = None
-        self.requested_start = False  # the current start has an operator waiting on it
         self.start_waiters: list[int] = []
         self.stop_waiters: list[int] = []
         self.plan = StopPlan(After.STOPPED, "stop")
@@ -85,7 +84,6 @@ class ProcessLife:
         # Once a delete or shutdown is accepted: the actor ends once the process is stopped,
         # and no later request may start it or replace that plan (`requests.HOLDS`).
         self.exiting: Exiting | None = None
-        self.ending = False  # shut down: end the actor once the job in flight is undone
         self.ended = False
         self.route_expected: bool | None = None  # last `ExpectRoute` said (None: not yet)
         self.now = 0.0
@@ -98,6 +96,18 @@ class ProcessLife:
 
     def _emit_all(self, effects: Iterable[fx.Effect]) -> None:
         self._out.extend(effects)
+
+    @property
+    def requested_start(self) -> bool:
+        """The current start has an operator waiting on it: if it fails, the formation is
+        `crashed` and they are told, instead of the restart policy trying again."""
+        return bool(self.start_waiters)
+
+    @property
+    def ending(self) -> bool:
+        """Exiting, and the exit's own stop is over: the actor ends as soon as the update in
+        flight (its staging or retiring process) is undone."""
+        return self.exiting is not None and self.state is not State.STOPPING
 
     @property
     def job(self) -> Job | None:
@@ -120,10 +130,9 @@ class ProcessLife:
             if event.desired == "stopped":
                 self._begin_stop(After.STOPPED, "stop")
         elif event.desired == "running":
-            self._spawn(requested=False, reason="restored")
+            self._spawn("restored")
 
-    def _spawn(self, requested: bool, reason: str) -> None:
-        self.requested_start = requested
+    def _spawn(self, reason: str) -> None:
         self.gen = next(self.gens)
         self._to(State.STARTING, reason)
         self._emit_start(
@@ -299,7 +308,7 @@ class ProcessLife:
         self.last_exit_code = event.returncode
         then, reason = self.plan.then, self.plan.reason
         if then is After.START:
-            self._spawn(requested=True, reason="restart")
+            self._spawn("restart")
         elif then is After.FAILURE:
             self._apply_restart_policy(event.returncode, reason)
         elif then is After.CRASHED:
@@ -307,8 +316,7 @@ class ProcessLife:
         else:
             self._to(State.STOPPED, reason)
             if then is After.EXIT and self.job is not None:
-                self.ending = True  # a staging or retiring process is still being stopped
-                return
+                return  # a staging or retiring process is still being stopped: `ending`
             result = self.result("stopped")
             for rid in take(self.stop_waiters):
                 self.emit(fx.Answer(rid, result))
