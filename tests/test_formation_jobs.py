@@ -65,17 +65,17 @@ async def job_bench(tmp_path: Path) -> AsyncIterator[Bench]:
     fleet = FakeFleet()
     async with trio.open_nursery() as nursery:
         ports = JobPorts(
-            "web",
-            send.send,
-            world.store,
-            world.launcher,
-            world.listeners,
-            await spawn(nursery, fleet),
-            processes,
-            StraySweeper(world.home.root, "web", world.kept, lambda *_: 0),
-            world.kept,
-            partial(launch_spec, world.home, world.ctx.server_url, "web"),
-            lambda: "1.0.0",
+            formation_id="web",
+            post=send.send,
+            store=world.store,
+            launcher=world.launcher,
+            listeners=world.listeners,
+            fleet=await spawn(nursery, fleet),
+            processes=processes,
+            strays=StraySweeper(world.home.root, "web", world.kept, lambda *_: 0),
+            kept=world.kept,
+            launch_spec=partial(launch_spec, world.home, world.ctx.server_url, "web"),
+            serving_version=lambda: "1.0.0",
         )
         yield Bench(world, JobRunner(ports), processes, fleet, receive, nursery)
         nursery.cancel_scope.cancel()

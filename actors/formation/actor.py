@@ -147,17 +147,17 @@ class FormationActor(Actor):
         self._launch_spec = partial(launch_spec, ctx.home, ctx.server_url, formation_id)
         self.jobs = JobRunner(
             JobPorts(
-                formation_id,
-                self.post,
-                ctx.store,
-                ctx.launcher,
-                ctx.listeners,
-                ctx.fleet,
-                self.processes,
-                self._strays,
-                kept,
-                self._launch_spec,
-                self._serving_version,
+                formation_id=formation_id,
+                post=self.post,
+                store=ctx.store,
+                launcher=ctx.launcher,
+                listeners=ctx.listeners,
+                fleet=ctx.fleet,  # set by the fleet before it makes any formation actor
+                processes=self.processes,
+                strays=self._strays,
+                kept=kept,
+                launch_spec=self._launch_spec,
+                serving_version=self._serving_version,
             )
         )
 
@@ -426,9 +426,9 @@ class FormationActor(Actor):
 
         async def attend() -> None:
             with scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(watchers.watch_exit, self.post, effect.gen, process)
-                    nursery.start_soon(
+                async with trio.open_nursery() as both:
+                    both.start_soon(watchers.watch_exit, self.post, effect.gen, process)
+                    both.start_soon(
                         watchers.watch_health,
                         self.post,
                         effect.gen,
