@@ -370,6 +370,6 @@ async def test_a_gate_passed_just_before_its_deadline_is_posted_even_into_a_full
             raise AssertionError("unreachable")
 
     probe: Any = Hung() if hung_probe else _HealthyAt(trio.current_time() + health.timeout - 0.01)
-    passed = await watchers._probe_until_healthy(post, 7, health, probe, 8001, _Tail())  # type: ignore[arg-type]
+    passed = await watchers.probe_until_healthy(post, 7, health, probe, 8001, _Tail())  # type: ignore[arg-type]
     kinds = [type(event).__name__ for event in posted if not isinstance(event, GateProgress)]
     assert (passed, kinds) == ((False, ["GateFailed"]) if hung_probe else (True, ["GatePassed"]))

@@ -34,11 +34,11 @@ async def test_restarts_and_stops_leave_no_handle_of_an_old_process(
         await start(ref)
         for _ in range(5):
             await ref.ask(Restart())
-            assert set(actor._handles) == {world.launcher.last.pid}
+            assert actor.processes.pids() == {world.launcher.last.pid}
         await ref.ask(Stop())
-        assert await state_of(ref) == "stopped" and actor._handles == {}
+        assert await state_of(ref) == "stopped" and actor.processes.pids() == set()
         await start(ref)
-        assert set(actor._handles) == {world.launcher.last.pid}
+        assert actor.processes.pids() == {world.launcher.last.pid}
         assert len(world.launcher.spawned) == 7
         nursery.cancel_scope.cancel()
     world.store.close()

@@ -7,6 +7,10 @@ nursery: their outcomes come back through the mailbox), the store, the routes, t
 and the bus. This file decides nothing about the formation: what happens when is the
 machine's; how it happens is here (and in `watchers` and `jobs`).
 
+The live processes (by pid) and their watchers' scopes are kept in a `ProcessRegistry` that
+the actor and its `JobRunner` share; the runner is handed that, the stray sweeper, `Kept`, a
+`post` into this mailbox and the services it calls (`JobPorts`), never the actor.
+
 What must outlive a crash of the actor itself is kept in `Kept` (owned by the fleet): the live
 process handle. A restarted incarnation finds it there and re-attaches instead of spawning a
 second process.
@@ -16,33 +20,35 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never, get_args
 
 import trio
 
 from supervisor.core.errors import FsupError
-from supervisor.core.manifest import FormationSpec, ProxySpec, parse_manifest
+from supervisor.core.manifest import FormationSpec, ProxySpec, StopSpec, parse_manifest
+from supervisor.core.timestamps import rfc3339_now
 from supervisor.runtime.routing import Backend
 from supervisor.storage import versions
+from supervisor.storage.store import VersionRow
 
 from .. import listener
 from ..base import DEFERRED, Actor, Reply
 from ..health import PortTaken as PortTakenError
 from ..health import owned
-from ..process import HOME_ENV, LaunchSpec, ProcessHandle, SpawnError, StraySweeper
+from ..process import ProcessHandle, SpawnError, StraySweeper
 from . import watchers
 from .context import FormationContext, Kept
-from .jobs import JobRunner
+from .jobs import JobPorts, JobRunner
+from .launch import launch_spec
 from .machine import effects as fx
 from .machine import views
 from .machine.formation import FormationMachine
+from .machine.lifecycle import State
 from .machine.messages import (
-    JOB_EVENTS,
-    PROCESS_EVENTS,
     BeginJob,
     Boot,
     CancelUpdate,
@@ -65,15 +71,47 @@ from .machine.messages import (
     TimerFired,
     Update,
 )
+from .processes import ProcessRegistry
+from .watchers import Posted
 
 log = logging.getLogger("fsup.formation")
+LOG_LEVELS: dict[fx.LogLevel, int] = {
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 # Unique across incarnations: an outcome posted by an earlier incarnation is stale.
 _generations = itertools.count(1)
 _requests = itertools.count(1)
 
 MACHINE_REQUESTS = (Start, Stop, Restart, Shutdown, EnsureRunning, ProbeNow, CancelUpdate)
-INTERNAL = (*PROCESS_EVENTS, *JOB_EVENTS, TimerFired, StopFinished)
+INTERNAL = get_args(Posted)  # what the driver's own tasks post back
+# What the machine is fed: the actor's own events, spawns' outcomes, and what was posted.
+Fed = Boot | Requested | BeginJob | Spawned | SpawnFailed | Posted
+
+# The effects by family, each carried out in one place below (jobs: `JobRunner`).
+OperationEffect = fx.Answer | fx.Progress | fx.Publish | fx.Log | fx.EndActor
+ProcessEffect = (
+    fx.Watch
+    | fx.Unwatch
+    | fx.StopProcess
+    | fx.Reap
+    | fx.SweepStrays
+    | fx.ProbeOnce
+    | fx.StartTimer
+    | fx.CancelTimer
+)
+StoreEffect = (
+    fx.PersistDesired
+    | fx.PersistProcess
+    | fx.PersistCurrent
+    | fx.PersistVersion
+    | fx.PublishRoute
+    | fx.WithdrawRoute
+    | fx.ExpectRoute
+    | fx.MarkRouteHealthy
+)
 
 
 class FormationActor(Actor):
@@ -101,18 +139,32 @@ class FormationActor(Actor):
             gens=_generations,
         )
         self._replies: dict[int, Reply | None] = {}
-        self._handles: dict[int, ProcessHandle] = {}  # by pid: active, staging, retiring
-        self._watchers: dict[int, trio.CancelScope] = {}  # by pid
+        self.processes = ProcessRegistry()  # by pid: active, staging, retiring
         self._timers: dict[int, trio.CancelScope] = {}  # by gen
         self._stopping: dict[int, int | None] = {}  # stop gen -> pid
         self._strays = StraySweeper(ctx.home.root, formation_id, kept, ctx.kill_strays)
         self._proxy: ProxySpec | None = None  # the settings last given to the route
-        self._jobs = JobRunner(self)
+        self._launch_spec = partial(launch_spec, ctx.home, ctx.server_url, formation_id)
+        self.jobs = JobRunner(
+            JobPorts(
+                formation_id=formation_id,
+                post=self.post,
+                store=ctx.store,
+                launcher=ctx.launcher,
+                listeners=ctx.listeners,
+                fleet=ctx.fleet,  # set by the fleet before it makes any formation actor
+                processes=self.processes,
+                strays=self._strays,
+                kept=kept,
+                launch_spec=self._launch_spec,
+                serving_version=self._serving_version,
+            )
+        )
 
     # -- what the rest of the actor package reads -------------------------------------------
 
     @property
-    def state(self) -> Any:
+    def state(self) -> State:
         return self.machine.state
 
     @property
@@ -135,7 +187,7 @@ class FormationActor(Actor):
         process = self.kept.process
         adopted = process if process is not None and process.alive() else None
         if adopted is not None:
-            self._handles[adopted.pid] = adopted
+            self.processes.add(adopted)
         desired = row.desired if row else "running"
         await self._feed(Boot(desired, adopted.pid if adopted is not None else None))
 
@@ -173,7 +225,9 @@ class FormationActor(Actor):
                 return None
         raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
 
-    async def _request(self, reply: Reply | None, event: Any) -> Any:
+    async def _request(
+        self, reply: Reply | None, event: Callable[[int], BeginJob | Requested]
+    ) -> object:
         rid = next(_requests)
         self._replies[rid] = reply
         await self._feed(event(rid))
@@ -193,21 +247,21 @@ class FormationActor(Actor):
         spec = parse_manifest(row.manifest, self.ctx.restart_defaults)
         return JobTarget("rollback", spec, Path(row.path), None, None)
 
-    def _note_outcome(self, message: Any) -> None:
+    def _note_outcome(self, message: Posted) -> None:
         if isinstance(message, StopFinished):
             pid = self._stopping.pop(message.gen, None)
             if pid is not None and pid != self.machine.pid:
-                self._handles.pop(pid, None)
+                self.processes.pop(pid)
         elif isinstance(message, TimerFired):
             self._timers.pop(message.gen, None)
 
-    async def post(self, event: Any) -> None:
+    async def post(self, event: Posted) -> None:
         assert self.ref is not None
         await self.ref.tell(event)
 
     # -- carrying out effects ----------------------------------------------------------------
 
-    async def _feed(self, event: Any) -> None:
+    async def _feed(self, event: Fed) -> None:
         """Hand `event` to the machine and carry out what it asks, in order. An effect with
         an immediate outcome (a spawn) feeds that outcome back before the next effect."""
         for effect in self.machine.handle(event, trio.current_time()):
@@ -220,9 +274,46 @@ class FormationActor(Actor):
             self._proxy = proxy
         self.kept.restart_count = self.machine.restart_count
         pid = self.machine.pid
-        self.kept.process = self._handles.get(pid) if pid is not None else None
+        self.kept.process = self.processes.get(pid)
 
-    async def _do(self, effect: fx.Effect) -> Any:
+    async def _do(self, effect: fx.Effect) -> Spawned | SpawnFailed | None:
+        """Carry out one effect, in the place of its family; one no family takes is a bug,
+        caught by the type check (`assert_never`) and, at run time, by an AssertionError."""
+        assert self.nursery is not None
+        match effect:
+            case fx.Spawn():
+                return await self._spawn(effect)
+            case fx.Answer() | fx.Progress() | fx.Publish() | fx.Log() | fx.EndActor():
+                self._do_operation(effect)
+            case (
+                fx.Watch()
+                | fx.Unwatch()
+                | fx.StopProcess()
+                | fx.Reap()
+                | fx.SweepStrays()
+                | fx.ProbeOnce()
+                | fx.StartTimer()
+                | fx.CancelTimer()
+            ):
+                self._do_process(effect, self.nursery)
+            case (
+                fx.PersistDesired()
+                | fx.PersistProcess()
+                | fx.PersistCurrent()
+                | fx.PersistVersion()
+                | fx.PublishRoute()
+                | fx.WithdrawRoute()
+                | fx.ExpectRoute()
+                | fx.MarkRouteHealthy()
+            ):
+                self._do_store(effect)
+            case fx.PrepareJob() | fx.Promote() | fx.RetireOld() | fx.CleanUpJob():
+                self.jobs.do(effect, self.nursery)
+            case _:
+                assert_never(effect)
+        return None
+
+    def _do_operation(self, effect: OperationEffect) -> None:
         match effect:
             case fx.Answer(rid=rid, value=value, error=error):
                 self._answer(rid, value, error)
@@ -234,14 +325,11 @@ class FormationActor(Actor):
                 if self.ctx.events is not None:
                     self.ctx.events.publish(type_, data)
             case fx.Log(level=level, message=message):
-                getattr(log, level)("%s: %s", self.id, message)
+                log.log(LOG_LEVELS[level], "%s: %s", self.id, message)
             case fx.EndActor():
                 self.stop_after_this_message()
-            case fx.Spawn():
-                return await self._spawn(effect)
             case _:
-                self._do_process(effect) or self._do_store(effect) or self._jobs.do(effect)
-        return None
+                assert_never(effect)
 
     def _answer(self, rid: int, value: Any, error: FsupError | None) -> None:
         reply = self._replies.pop(rid, None)
@@ -253,44 +341,39 @@ class FormationActor(Actor):
         else:
             reply.resolve(value)
 
-    def _do_process(self, effect: fx.Effect) -> bool:
-        assert self.nursery is not None
+    def _do_process(self, effect: ProcessEffect, nursery: trio.Nursery) -> None:
         match effect:
             case fx.Watch():
-                self._watch(effect)
+                self._watch(effect, nursery)
             case fx.Unwatch(pid=pid):
-                scope = self._watchers.pop(pid, None)
-                if scope is not None:
-                    scope.cancel(reason="process no longer attended")
+                self.processes.unwatch(pid)
             case fx.StopProcess(gen=gen, pid=pid, stop=stop):
                 self._stopping[gen] = pid
-                process = self._handles.get(pid) if pid is not None else None
-                self.nursery.start_soon(self._stop, gen, process, stop)
+                nursery.start_soon(self._stop, gen, self.processes.get(pid), stop)
             case fx.Reap(pid=pid):
-                process = self._handles.pop(pid, None) if pid is not None else None
+                process = self.processes.pop(pid)
                 if process is not None:
                     process.kill_group()  # leftovers of its group must not hold the port
-                    self._strays.start(self.nursery)  # ...nor what left it (StraySweeper)
+                    self._strays.start(nursery)  # ...nor what left it (StraySweeper)
             case fx.SweepStrays():
-                self._strays.start(self.nursery)
+                self._strays.start(nursery)
             case fx.ProbeOnce(gen=gen, pid=pid, health=health, port=port):
                 probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, pid)
                 taken = partial(self._port_taken, False)
-                self.nursery.start_soon(watchers.probe_once, self.post, gen, probe, port, taken)
+                nursery.start_soon(watchers.probe_once, self.post, gen, probe, port, taken)
             case fx.StartTimer(gen=gen, delay=delay):
                 restarts = self.machine.restart_count  # what a held request is told
                 self.ctx.routes.backoff(self.id, trio.current_time() + delay, restarts)
                 self._timers[gen] = scope = trio.CancelScope()
-                self.nursery.start_soon(self._timer, scope, gen, delay)
+                nursery.start_soon(self._timer, scope, gen, delay)
             case fx.CancelTimer(gen=gen):
                 timer = self._timers.pop(gen, None)
                 if timer is not None:
                     timer.cancel(reason="backoff superseded")
             case _:
-                return False
-        return True
+                assert_never(effect)
 
-    def _do_store(self, effect: fx.Effect) -> bool:
+    def _do_store(self, effect: StoreEffect) -> None:
         store, routes = self.ctx.store, self.ctx.routes
         match effect:
             case fx.PersistDesired(desired=desired):
@@ -301,10 +384,12 @@ class FormationActor(Actor):
                 store.set_process(self.id, pid, started_at)
             case fx.PersistCurrent(version=version, port=port, pid=pid, started_at=started_at):
                 store.set_current(self.id, version, port, pid, started_at)
-            case fx.PersistVersion():
-                self._jobs.store_version(effect)
+            case fx.PersistVersion(spec=spec, manifest=manifest, version_dir=version_dir):
+                added = VersionRow(self.id, spec.version, manifest, str(version_dir), rfc3339_now())
+                store.put_version(added)
             case fx.PublishRoute(port=port, pid=pid, version=version):
-                self._jobs.replaced = routes.publish(self.id, Backend(port, pid, version))
+                # The route it replaces is drained by the swap's `RetireOld` (jobs).
+                self.jobs.route_replaced(routes.publish(self.id, Backend(port, pid, version)))
             case fx.WithdrawRoute():
                 routes.publish(self.id, None)
             case fx.ExpectRoute(coming_back=coming_back):
@@ -315,8 +400,7 @@ class FormationActor(Actor):
                     route.last_healthy_at = trio.current_time()
                     route.interval = interval
             case _:
-                return False
-        return True
+                assert_never(effect)
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -325,51 +409,26 @@ class FormationActor(Actor):
             await listener.ensure_port_free(self.ctx.listeners, self.id, effect.port)
             with self._strays.spawning():
                 process = await self.ctx.launcher.spawn(
-                    self.launch_spec(effect.spec, effect.version_dir, effect.port)
+                    self._launch_spec(effect.spec, effect.version_dir, effect.port)
                 )
         except (SpawnError, FsupError) as exc:
             return SpawnFailed(effect.gen, str(exc), exc if isinstance(exc, FsupError) else None)
-        self._handles[process.pid] = process
+        self.processes.add(process)
         self.kept.process = process  # owned before the next checkpoint (StraySweeper)
         return Spawned(effect.gen, process.pid, process.started_at)
 
-    def launch_spec(self, spec: FormationSpec, version_dir: Path, port: int) -> LaunchSpec:
-        env = dict(os.environ)
-        env.update(spec.env)
-        env.update(
-            PORT=str(port),
-            HOST="127.0.0.1",
-            FORMATION_ID=self.id,
-            FORMATION_VERSION=spec.version,
-            MUXI_SERVER_URL=self.ctx.server_url,
-        )
-        env[HOME_ENV] = str(self.ctx.home.root)
-        logs = self.ctx.home.formation_logs(self.id)
-        argv = list(spec.command)
-        if "/" in argv[0] and not os.path.isabs(argv[0]):
-            argv[0] = str(version_dir / argv[0])
-        return LaunchSpec(
-            argv=tuple(argv),
-            cwd=version_dir,
-            env=env,
-            stdout=logs / "stdout.log",
-            stderr=logs / "stderr.log",
-        )
-
-    def _watch(self, effect: fx.Watch) -> None:
+    def _watch(self, effect: fx.Watch, nursery: trio.Nursery) -> None:
         """Watch a process's exit and health in the background, in its own cancel scope."""
-        assert self.nursery is not None
-        process = self._handles[effect.pid]
+        process, scope = self.processes.watch(effect.pid)
         health = effect.health
         probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, effect.pid)
         taken = partial(self._port_taken, effect.staging)
-        scope = self._watchers[effect.pid] = trio.CancelScope()
 
         async def attend() -> None:
             with scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(watchers.watch_exit, self.post, effect.gen, process)
-                    nursery.start_soon(
+                async with trio.open_nursery() as both:
+                    both.start_soon(watchers.watch_exit, self.post, effect.gen, process)
+                    both.start_soon(
                         watchers.watch_health,
                         self.post,
                         effect.gen,
@@ -381,13 +440,16 @@ class FormationActor(Actor):
                         taken,
                     )
 
-        self.nursery.start_soon(attend)
+        nursery.start_soon(attend)
+
+    def _serving_version(self) -> str:
+        return self.machine.spec.version
 
     def _port_taken(self, staging: bool, exc: PortTakenError) -> FsupError:
         serving = self.machine.spec.version if staging else None
         return listener.port_in_use(self.id, exc.port, exc.holders, "health_check", serving)
 
-    async def _stop(self, gen: int, process: ProcessHandle | None, stop: Any) -> None:
+    async def _stop(self, gen: int, process: ProcessHandle | None, stop: StopSpec) -> None:
         returncode = None
         if process is not None:
             returncode = await process.stop(stop.signum, stop.timeout)

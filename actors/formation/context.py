@@ -36,7 +36,7 @@ class Kept:
 class EventSink(Protocol):
     """Where formation events go: the event bus, or a test's recorder. Never blocks."""
 
-    def publish(self, type_: str, data: dict[str, Any], search_id: str | None = None) -> Any: ...
+    def publish(self, type_: str, data: dict[str, Any], search_id: str | None = None) -> object: ...
 
 
 @dataclass

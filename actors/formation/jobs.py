@@ -9,32 +9,57 @@ and bounded) and then finds everything it must undo.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import assert_never
 
 import trio
 
 from supervisor.core.errors import FsupError
-from supervisor.core.timestamps import rfc3339_now as now_rfc3339
 from supervisor.runtime.routing import Backend
 from supervisor.storage import versions
-from supervisor.storage.store import VersionRow
+from supervisor.storage.store import Store
 
 from .. import listener
-from ..base import ActorError
+from ..base import ActorError, ActorRef
+from ..listener import ListenerCheck
 from ..port_requests import ReleasePort
-from ..process import ProcessHandle, SpawnError
+from ..process import Launcher, ProcessHandle, SpawnError, StraySweeper
+from .context import Kept
+from .launch import LaunchSpecFor
 from .machine import effects as fx
 from .machine.messages import JobCleaned, JobFailed, JobStaged, OldRetired
-
-if TYPE_CHECKING:
-    from .actor import FormationActor
+from .processes import ProcessRegistry
+from .watchers import Post
 
 log = logging.getLogger("fsup.formation")
 
 # How long a swap waits for in-flight proxied requests to finish on the old process.
 DRAIN_BOUND_S = 30.0
+
+# The effects of an update or rollback: this runner carries out these, and only these.
+JobEffect = fx.PrepareJob | fx.Promote | fx.RetireOld | fx.CleanUpJob
+
+
+@dataclass(frozen=True)
+class JobPorts:
+    """What the job runner is handed instead of the actor that owns it: where outcomes go
+    (`post`), the services it calls, the process table and stray sweeper it shares with the
+    actor, the record that outlives the actor, and how a launch is built. Each is a public
+    interface; a test builds these from fakes and needs no actor."""
+
+    formation_id: str
+    post: Post
+    store: Store
+    launcher: Launcher
+    listeners: ListenerCheck
+    fleet: ActorRef | None  # staging ports come from the fleet's pool and go back to it
+    processes: ProcessRegistry
+    strays: StraySweeper
+    kept: Kept
+    launch_spec: LaunchSpecFor
+    serving_version: Callable[[], str]  # the version the formation serves now
 
 
 @dataclass
@@ -48,40 +73,44 @@ class _Run:
 
 
 class JobRunner:
-    def __init__(self, actor: FormationActor) -> None:
-        self.actor = actor
-        self.runs: dict[int, _Run] = {}
-        self.replaced: Backend | None = None  # the route a swap replaced, to drain
+    def __init__(self, ports: JobPorts) -> None:
+        self.ports = ports
+        self.id = ports.formation_id
+        self._runs: dict[int, _Run] = {}
+        self._replaced: Backend | None = None  # the route a swap replaced, to drain
 
-    def do(self, effect: fx.Effect) -> bool:
-        nursery = self.actor.nursery
-        assert nursery is not None
+    def route_replaced(self, backend: Backend | None) -> None:
+        """A route was published over `backend` (None: over no route): when that publication
+        was an update's swap, the next `RetireOld` drains `backend` before stopping it."""
+        self._replaced = backend
+
+    def do(self, effect: JobEffect, nursery: trio.Nursery) -> None:
+        """Carry out `effect`; what takes time runs in `nursery` (the actor's) and posts its
+        outcome back."""
         match effect:
             case fx.PrepareJob():
-                self.runs[effect.job] = run = _Run()
+                self._runs[effect.job] = run = _Run()
                 nursery.start_soon(self._prepare, effect, run)
             case fx.Promote(pid=pid, old_pid=old_pid):
-                kept = self.actor.kept
+                kept = self.ports.kept
                 kept.extra_pids.discard(pid)
                 if old_pid is not None:
                     kept.extra_pids.add(old_pid)
             case fx.RetireOld():
-                backend, self.replaced = self.replaced, None
+                backend, self._replaced = self._replaced, None
                 nursery.start_soon(self._retire, effect, backend)
             case fx.CleanUpJob():
-                run = self.runs[effect.job]
+                run = self._runs[effect.job]
                 run.scope.cancel(reason="job aborted")
                 if run.process is not None:
-                    self.actor._do_process(fx.Unwatch(run.process.pid))
+                    self.ports.processes.unwatch(run.process.pid)
                 nursery.start_soon(self._clean_up, effect, run)
             case _:
-                raise AssertionError(f"no driver for {effect!r}")
-        return True
+                assert_never(effect)
 
     async def _prepare(self, job: fx.PrepareJob, run: _Run) -> None:
         """Install the version, carry the runtime state over, and (when the formation is
         running) start the new version on a second port."""
-        actor = self.actor
         error: FsupError | None = None
         try:
             with run.scope:
@@ -97,21 +126,21 @@ class JobRunner:
         except SpawnError as exc:
             error = FsupError(
                 "HEALTH_CHECK_FAILED",
-                f"{actor.id} {job.spec.version}: {exc}",
-                {"stage": "spawning_staging", "formation_id": actor.id},
+                f"{self.id} {job.spec.version}: {exc}",
+                {"stage": "spawning_staging", "formation_id": self.id},
             )
         except (OSError, ActorError, trio.TooSlowError) as exc:
-            error = FsupError("INTERNAL", f"{job.kind} of '{actor.id}' failed: {exc!r}")
+            error = FsupError("INTERNAL", f"{job.kind} of '{self.id}' failed: {exc!r}")
         finally:
             run.done.set()
         # Shielded so an abort cannot lose the news; bounded so a full, unread mailbox (the
         # actor itself ending) cannot hold this task forever.
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             if error is not None:
-                await actor.post(JobFailed(job.job, error))
+                await self.ports.post(JobFailed(job.job, error))
             elif not run.scope.cancelled_caught:
                 process = run.process
-                await actor.post(
+                await self.ports.post(
                     JobStaged(
                         job.job,
                         process.pid if process else None,
@@ -121,74 +150,65 @@ class JobRunner:
                 )
 
     async def _stage(self, job: fx.PrepareJob, run: _Run) -> None:
-        actor = self.actor
-        assert actor.ctx.fleet is not None
+        ports = self.ports
+        assert ports.fleet is not None
         run.port = port = await listener.staging_port(
-            actor.ctx.fleet, actor.ctx.listeners, actor.id, actor.machine.spec.version
+            ports.fleet, ports.listeners, self.id, ports.serving_version()
         )
-        launch = actor.launch_spec(job.spec, job.version_dir, port)
-        with actor._strays.spawning():
-            run.process = process = await actor.ctx.launcher.spawn(launch)
-        actor._handles[process.pid] = process
-        actor.kept.extra_pids.add(process.pid)
+        launch = ports.launch_spec(job.spec, job.version_dir, port)
+        with ports.strays.spawning():
+            run.process = process = await ports.launcher.spawn(launch)
+        ports.processes.add(process)
+        ports.kept.extra_pids.add(process.pid)
 
     async def _retire(self, job: fx.RetireOld, backend: Backend | None) -> None:
         """Let in-flight requests finish on the old process (bounded), stop it, give back
         its port, prune old versions."""
-        actor = self.actor
-        self.runs.pop(job.job, None)
+        self._runs.pop(job.job, None)
         if job.pid is not None:
             if backend is not None:
                 with trio.move_on_after(DRAIN_BOUND_S):
                     await backend.drained()
-            process = actor._handles.pop(job.pid, None)
+            process = self.ports.processes.pop(job.pid)
             if process is not None:
                 await process.stop(job.stop.signum, job.stop.timeout)
-            actor.kept.extra_pids.discard(job.pid)
+            self.ports.kept.extra_pids.discard(job.pid)
         if job.port is not None:
-            await self.release_port(job.port)
+            await self._release_port(job.port)
         if job.prune:
             await self._prune_versions()
-        await actor.post(OldRetired(job.job))
+        await self.ports.post(OldRetired(job.job))
 
     async def _clean_up(self, job: fx.CleanUpJob, run: _Run) -> None:
-        actor = self.actor
         await run.done.wait()
-        self.runs.pop(job.job, None)
+        self._runs.pop(job.job, None)
         if run.process is not None:
             await run.process.stop(job.stop.signum, job.stop.timeout)
-            actor.kept.extra_pids.discard(run.process.pid)
-            actor._handles.pop(run.process.pid, None)
+            self.ports.kept.extra_pids.discard(run.process.pid)
+            self.ports.processes.pop(run.process.pid)
         if run.port is not None:
-            await self.release_port(run.port)
+            await self._release_port(run.port)
         if job.remove_version:
-            store = actor.ctx.store
-            if store.version(actor.id, job.version) is not None:
-                store.delete_version(actor.id, job.version)
+            store = self.ports.store
+            if store.version(self.id, job.version) is not None:
+                store.delete_version(self.id, job.version)
             await trio.to_thread.run_sync(versions.remove, job.version_dir)
-        await actor.post(JobCleaned(job.job))
-
-    def store_version(self, effect: fx.PersistVersion) -> None:
-        actor = self.actor
-        row = VersionRow(
-            actor.id, effect.spec.version, effect.manifest, str(effect.version_dir), now_rfc3339()
-        )
-        actor.ctx.store.put_version(row)
+        await self.ports.post(JobCleaned(job.job))
 
     async def _prune_versions(self) -> None:
-        actor = self.actor
-        stored = {row.version: row for row in actor.ctx.store.versions(actor.id)}
-        for version in versions.to_prune(list(stored), actor.machine.spec.version):
-            actor.ctx.store.delete_version(actor.id, version)
+        store = self.ports.store
+        stored = {row.version: row for row in store.versions(self.id)}
+        for version in versions.to_prune(list(stored), self.ports.serving_version()):
+            store.delete_version(self.id, version)
             await trio.to_thread.run_sync(versions.remove, Path(stored[version].path))
-            log.info("%s: pruned version %s", actor.id, version)
+            log.info("%s: pruned version %s", self.id, version)
 
-    async def release_port(self, port: int) -> None:
-        fleet = self.actor.ctx.fleet
+    async def _release_port(self, port: int) -> None:
+        fleet = self.ports.fleet
         if fleet is None:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             try:
-                await fleet.ask(ReleasePort(self.actor.id, port))
+                await fleet.ask(ReleasePort(self.id, port))
             except ActorError:
                 pass

@@ -9,7 +9,6 @@ tagged with the generation it was started under, and the machine ignores those t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
@@ -25,12 +24,33 @@ from .machine.messages import (
     GateFailed,
     GatePassed,
     GateProgress,
+    JobCleaned,
+    JobFailed,
+    JobStaged,
+    OldRetired,
     PortTaken,
     ProbeResult,
+    StopFinished,
     TimerFired,
 )
 
-Post = Callable[[Any], Awaitable[None]]
+# What the driver's background tasks post back into the actor's mailbox, for the machine: the
+# outcomes of watchers, timers, stops and the steps of an update.
+Posted = (
+    Exited
+    | GateProgress
+    | GatePassed
+    | GateFailed
+    | ProbeResult
+    | PortTaken
+    | TimerFired
+    | StopFinished
+    | JobStaged
+    | JobFailed
+    | JobCleaned
+    | OldRetired
+)
+Post = Callable[[Posted], Awaitable[None]]
 # The start gate's probes: the first gap, then a quarter of the time since the spawn (so a
 # service is routed within a quarter of the time it took to answer, and a slow one costs a
 # probe per 25 % of its start-up), up to `health.interval`; and never more than
@@ -117,7 +137,7 @@ async def _gate(
     global _gates
     _gates += 1
     try:
-        return await _probe_until_healthy(post, gen, health, probe, port, process)
+        return await probe_until_healthy(post, gen, health, probe, port, process)
     finally:
         _gates -= 1
 
@@ -128,7 +148,7 @@ def gate_gap(elapsed: float, interval: float, gates: int) -> float:
     return min(interval, max(FIRST_GAP_S, elapsed * GAP_GROWTH, gates / GATE_PROBES_PER_S))
 
 
-async def _probe_until_healthy(
+async def probe_until_healthy(
     post: Post, gen: int, health: HealthSpec, probe: Probe, port: int, process: ProcessHandle
 ) -> bool:
     started = trio.current_time()
