@@ -49,24 +49,20 @@ from .machine import views
 from .machine.formation import FormationMachine
 from .machine.lifecycle import State
 from .machine.messages import (
+    MACHINE_REQUESTS,
     BeginJob,
     Boot,
-    CancelUpdate,
     CurrentVersion,
     EnsureRunning,
+    Event,
     JobTarget,
     Nodes,
-    ProbeNow,
     Requested,
-    Restart,
     Rollback,
     SearchTarget,
-    Shutdown,
     Snapshot,
     Spawned,
     SpawnFailed,
-    Start,
-    Stop,
     StopFinished,
     TimerFired,
     Update,
@@ -85,10 +81,7 @@ LOG_LEVELS: dict[fx.LogLevel, int] = {
 _generations = itertools.count(1)
 _requests = itertools.count(1)
 
-MACHINE_REQUESTS = (Start, Stop, Restart, Shutdown, EnsureRunning, ProbeNow, CancelUpdate)
 INTERNAL = get_args(Posted)  # what the driver's own tasks post back
-# What the machine is fed: the actor's own events, spawns' outcomes, and what was posted.
-Fed = Boot | Requested | BeginJob | Spawned | SpawnFailed | Posted
 
 # The effects by family, each carried out in one place below (jobs: `JobRunner`).
 OperationEffect = fx.Answer | fx.Progress | fx.Publish | fx.Log | fx.EndActor
@@ -261,7 +254,7 @@ class FormationActor(Actor):
 
     # -- carrying out effects ----------------------------------------------------------------
 
-    async def _feed(self, event: Fed) -> None:
+    async def _feed(self, event: Event) -> None:
         """Hand `event` to the machine and carry out what it asks, in order. An effect with
         an immediate outcome (a spawn) feeds that outcome back before the next effect."""
         for effect in self.machine.handle(event, trio.current_time()):
