@@ -383,6 +383,6 @@ async def test_deleted_searches_leave_nothing_in_the_registry_the_bus_or_the_sto
         assert len(registry.nursery.child_tasks) == tasks_before
         assert not [name for name in registry._supervisor.restarts if "search-run" in name]
         assert [e for e in w.bus.history(limit=10_000) if e.type in SNAPSHOTS] == []
-        db = w.store._db
+        db = w.store.connection
         assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM results").fetchone() == (0,)

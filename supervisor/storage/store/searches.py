@@ -23,7 +23,7 @@ class SearchStore:
 
     def __init__(self, store: Database) -> None:
         self._store = store
-        self._db = store._db  # noqa: SLF001 - one connection, shared by design
+        self._db = store.connection  # one connection, shared by design
 
     def insert_search(self, search_id: str, keyword: str, mode: str) -> None:
         now = rfc3339_now()
