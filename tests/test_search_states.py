@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -173,3 +174,16 @@ def test_a_run_ends_once_and_its_progress_never_moves_it(searches: SearchStore) 
     searches.delete_search("s1")  # its runs with it
     assert searches.run_state("r1") is None
     searches.end_run("r1", R.COMPLETE, {})  # gone with its search: left gone
+
+
+def test_a_hit_for_a_search_deleted_meanwhile_is_dropped(searches: SearchStore) -> None:
+    """A run's report still in its mailbox when its search was deleted: nothing to add to (it
+    used to fail the foreign key and crash the run, which its supervisor then restarted)."""
+    hit = {"result_id": "r-1", "kind": "log", "title": "needle", "sources": ["alpha"]}
+    searches.insert_search("s1", "needle", "full")
+    assert searches.upsert_result("s1", hit) is True
+    assert searches.upsert_result("s1", {**hit, "sources": ["beta"]}) is False
+    assert searches.result("s1", "r-1") == {**hit, "sources": ["alpha", "beta"], "first_seen": ANY}
+    searches.delete_search("s1")
+    assert searches.upsert_result("s1", hit) is False
+    assert searches.results("s1", 10, 0, "recent", None) == ([], 0)

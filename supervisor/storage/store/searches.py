@@ -141,13 +141,18 @@ class SearchStore:
         ).fetchall()
 
     def upsert_result(self, search_id: str, result: dict[str, Any]) -> bool:
-        """Add a hit, or add its source to an existing one; True when it is new."""
+        """Add a hit, or add its source to an existing one; True when it is new. A hit for a
+        search deleted meanwhile (a run's report still in its mailbox when the delete came)
+        finds nothing to add to: False."""
         with self._store.transaction() as db:
             row = db.execute(
-                "SELECT sources FROM results WHERE search_id = ? AND result_id = ?",
-                (search_id, result["result_id"]),
+                "SELECT results.sources FROM searches LEFT JOIN results ON results.search_id "
+                "= searches.id AND results.result_id = ? WHERE searches.id = ?",
+                (result["result_id"], search_id),
             ).fetchone()
-            if row is not None:
+            if row is None:
+                return False
+            if row[0] is not None:
                 sources = json.loads(row[0])
                 if not set(result["sources"]) - set(sources):
                     return False
