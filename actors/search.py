@@ -7,6 +7,9 @@ does the scanning.
 
 A run writes its telemetry to the store as it goes and tells the registry only when it ends,
 with `tell`; the registry never waits on a run, so neither can block the other.
+
+States (`supervisor.core.search_states`): a search is `running` exactly while `runs` holds a
+run of it, and takes the state its run ended in when it ends. The store checks every move.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import trio
 
 from supervisor.core.errors import FsupError
+from supervisor.core.search_states import AFTER_RUN, RunState, SearchState
 
 from .base import Actor, ActorError, ActorRef, Reply
 from .search_run import RunEnded, SearchContext, SearchRunActor, StopRun, Telemetry
@@ -103,12 +107,23 @@ class SearchesActor(Actor):
     async def on_start(self) -> None:
         assert self.nursery is not None
         self._supervisor = Supervisor(self.nursery)
-        # Runs that fsup's stop interrupted are over: a search resumes only when asked.
-        for run_id, search_id in self.ctx.store.interrupted_runs():
-            last = self.ctx.store.last_run(search_id)
-            telemetry = last["telemetry"] if last else {}
-            self.ctx.store.update_run(run_id, "stopped", telemetry, finished=True)
-            self.ctx.store.update_search(search_id, state="stopped", active_run_id=None)
+        self._settle_the_store()
+
+    def _settle_the_store(self) -> None:
+        """No run of a previous registry is alive any more (they ran in its nursery). A run
+        still marked running was interrupted by fsup's stop: it is stopped. A search still
+        marked running takes the state its run ended in (its `RunEnded` was lost if fsup
+        stopped between the run's end and the registry's turn). A search resumes only when
+        asked."""
+        store = self.ctx.store
+        for run_id, search_id in store.interrupted_runs():
+            last = store.last_run(search_id)
+            store.end_run(run_id, RunState.STOPPED, last["telemetry"] if last else {})
+        for search in store.searches():
+            if search["state"] is SearchState.RUNNING:
+                last = store.last_run(search["id"])
+                ended = RunState.STOPPED if last is None else last["state"]
+                store.move_search(search["id"], AFTER_RUN[ended], active_run_id=None)
 
     async def handle(self, message: Any, reply: Reply | None) -> Any:
         match message:
@@ -124,7 +139,7 @@ class SearchesActor(Actor):
                 self._search(sid)
                 await self._stop_run(sid)
                 self.ctx.store.delete_search(sid)
-                self.ctx.bus.publish("search_state_changed", {"state": "deleted"}, sid)
+                self.ctx.bus.publish("search_state_changed", {"state": SearchState.DELETED}, sid)
                 self.ctx.bus.forget_search(sid)  # its progress snapshots: nothing kept
                 return {"id": sid, "deleted": True}
             case StartSearch():
@@ -161,7 +176,7 @@ class SearchesActor(Actor):
                 if current is not None and current[0] == run_id:
                     del self.runs[sid]
                     if self.ctx.store.search(sid) is not None:
-                        self._set_state(sid, state, active_run_id=None)
+                        self._set_state(sid, AFTER_RUN[state], active_run_id=None)
                 return None
         raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
 
@@ -210,7 +225,7 @@ class SearchesActor(Actor):
         mode = message.mode or search["mode"]
         run_id = uuid.uuid4().hex[:12]
         self.ctx.store.insert_run(run_id, message.search_id, mode)
-        self._set_state(message.search_id, "running", active_run_id=run_id, mode=mode)
+        self._set_state(message.search_id, SearchState.RUNNING, active_run_id=run_id, mode=mode)
         assert self._supervisor is not None and self.ref is not None
         registry = self.ref
 
@@ -233,14 +248,23 @@ class SearchesActor(Actor):
             ref.tell_nowait(StopRun())
         except (ActorError, trio.WouldBlock):
             pass
-        last = self.ctx.store.last_run(search_id)
-        self.ctx.store.update_run(
-            run_id, "stopped", last["telemetry"] if last else {}, finished=True
-        )
-        self._set_state(search_id, "stopped", active_run_id=None)
+        ended = self._stop_in_store(search_id, run_id)
+        self._set_state(search_id, AFTER_RUN[ended], active_run_id=None)
 
-    def _set_state(self, search_id: str, state: str, **fields: Any) -> None:
-        self.ctx.store.update_search(search_id, state=state, **fields)
+    def _stop_in_store(self, search_id: str, run_id: str) -> RunState:
+        """Mark the run stopped now, so the answer says so (the run, told to stop, writes its
+        last snapshot when it gets there); unless it ended already, its `RunEnded` still on
+        the way: then it keeps the state it ended in. The state the run is in, returned."""
+        store = self.ctx.store
+        state = store.run_state(run_id)
+        if state is not RunState.RUNNING:
+            return state or RunState.STOPPED
+        last = store.last_run(search_id)
+        store.end_run(run_id, RunState.STOPPED, last["telemetry"] if last else {})
+        return RunState.STOPPED
+
+    def _set_state(self, search_id: str, state: SearchState, **fields: Any) -> None:
+        self.ctx.store.move_search(search_id, state, **fields)
         self.ctx.bus.publish("search_state_changed", {"state": state, **fields}, search_id)
 
     def _list_item(self, search: dict[str, Any]) -> dict[str, Any]:

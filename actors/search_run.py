@@ -26,6 +26,7 @@ import trio
 
 from supervisor.core.errors import FsupError
 from supervisor.core.search_match import log_hit, matches, matching_lines, peer_hit, words_of
+from supervisor.core.search_states import RunState
 from supervisor.core.timestamps import rfc3339_now
 from supervisor.runtime.events import EventBus
 from supervisor.storage.formation_logs import STREAMS, Follower, stream_path
@@ -67,7 +68,7 @@ class RunEnded:
 
     search_id: str
     run_id: str
-    state: str
+    state: RunState
 
 
 # -- run messages ---------------------------------------------------------------------------
@@ -159,8 +160,8 @@ class SearchRunActor(Actor):
     async def handle(self, message: Any, reply: Reply | None) -> Any:
         match message:
             case StopRun():
-                await self._end("stopped")
-                return {"run_id": self.run_id, "state": "stopped"}
+                await self._end(RunState.STOPPED)
+                return {"run_id": self.run_id, "state": RunState.STOPPED}
             case _PeerReport():
                 self._on_report(message)
                 return None
@@ -172,7 +173,7 @@ class SearchRunActor(Actor):
                     self.telemetry.phase = "live"
                     self._publish_progress()
                 else:
-                    await self._end("complete")
+                    await self._end(RunState.COMPLETE)
                 return None
         raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
 
@@ -190,19 +191,22 @@ class SearchRunActor(Actor):
 
     def _publish_progress(self) -> None:
         snapshot = self.telemetry.to_json()
-        self.ctx.store.update_run(self.run_id, "running", snapshot)
+        self.ctx.store.record_progress(self.run_id, snapshot)
         self.ctx.bus.publish("search_progress", snapshot["progress"], self.search_id)
         self.ctx.bus.publish("search_stats", snapshot["telemetry"], self.search_id)
 
-    async def _end(self, state: str) -> None:
+    async def _end(self, state: RunState) -> None:
         if self._ended:
             return
         self._ended = True
+        stored = self.ctx.store.run_state(self.run_id)
+        if stored is not None and stored is not RunState.RUNNING:
+            state = stored  # the registry stopped it first, its `StopRun` still on the way
         self._scan_scope.cancel(reason=f"run {state}")
-        self.telemetry.phase = state
+        self.telemetry.phase = state.value
         snapshot = self.telemetry.to_json()
-        self.ctx.store.update_run(self.run_id, state, snapshot, finished=True)
-        if state == "complete":
+        self.ctx.store.end_run(self.run_id, state, snapshot)
+        if state is RunState.COMPLETE:
             self.ctx.bus.publish("search_completed", snapshot, self.search_id)
         self.stop_after_this_message()
         try:

@@ -10,13 +10,25 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from supervisor.core.errors import FsupError
-from supervisor.core.hmac_auth import Credentials, sign, verify
+from supervisor.core.hmac_auth import Credentials, check_headers, check_signature, sign
 
 CREDS = Credentials("MUXI_LOCAL_abc123", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=")
 NOW = datetime(2026, 1, 26, 12, 0, 0, tzinfo=UTC)
 STAMP = "2026-01-26T12:00:00Z"
 PATH = b"/rpc/formations/hello/logs?lines=10&stream=all"
 BODY = b'{"a": 1}'
+
+
+def verify(
+    creds: Credentials,
+    method: str,
+    path: bytes,
+    body: bytes,
+    headers: dict[str, str],
+    now: datetime,
+) -> None:
+    """The seed scheme's whole check, as the RPC layer makes it: the head, then the body."""
+    check_signature(creds, check_headers(creds, headers, now), method, path, body)
 
 
 def headers(**override: str) -> dict[str, str]:

@@ -23,7 +23,6 @@ from supervisor.storage.config import (
     ServerConfig,
     from_doc,
     load_config,
-    parse_port_range,
     with_flags,
 )
 from supervisor.storage.formation_logs import LogLimits
@@ -74,10 +73,13 @@ def test_config_overrides_and_mistakes(tmp_path: Path) -> None:
 
 
 def test_port_range_parsing() -> None:
-    assert parse_port_range("8000-9000") == (8000, 9000)
+    def port_range(text: str) -> tuple[int, int]:
+        return with_flags(ServerConfig(), {"--port-range": text}).port_range
+
+    assert port_range("8000-9000") == (8000, 9000)
     for bad in ("8000", "a-b", "0-10", "9000-8000", "1-70000"):
         with pytest.raises(ConfigError):
-            parse_port_range(bad)
+            port_range(bad)
 
 
 # -- the config.yaml model -------------------------------------------------------------------

@@ -4,7 +4,6 @@ own SDK), the choice between schemes, and the `auth.schemes` setting."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from muxi.auth import build_auth_header, generate_hmac_signature
@@ -21,7 +20,7 @@ from supervisor.core.hmac_auth import (
     scheme_of,
     signed_headers,
 )
-from supervisor.storage.config import ConfigError, ServerConfig, parse_auth
+from supervisor.storage.config import ConfigError, ServerConfig, from_doc
 
 CREDS = Credentials("MUXI_LOCAL_abc123", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=")
 NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)
@@ -175,6 +174,11 @@ def test_a_scheme_turned_off_is_refused_with_the_setting_named() -> None:
     assert pending is not None  # the seed's scheme: the body's signature is still to check
 
 
+def auth_setting(doc: object) -> tuple[str, ...] | None:
+    """config.yaml's `auth:` section on its own (`{schemes: auto | [...]}`); None is auto."""
+    return from_doc({"auth": doc}, "config.yaml").auth_schemes
+
+
 @pytest.mark.parametrize(
     ("doc", "schemes"),
     [
@@ -189,7 +193,7 @@ def test_a_scheme_turned_off_is_refused_with_the_setting_named() -> None:
     ],
 )
 def test_auth_setting(doc: dict[str, object], schemes: tuple[str, ...] | None) -> None:
-    assert parse_auth(doc, Path("config.yaml")) == schemes
+    assert auth_setting(doc) == schemes
 
 
 @pytest.mark.parametrize(
@@ -205,7 +209,7 @@ def test_auth_setting(doc: dict[str, object], schemes: tuple[str, ...] | None) -
 )
 def test_auth_setting_refuses(doc: object) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_auth(doc, Path("config.yaml"))
+        auth_setting(doc)
     assert "auth" in str(info.value)
 
 

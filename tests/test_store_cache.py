@@ -24,7 +24,7 @@ def sqlite_memory_used() -> int:
 def test_reading_a_large_store_keeps_sqlite_within_its_cache(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     try:
-        assert store._db.execute("PRAGMA cache_size").fetchone() == (-CACHE_KIB,)
+        assert store.connection.execute("PRAGMA cache_size").fetchone() == (-CACHE_KIB,)
         searches = SearchStore(store)
         searches.insert_search("s1", "needle", "full")
         before = sqlite_memory_used()

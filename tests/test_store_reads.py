@@ -29,7 +29,7 @@ def _selects(store: Store) -> list[str]:
         if statement.lstrip().upper().startswith("SELECT"):
             seen.append(statement)
 
-    store._db.set_trace_callback(trace)  # noqa: SLF001 - what the connection runs
+    store.connection.set_trace_callback(trace)  # what the connection runs
     return seen
 
 

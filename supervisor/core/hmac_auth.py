@@ -129,18 +129,6 @@ def check_signature(
         raise _unauthorized("invalid key id or signature")
 
 
-def verify(
-    creds: Credentials,
-    method: str,
-    path: bytes,
-    body: bytes,
-    headers: Mapping[str, str],
-    now: datetime | None = None,
-) -> None:
-    """Raise `FsupError(UNAUTHORIZED)` unless the headers sign this exact request."""
-    check_signature(creds, check_headers(creds, headers, now), method, path, body)
-
-
 def check_single_credentials(names: Iterable[str]) -> None:
     """Each credential header at most once (`names`: every header name the request carries,
     repeats included). With two, one reader could check the first and another act on the

@@ -286,18 +286,6 @@ def with_flags(config: ServerConfig, flags: dict[str, Any]) -> ServerConfig:
     return config
 
 
-def parse_auth(doc: Any, path: Path) -> tuple[str, ...] | None:
-    """config.yaml's `auth:` section on its own (`{schemes: auto | [...]}`); None is auto."""
-    return from_doc({"auth": doc}, str(path)).auth_schemes
-
-
-def parse_port_range(text: str) -> tuple[int, int]:
-    try:
-        return PortRange().read(text)
-    except Invalid as exc:
-        raise ConfigError(str(exc)) from None
-
-
 # -- writing ---------------------------------------------------------------------------------
 
 HEADER = (

@@ -38,17 +38,6 @@ def stream_path(log_dir: Path, stream: str, backup: int = 0) -> Path:
     return log_dir / name
 
 
-def needs_rotation(log_dir: Path, limits: LogLimits) -> bool:
-    """Cheap enough for an event loop: two stat calls."""
-    for stream in STREAMS:
-        try:
-            if stream_path(log_dir, stream).stat().st_size >= limits.max_bytes:
-                return True
-        except FileNotFoundError:
-            continue
-    return False
-
-
 def rotate_if_needed(log_dir: Path, limits: LogLimits) -> list[str]:
     """Rotate each stream whose file reached `max_bytes`; return the streams rotated."""
     rotated = []

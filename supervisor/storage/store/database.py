@@ -21,6 +21,8 @@ CACHE_KIB = 512
 
 
 class Database:
+    """The connection, opened and migrated; `transaction()` for writes."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)
@@ -30,6 +32,14 @@ class Database:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         migrate(self._db, str(path))
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The one connection, for the store of another aggregate that shares it (`SearchStore`):
+        it reads on it directly and writes only through `transaction()`, so every write of the
+        process stays serialized on one connection. It is not to be closed there: `close()`
+        does that, once, for all of them."""
+        return self._db
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -1,11 +1,23 @@
-"""Searches (seed 003), their runs and results, on the store's one connection."""
+"""Searches (seed 003), their runs and results, on the store's one connection.
+
+A search's or a run's state changes only through `move_search`, `delete_search` and `end_run`,
+which check the move against `supervisor.core.search_states` in the transaction that makes it;
+rows read back carry the states as `SearchState` and `RunState`.
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 from supervisor.core.errors import FsupError
+from supervisor.core.search_states import (
+    RunState,
+    SearchState,
+    check_run_transition,
+    check_transition,
+)
 from supervisor.core.timestamps import rfc3339_now
 from supervisor.storage.store.database import Database
 
@@ -23,15 +35,15 @@ class SearchStore:
 
     def __init__(self, store: Database) -> None:
         self._store = store
-        self._db = store._db  # noqa: SLF001 - one connection, shared by design
+        self._db = store.connection  # one connection, shared by design
 
     def insert_search(self, search_id: str, keyword: str, mode: str) -> None:
         now = rfc3339_now()
         with self._store.transaction() as db:
             db.execute(
                 "INSERT INTO searches (id, keyword, state, mode, created_at, updated_at) "
-                "VALUES (?, ?, 'idle', ?, ?, ?)",
-                (search_id, keyword, mode, now, now),
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (search_id, keyword, SearchState.IDLE.value, mode, now, now),
             )
 
     def search(self, search_id: str) -> dict[str, Any] | None:
@@ -50,35 +62,64 @@ class SearchStore:
         return [_search_dict(row) for row in rows]
 
     def update_search(self, search_id: str, **fields: Any) -> None:
-        allowed = {"keyword", "state", "mode", "pinned", "active_run_id"}
+        """Change what is not the state (that is `move_search`)."""
+        allowed = {"keyword", "mode", "pinned", "active_run_id"}
         assert set(fields) <= allowed, fields
-        assignments = ", ".join(f"{name} = ?" for name in fields)
         with self._store.transaction() as db:
-            db.execute(
-                f"UPDATE searches SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608
-                (*fields.values(), rfc3339_now(), search_id),
-            )
+            _update_search(db, search_id, fields)
+
+    def move_search(self, search_id: str, state: SearchState, **fields: Any) -> None:
+        """Put a search in `state` (with `fields`, as `update_search`), a move checked against
+        the one it is in. A search gone meanwhile is left gone."""
+        assert set(fields) <= {"mode", "active_run_id"}, fields
+        with self._store.transaction() as db:
+            old = _search_state(db, search_id)
+            if old is None:
+                return
+            if old is not state:
+                check_transition(old, state)
+            _update_search(db, search_id, {"state": state.value, **fields})
 
     def delete_search(self, search_id: str) -> None:
+        """Delete a search with its runs and results (`SearchState.DELETED`, checked)."""
         with self._store.transaction() as db:
+            old = _search_state(db, search_id)
+            if old is None:
+                return
+            check_transition(old, SearchState.DELETED)
             db.execute("DELETE FROM searches WHERE id = ?", (search_id,))
 
     def insert_run(self, run_id: str, search_id: str, mode: str) -> None:
         with self._store.transaction() as db:
             db.execute(
-                "INSERT INTO runs (id, search_id, mode, state, started_at) "
-                "VALUES (?, ?, ?, 'running', ?)",
-                (run_id, search_id, mode, rfc3339_now()),
+                "INSERT INTO runs (id, search_id, mode, state, started_at) VALUES (?, ?, ?, ?, ?)",
+                (run_id, search_id, mode, RunState.RUNNING.value, rfc3339_now()),
             )
 
-    def update_run(
-        self, run_id: str, state: str, telemetry: dict[str, Any], finished: bool = False
-    ) -> None:
+    def run_state(self, run_id: str) -> RunState | None:
+        """The state a run is in; None once its search is deleted (its runs with it)."""
+        return _run_state(self._db, run_id)
+
+    def record_progress(self, run_id: str, telemetry: dict[str, Any]) -> None:
+        """A run's latest telemetry; its state is left as it is."""
         with self._store.transaction() as db:
             db.execute(
-                "UPDATE runs SET state = ?, telemetry = ?, finished_at = "
-                "CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?",
-                (state, json.dumps(telemetry), finished, rfc3339_now(), run_id),
+                "UPDATE runs SET telemetry = ? WHERE id = ?", (json.dumps(telemetry), run_id)
+            )
+
+    def end_run(self, run_id: str, state: RunState, telemetry: dict[str, Any]) -> None:
+        """End a run in `state` with its last telemetry, a move checked against the state it is
+        in. Ending it again in the same state (a run's own last word after the registry stopped
+        it) only writes the telemetry and the time anew. A run gone with its search is left."""
+        with self._store.transaction() as db:
+            old = _run_state(db, run_id)
+            if old is None:
+                return
+            if old is not state:
+                check_run_transition(old, state)
+            db.execute(
+                "UPDATE runs SET state = ?, telemetry = ?, finished_at = ? WHERE id = ?",
+                (state.value, json.dumps(telemetry), rfc3339_now(), run_id),
             )
 
     def last_run(self, search_id: str) -> dict[str, Any] | None:
@@ -90,20 +131,28 @@ class SearchStore:
         if row is None:
             return None
         names = ("id", "mode", "state", "started_at", "finished_at")
-        return {**dict(zip(names, row[:5], strict=True)), "telemetry": json.loads(row[5])}
+        run = dict(zip(names, row[:5], strict=True))
+        return {**run, "state": RunState(run["state"]), "telemetry": json.loads(row[5])}
 
     def interrupted_runs(self) -> list[tuple[str, str]]:
         """Runs still marked running (fsup stopped under them): (run id, search id)."""
-        return self._db.execute("SELECT id, search_id FROM runs WHERE state = 'running'").fetchall()
+        return self._db.execute(
+            "SELECT id, search_id FROM runs WHERE state = ?", (RunState.RUNNING.value,)
+        ).fetchall()
 
     def upsert_result(self, search_id: str, result: dict[str, Any]) -> bool:
-        """Add a hit, or add its source to an existing one; True when it is new."""
+        """Add a hit, or add its source to an existing one; True when it is new. A hit for a
+        search deleted meanwhile (a run's report still in its mailbox when the delete came)
+        finds nothing to add to: False."""
         with self._store.transaction() as db:
             row = db.execute(
-                "SELECT sources FROM results WHERE search_id = ? AND result_id = ?",
-                (search_id, result["result_id"]),
+                "SELECT results.sources FROM searches LEFT JOIN results ON results.search_id "
+                "= searches.id AND results.result_id = ? WHERE searches.id = ?",
+                (result["result_id"], search_id),
             ).fetchone()
-            if row is not None:
+            if row is None:
+                return False
+            if row[0] is not None:
                 sources = json.loads(row[0])
                 if not set(result["sources"]) - set(sources):
                     return False
@@ -183,7 +232,26 @@ def _search_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     )
     search = dict(zip(names, row, strict=True))
     search["pinned"] = bool(search["pinned"])
+    search["state"] = SearchState(search["state"])
     return search
+
+
+def _search_state(db: sqlite3.Connection, search_id: str) -> SearchState | None:
+    row = db.execute("SELECT state FROM searches WHERE id = ?", (search_id,)).fetchone()
+    return None if row is None else SearchState(row[0])
+
+
+def _run_state(db: sqlite3.Connection, run_id: str) -> RunState | None:
+    row = db.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return None if row is None else RunState(row[0])
+
+
+def _update_search(db: sqlite3.Connection, search_id: str, fields: dict[str, Any]) -> None:
+    assignments = ", ".join(f"{name} = ?" for name in fields)
+    db.execute(
+        f"UPDATE searches SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608
+        (*fields.values(), rfc3339_now(), search_id),
+    )
 
 
 def _result_dict(row: tuple[Any, ...]) -> dict[str, Any]:
