@@ -27,6 +27,7 @@ from supervisor.cli.parser import build_parser
 from supervisor.cli.profile_commands import cmd_profile
 from supervisor.cli.serve import serve
 from supervisor.core.manifest import id_problem
+from supervisor.core.search_states import SearchState
 from supervisor.storage.home import Home, default_home
 from supervisor.storage.intake import MANIFEST_NAME, pack_folder
 from supervisor.storage.profiles import ProfileError, resolve
@@ -423,7 +424,7 @@ def follow_search(args: argparse.Namespace, events: Iterator[SseEvent], search_i
             )
         if envelope["type"] == "search_completed" or (
             envelope["type"] == "search_state_changed"
-            and envelope["data"].get("state") in ("complete", "stopped")
+            and envelope["data"].get("state") in (SearchState.COMPLETE, SearchState.STOPPED)
         ):
             return
 

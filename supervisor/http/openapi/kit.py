@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from supervisor.core.search_states import STORED
+
 PATH = "/openapi.json"
 Schema = dict[str, Any]
 Security = list[dict[str, list[str]]]
@@ -12,7 +14,7 @@ STR, INT, NUM, BOOL = ({"type": kind} for kind in ("string", "integer", "number"
 ANY_OBJECT: Schema = {"type": "object"}
 BINARY: Schema = {"type": "string", "format": "binary"}
 STATES = ["starting", "running", "stopping", "stopped", "restarting", "crashed"]
-SEARCH_STATES = ["idle", "running", "complete", "stopped", "error"]
+SEARCH_STATES = [state.value for state in STORED]  # the contract's order
 ID_PATTERN = "^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$"
 # Printable text: no ASCII control characters (the handlers refuse any non-printable one).
 PRINTABLE = "^[^\\x00-\\x1f\\x7f]*$"
