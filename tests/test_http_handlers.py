@@ -7,19 +7,20 @@ Blueprint routes to the module's handlers, behind that Blueprint's auth hook."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import trio
-from quart import Response
+from quart import Blueprint, Response
 from quart_trio import QuartTrio
 
 from actors.base import ActorCrashed, ActorUnavailable
 from actors.fleet import Delete
 from actors.search import CreateSearch, ListSearches
 from supervisor.core.errors import FsupError
-from supervisor.http import error_handlers, hooks, proxy, rpc, searches
+from supervisor.http import error_handlers, fleet_api, hooks, proxy, rpc, searches
 from supervisor.http.proxy_hold import HoldGate
 from supervisor.http.services import EXTENSION
 from supervisor.runtime.routing import RouteTable
@@ -119,16 +120,25 @@ async def test_the_audit_log_reads_as_many_entries_as_asked() -> None:
     assert store.tails == [3] and len(answer["entries"]) == 3
 
 
-def test_each_lifecycle_route_gives_its_action_to_the_one_handler() -> None:
-    """The action is the rule's default (no closure per action): the routes of `/rpc` and
-    `/api/v1` reach `lifecycle` with it, and every action is a key of `LIFECYCLE`."""
+@pytest.mark.parametrize(
+    ("factory", "path", "endpoint", "handler"),
+    [
+        (rpc.blueprint, "/rpc/formations/web", "rpc.", rpc.lifecycle),
+        (fleet_api.blueprint, "/api/v1/formations/web", "fleet_api.api_", fleet_api.api_lifecycle),
+    ],
+)
+def test_each_lifecycle_route_gives_its_action_to_the_one_handler(
+    factory: Callable[[], Blueprint], path: str, endpoint: str, handler: Any
+) -> None:
+    """The action is the rule's default (no closure per action): each lifecycle route of
+    `/rpc` and `/api/v1` reaches its family's one handler with it, under its own endpoint."""
     app = QuartTrio(__name__)
-    app.register_blueprint(rpc.blueprint())
+    app.register_blueprint(factory())
     urls = app.url_map.bind("localhost")
     for action in rpc.LIFECYCLE:
-        endpoint, args = urls.match(f"/rpc/formations/web/{action}", "POST")
-        assert (endpoint, args) == (f"rpc.{action}", {"formation_id": "web", "action": action})
-        assert app.view_functions[endpoint] is rpc.lifecycle
+        found, args = urls.match(f"{path}/{action}", "POST")
+        assert (found, args) == (f"{endpoint}{action}", {"formation_id": "web", "action": action})
+        assert app.view_functions[found] is handler
 
 
 async def test_the_searches_blueprint_puts_its_handlers_behind_the_bearer_token() -> None:
