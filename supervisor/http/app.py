@@ -76,6 +76,9 @@ class FsupApp(QuartTrio):
 
 
 def create_app(services: HttpServices) -> QuartTrio:
+    """The app for `services`, step by step. The hooks come before the Blueprints: the
+    dashboard's after-request hook, registered with its Blueprint, then runs before the
+    app's `answered` (Quart runs after-request hooks last registered first)."""
     app = FsupApp("fsup")
     configure(app, services)
     register_public_routes(app)
