@@ -150,7 +150,7 @@ async def api_session() -> Any:
 
 async def api_events() -> Any:
     events_bus = bus()
-    subscription = events_bus.open_subscription(_last_event_id())
+    subscription = events_bus.open_subscription(last_event_id())
     return await sse.stream_response(_stream(events_bus, subscription))
 
 
@@ -183,7 +183,7 @@ def blueprint() -> Blueprint:
     return bp
 
 
-def _last_event_id() -> int | None:
+def last_event_id() -> int | None:
     """The id to resume after: 1-19 ASCII digits (`isdigit` would take '²', which `int`
     refuses), or absent."""
     raw = request.headers.get("Last-Event-ID")
