@@ -325,7 +325,7 @@ def test_a_good_cookie_with_a_trailing_newline_is_refused() -> None:
 async def last_event_id(value: str) -> int | None:
     app = QuartTrio(__name__)
     async with app.test_request_context("/api/v1/events", headers={"Last-Event-ID": value}):
-        return api_v1._last_event_id()
+        return api_v1.last_event_id()
 
 
 @pytest.mark.parametrize(

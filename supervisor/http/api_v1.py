@@ -112,66 +112,78 @@ def peer_host() -> str | None:
     return client[0] if client else None
 
 
+async def api_health() -> Any:
+    return {"ok": True}
+
+
+async def api_bootstrap() -> Any:
+    """The token, to a loopback peer only: judged by the socket's address, never a header
+    (a proxy in front could forge one)."""
+    if not is_loopback(peer_host()):
+        raise FsupError(
+            "FORBIDDEN",
+            "the token is only handed out to this machine (loopback)",
+            {"peer": peer_host()},
+        )
+    return {"token": token()}
+
+
+async def api_session() -> Any:
+    """A session cookie (HttpOnly, SameSite=Strict, scoped to `/api/v1`) for the dashboard."""
+    # The record is read before the first session of this run is opened: a floor set
+    # because it could not be read ends the sessions opened before it (and, expiries
+    # being whole seconds, any opened in that same second), not the later ones.
+    revoked_sessions()
+    value, expiry = new_session(token())
+    response = await make_response({"ok": True, "expires_at": expiry})
+    response.set_cookie(
+        COOKIE_NAME,
+        value,
+        max_age=SESSION_TTL_S,
+        httponly=True,
+        samesite="Strict",
+        path=PREFIX,
+        secure=request.scheme == "https",
+    )
+    return response
+
+
+async def api_events() -> Any:
+    events_bus = bus()
+    subscription = events_bus.open_subscription(last_event_id())
+    return await sse.stream_response(_stream(events_bus, subscription))
+
+
+async def api_logs() -> Any:
+    level = choice_param("level", tuple(LEVELS), "info")
+    limit = query_int(request.args, "limit", 200, 1, 1000)
+    cursor = query_int(request.args, "cursor", 0, 0, 2**62)
+    items, next_cursor = log_book().page(level, limit, cursor)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+async def api_unknown(rest: str) -> Any:
+    """An unknown `/api/v1` path gets the contract's 404, not the proxy's "formation 'v1'
+    not found" (without this route, `/api/<formation_id>/...` would take it)."""
+    raise FsupError("NOT_FOUND", f"no such endpoint: {request.method} {request.path}")
+
+
 def blueprint() -> Blueprint:
     """`/api/v1`'s own routes: health, bootstrap, session, events, logs."""
     bp = Blueprint("api_v1", __name__)
-    bp.before_request(api_auth_hook)  # audited by the app's own hooks (`app.py`)
-
-    @bp.get(f"{PREFIX}/health")
-    async def api_health() -> Any:
-        return {"ok": True}
-
-    @bp.get(f"{PREFIX}/auth/bootstrap")
-    async def api_bootstrap() -> Any:
-        if not is_loopback(peer_host()):  # the socket's address, never a header
-            raise FsupError(
-                "FORBIDDEN",
-                "the token is only handed out to this machine (loopback)",
-                {"peer": peer_host()},
-            )
-        return {"token": token()}
-
-    @bp.post(f"{PREFIX}/session")
-    async def api_session() -> Any:
-        # The record is read before the first session of this run is opened: a floor set
-        # because it could not be read ends the sessions opened before it (and, expiries
-        # being whole seconds, any opened in that same second), not the later ones.
-        revoked_sessions()
-        value, expiry = new_session(token())
-        response = await make_response({"ok": True, "expires_at": expiry})
-        response.set_cookie(
-            COOKIE_NAME,
-            value,
-            max_age=SESSION_TTL_S,
-            httponly=True,
-            samesite="Strict",
-            path=PREFIX,
-            secure=request.scheme == "https",
-        )
-        return response
-
-    @bp.get(f"{PREFIX}/events")
-    async def api_events() -> Any:
-        events_bus = bus()
-        subscription = events_bus.open_subscription(_last_event_id())
-        return await sse.stream_response(_stream(events_bus, subscription))
-
-    @bp.get(f"{PREFIX}/logs")
-    async def api_logs() -> Any:
-        level = choice_param("level", tuple(LEVELS), "info")
-        limit = query_int(request.args, "limit", 200, 1, 1000)
-        cursor = query_int(request.args, "cursor", 0, 0, 2**62)
-        items, next_cursor = log_book().page(level, limit, cursor)
-        return {"items": items, "next_cursor": next_cursor}
-
-    @bp.route(f"{PREFIX}/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    async def api_unknown(rest: str) -> Any:
-        raise FsupError("NOT_FOUND", f"no such endpoint: {request.method} {request.path}")
-
+    bp.before_request(api_auth_hook)  # audited by the app's own hooks (`hooks.py`)
+    bp.get(f"{PREFIX}/health")(api_health)
+    bp.get(f"{PREFIX}/auth/bootstrap")(api_bootstrap)
+    bp.post(f"{PREFIX}/session")(api_session)
+    bp.get(f"{PREFIX}/events")(api_events)
+    bp.get(f"{PREFIX}/logs")(api_logs)
+    bp.route(f"{PREFIX}/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])(
+        api_unknown
+    )
     return bp
 
 
-def _last_event_id() -> int | None:
+def last_event_id() -> int | None:
     """The id to resume after: 1-19 ASCII digits (`isdigit` would take '²', which `int`
     refuses), or absent."""
     raw = request.headers.get("Last-Event-ID")

@@ -67,27 +67,32 @@ def asset(name: str) -> Response:
     return response
 
 
+async def ui_root() -> Any:
+    return redirect(f"{PREFIX}/", 308)
+
+
+async def ui_index() -> Any:
+    return asset("index.html")
+
+
+async def ui_asset(name: str) -> Any:
+    return asset(name)
+
+
+async def security_headers(response: Response) -> Response:
+    """fsup's own answers under /ui and /api/v1 (not the proxied formations')."""
+    if request.path.startswith((PREFIX, "/api/v1")):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
 def blueprint() -> Blueprint:
+    """The dashboard's pages, and the security headers on every answer of /ui and /api/v1
+    (an app-wide after-request hook, installed with the Blueprint)."""
     bp = Blueprint("dashboard", __name__)
-
-    @bp.get(PREFIX)
-    async def ui_root() -> Any:
-        return redirect(f"{PREFIX}/", 308)
-
-    @bp.get(f"{PREFIX}/")
-    async def ui_index() -> Any:
-        return asset("index.html")
-
-    @bp.get(f"{PREFIX}/<path:name>")
-    async def ui_asset(name: str) -> Any:
-        return asset(name)
-
-    @bp.after_app_request
-    async def security_headers(response: Response) -> Response:
-        """fsup's own answers under /ui and /api/v1 (not the proxied formations')."""
-        if request.path.startswith((PREFIX, "/api/v1")):
-            for name, value in SECURITY_HEADERS.items():
-                response.headers.setdefault(name, value)
-        return response
-
+    bp.get(PREFIX)(ui_root)
+    bp.get(f"{PREFIX}/")(ui_index)
+    bp.get(f"{PREFIX}/<path:name>")(ui_asset)
+    bp.after_app_request(security_headers)
     return bp

@@ -69,6 +69,18 @@ def parse_body(raw: bytes) -> tuple[str, int]:
     return actor, count
 
 
+async def arm_fault() -> Any:
+    actor, count = parse_body(
+        await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    )
+    faults.arm(actor, count)
+    return {"actor": actor, "armed": count}
+
+
+async def fault_status() -> Any:
+    return faults.status()
+
+
 def blueprint() -> Blueprint | None:
     """The fault route, signed and audited like the rest of `/rpc`; only in a server started
     with `FSUP_TEST_FAULTS=1`."""
@@ -76,17 +88,6 @@ def blueprint() -> Blueprint | None:
         return None
     bp = Blueprint("faults", __name__)
     bp.before_request(rpc_auth.authenticate)
-
-    @bp.post(PATH)
-    async def arm_fault() -> Any:
-        actor, count = parse_body(
-            await request.get_data(cache=True, as_text=False, parse_form_data=False)
-        )
-        faults.arm(actor, count)
-        return {"actor": actor, "armed": count}
-
-    @bp.get(PATH)
-    async def fault_status() -> Any:
-        return faults.status()
-
+    bp.post(PATH)(arm_fault)
+    bp.get(PATH)(fault_status)
     return bp

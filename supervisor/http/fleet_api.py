@@ -36,61 +36,66 @@ FIGURES = ("cpu_percent", "rss_bytes")
 
 async def with_figures(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each snapshot with its process's `cpu_percent` and `rss_bytes` (null without one)."""
-
-    def add() -> None:
-        for item in items:
-            pid = item.get("pid")
-            figures = process_figures(pid) if isinstance(pid, int) else {}
-            for name in FIGURES:
-                item[name] = figures.get(name)
-
-    await trio.to_thread.run_sync(add)
+    await trio.to_thread.run_sync(_add_figures, items)
     return items
 
 
-def lifecycle_handler(message: Any, first_stage: str) -> Any:
-    async def handler(formation_id: str) -> Any:
-        ref = await formation_ref(formation_id, change=True)
-        fleet = services().fleet
-        relayed = operations.relay(ref, message, first_stage, fleet, formation_id)
-        last = await operations.outcome(relayed)
-        if last.error is not None:
-            raise last.error
-        return last.data
+def _add_figures(items: list[dict[str, Any]]) -> None:
+    """Blocking (psutil reads /proc): run in a thread."""
+    for item in items:
+        pid = item.get("pid")
+        figures = process_figures(pid) if isinstance(pid, int) else {}
+        for name in FIGURES:
+            item[name] = figures.get(name)
 
-    return handler
+
+async def api_formations() -> Any:
+    items = await with_figures(await snapshots())
+    return {"formations": items, "total": len(items)}
+
+
+async def api_formation(formation_id: str) -> Any:
+    return (await with_figures([await formation_view(formation_id)]))[0]
+
+
+async def api_lifecycle(formation_id: str, action: str) -> Any:
+    """`POST .../{action}` (a key of `rpc.LIFECYCLE`), answered once with the outcome's JSON
+    when the change is done. `action` is not in the path: each route's rule gives it as a
+    default (`blueprint`)."""
+    message, first_stage = LIFECYCLE[action]
+    ref = await formation_ref(formation_id, change=True)
+    fleet = services().fleet
+    relayed = operations.relay(ref, message, first_stage, fleet, formation_id)
+    last = await operations.outcome(relayed)
+    if last.error is not None:
+        raise last.error
+    return last.data
+
+
+async def api_delete(formation_id: str) -> Any:
+    return await ask(services().fleet, Delete(formation_id), DELETE_TIMEOUT_S)
+
+
+async def api_formation_logs(formation_id: str) -> Any:
+    """The last lines; with `follow=true`, an SSE stream of them and then of each new
+    line (`event: log`), which an EventSource can open with the cookie."""
+    return await logs_answer(formation_id)
 
 
 def blueprint() -> Blueprint:
     """`/api/v1/formations`, behind `/api/v1`'s auth (bearer, or cookie + cross-site check)."""
     bp = Blueprint("fleet_api", __name__)
     bp.before_request(api_auth_hook)
-
-    @bp.get(PREFIX)
-    async def api_formations() -> Any:
-        items = await with_figures(await snapshots())
-        return {"formations": items, "total": len(items)}
-
-    @bp.get(f"{PREFIX}/<formation_id>")
-    async def api_formation(formation_id: str) -> Any:
-        return (await with_figures([await formation_view(formation_id)]))[0]
-
-    for action, (message, first_stage) in LIFECYCLE.items():
+    bp.get(PREFIX)(api_formations)
+    bp.get(f"{PREFIX}/<formation_id>")(api_formation)
+    for action in LIFECYCLE:
         bp.add_url_rule(
             f"{PREFIX}/<formation_id>/{action}",
             f"api_{action}",
-            lifecycle_handler(message, first_stage),
+            api_lifecycle,
             methods=["POST"],
+            defaults={"action": action},
         )
-
-    @bp.delete(f"{PREFIX}/<formation_id>")
-    async def api_delete(formation_id: str) -> Any:
-        return await ask(services().fleet, Delete(formation_id), DELETE_TIMEOUT_S)
-
-    @bp.get(f"{PREFIX}/<formation_id>/logs")
-    async def api_formation_logs(formation_id: str) -> Any:
-        """The last lines; with `follow=true`, an SSE stream of them and then of each new
-        line (`event: log`), which an EventSource can open with the cookie."""
-        return await logs_answer(formation_id)
-
+    bp.delete(f"{PREFIX}/<formation_id>")(api_delete)
+    bp.get(f"{PREFIX}/<formation_id>/logs")(api_formation_logs)
     return bp

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 import trio
 from quart import Blueprint, Response, request, websocket
+from quart.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter, PathConverter
 
 from supervisor.core.errors import FsupError
@@ -44,7 +45,7 @@ from supervisor.http.proxy_target import (
     upstream_path,
 )
 from supervisor.http.render import error_response
-from supervisor.http.services import services
+from supervisor.http.services import HttpServices, services
 from supervisor.http.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from supervisor.runtime.routing import DEFAULT_HOLD_S, Backend, Route, RouteTable
 
@@ -301,96 +302,108 @@ def process_alive(pid: int) -> bool:
         return False
 
 
+async def proxy(formation_id: str, rest: str = "") -> Any:
+    """The route's `formation_id` is werkzeug's decoding of the path; the target parsed
+    from the raw bytes is the one that counts (see proxy_target)."""
+    svc = services()
+    routes, gate = svc.routes, svc.hold_gate
+    target = parse_target(
+        request.scope.get("raw_path") or request.path.encode(),
+        request.scope.get("query_string") or b"",
+    )
+    formation_id = target.formation_id
+    started = trio.current_time()
+    route = await find_route(routes, formation_id, gate, declared_size(), DEFAULT_HOLD_S)
+    if route is None:
+        return not_back(routes, formation_id, None) if routes.restoring else not_found(target)
+    if route.backend is None and not route.coming_back and not routes.restoring:
+        return not_running(formation_id)
+    body = await buffered_body(route)
+    backend = await wait_for_backend(routes, route, gate, declared_size(), started=started)
+    if backend is None:
+        if route.coming_back or routes.restoring:
+            return not_back(routes, formation_id, route)
+        return not_running(formation_id)
+    backend.acquire()  # no checkpoint since the route was read: see routing.py
+    return await forward(svc, route, target, body, backend)
+
+
+async def forward(
+    svc: HttpServices, route: Route, target: ProxyTarget, body: bytes | None, backend: Backend
+) -> Any:
+    """Send the request to `backend` (acquired by the caller), and again (`retry`) where a
+    failure left no byte of the answer sent and the request may be sent twice."""
+    formation_id = target.formation_id
+    again = retryable(request.method, route, body)
+    try:
+        return await send_upstream(svc.proxy_client, backend, target, formation_id, body, again)
+    except RETRYABLE as exc:
+        if not again:
+            return bad_gateway(formation_id, backend, exc)
+        return await retry(
+            svc.routes, route, svc.hold_gate, svc.proxy_client, target, body, backend, exc
+        )
+    except UpstreamError as exc:
+        return bad_gateway(formation_id, backend, exc)
+
+
+async def retry(
+    routes: RouteTable,
+    route: Route,
+    gate: HoldGate,
+    client: UpstreamPool,
+    target: ProxyTarget,
+    body: bytes | None,
+    backend: Backend,
+    error: Exception,
+) -> Any:
+    """Send again what failed before any byte of the answer reached the client: at once
+    to what the route serves if the process that failed still runs (a connection reset
+    by a live process), else to the next backend, waiting within the hold bound (its
+    actor withdraws the dead one and starts another)."""
+    route.figures.retried += 1
+    for _ in range(MAX_ATTEMPTS - 1):
+        failed = None if process_alive(backend.pid) else backend
+        nxt = await wait_for_backend(routes, route, gate, declared_size(), failed=failed)
+        if nxt is None:
+            break
+        backend = nxt
+        backend.acquire()
+        try:
+            return await send_upstream(
+                client, backend, target, route.formation_id, body, whole=True
+            )
+        except RETRYABLE as exc:
+            error = exc
+        except UpstreamError as exc:
+            error = exc
+            break
+    route.figures.retry_failed += 1
+    return bad_gateway(route.formation_id, backend, error)
+
+
+async def websocket_refused(formation_id: str, rest: str = "") -> Any:
+    """A WebSocket handshake to a formation: refused before it is accepted (Hypercorn
+    sends this answer as the handshake's HTTP response)."""
+    return error_response(
+        FsupError(
+            "INVALID_REQUEST",
+            "the proxy passes on HTTP requests only, not WebSocket upgrades; reach the "
+            "formation's WebSocket endpoint on its own port",
+            {
+                "formation_id": formation_id,
+                "upgrade": "websocket",
+                "path": websocket.path[:200],
+            },
+        )
+    )
+
+
 def blueprint() -> Blueprint:
     """`/api/{id}/*`: the proxy (no auth of fsup's: the formation's own)."""
     bp = Blueprint("proxy", __name__)
-    gate = HoldGate()
-
-    async def proxy(formation_id: str, rest: str = "") -> Any:
-        """The route's `formation_id` is werkzeug's decoding of the path; the target parsed
-        from the raw bytes is the one that counts (see proxy_target)."""
-        routes = services().routes
-        client = services().proxy_client
-        target = parse_target(
-            request.scope.get("raw_path") or request.path.encode(),
-            request.scope.get("query_string") or b"",
-        )
-        formation_id = target.formation_id
-        started = trio.current_time()
-        route = await find_route(routes, formation_id, gate, declared_size(), DEFAULT_HOLD_S)
-        if route is None:
-            return not_back(routes, formation_id, None) if routes.restoring else not_found(target)
-        if route.backend is None and not route.coming_back and not routes.restoring:
-            return not_running(formation_id)
-        body = await buffered_body(route)
-        backend = await wait_for_backend(routes, route, gate, declared_size(), started=started)
-        if backend is None:
-            if route.coming_back or routes.restoring:
-                return not_back(routes, formation_id, route)
-            return not_running(formation_id)
-        backend.acquire()  # no checkpoint since the route was read: see routing.py
-        again = retryable(request.method, route, body)
-        try:
-            return await send_upstream(client, backend, target, formation_id, body, again)
-        except RETRYABLE as exc:
-            if not again:
-                return bad_gateway(formation_id, backend, exc)
-            return await retry(routes, route, gate, client, target, body, backend, exc)
-        except UpstreamError as exc:
-            return bad_gateway(formation_id, backend, exc)
-
-    async def retry(
-        routes: RouteTable,
-        route: Route,
-        gate: HoldGate,
-        client: UpstreamPool,
-        target: ProxyTarget,
-        body: bytes | None,
-        backend: Backend,
-        error: Exception,
-    ) -> Any:
-        """Send again what failed before any byte of the answer reached the client: at once
-        to what the route serves if the process that failed still runs (a connection reset
-        by a live process), else to the next backend, waiting within the hold bound (its
-        actor withdraws the dead one and starts another)."""
-        route.figures.retried += 1
-        for _ in range(MAX_ATTEMPTS - 1):
-            failed = None if process_alive(backend.pid) else backend
-            nxt = await wait_for_backend(routes, route, gate, declared_size(), failed=failed)
-            if nxt is None:
-                break
-            backend = nxt
-            backend.acquire()
-            try:
-                return await send_upstream(
-                    client, backend, target, route.formation_id, body, whole=True
-                )
-            except RETRYABLE as exc:
-                error = exc
-            except UpstreamError as exc:
-                error = exc
-                break
-        route.figures.retry_failed += 1
-        return bad_gateway(route.formation_id, backend, error)
-
-    async def websocket_refused(formation_id: str, rest: str = "") -> Any:
-        """A WebSocket handshake to a formation: refused before it is accepted (Hypercorn
-        sends this answer as the handshake's HTTP response)."""
-        return error_response(
-            FsupError(
-                "INVALID_REQUEST",
-                "the proxy passes on HTTP requests only, not WebSocket upgrades; reach the "
-                "formation's WebSocket endpoint on its own port",
-                {
-                    "formation_id": formation_id,
-                    "upgrade": "websocket",
-                    "path": websocket.path[:200],
-                },
-            )
-        )
-
+    bp.record_once(_add_converters)
     # Any rest, `//` and empty included, taken as sent: no slash merging, no redirect.
-    bp.record_once(lambda state: state.app.url_map.converters.update(rest=_AnyRest))
     bp.add_url_rule(
         "/api/<formation_id>", "proxy_root", proxy, methods=METHODS, merge_slashes=False
     )
@@ -398,10 +411,14 @@ def blueprint() -> Blueprint:
         "/api/<formation_id>/<rest:rest>", "proxy", proxy, methods=METHODS, merge_slashes=False
     )
     # `/api/v1/*` is fsup's own API: a WebSocket there is the app's to refuse.
-    bp.record_once(lambda state: state.app.url_map.converters.update(proxied=_ProxiedId))
     bp.add_websocket("/api/<proxied:formation_id>", "proxy_ws_root", websocket_refused)
     bp.add_websocket("/api/<proxied:formation_id>/<rest:rest>", "proxy_ws", websocket_refused)
     return bp
+
+
+def _add_converters(state: BlueprintSetupState) -> None:
+    """The proxy's path converters, on the app's router before its rules are added."""
+    state.app.url_map.converters.update(rest=_AnyRest, proxied=_ProxiedId)
 
 
 class _AnyRest(PathConverter):

@@ -1,11 +1,11 @@
-"""`/rpc/*`: the seed's management API (signed; see `app.authenticate`)."""
+"""`/rpc/*`: the seed's management API (signed; see `rpc_auth.authenticate`)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import trio
 from quart import Blueprint, jsonify, make_response, request
@@ -194,122 +194,132 @@ LIFECYCLE: dict[str, tuple[Any, str]] = {
 }
 
 
-def lifecycle_handler(message: Any, first_stage: str) -> Any:
-    async def handler(formation_id: str) -> Any:
-        ref = await formation_ref(formation_id, change=True)
-        fleet = services().fleet
-        return await render_operation(
-            operations.relay(ref, message, first_stage, fleet, formation_id)
-        )
+async def lifecycle(formation_id: str, action: str) -> Any:
+    """`POST .../{action}` (a key of `LIFECYCLE`): the change relayed as a progress stream.
+    `action` is not in the path: each route's rule gives it as a default (`blueprint`)."""
+    message, first_stage = LIFECYCLE[action]
+    ref = await formation_ref(formation_id, change=True)
+    fleet = services().fleet
+    return await render_operation(operations.relay(ref, message, first_stage, fleet, formation_id))
 
-    return handler
+
+async def deploy() -> Any:
+    body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    _check_bundle_type()
+    expected = request.headers.get("X-Formation-ID") or None
+    events = operations.deploy(services(), body, expected)
+    return await render_operation(events, success_status=201)
+
+
+async def list_formations() -> Any:
+    items = await snapshots()
+    return {"formations": items, "total": len(items)}
+
+
+async def get_formation(formation_id: str) -> Any:
+    return await formation_view(formation_id)
+
+
+async def update(formation_id: str) -> Any:
+    body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    _check_bundle_type()
+    ref = await formation_ref(formation_id, change=True)
+    events = operations.update(services(), ref, formation_id, body)
+    return await render_operation(events)
+
+
+async def cancel_update(formation_id: str) -> Any:
+    """Waits as long as a delete: cancelling stops the staged process gracefully."""
+    ref = await formation_ref(formation_id, change=True)
+    return await ask(ref, CancelUpdate(), DELETE_TIMEOUT_S)
+
+
+async def logs(formation_id: str) -> Any:
+    return await logs_answer(formation_id)
+
+
+async def download(formation_id: str) -> Any:
+    """The current version as a zip (its runtime state too with `db=true`), built in a
+    spooled temporary file (on disk past 8 MiB) and streamed from it."""
+    with_state = bool_param("db", False)
+    version, version_dir = await ask(await formation_ref(formation_id), CurrentVersion())
+    archive = await trio.to_thread.run_sync(zip_version, version_dir, with_state)
+    filename = f"{formation_id}-{version}.zip"
+    response = await make_response(
+        _archive_chunks(archive),
+        200,
+        {
+            "Content-Type": "application/zip",
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        },
+    )
+    response.timeout = None  # type: ignore[union-attr]
+    return response
+
+
+async def _archive_chunks(archive: IO[bytes]) -> AsyncIterator[bytes]:
+    """The archive's bytes, closing it when the response body is done (or abandoned)."""
+    with archive:
+        while chunk := archive.read(DOWNLOAD_CHUNK):
+            yield chunk
+
+
+async def delete(formation_id: str) -> Any:
+    return await ask(services().fleet, Delete(formation_id), DELETE_TIMEOUT_S)
+
+
+async def audit_log() -> Any:
+    count = lines_param(100, 1, MAX_LOG_LINES)
+    return {"entries": services().store.audit_tail(count)}
+
+
+async def status() -> Any:
+    items = await snapshots()
+    ports = await ask(services().fleet, PortStatus())
+    counts = {"total": len(items), "running": 0, "stopped": 0, "crashed": 0}
+    for item in items:
+        if item.get("status") in counts:
+            counts[item["status"]] += 1
+    return jsonify(
+        {
+            "server_id": services().server_id,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - _started, 3),
+            "formations": counts,
+            "ports": {
+                "range": ports.range,
+                "allocated": ports.allocated,
+                "available": ports.available,
+            },
+            # Proxied requests held while a formation came back, and retried ones.
+            "proxy": services().routes.hold_summary(),
+        }
+    )
 
 
 def blueprint() -> Blueprint:
     """`/rpc/*`, each request signed (`rpc_auth`) and audited."""
     bp = Blueprint("rpc", __name__)
     bp.before_request(rpc_auth.authenticate)
-
-    async def deploy() -> Any:
-        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
-        _check_bundle_type()
-        expected = request.headers.get("X-Formation-ID") or None
-        events = operations.deploy(services(), body, expected)
-        return await render_operation(events, success_status=201)
-
     bp.add_url_rule("/rpc/formations/deploy", "deploy", deploy, methods=["POST"])
     bp.add_url_rule("/rpc/formations", "deploy_alias", deploy, methods=["POST"])
-
-    @bp.get("/rpc/formations")
-    async def list_formations() -> Any:
-        items = await snapshots()
-        return {"formations": items, "total": len(items)}
-
-    @bp.get("/rpc/formations/<formation_id>")
-    async def get_formation(formation_id: str) -> Any:
-        return await formation_view(formation_id)
-
-    for action, (message, first_stage) in LIFECYCLE.items():
+    bp.get("/rpc/formations")(list_formations)
+    bp.get("/rpc/formations/<formation_id>")(get_formation)
+    for action in LIFECYCLE:
         bp.add_url_rule(
             f"/rpc/formations/<formation_id>/{action}",
             action,
-            lifecycle_handler(message, first_stage),
+            lifecycle,
             methods=["POST"],
+            defaults={"action": action},
         )
-
-    @bp.put("/rpc/formations/<formation_id>")
-    async def update(formation_id: str) -> Any:
-        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
-        _check_bundle_type()
-        ref = await formation_ref(formation_id, change=True)
-        events = operations.update(services(), ref, formation_id, body)
-        return await render_operation(events)
-
-    @bp.post("/rpc/formations/<formation_id>/cancel-update")
-    async def cancel_update(formation_id: str) -> Any:
-        ref = await formation_ref(formation_id, change=True)
-        return await ask(ref, CancelUpdate(), DELETE_TIMEOUT_S)
-
-    @bp.get("/rpc/formations/<formation_id>/logs")
-    async def logs(formation_id: str) -> Any:
-        return await logs_answer(formation_id)
-
-    @bp.get("/rpc/formations/<formation_id>/download")
-    async def download(formation_id: str) -> Any:
-        with_state = bool_param("db", False)
-        version, version_dir = await ask(await formation_ref(formation_id), CurrentVersion())
-        archive = await trio.to_thread.run_sync(zip_version, version_dir, with_state)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            with archive:
-                while chunk := archive.read(DOWNLOAD_CHUNK):
-                    yield chunk
-
-        filename = f"{formation_id}-{version}.zip"
-        response = await make_response(
-            chunks(),
-            200,
-            {
-                "Content-Type": "application/zip",
-                "Content-Disposition": f'attachment; filename="{filename}"',
-            },
-        )
-        response.timeout = None  # type: ignore[union-attr]
-        return response
-
-    @bp.delete("/rpc/formations/<formation_id>")
-    async def delete(formation_id: str) -> Any:
-        return await ask(services().fleet, Delete(formation_id), DELETE_TIMEOUT_S)
-
-    @bp.get("/rpc/server/logs")
-    async def audit_log() -> Any:
-        count = lines_param(100, 1, MAX_LOG_LINES)
-        return {"entries": services().store.audit_tail(count)}
-
-    @bp.get("/rpc/server/status")
-    async def status() -> Any:
-        items = await snapshots()
-        ports = await ask(services().fleet, PortStatus())
-        counts = {"total": len(items), "running": 0, "stopped": 0, "crashed": 0}
-        for item in items:
-            if item.get("status") in counts:
-                counts[item["status"]] += 1
-        return jsonify(
-            {
-                "server_id": services().server_id,
-                "version": __version__,
-                "uptime_s": round(time.monotonic() - _started, 3),
-                "formations": counts,
-                "ports": {
-                    "range": ports.range,
-                    "allocated": ports.allocated,
-                    "available": ports.available,
-                },
-                # Proxied requests held while a formation came back, and retried ones.
-                "proxy": services().routes.hold_summary(),
-            }
-        )
-
+    bp.put("/rpc/formations/<formation_id>")(update)
+    bp.post("/rpc/formations/<formation_id>/cancel-update")(cancel_update)
+    bp.get("/rpc/formations/<formation_id>/logs")(logs)
+    bp.get("/rpc/formations/<formation_id>/download")(download)
+    bp.delete("/rpc/formations/<formation_id>")(delete)
+    bp.get("/rpc/server/logs")(audit_log)
+    bp.get("/rpc/server/status")(status)
     return bp
 
 

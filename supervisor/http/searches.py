@@ -108,76 +108,88 @@ def mode_of(body: dict[str, Any]) -> str | None:
     return mode
 
 
+async def list_searches() -> Any:
+    return {"searches": await ask(ListSearches())}
+
+
+async def create_search() -> Any:
+    body = await json_body({"keyword", "autostart", "mode"})
+    keyword = keyword_of(body, required=True)
+    assert keyword is not None
+    message = CreateSearch(keyword, mode_of(body) or "full", bool(flag(body, "autostart")))
+    return await ask(message), 201
+
+
+async def get_search(search_id: str) -> Any:
+    return await ask(GetSearch(search_id))
+
+
+async def patch_search(search_id: str) -> Any:
+    body = await json_body({"keyword", "pinned"})
+    return await ask(PatchSearch(search_id, keyword_of(body, False), flag(body, "pinned")))
+
+
+async def delete_search(search_id: str) -> Any:
+    return await ask(DeleteSearch(search_id))
+
+
+async def start_search(search_id: str) -> Any:
+    body = await json_body({"mode"}, required=False)
+    return await ask(StartSearch(search_id, mode_of(body)))
+
+
+async def stop_search(search_id: str) -> Any:
+    """Takes no field, but a body, if sent, must still be an empty JSON object."""
+    await json_body(set(), required=False)
+    return await ask(StopSearch(search_id))
+
+
+async def rerun_search(search_id: str) -> Any:
+    body = await json_body({"mode"}, required=False)
+    return await ask(StartSearch(search_id, mode_of(body), rerun=True))
+
+
+async def export_search(search_id: str) -> Any:
+    return await ask(ExportSearch(search_id))
+
+
+async def results(search_id: str) -> Any:
+    """A page of a search's results; `q` filters them, so it is held to a keyword's bounds."""
+    q = request.args.get("q")
+    if q is not None and (len(q) > MAX_KEYWORD or not q.isprintable()):
+        raise FsupError(
+            "INVALID_REQUEST",
+            f"query parameter 'q' must be at most {MAX_KEYWORD} printable characters",
+            {"parameter": "q"},
+        )
+    return await ask(
+        SearchResults(
+            search_id,
+            limit=query_int(request.args, "limit", 50, 1, 500),
+            offset=query_int(request.args, "offset", 0, 0, 10_000_000),
+            sort=choice_param("sort", SORTS, "sources"),
+            q=q or None,
+        )
+    )
+
+
+async def result(search_id: str, result_id: str) -> Any:
+    return await ask(SearchResult(search_id, result_id))
+
+
 def blueprint() -> Blueprint:
     """`/api/v1/searches`, behind `/api/v1`'s bearer token."""
     bp = Blueprint("searches", __name__)
     bp.before_request(api_auth_hook)
-
-    @bp.get(PREFIX)
-    async def list_searches() -> Any:
-        return {"searches": await ask(ListSearches())}
-
-    @bp.post(PREFIX)
-    async def create_search() -> Any:
-        body = await json_body({"keyword", "autostart", "mode"})
-        keyword = keyword_of(body, required=True)
-        assert keyword is not None
-        message = CreateSearch(keyword, mode_of(body) or "full", bool(flag(body, "autostart")))
-        return await ask(message), 201
-
-    @bp.get(f"{PREFIX}/<search_id>")
-    async def get_search(search_id: str) -> Any:
-        return await ask(GetSearch(search_id))
-
-    @bp.patch(f"{PREFIX}/<search_id>")
-    async def patch_search(search_id: str) -> Any:
-        body = await json_body({"keyword", "pinned"})
-        return await ask(PatchSearch(search_id, keyword_of(body, False), flag(body, "pinned")))
-
-    @bp.delete(f"{PREFIX}/<search_id>")
-    async def delete_search(search_id: str) -> Any:
-        return await ask(DeleteSearch(search_id))
-
-    @bp.post(f"{PREFIX}/<search_id>/start")
-    async def start_search(search_id: str) -> Any:
-        body = await json_body({"mode"}, required=False)
-        return await ask(StartSearch(search_id, mode_of(body)))
-
-    @bp.post(f"{PREFIX}/<search_id>/stop")
-    async def stop_search(search_id: str) -> Any:
-        await json_body(set(), required=False)
-        return await ask(StopSearch(search_id))
-
-    @bp.post(f"{PREFIX}/<search_id>/rerun")
-    async def rerun_search(search_id: str) -> Any:
-        body = await json_body({"mode"}, required=False)
-        return await ask(StartSearch(search_id, mode_of(body), rerun=True))
-
-    @bp.post(f"{PREFIX}/<search_id>/export")
-    async def export_search(search_id: str) -> Any:
-        return await ask(ExportSearch(search_id))
-
-    @bp.get(f"{PREFIX}/<search_id>/results")
-    async def results(search_id: str) -> Any:
-        q = request.args.get("q")
-        if q is not None and (len(q) > MAX_KEYWORD or not q.isprintable()):
-            raise FsupError(
-                "INVALID_REQUEST",
-                f"query parameter 'q' must be at most {MAX_KEYWORD} printable characters",
-                {"parameter": "q"},
-            )
-        return await ask(
-            SearchResults(
-                search_id,
-                limit=query_int(request.args, "limit", 50, 1, 500),
-                offset=query_int(request.args, "offset", 0, 0, 10_000_000),
-                sort=choice_param("sort", SORTS, "sources"),
-                q=q or None,
-            )
-        )
-
-    @bp.get(f"{PREFIX}/<search_id>/results/<result_id>")
-    async def result(search_id: str, result_id: str) -> Any:
-        return await ask(SearchResult(search_id, result_id))
-
+    bp.get(PREFIX)(list_searches)
+    bp.post(PREFIX)(create_search)
+    bp.get(f"{PREFIX}/<search_id>")(get_search)
+    bp.patch(f"{PREFIX}/<search_id>")(patch_search)
+    bp.delete(f"{PREFIX}/<search_id>")(delete_search)
+    bp.post(f"{PREFIX}/<search_id>/start")(start_search)
+    bp.post(f"{PREFIX}/<search_id>/stop")(stop_search)
+    bp.post(f"{PREFIX}/<search_id>/rerun")(rerun_search)
+    bp.post(f"{PREFIX}/<search_id>/export")(export_search)
+    bp.get(f"{PREFIX}/<search_id>/results")(results)
+    bp.get(f"{PREFIX}/<search_id>/results/<result_id>")(result)
     return bp

@@ -53,16 +53,7 @@ async def status_snapshot() -> dict[str, Any]:
     for item in items:
         state = item.get("status")
         by_state[state if state in by_state else "unknown"] += 1
-
-    def figures() -> dict[str, Any]:
-        found = {}
-        for item in items:
-            pid = item.get("pid")
-            if isinstance(pid, int) and item.get("status") != "stopped":
-                found[item["id"]] = process_figures(pid)
-        return found
-
-    processes = await trio.to_thread.run_sync(figures)
+    processes = await trio.to_thread.run_sync(_process_figures, items)
     traffic = svc.routes.traffic()
     requests = sum(c["served"] for c in traffic.values())
     in_flight = sum(c["in_flight"] for c in traffic.values())
@@ -83,6 +74,17 @@ async def status_snapshot() -> dict[str, Any]:
     }
 
 
+def _process_figures(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of each formation's process, by formation id (stopped ones have none).
+    Blocking (psutil reads /proc): run in a thread."""
+    found = {}
+    for item in items:
+        pid = item.get("pid")
+        if isinstance(pid, int) and item.get("status") != "stopped":
+            found[item["id"]] = process_figures(pid)
+    return found
+
+
 async def publish_status(app: QuartTrio, period: float = STATUS_PERIOD_S) -> None:
     """A `status` event every `period` while the bus has a subscriber; runs until cancelled
     (the server's nursery owns it). A failure is logged and the next period tries again: the
@@ -101,39 +103,43 @@ async def publish_status(app: QuartTrio, period: float = STATUS_PERIOD_S) -> Non
             log.exception("status event failed; trying again in %ss", period)
 
 
+async def api_status() -> Any:
+    return await status_snapshot()
+
+
+async def api_version() -> Any:
+    return {
+        "version": __version__,
+        "api": "v1",
+        "server_id": services().server_id,
+        "python": platform.python_version(),
+    }
+
+
+async def api_settings() -> Any:
+    return settings()
+
+
+async def api_patch_settings() -> Any:
+    """Checked whole before anything changes: a bad value is a 400 and nothing is set."""
+    body = await json_body(set(SETTINGS))
+    if "log_level" in body:
+        level = body["log_level"]
+        if not isinstance(level, str) or level not in LEVELS:
+            raise bad_request(
+                f"'log_level' must be one of {', '.join(LEVELS)} (null is not a level)",
+                "log_level",
+            )
+        set_level(level)
+        log.warning("fsup's log level set to %s through the API", level)
+    return settings()
+
+
 def blueprint() -> Blueprint:
     bp = Blueprint("server_api", __name__)
     bp.before_request(api_auth_hook)
-
-    @bp.get(f"{PREFIX}/status")
-    async def api_status() -> Any:
-        return await status_snapshot()
-
-    @bp.get(f"{PREFIX}/version")
-    async def api_version() -> Any:
-        return {
-            "version": __version__,
-            "api": "v1",
-            "server_id": services().server_id,
-            "python": platform.python_version(),
-        }
-
-    @bp.get(f"{PREFIX}/settings")
-    async def api_settings() -> Any:
-        return settings()
-
-    @bp.patch(f"{PREFIX}/settings")
-    async def api_patch_settings() -> Any:
-        body = await json_body(set(SETTINGS))
-        if "log_level" in body:
-            level = body["log_level"]
-            if not isinstance(level, str) or level not in LEVELS:
-                raise bad_request(
-                    f"'log_level' must be one of {', '.join(LEVELS)} (null is not a level)",
-                    "log_level",
-                )
-            set_level(level)
-            log.warning("fsup's log level set to %s through the API", level)
-        return settings()
-
+    bp.get(f"{PREFIX}/status")(api_status)
+    bp.get(f"{PREFIX}/version")(api_version)
+    bp.get(f"{PREFIX}/settings")(api_settings)
+    bp.patch(f"{PREFIX}/settings")(api_patch_settings)
     return bp

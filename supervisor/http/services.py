@@ -7,11 +7,12 @@ HTTP edge needs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from quart import current_app
 
+from supervisor.http.proxy_hold import HoldGate
 from supervisor.operations import Services
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ class HttpServices(Services):
     log_book: LogBook | None  # the server's own log records, paged (None in app-only tests)
     # Logged-out sessions (`sessions.py`), made on first use from `home` when not given.
     revoked: RevokedSessions | None = None
+    # The server-wide bound on the proxy's held requests (`proxy_hold`), one per app.
+    hold_gate: HoldGate = field(default_factory=HoldGate)
 
 
 def services() -> HttpServices:

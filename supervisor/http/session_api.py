@@ -20,33 +20,35 @@ from supervisor.http.services import services
 from supervisor.storage.home import write_private
 
 
+async def session_check() -> Any:
+    _, expiry = current_session()
+    return {"ok": True, "expires_at": expiry}
+
+
+async def session_logout() -> Any:
+    session_id, expiry = current_session()
+    # In the trio thread, not a worker: two logouts never write the file at once.
+    revoked_sessions().revoke(session_id, expiry)
+    response = await make_response({"ok": True})
+    response.delete_cookie(COOKIE_NAME, path=PREFIX)
+    return response
+
+
+async def token_rotate() -> Any:
+    svc = services()
+    fresh = secrets.token_hex(32)
+    write_private(svc.home.api_token, fresh + "\n")  # small; one writer at a time
+    svc.api_token = fresh
+    revoked_sessions().clear()
+    response = await make_response({"token": fresh, "sessions_ended": True})
+    response.delete_cookie(COOKIE_NAME, path=PREFIX)
+    return response
+
+
 def blueprint() -> Blueprint:
     bp = Blueprint("session_api", __name__)
     bp.before_request(api_auth_hook)
-
-    @bp.get(f"{PREFIX}/session/check")
-    async def session_check() -> Any:
-        _, expiry = current_session()
-        return {"ok": True, "expires_at": expiry}
-
-    @bp.post(f"{PREFIX}/session/logout")
-    async def session_logout() -> Any:
-        session_id, expiry = current_session()
-        # In the trio thread, not a worker: two logouts never write the file at once.
-        revoked_sessions().revoke(session_id, expiry)
-        response = await make_response({"ok": True})
-        response.delete_cookie(COOKIE_NAME, path=PREFIX)
-        return response
-
-    @bp.post(f"{PREFIX}/token/rotate")
-    async def token_rotate() -> Any:
-        svc = services()
-        fresh = secrets.token_hex(32)
-        write_private(svc.home.api_token, fresh + "\n")  # small; one writer at a time
-        svc.api_token = fresh
-        revoked_sessions().clear()
-        response = await make_response({"token": fresh, "sessions_ended": True})
-        response.delete_cookie(COOKIE_NAME, path=PREFIX)
-        return response
-
+    bp.get(f"{PREFIX}/session/check")(session_check)
+    bp.post(f"{PREFIX}/session/logout")(session_logout)
+    bp.post(f"{PREFIX}/token/rotate")(token_rotate)
     return bp

@@ -156,12 +156,12 @@ def _cross_site_refusals(paths: dict[str, Any]) -> None:
                 op["responses"] = dict(sorted(op["responses"].items()))
 
 
+async def openapi_document() -> Any:
+    return jsonify(document())
+
+
 def blueprint() -> Blueprint:
     """The public OpenAPI document."""
     bp = Blueprint("openapi", __name__)
-
-    @bp.get(PATH)
-    async def openapi_document() -> Any:
-        return jsonify(document())
-
+    bp.get(PATH)(openapi_document)
     return bp
