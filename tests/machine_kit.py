@@ -11,7 +11,7 @@ from typing import Any
 
 from actors.formation.machine import FormationMachine
 from actors.formation.machine import effects as fx
-from actors.formation.machine.lifecycle import ALLOWED, State
+from actors.formation.machine.lifecycle import ALLOWED, Desired, State
 from actors.formation.machine.messages import (
     BeginJob,
     Boot,
@@ -186,7 +186,7 @@ def booted(desired: str = "running", policy: str = "on-failure") -> Paper:
         FormationMachine("web", spec(policy=policy), Path("/v/1.0.0"), 8001, rng=random.Random(1))
     )
     paper.desired = desired
-    paper.feed(Boot(desired, None))
+    paper.feed(Boot(Desired(desired), None))
     return paper
 
 

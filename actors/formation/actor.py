@@ -47,7 +47,7 @@ from .launch import launch_spec
 from .machine import effects as fx
 from .machine import views
 from .machine.formation import FormationMachine
-from .machine.lifecycle import State
+from .machine.lifecycle import Desired, State
 from .machine.messages import (
     MACHINE_REQUESTS,
     BeginJob,
@@ -181,7 +181,7 @@ class FormationActor(Actor):
         adopted = process if process is not None and process.alive() else None
         if adopted is not None:
             self.processes.add(adopted)
-        desired = row.desired if row else "running"
+        desired = Desired(row.desired) if row else Desired.RUNNING
         await self._feed(Boot(desired, adopted.pid if adopted is not None else None))
 
     async def handle(self, message: Any, reply: Reply | None) -> Any:

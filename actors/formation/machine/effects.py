@@ -16,6 +16,8 @@ from typing import Any, Literal
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import FormationSpec, HealthSpec, StopSpec
 
+from .lifecycle import Desired
+
 # -- requests and watchers of the operation ---------------------------------------------
 
 
@@ -144,7 +146,7 @@ class CancelTimer:
 
 @dataclass(frozen=True)
 class PersistDesired:
-    desired: str  # "running" | "stopped"
+    desired: Desired
 
 
 @dataclass(frozen=True)

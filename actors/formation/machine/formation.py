@@ -26,7 +26,7 @@ from supervisor.core.errors import FsupError
 
 from . import effects as fx
 from . import requests
-from .lifecycle import COMING_BACK, State
+from .lifecycle import COMING_BACK, Desired, State
 from .messages import (
     BeginJob,
     Boot,
@@ -83,7 +83,7 @@ class FormationMachine(ProcessLife):
 
     def _with_route_expectation(self, out: list[fx.Effect]) -> list[fx.Effect]:
         """Say whether the route is coming back when that changes (`fx.ExpectRoute`)."""
-        coming_back = self.desired == "running" and self.state in COMING_BACK
+        coming_back = self.desired is Desired.RUNNING and self.state in COMING_BACK
         if coming_back == self.route_expected:
             return out
         self.route_expected = coming_back
@@ -137,7 +137,7 @@ class FormationMachine(ProcessLife):
         if verdict is Verdict.REFUSE:
             self.emit(fx.Answer(rid, error=self._hold_refusal()))
         elif verdict is Verdict.AWAIT_EXIT:
-            self._set_desired("stopped")
+            self._set_desired(Desired.STOPPED)
             self.stop_waiters.append(rid)  # answered as the actor ends, stopped
         elif verdict is Verdict.DECLINE:
             self.emit(fx.Answer(rid, False))
@@ -180,7 +180,7 @@ class FormationMachine(ProcessLife):
         if act is Act.REFUSE:
             self.emit(fx.Answer(rid, error=self._already_running()))
             return
-        self._set_desired("running")
+        self._set_desired(Desired.RUNNING)
         self.start_waiters.append(rid)
         if act is Act.JOIN:
             return  # the start under way now has an operator waiting (`requested_start`)
@@ -206,7 +206,7 @@ class FormationMachine(ProcessLife):
             message = f"formation '{self.id}' is not running (stopped)"
             self.emit(fx.Answer(rid, error=FsupError("FORMATION_NOT_RUNNING", message)))
             return
-        self._set_desired("stopped")
+        self._set_desired(Desired.STOPPED)
         self._fail_start_waiters("stop")
         if act is Act.SETTLE:
             self._cancel_backoff()
@@ -217,7 +217,7 @@ class FormationMachine(ProcessLife):
         self._stop_under(After.STOPPED, "stop")
 
     def _on_restart(self, rid: int) -> None:
-        self._set_desired("running")
+        self._set_desired(Desired.RUNNING)
         self.start_waiters.append(rid)
         self.tracker.reset()
         self.restart_count = 0
@@ -239,7 +239,7 @@ class FormationMachine(ProcessLife):
         self._fail_start_waiters(why.value)
         self._cancel_backoff()
         if not keep_desired:
-            self._set_desired("stopped")
+            self._set_desired(Desired.STOPPED)
         if self.pid is None:
             self._emit_all(self.updates.interrupt("a shutdown"))
             if self.job is not None:
@@ -258,7 +258,7 @@ class FormationMachine(ProcessLife):
             self._begin_stop(then, reason)
 
     def _ensure_running(self) -> bool:
-        if self.desired != "running" or self.state not in requests.RECONCILE_FROM:
+        if self.desired is not Desired.RUNNING or self.state not in requests.RECONCILE_FROM:
             return False
         self.tracker.reset()
         self._spawn("reconcile")

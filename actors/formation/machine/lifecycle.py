@@ -33,6 +33,14 @@ ALLOWED: dict[State, frozenset[State]] = {
 }
 
 
+class Desired(StrEnum):
+    """What the operator asked for last, kept in the store: the formation is meant to run, or
+    to stay stopped (a stop, a clean exit the policy accepts, a delete)."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
 # States in which a formation meant to run is on its way (back) to serving: the proxy holds
 # its requests meanwhile (`effects.ExpectRoute`).
 COMING_BACK: frozenset[State] = frozenset({State.STARTING, State.RESTARTING, State.STOPPING})

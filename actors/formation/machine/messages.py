@@ -15,6 +15,8 @@ from pathlib import Path
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import FormationSpec
 
+from .lifecycle import Desired
+
 # -- requests -----------------------------------------------------------------------------
 
 
@@ -98,7 +100,7 @@ class Boot:
     """The actor incarnation begins: what the store wants, and a live process found in
     `Kept` (a restarted actor re-attaches to it instead of spawning a second one)."""
 
-    desired: str
+    desired: Desired
     adopted_pid: int | None
 
 

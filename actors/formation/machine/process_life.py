@@ -26,7 +26,7 @@ from supervisor.core.manifest import FormationSpec
 
 from . import effects as fx
 from . import views
-from .lifecycle import State, check_transition
+from .lifecycle import Desired, State, check_transition
 from .messages import (
     Boot,
     Exited,
@@ -62,7 +62,7 @@ class ProcessLife:
         self.id = formation_id
         self.spec, self.version_dir, self.port = spec, version_dir, port
         self.state = State.STOPPED
-        self.desired = "running"
+        self.desired = Desired.RUNNING
         self.pid: int | None = None
         self.healthy: bool | None = None
         self.last_error: str | None = None
@@ -127,9 +127,9 @@ class ProcessLife:
             self._attach(event.adopted_pid, gate=False)
             self._to(State.RUNNING, "adopted")
             self.emit(fx.PublishRoute(self.port, event.adopted_pid, self.spec.version))
-            if event.desired == "stopped":
+            if event.desired is Desired.STOPPED:
                 self._begin_stop(After.STOPPED, "stop")
-        elif event.desired == "running":
+        elif event.desired is Desired.RUNNING:
             self._spawn("restored")
 
     def _spawn(self, reason: str) -> None:
@@ -270,7 +270,7 @@ class ProcessLife:
             self._crash(decision.reason, "gave_up")
         else:
             self.emit(fx.Log("info", f"exited; {decision.reason}"))
-            self._set_desired("stopped")
+            self._set_desired(Desired.STOPPED)
             self._to(State.STOPPED, cause)
 
     def _crash(self, message: str, reason: str) -> None:
@@ -380,7 +380,7 @@ class ProcessLife:
                 )
             )
 
-    def _set_desired(self, desired: str) -> None:
+    def _set_desired(self, desired: Desired) -> None:
         if desired != self.desired:
             self.desired = desired
             self.emit(fx.PersistDesired(desired))
