@@ -62,6 +62,13 @@ def trip(name: str) -> None:
     raise InjectedFault(f"injected fault in {name} (FSUP_TEST_FAULTS)")
 
 
+def reset() -> None:
+    """Disarm every fault and forget those that fired: the clean slate a test leaves behind
+    when it armed faults in its own process (a server's faults end with the server)."""
+    _armed.clear()
+    _fired.clear()
+
+
 def status() -> dict[str, Any]:
     """The faults still armed and the ones that fired (wall-clock `ts`, newest last)."""
     return {"armed": dict(_armed), "fired": list(_fired)}

@@ -31,9 +31,10 @@ FRESH_S = 0.05
 _table: tuple[float, dict[int, list[int]]] = (-math.inf, {})
 
 
-def _read_table() -> dict[int, list[int]]:
+def read_table() -> dict[int, list[int]]:
     """Children by parent pid, from /proc/<pid>/stat (its 4th field, after the command
-    name in parentheses, which may itself hold spaces and parentheses)."""
+    name in parentheses, which may itself hold spaces and parentheses). Public: it is the
+    read this module exists to share, and the tests count its calls to prove the sharing."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -56,7 +57,7 @@ def descendants(pid: int, fresh: bool = False) -> list[psutil.Process]:
     taken_at, children = _table
     now = time.monotonic()
     if fresh or now - taken_at > FRESH_S:
-        children = _read_table()
+        children = read_table()
         _table = (now, children)
     found: list[psutil.Process] = []
     queue = list(children.get(pid, ()))

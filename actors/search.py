@@ -102,11 +102,14 @@ class SearchesActor(Actor):
         super().__init__()
         self.ctx = ctx
         self.runs: dict[str, tuple[str, ActorRef]] = {}  # search id -> (run id, ref)
-        self._supervisor: Supervisor | None = None
+        # The supervisor of the search runs (made in the registry's nursery when it starts).
+        # Public: what it keeps per run must be gone once a run ends (issue 17), and the
+        # tests look at it for that.
+        self.run_supervisor: Supervisor | None = None
 
     async def on_start(self) -> None:
         assert self.nursery is not None
-        self._supervisor = Supervisor(self.nursery)
+        self.run_supervisor = Supervisor(self.nursery)
         self._settle_the_store()
 
     def _settle_the_store(self) -> None:
@@ -226,7 +229,7 @@ class SearchesActor(Actor):
         run_id = uuid.uuid4().hex[:12]
         self.ctx.store.insert_run(run_id, message.search_id, mode)
         self._set_state(message.search_id, SearchState.RUNNING, active_run_id=run_id, mode=mode)
-        assert self._supervisor is not None and self.ref is not None
+        assert self.run_supervisor is not None and self.ref is not None
         registry = self.ref
 
         def incarnation() -> SearchRunActor:
@@ -234,7 +237,7 @@ class SearchesActor(Actor):
                 self.ctx, registry, message.search_id, run_id, search["keyword"], mode
             )
 
-        ref = await self._supervisor.start(f"search-run:{run_id}", incarnation)
+        ref = await self.run_supervisor.start(f"search-run:{run_id}", incarnation)
         self.runs[message.search_id] = (run_id, ref)
         return self.detail(message.search_id)
 

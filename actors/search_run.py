@@ -309,7 +309,7 @@ def scan_logs(
     for stream in STREAMS:
         for backup in range(backups, -1, -1):
             try:
-                for chunk in _whole_line_chunks(stream_path(log_dir, stream, backup)):
+                for chunk in whole_line_chunks(stream_path(log_dir, stream, backup)):
                     for line in matching_lines(chunk, words):
                         if line in seen:
                             continue
@@ -323,11 +323,12 @@ def scan_logs(
     return list(hits.values())
 
 
-def _whole_line_chunks(path: Path) -> Iterator[bytes]:
+def whole_line_chunks(path: Path) -> Iterator[bytes]:
     """A file in chunks that end after a newline (the last one may not), so no line is cut in
     two: memory stays at about `SCAN_CHUNK` however large the file, but for a line longer
     than a chunk, which is read whole (a log file's size is bounded by its rotation). The
-    partial line at a chunk's end is read again with the next chunk (a seek back, no copy)."""
+    partial line at a chunk's end is read again with the next chunk (a seek back, no copy).
+    Public: the scan's reader, a unit with its own memory contract (issue 17), tested as such."""
     with open(path, "rb") as handle:
         end = os.fstat(handle.fileno()).st_size
         size = SCAN_CHUNK

@@ -23,7 +23,7 @@ import pytest
 from helpers import REPO, Server, api_client, formation_processes, nasty_bundle, wait_for
 
 from supervisor.storage.store import AUDIT_BATCH, AUDIT_KEEP
-from supervisor.storage.store.audit import _TRIM_EVERY, REFUSED_KEEP
+from supervisor.storage.store.audit import REFUSED_KEEP, TRIM_EVERY
 
 pytestmark = pytest.mark.e2e
 
@@ -143,7 +143,7 @@ def test_a_flood_of_refused_calls_does_not_push_accepted_ones_out(server: Server
     assert entries[0]["path"] == "/rpc/formations/deploy"
     refused = [e for e in entries if e["status"] == 401]
     assert refused[-1]["path"] == f"/api/v1/formations/gamma/stop?i={flood - 1}"
-    assert REFUSED_KEEP <= len(refused) <= REFUSED_KEEP + _TRIM_EVERY + AUDIT_BATCH
+    assert REFUSED_KEEP <= len(refused) <= REFUSED_KEEP + TRIM_EVERY + AUDIT_BATCH
     assert server.formation("gamma")["status"] == "running"
 
 

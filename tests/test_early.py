@@ -59,7 +59,7 @@ def test_anything_else_is_kept_unread() -> None:
         for client, raw in zip(clients, requests, strict=True):
             client.sendall(raw)
         deadline = time.monotonic() + 10
-        while len(early._kept) < len(requests) and time.monotonic() < deadline:  # noqa: SLF001
+        while early.held < len(requests) and time.monotonic() < deadline:
             time.sleep(0.01)
         kept = early.hand_over()
         seen = set()

@@ -9,7 +9,7 @@ import pytest
 
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import RESERVED_IDS, RestartSpec, parse_manifest
-from supervisor.storage.intake import _validate
+from supervisor.storage.intake import validate
 
 MiB = 1024 * 1024
 
@@ -229,10 +229,10 @@ def test_nesting_up_to_the_cap_is_parsed() -> None:
     assert "deeper than 32" in too_deep.message
 
 
-def test_an_oversized_formation_yaml_is_not_read_whole(tmp_path: Path) -> None:
+async def test_an_oversized_formation_yaml_is_not_read_whole(tmp_path: Path) -> None:
     (tmp_path / "formation.yaml").write_bytes(manifest() + b"#" * (200 * MiB // 100))
     with pytest.raises(FsupError) as info:
-        _validate(tmp_path, RestartSpec())
+        await validate(tmp_path, RestartSpec())
     assert info.value.code == "INVALID_FORMATION" and "larger than" in info.value.message
 
 

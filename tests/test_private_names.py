@@ -11,7 +11,17 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("supervisor", "actors")
+PACKAGES = ("supervisor", "actors", "tests")
+# The reaches that are allowed, by file and code. Each needs its reason.
+ALLOWED = {
+    # Third-party privates: fsup overrides these two methods of Hypercorn's HTTP/2 protocol
+    # (supervisor/http/h2_guard.py), so the test pins them to the versions it was written for.
+    ("tests/test_dependency_pins.py", "H2Protocol._flush"),
+    ("tests/test_dependency_pins.py", "H2Protocol._create_stream"),
+    # To be removed by the lead after the issue 18 merge: the test counts the rotation's looks
+    # through a public name of actors/log_rotation.py instead.
+    ("tests/test_formation_logs.py", "log_rotation._sizes"),
+}
 
 
 def _private(name: str) -> bool:
@@ -48,8 +58,19 @@ def test_no_module_reaches_into_another() -> None:
         for package in PACKAGES
         for path in sorted((ROOT / package).rglob("*.py"))
         for where in reaches_into(path.read_text())
+        if (str(path.relative_to(ROOT)), where.split(": ", 1)[1]) not in ALLOWED
     ]
     assert offences == []
+
+
+def test_every_allowed_reach_is_still_there() -> None:
+    """An allowance whose reach is gone is removed with it, not left to excuse a new one."""
+    found = {
+        (name, where.split(": ", 1)[1])
+        for name in {name for name, _ in ALLOWED}
+        for where in reaches_into((ROOT / name).read_text())
+    }
+    assert ALLOWED <= found
 
 
 def test_the_walk_sees_each_kind_of_reach() -> None:

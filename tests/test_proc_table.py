@@ -36,17 +36,17 @@ def test_descendants_are_found_through_the_generations() -> None:
 
 def test_stops_that_begin_together_share_one_read(monkeypatch: pytest.MonkeyPatch) -> None:
     reads = []
-    real = proc_table._read_table
+    real = proc_table.read_table
 
     def counted() -> dict[int, list[int]]:
         reads.append(time.monotonic())
         return real()
 
-    monkeypatch.setattr(proc_table, "_read_table", counted)
-    monkeypatch.setattr(proc_table, "_table", (float("-inf"), {}))
+    monkeypatch.setattr(proc_table, "read_table", counted)
     leaf = subprocess.Popen(["sleep", "30"])
     try:
-        for _ in range(100):
+        assert descendants(leaf.pid, fresh=True) == []  # read now, whatever was read before
+        for _ in range(100):  # the stops that begin together
             assert descendants(leaf.pid) == []
         assert len(reads) == 1
         descendants(leaf.pid, fresh=True)  # a look for what started since: read again

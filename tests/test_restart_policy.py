@@ -24,7 +24,7 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 def test_jitter_stays_within_its_band() -> None:
     t = tracker(jitter=0.1, max_restarts=1000)
     for i in range(200):
-        t._attempt = 0  # noqa: SLF001 - probe the first step repeatedly
+        t.reset()  # probe the first step repeatedly
         delay = t.on_exit(1, now=float(i), healthy_since=None).delay
         assert 0.45 <= delay <= 0.55
 

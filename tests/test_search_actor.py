@@ -230,7 +230,7 @@ async def test_deleted_searches_leave_nothing_in_the_registry_the_bus_or_the_sto
     async with world_of(tmp_path) as w:
         await w.add_formation("alpha", {"stdout.log": "needle one\nneedle two\n"})
         registry = w.made[-1]
-        assert registry.nursery is not None and registry._supervisor is not None
+        assert registry.nursery is not None and registry.run_supervisor is not None
         tasks_before = len(registry.nursery.child_tasks)
         for round_ in range(10):
             mode = "live" if round_ % 2 else "full"
@@ -246,7 +246,7 @@ async def test_deleted_searches_leave_nothing_in_the_registry_the_bus_or_the_sto
             await trio.sleep(0.1)
         assert registry.runs == {}
         assert len(registry.nursery.child_tasks) == tasks_before
-        assert not [name for name in registry._supervisor.restarts if "search-run" in name]
+        assert not [name for name in registry.run_supervisor.restarts if "search-run" in name]
         assert [e for e in w.bus.history(limit=10_000) if e.type in SNAPSHOTS] == []
         db = w.store.connection
         assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)

@@ -47,7 +47,7 @@ def reference(data: bytes, words: list[str], path: Path) -> list[str]:
 def scanned(data: bytes, words: list[str], chunk: int) -> list[str]:
     out: list[str] = []
     view = data
-    while view:  # cut as _whole_line_chunks does, with a small chunk size
+    while view:  # cut as whole_line_chunks does, with a small chunk size
         cut = view.rfind(b"\n", 0, chunk) + 1 or view.find(b"\n") + 1 or len(view)
         out += matching_lines(view[:cut], words)
         view = view[cut:]
@@ -77,7 +77,7 @@ def test_whole_files_are_read_in_chunks_that_end_after_a_newline(
     monkeypatch.setattr(search_run, "SCAN_CHUNK", 10)
     path = tmp_path / "log"
     path.write_bytes(b"a line that is longer than ten\nshort\nno newline at the end")
-    chunks = list(search_run._whole_line_chunks(path))
+    chunks = list(search_run.whole_line_chunks(path))
     assert b"".join(chunks) == path.read_bytes()
     assert len(chunks) > 1 and all(c.endswith(b"\n") for c in chunks[:-1])
 
@@ -101,7 +101,7 @@ def test_a_small_log_is_not_read_with_a_whole_chunk(
     large.write_bytes(large.read_bytes() * (3 * search_run.SCAN_CHUNK // 100))
     for path in (small, large):
         asked.clear()
-        data = b"".join(search_run._whole_line_chunks(path))
+        data = b"".join(search_run.whole_line_chunks(path))
         assert data == path.read_bytes()
         size = path.stat().st_size
         assert max(asked) <= max(search_run.MIN_READ, min(size, search_run.SCAN_CHUNK))

@@ -18,7 +18,7 @@ from formation_fakes import running_world
 from actors.formation import Snapshot
 from supervisor.server import flush_audit
 from supervisor.storage.store import AUDIT_BATCH, AUDIT_KEEP, Store, VersionRow
-from supervisor.storage.store.audit import _TRIM_EVERY, REFUSED_KEEP
+from supervisor.storage.store.audit import REFUSED_KEEP, TRIM_EVERY
 
 
 def _selects(store: Store) -> list[str]:
@@ -159,7 +159,7 @@ def test_a_flood_of_refused_calls_keeps_its_own_bounded_budget(tmp_path: Path) -
     store.flush_audit()
     kept = _kept(path)
     assert kept[1] == 20
-    assert REFUSED_KEEP <= kept[0] <= REFUSED_KEEP + _TRIM_EVERY + AUDIT_BATCH
+    assert REFUSED_KEEP <= kept[0] <= REFUSED_KEEP + TRIM_EVERY + AUDIT_BATCH
     paths = [e["path"] for e in store.audit_tail(AUDIT_KEEP)]
     assert paths[:20] == [f"/api/v1/before/{i}" for i in range(20)]
     assert paths[-1] == f"/api/v1/flood/{5 * REFUSED_KEEP - 1}"  # the newest refusals kept
@@ -170,12 +170,12 @@ def test_accepted_calls_keep_the_newest_audit_keep(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = Store(path)
     _calls(store, 10, accepted=False, tag="refused")
-    _calls(store, AUDIT_KEEP + 3 * _TRIM_EVERY, accepted=True, tag="ok")
+    _calls(store, AUDIT_KEEP + 3 * TRIM_EVERY, accepted=True, tag="ok")
     store.close()
     kept = _kept(path)
-    assert AUDIT_KEEP <= kept[1] <= AUDIT_KEEP + _TRIM_EVERY + AUDIT_BATCH
+    assert AUDIT_KEEP <= kept[1] <= AUDIT_KEEP + TRIM_EVERY + AUDIT_BATCH
     assert kept[0] == 10  # the refused rows' budget is not the accepted ones'
     again = Store(path)
     oldest_ok = next(e for e in again.audit_tail(2 * AUDIT_KEEP) if "/ok/" in str(e["path"]))
-    assert oldest_ok["path"] == f"/api/v1/ok/{AUDIT_KEEP + 3 * _TRIM_EVERY - kept[1]}"
+    assert oldest_ok["path"] == f"/api/v1/ok/{AUDIT_KEEP + 3 * TRIM_EVERY - kept[1]}"
     again.close()

@@ -50,6 +50,12 @@ class EarlyListener:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fsup-early", daemon=True)
 
+    @property
+    def held(self) -> int:
+        """Connections kept for the server so far: with `answered`, what became of every
+        connection accepted (a test waits on both to know the thread has seen them all)."""
+        return len(self._kept)
+
     def start(self) -> EarlyListener:
         self._thread.start()
         return self

@@ -18,7 +18,7 @@ from quart import Blueprint
 from actors.fleet import Delete
 from supervisor import operations
 from supervisor.http.api_v1 import api_auth_hook
-from supervisor.http.operations_api import process_figures
+from supervisor.http.process_watch import ProcessWatch
 from supervisor.http.rpc import (
     DELETE_TIMEOUT_S,
     LIFECYCLE,
@@ -36,15 +36,15 @@ FIGURES = ("cpu_percent", "rss_bytes")
 
 async def with_figures(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each snapshot with its process's `cpu_percent` and `rss_bytes` (null without one)."""
-    await trio.to_thread.run_sync(_add_figures, items)
+    await trio.to_thread.run_sync(_add_figures, items, services().process_watch)
     return items
 
 
-def _add_figures(items: list[dict[str, Any]]) -> None:
+def _add_figures(items: list[dict[str, Any]], watch: ProcessWatch) -> None:
     """Blocking (psutil reads /proc): run in a thread."""
     for item in items:
         pid = item.get("pid")
-        figures = process_figures(pid) if isinstance(pid, int) else {}
+        figures = watch.figures(pid) if isinstance(pid, int) else {}
         for name in FIGURES:
             item[name] = figures.get(name)
 

@@ -3,10 +3,8 @@ supervisor: nodes are the supervised processes, the routing summary is the proxy
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import psutil
 import trio
 from quart import Blueprint, request
 
@@ -14,71 +12,31 @@ from actors.fleet import Reconcile
 from actors.formation import Nodes, ProbeNow
 from supervisor.core.safe_json import query_int
 from supervisor.http.api_v1 import api_auth_hook
+from supervisor.http.process_watch import ProcessWatch
 from supervisor.http.rpc import ask, ask_formations
 from supervisor.http.services import services
 from supervisor.runtime.routing import RouteTable
 
 PREFIX = "/api/v1"
-# psutil.Process objects kept between calls, so cpu_percent measures since the last look.
-# Every restart brings a new pid and the status, the formation list and the nodes all look
-# (only the nodes forgot the gone ones), so the dead are pruned whenever it has grown past
-# twice what was alive at the last pruning: bounded by the processes alive, not by history.
-_watched: dict[int, psutil.Process] = {}
-PRUNE_FLOOR = 64
-_prune_above = PRUNE_FLOOR
-
-
-def process_figures(pid: int) -> dict[str, Any]:
-    """cpu_percent (since the previous call for this pid; 0.0 the first time), rss_bytes,
-    uptime_s. Blocking: run in a thread."""
-    try:
-        proc = _watched.get(pid)
-        if proc is None or not proc.is_running():
-            proc = _watch(pid)
-        with proc.oneshot():
-            return {
-                "cpu_percent": proc.cpu_percent(interval=None),
-                "rss_bytes": proc.memory_info().rss,
-                "uptime_s": round(time.time() - proc.create_time(), 3),
-            }
-    except psutil.Error:
-        _watched.pop(pid, None)
-        return {"cpu_percent": None, "rss_bytes": None, "uptime_s": None}
-
-
-def _watch(pid: int) -> psutil.Process:
-    global _prune_above  # noqa: PLW0603 - the module's one cache, as `_watched`
-    if len(_watched) >= _prune_above:
-        for known, proc in list(_watched.items()):
-            if not proc.is_running():
-                _watched.pop(known, None)  # another thread may have dropped it too
-        _prune_above = max(PRUNE_FLOOR, 2 * len(_watched))
-    proc = _watched[pid] = psutil.Process(pid)
-    return proc
-
-
-def forget_gone(pids: set[int]) -> None:
-    for pid in list(_watched):
-        if pid not in pids:
-            del _watched[pid]
 
 
 async def all_nodes() -> list[dict[str, Any]]:
     answers = await ask_formations(Nodes(), lambda _: [])
     nodes = [node for _, formation_nodes in answers for node in formation_nodes]
-    await trio.to_thread.run_sync(_add_figures, nodes, services().routes)
+    svc = services()
+    await trio.to_thread.run_sync(_add_figures, nodes, svc.routes, svc.process_watch)
     return nodes
 
 
-def _add_figures(nodes: list[dict[str, Any]], routes: RouteTable) -> None:
+def _add_figures(nodes: list[dict[str, Any]], routes: RouteTable, watch: ProcessWatch) -> None:
     """Each node's process figures and its formation's proxy figures; the processes no node
     names are forgotten. Blocking (psutil reads /proc): run in a thread."""
     for node in nodes:
-        node.update(process_figures(node["pid"]))
+        node.update(watch.figures(node["pid"]))
         route = routes.get(node.get("formation_id", ""))
         if route is not None:  # its formation's held and retried requests
             node["proxy"] = route.figures.to_json()
-    forget_gone({node["pid"] for node in nodes})
+    watch.forget_gone({node["pid"] for node in nodes})
 
 
 async def routing_summary() -> Any:

@@ -27,7 +27,7 @@ from supervisor import __version__
 from supervisor.core.errors import FsupError
 from supervisor.core.safe_json import bad_request
 from supervisor.http.api_v1 import PREFIX, api_auth_hook
-from supervisor.http.operations_api import process_figures
+from supervisor.http.process_watch import ProcessWatch
 from supervisor.http.rpc import snapshots
 from supervisor.http.searches import json_body
 from supervisor.http.services import EXTENSION, services
@@ -53,7 +53,7 @@ async def status_snapshot() -> dict[str, Any]:
     for item in items:
         state = item.get("status")
         by_state[state if state in by_state else "unknown"] += 1
-    processes = await trio.to_thread.run_sync(_process_figures, items)
+    processes = await trio.to_thread.run_sync(_process_figures, items, svc.process_watch)
     traffic = svc.routes.traffic()
     requests = sum(c["served"] for c in traffic.values())
     in_flight = sum(c["in_flight"] for c in traffic.values())
@@ -74,14 +74,14 @@ async def status_snapshot() -> dict[str, Any]:
     }
 
 
-def _process_figures(items: list[dict[str, Any]]) -> dict[str, Any]:
+def _process_figures(items: list[dict[str, Any]], watch: ProcessWatch) -> dict[str, Any]:
     """The figures of each formation's process, by formation id (stopped ones have none).
     Blocking (psutil reads /proc): run in a thread."""
     found = {}
     for item in items:
         pid = item.get("pid")
         if isinstance(pid, int) and item.get("status") != "stopped":
-            found[item["id"]] = process_figures(pid)
+            found[item["id"]] = watch.figures(pid)
     return found
 
 

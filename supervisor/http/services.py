@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 from quart import current_app
 
+from supervisor.http.process_watch import ProcessWatch
 from supervisor.http.proxy_hold import HoldGate
 from supervisor.operations import Services
 
@@ -37,6 +38,8 @@ class HttpServices(Services):
     revoked: RevokedSessions | None = None
     # The server-wide bound on the proxy's held requests (`proxy_hold`), one per app.
     hold_gate: HoldGate = field(default_factory=HoldGate)
+    # The processes whose figures the API reports, watched between calls (one per app).
+    process_watch: ProcessWatch = field(default_factory=ProcessWatch)
 
 
 def services() -> HttpServices:

@@ -153,6 +153,12 @@ class Checker:
             self.recorder.notes["seconds fsup was down after crashes"] += int(time.time() - died)
             self.fleet.disrupt("*", "fsup restarted after a crash")
 
+    def final_sample(self) -> bool:
+        """The last look, once every thread has stopped: judge every formation, and check for
+        lost work whenever the previous check ran (`sample` does that every `LOST_EVERY_S`)."""
+        self._last_lost_check = 0.0
+        return self.sample()
+
     def sample(self) -> bool:
         """Judge every formation once; False when fsup could not be asked."""
         epoch = self.fsup.current()[0]

@@ -146,8 +146,7 @@ def test_seeded_chaos(
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
-        checker._last_lost_check = 0.0
-        checker.sample()  # the final look: converged, one main, no orphan, nothing lost
+        checker.final_sample()  # converged, one main, no orphan, nothing lost
     finally:
         stop.set()
         operator_stop.set()

@@ -34,8 +34,7 @@ class Echo(Actor):
 def armed_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(faults, "ENABLED", True)
     yield
-    faults._armed.clear()
-    faults._fired.clear()
+    faults.reset()
 
 
 async def test_an_armed_fault_fails_the_next_messages_then_the_actor_is_back(

@@ -30,8 +30,10 @@ REFUSED_KEEP = 1_000
 # Rows that wait for the next write at most, and how often the server writes them anyway.
 AUDIT_BATCH = 256
 AUDIT_FLUSH_S = 0.25
-# The oldest rows are dropped each time the row id passes a multiple of this.
-_TRIM_EVERY = 500
+# The oldest rows are dropped each time the row id passes a multiple of this. Public because
+# it is part of the bound: between two trims a budget holds up to its keep + `TRIM_EVERY` +
+# `AUDIT_BATCH` rows, and that is the size the tests hold the table to.
+TRIM_EVERY = 500
 # The entry's fields, as `GET /rpc/server/logs` shows them (`authenticated` is the budget's).
 FIELDS = ("ts", "key_id", "auth", "method", "path", "status", "duration_ms", "remote_addr")
 _TRIM = (
@@ -96,7 +98,7 @@ class AuditTrail(Database):
                 )
                 last = db.execute("SELECT MAX(id) FROM audit").fetchone()[0]
                 first = last - len(rows) + 1
-                if last // _TRIM_EVERY != (first - 1) // _TRIM_EVERY:  # passed a multiple
+                if last // TRIM_EVERY != (first - 1) // TRIM_EVERY:  # passed a multiple
                     db.execute(_TRIM, (1, 1, AUDIT_KEEP))
                     db.execute(_TRIM, (0, 0, REFUSED_KEEP))
         except BaseException:
