@@ -113,9 +113,9 @@ class EarlyListener:
                 b"HTTP/1.1 200 \r\ncontent-type: application/json\r\n"
                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
             )
+            self.answered += 1  # before the close: a client that saw the answer sees it counted
         except OSError:
             pass
         finally:
             conn.close()
-        self.answered += 1
         return True
