@@ -20,6 +20,7 @@ from typing import Any, Self
 
 import httpx
 import psutil
+import trio
 from port_blocks import PORT_RANGE
 
 from supervisor.cli.client import RpcClient
@@ -98,6 +99,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {predicate}")
         time.sleep(interval)
+
+
+async def wait_until(
+    predicate: Callable[[], Any],
+    within: float = 20.0,
+    interval: float = 0.005,
+    what: str | None = None,
+) -> Any:
+    """`wait_for` inside trio: poll until `predicate()` is truthy (and return it), or fail
+    after `within` seconds of the current clock (real time unless the test runs on a
+    MockClock). For what another task or a worker thread does; never proves an absence."""
+    with trio.move_on_after(within):
+        while not (value := predicate()):  # noqa: ASYNC110 - observing from outside
+            await trio.sleep(interval)
+        return value
+    raise AssertionError(f"{what or predicate} not met within {within}s")
 
 
 def formation_processes(home: Path, formation_id: str | None = None) -> list[psutil.Process]:

@@ -191,8 +191,13 @@ def test_a_change_whose_client_hangs_up_is_audited_once_with_499(server: Server,
     assert send_and_hang_up(server, "POST", path, headers) == b""  # no answer in 0.3 s
     wait_for(lambda: server.formation(fid)["status"] == "stopped", timeout=60)
     assert time.monotonic() - started >= STUBBORN_STOP_S - 0.5  # it did wait for the process
-    entries = wait_for(lambda: entries_for(server, path), timeout=20)
-    time.sleep(1)  # a second entry (after-request and teardown both writing) would show now
+    wait_for(lambda: entries_for(server, path), timeout=20)
+    # A second entry (after-request and teardown both writing) would be written as the call
+    # ends; the trail keeps the order of writing, so once a call made after that is in it, so
+    # is any second entry.
+    barrier = f"/rpc/formations/{fid}/logs?lines=1"
+    server.rpc.call("GET", barrier)
+    wait_for(lambda: entries_for(server, barrier), timeout=20)
     entries = entries_for(server, path)
     assert [(e["method"], e["status"], e["auth"], e["key_id"]) for e in entries] == [
         ("POST", 499, auth, key)

@@ -98,11 +98,14 @@ def bearer(server: Server) -> dict[str, str]:
 
 
 def test_a_stopped_formation_answers_at_once(server: Server) -> None:
-    deploy(server, "resting")
+    """Not held: answered well within the hold bound (60 s here), without `Retry-After`."""
+    deploy(server, "resting", proxy={"hold": 60})
     server.rpc.call("POST", "/rpc/formations/resting/stop")
-    started = time.monotonic()
-    answer = httpx.get(f"{server.url}/api/resting/", trust_env=False)
-    assert answer.status_code == 503 and time.monotonic() - started < 0.5
+    try:
+        answer = httpx.get(f"{server.url}/api/resting/", trust_env=False, timeout=10)
+    except httpx.TimeoutException:
+        raise AssertionError("a request to a stopped formation was held") from None
+    assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "FORMATION_NOT_RUNNING"
     assert "retry-after" not in answer.headers
 
@@ -121,13 +124,13 @@ def test_a_formation_that_never_comes_back_releases_held_requests_at_the_bound(
     waited = time.monotonic() - started
     assert answer.status_code == 503, answer.text
     assert answer.headers["retry-after"] == "1"
-    assert 0.9 < waited < 3.0, waited
-    # Meanwhile the management API and other formations are not held up.
+    # At the manifest's bound: after it (load only makes it later), and before the default
+    # hold of 5 s.
+    assert 0.9 < waited < 4.5, waited
+    # The management API and other formations are not held up (answered, within a deadline).
     deploy(server, "other")
-    quick = time.monotonic()
-    assert httpx.get(f"{server.url}/api/other/", trust_env=False).status_code == 200
+    assert httpx.get(f"{server.url}/api/other/", trust_env=False, timeout=10).status_code == 200
     assert server.rpc.call("GET", "/rpc/formations")["total"] == 2
-    assert time.monotonic() - quick < 2.0
 
 
 def test_a_post_in_flight_at_a_kill_is_not_sent_again(server: Server) -> None:
@@ -141,7 +144,8 @@ def test_a_post_in_flight_at_a_kill_is_not_sent_again(server: Server) -> None:
 
     thread = threading.Thread(target=post)
     thread.start()
-    time.sleep(0.5)
+    stdout = server.home / "server" / "logs" / "formations" / "poster" / "stdout.log"
+    wait_for(lambda: "slow POST /slow?ms=3000 received" in stdout.read_text())  # in flight
     os.kill(pid, signal.SIGKILL)
     thread.join(30)
     assert result["answer"].status_code == 502

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -129,30 +128,45 @@ def test_search_events_arrive_in_order_with_the_envelope(server: Server) -> None
     assert all(e.data["search_id"] == search_id and e.data["ts"] for e in got)
 
 
+def live_search(client: httpx.Client, keyword: str) -> str:
+    """A started live search's id, once it follows the logs (its scan is over)."""
+    search_id = client.post(
+        "/searches", json={"keyword": keyword, "mode": "live", "autostart": True}
+    ).json()["search"]["id"]
+    wait_for(lambda: client.get(f"/searches/{search_id}").json()["progress"]["phase"] == "live")
+    return search_id
+
+
+def log_titles(client: httpx.Client, search_id: str) -> list[str]:
+    items = client.get(f"/searches/{search_id}/results").json()["items"]
+    return [item["title"] for item in items if item["kind"] == "log"]
+
+
 def test_live_search_picks_up_new_lines_and_actions_are_idempotent(server: Server) -> None:
     fleet_of_two(server)
     with api(server) as client:
-        search_id = client.post(
-            "/searches", json={"keyword": "late marker", "mode": "live", "autostart": True}
-        ).json()["search"]["id"]
-        wait_for(lambda: client.get(f"/searches/{search_id}").json()["progress"]["phase"] == "live")
+        search_id = live_search(client, "late marker")
         again = client.post(f"/searches/{search_id}/start")
         assert again.status_code == 200 and again.json()["search"]["state"] == "running"
-
-        def log_hits() -> list[dict]:
-            items = client.get(f"/searches/{search_id}/results").json()["items"]
-            return [item for item in items if item["kind"] == "log"]
-
         say(server, "beta", "a LATE marker appears")
-        hit = wait_for(log_hits)
-        assert hit[0]["title"] == "a LATE marker appears" and hit[0]["sources"] == ["beta"]
+        wait_for(lambda: log_titles(client, search_id))
+        items = client.get(f"/searches/{search_id}/results").json()["items"]
+        assert [(i["title"], i["sources"]) for i in items if i["kind"] == "log"] == [
+            ("a LATE marker appears", ["beta"])
+        ]
         stopped = client.post(f"/searches/{search_id}/stop")
         assert stopped.status_code == 200 and stopped.json()["search"]["state"] == "stopped"
         twice = client.post(f"/searches/{search_id}/stop")
         assert twice.status_code == 200 and twice.json()["search"]["state"] == "stopped"
-        say(server, "alpha", "another late marker")
-        time.sleep(1.5)  # three live polls: a stopped search must not pick it up
-        assert len(log_hits()) == 1
+        # A second live search follows the same logs at the same interval: once it has picked
+        # up a line said after the stop, and then another said after that, the stopped search
+        # has had as many polls as it needed to pick up the first. (Started after the stop:
+        # its own questions to the formations are logged with the keyword in them.)
+        control = live_search(client, "late marker")
+        for line in ("another late marker", "a last late marker"):
+            say(server, "alpha", line)
+            wait_for(lambda line=line: line in log_titles(client, control))
+        assert log_titles(client, search_id) == ["a LATE marker appears"]
 
 
 def test_a_subscriber_that_never_reads_does_not_slow_a_search(server: Server) -> None:
@@ -169,12 +183,12 @@ def test_a_subscriber_that_never_reads_does_not_slow_a_search(server: Server) ->
             f"Cookie: rm_session={cookie}\r\n\r\n".encode()
         )
         try:
-            began = time.monotonic()
             search_id = client.post(
                 "/searches", json={"keyword": "payment failed", "autostart": True}
             ).json()["search"]["id"]
+            # A search held up by the stuck subscriber would never end: `finished` fails at its
+            # deadline (a wall-clock bound on the search's speed belongs in bench/).
             detail = finished(client, search_id)
-            assert time.monotonic() - began < 10
             # Over 300 hit events alone: more than a subscriber buffer (256) holds.
             assert detail["results"]["count"] > 300
         finally:

@@ -28,18 +28,30 @@ from port_blocks import PORT_RANGE
 
 pytestmark = pytest.mark.e2e
 
-SECOND_EXIT_BOUND_S = 10.0  # measured about 0.2 s; generous for a loaded CI machine
+# Measured about 0.2 s: a deadline for a loaded machine (a server that waited for the lock
+# instead of refusing would wait for ever), not a speed check.
+SECOND_EXIT_BOUND_S = 20.0
 
 
-def serve_once(home: Path, *prefix: str, timeout: float = 60.0) -> tuple[int, str, float]:
-    """Run `fsup serve` on `home` to its end (it is expected to refuse); its exit status,
-    stderr and how long it ran."""
+def serve_once(home: Path, *prefix: str) -> tuple[int, str, float]:
+    """Run `fsup serve` on `home` to its end (it is expected to refuse at once); its exit
+    status, stderr and how long it ran. The test fails if it runs past `SECOND_EXIT_BOUND_S`."""
     env = {**os.environ, "MUXI_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "supervisor", "serve", "--port", "0", "--port-range", PORT_RANGE]
     began = time.monotonic()
-    done = subprocess.run(
-        [*prefix, *argv], env=env, cwd=REPO, capture_output=True, timeout=timeout, check=False
-    )
+    try:
+        done = subprocess.run(
+            [*prefix, *argv],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            timeout=SECOND_EXIT_BOUND_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as expired:
+        raise AssertionError(
+            f"the second server did not exit within {SECOND_EXIT_BOUND_S}s: {expired.stderr!r}"
+        ) from None
     return done.returncode, done.stderr.decode(errors="replace"), time.monotonic() - began
 
 
@@ -91,7 +103,6 @@ def test_a_second_server_on_a_busy_home_exits_at_once_and_changes_nothing(
     assert code == 1, err
     assert f"the home {home} is in use by another fsup serve (pid {server.proc.pid})" in err
     assert "Traceback" not in err
-    assert took < SECOND_EXIT_BOUND_S, f"the second server took {took:.2f} s to refuse"
     print(f"second fsup serve refused in {took:.3f} s")
     # The first one is untouched: same processes, same store, same files, still serving.
     assert server.proc.poll() is None
@@ -221,13 +232,12 @@ def test_a_lock_path_that_is_not_a_plain_file_is_refused_and_nothing_changes(
     prefix = without_permission_override() if kind in ("unreadable", "read-only") else []
     before, before_outside = snapshot(home), snapshot(outside)
 
-    code, err, took = serve_once(home, *prefix)
+    code, err, _ = serve_once(home, *prefix)
 
     assert code == 1, err
     assert err.startswith("fsup: ") and str(lock) in err, err
     for word in words:
         assert word in err, err
     assert "Traceback" not in err
-    assert took < SECOND_EXIT_BOUND_S
     assert snapshot(home) == before
     assert snapshot(outside) == before_outside

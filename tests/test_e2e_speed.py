@@ -15,11 +15,16 @@ from helpers import Server, nasty_bundle, wait_for
 
 pytestmark = pytest.mark.e2e
 
-SLOW_SERVICE = """\
-import os, time
+# A service that comes up only once all of its siblings have been started: marked in a shared
+# folder (its first argument), it waits for the others' marks (its second: how many).
+RENDEZVOUS_SERVICE = """\
+import os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-time.sleep(1.5)  # a service that takes a while to come up
+marks, count = sys.argv[1], int(sys.argv[2])
+open(os.path.join(marks, os.environ["FORMATION_ID"]), "w").close()
+while len(os.listdir(marks)) < count:
+    time.sleep(0.05)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -52,35 +57,34 @@ def test_a_killed_process_answers_again_at_once_on_its_port_and_its_route(
     first = server.rpc.deploy(nasty_bundle("quick", health={"http": "/health"}))
     time.sleep(1.2)  # a stable run: its first crash is restarted without backoff
     os.kill(first["pid"], signal.SIGKILL)
-    killed_at = time.monotonic()
     port_url = f"http://127.0.0.1:{first['port']}/whoami"
     route_url = f"{server.url}/api/quick/whoami"
-    new = wait_for(lambda: (pid := answers(port_url)) not in (None, first["pid"]) and pid, 5, 0.005)
-    on_port = time.monotonic() - killed_at
-    wait_for(lambda: answers(route_url) == new, 5, 0.005)
-    on_route = time.monotonic() - killed_at
-    # Restarted without backoff (it was 0.5 s), and routed as soon as it answers (it was up to
-    # one 0.5 s probe interval later). Generous bounds: the machine may be busy.
+    new = wait_for(lambda: (pid := answers(port_url)) not in (None, first["pid"]) and pid, 20)
+    wait_for(lambda: answers(route_url) == new, 20)
+    # Restarted without backoff (it was 0.5 s), as the log says. How soon it answers and is
+    # routed is measured by bench/run.py (crash recovery, port and proxy route), and the gate's
+    # probes right after the spawn on virtual time by tests/test_health_schedule.py: a
+    # wall-clock bound here failed on a busy machine, not on a regression.
     assert "restart #1 in 0.00s" in server.log_tail()
-    assert on_port < 1.0 and on_route - on_port < 0.3, (on_port, on_route)
     assert server.formation("quick")["restart_count"] == 1
 
 
 def test_serve_deploy_starts_the_folders_side_by_side(home: Path, tmp_path: Path) -> None:
     folders = tmp_path / "formations"
+    marks = tmp_path / "marks"
+    marks.mkdir()
     names = [f"slow-{i}" for i in range(6)]
     for name in names:
         folder = folders / name
         folder.mkdir(parents=True)
-        (folder / "svc.py").write_text(SLOW_SERVICE)
+        (folder / "svc.py").write_text(RENDEZVOUS_SERVICE)
         manifest = {
             "id": name,
             "version": "1.0.0",
-            "command": ["python3", "svc.py"],
+            "command": ["python3", "svc.py", str(marks), str(len(names))],
             "health": {"http": "/", "timeout": 30},
         }
         (folder / "formation.yaml").write_text(json.dumps(manifest))
-    began = time.monotonic()
     server = Server(home).start("--deploy", str(folders))
     try:
 
@@ -89,8 +93,8 @@ def test_serve_deploy_starts_the_folders_side_by_side(home: Path, tmp_path: Path
             running = {f["id"] for f in listed if f["status"] == "running"}
             return running >= set(names)
 
+        # Started one after another, each waiting for the last to be running, the first would
+        # wait for the others for ever: they run only if all six were started side by side.
         wait_for(all_running, timeout=30)
-        # One after another, six 1.5 s starts take 9 s at least.
-        assert time.monotonic() - began < 6
     finally:
         assert server.stop() == 0

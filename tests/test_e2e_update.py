@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -184,13 +183,20 @@ def test_updates_and_rollback_under_load_fail_no_request(server: Server, home: P
     workers = [threading.Thread(target=hammer) for _ in range(6)]
     for worker in workers:
         worker.start()
+
+    def served(version: str, count: int = 25) -> None:
+        """Until `count` more requests have been answered by `version`."""
+        with lock:
+            done = results[version]
+        wait_for(lambda: results[version] >= done + count, timeout=30, interval=0.01)
+
     try:
-        time.sleep(0.5)
+        served("1.0.0")
         for version in ("1.1.0", "1.2.0", "1.3.0"):
             update(server, "busy", nasty_bundle("busy", version=version))
-            time.sleep(0.3)
+            served(version)
         server.rpc.call("POST", "/rpc/formations/busy/rollback")
-        time.sleep(0.5)
+        served("1.2.0")
     finally:
         stop.set()
         for worker in workers:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import wait_until
 
 from actors import log_rotation
 from actors.log_rotation import serve_log_rotation
@@ -66,24 +67,63 @@ def test_follower_survives_rotation_without_losing_lines(tmp_path: Path) -> None
     assert follower.read_new() == []
 
 
-async def test_one_task_rotates_every_named_formation_and_follows_the_list(tmp_path: Path) -> None:
-    # Real time: the copies run in worker threads, which a virtual clock would jump past.
+class Listed:
+    """The fleet's list of log dirs as `serve_log_rotation` reads it: once per round, so the
+    number of reads counts the rounds begun (a round runs whole before the next read)."""
+
+    def __init__(self, dirs: dict[str, Path]) -> None:
+        self.dirs = dict(dirs)
+        self.reads = 0
+
+    def __call__(self) -> list[tuple[str, Path]]:
+        self.reads += 1
+        return list(self.dirs.items())
+
+    async def next_round(self) -> None:
+        """Until the next round begins: the round running now, if any, has ended."""
+        after = self.reads
+        await wait_until(lambda: self.reads > after, what="the next round of rotation")
+
+
+async def rotated(log_dir: Path, content: str) -> None:
+    """Until `content` has gone from the log into its first backup."""
+
+    def done() -> bool:
+        backup = stream_path(log_dir, "stdout", 1)
+        return (
+            stream_path(log_dir, "stdout").stat().st_size == 0
+            and backup.exists()
+            and backup.read_text() == content
+        )
+
+    await wait_until(done, what=f"{log_dir.name}'s rotation of {content!r}")
+
+
+async def test_one_task_rotates_every_named_formation_and_follows_the_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real time: the copies run in worker threads, which a virtual clock would jump past. Quiet
+    # logs are looked at every 0.1 s at most here, not every 5 s, so each wait is short.
+    monkeypatch.setattr(log_rotation, "QUIET_MAX_S", 0.1)
     limits = LogLimits(max_bytes=10, backups=1)
     dirs = {name: tmp_path / name for name in ("a", "b")}
     for log_dir in dirs.values():
         log_dir.mkdir()
         stream_path(log_dir, "stdout").write_text("0123456789abc\n")
-    named = dict(dirs)
+    listed = Listed(dirs)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve_log_rotation, lambda: named.items(), limits, 0.02)
-        await trio.sleep(0.5)
+        nursery.start_soon(serve_log_rotation, listed, limits, 0.02)
         for log_dir in dirs.values():
-            assert stream_path(log_dir, "stdout", 1).exists()
-            assert stream_path(log_dir, "stdout").stat().st_size == 0
-        del named["b"]  # removed from the fleet: no longer looked at
-        stream_path(dirs["b"], "stdout").write_text("0123456789abc\n")
-        await trio.sleep(0.2)
-        assert stream_path(dirs["b"], "stdout").stat().st_size == 14
+            await rotated(log_dir, "0123456789abc\n")
+        del listed.dirs["b"]  # removed from the fleet: no longer looked at
+        await listed.next_round()  # a round that may have read "b" before has ended
+        # "a" and "b" have had the same files and looks so far: "b" would be due with "a".
+        for log_dir in dirs.values():
+            stream_path(log_dir, "stdout").write_text("second write\n")
+        await rotated(dirs["a"], "second write\n")
+        await listed.next_round()  # the round that rotated "a" has ended
+        assert stream_path(dirs["b"], "stdout").read_text() == "second write\n"
+        assert stream_path(dirs["b"], "stdout", 1).read_text() == "0123456789abc\n"
         nursery.cancel_scope.cancel()
 
 

@@ -187,6 +187,9 @@ def test_bad_manifest_values_are_named(text: bytes, field: str) -> None:
     assert error.details["field"] == field and error.message.startswith(f"formation.yaml: {field}")
 
 
+PARSED_WITHIN_S = 10.0
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [
@@ -215,9 +218,13 @@ def test_bad_manifest_values_are_named(text: bytes, field: str) -> None:
     ],
 )
 def test_hostile_yaml_documents_are_refused(text: bytes, field: str) -> None:
+    """Refused, and without the runaway cost (deep recursion, quadratic scans) that would take
+    minutes: the bound is a deadline for a loaded machine (0.3 s measured at most), not a
+    speed check (bench/ measures speed)."""
     started = time.perf_counter()
     error = refused_manifest(text)
-    assert time.perf_counter() - started < 2
+    took = time.perf_counter() - started
+    assert took < PARSED_WITHIN_S, f"refused after {took:.1f}s"
     assert error.details["field"] == field
 
 

@@ -64,21 +64,28 @@ def test_sweeps_that_queue_up_share_the_next_scan() -> None:
     shared: SharedScan[int] = SharedScan()
     scans: list[float] = []
     first_running = threading.Event()
+    asking = threading.Semaphore(0)
 
     def scan() -> int:
         scans.append(time.monotonic())
-        first_running.set()
-        time.sleep(0.2)
+        if not first_running.is_set():
+            first_running.set()
+            # Held until the five have asked (each signals right before it asks; the short
+            # sleep covers the step from the signal to the ask).
+            for _ in range(5):
+                assert asking.acquire(timeout=20), "the five callers never asked"
+            time.sleep(0.05)
         return len(scans)
+
+    def ask() -> None:
+        asking.release()
+        results.append(shared.get(Path("/h"), scan))
 
     results: list[int] = []
     first = threading.Thread(target=lambda: results.append(shared.get(Path("/h"), scan)))
     first.start()
     first_running.wait()
-    queued = [
-        threading.Thread(target=lambda: results.append(shared.get(Path("/h"), scan)))
-        for _ in range(5)
-    ]
+    queued = [threading.Thread(target=ask) for _ in range(5)]
     for thread in queued:
         thread.start()
     for thread in (first, *queued):

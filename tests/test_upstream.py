@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from helpers import wait_until
 
 from supervisor.http.upstream import (
     RETRYABLE,
@@ -27,10 +28,15 @@ from supervisor.http.upstream import (
 class _Counting(ThreadingHTTPServer):
     daemon_threads = True
     accepted = 0
+    closed = 0  # connections the server has closed (after their last request)
 
     def get_request(self) -> Any:
         self.accepted += 1
         return super().get_request()
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        self.closed += 1
 
 
 def _handler(protocol: str, close_after: bool = False) -> type[BaseHTTPRequestHandler]:
@@ -110,9 +116,9 @@ async def test_a_connection_the_backend_closed_while_idle_is_not_reused() -> Non
     with backend(close_after=True) as server:
         port = server.server_address[1]
         async with UpstreamPool() as pool:
-            for _ in range(3):
+            for i in range(3):
                 assert await _get(pool, port, b"/y") == (200, b"/y")
-                await trio.sleep(0.05)  # the backend's close arrives while idle
+                await wait_until(lambda i=i: server.closed > i)  # closed while idle in the pool
         assert server.accepted == 3
 
 

@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import wait_for
 from hostile_contract import assert_error
 from hostile_kit import Target
 from hostile_wire import connect, request_bytes
-from test_e2e_proxy_backends import misbehaving_bundle
+from test_e2e_proxy_backends import answered, misbehaving_bundle
 
 pytestmark = pytest.mark.e2e
 
@@ -64,10 +65,13 @@ def seen_headers(target: Target, headers: list[tuple[str, str]]) -> list[tuple[s
 
 @pytest.mark.parametrize("path", ["/double", "/double-late"])
 def test_a_leftover_answer_goes_to_no_one(target: Target, path: str) -> None:
+    """The next request is sent once `mis` has written the leftover (asked of it directly)."""
+    port = target.rpc.call("GET", f"/rpc/formations/{MIS}")["port"]
+    before = answered(port, path)
     for i in range(5):
         first = target.request("GET", f"/api/{MIS}{path}")
         assert (first.status, first.body) == (200, path.strip("/").encode()), first.describe()
-        time.sleep(0.1)
+        wait_for(lambda i=i: answered(port, path) > before + i)
         mine = target.request("GET", f"/api/{MIS}/mine?i={i}")
         assert (mine.status, mine.body) == (200, b"/mine?i=%d" % i), mine.describe()
 

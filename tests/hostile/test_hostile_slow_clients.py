@@ -27,6 +27,7 @@ from hostile_slow_kit import (
     close_with_reset,
     unsigned_list,
     upload,
+    wait_unread,
 )
 from hostile_wire import Conn, Reply, connect, read_response, request_bytes, rfc3339, send_quietly
 
@@ -37,6 +38,8 @@ CLOSE_BOUND_S = 3.0
 IDLE_BOUND_S = 10.0
 HEAD_STALL_BOUND_S = 30.0
 PROXY_STALL_BOUND_S = 40.0
+# How long a trickled head waits for the others to be served: within fsup's 5 s idle timer.
+TRICKLE_HOLD_S = 4.0
 UPLOAD = 50 * 1024 * 1024
 
 
@@ -112,11 +115,9 @@ def test_http10_without_keepalive_closes(target: Target, path: str, status: int)
 
 
 def test_idle_keepalive_is_closed(target: Target) -> None:
-    started = time.monotonic()
     reply = target.send(unsigned_list(target), watch_close=IDLE_BOUND_S)
     assert_error(reply, 401, "UNAUTHORIZED")
     assert reply.closed, f"an idle keep-alive connection was still open after {IDLE_BOUND_S}s"
-    assert time.monotonic() - started <= IDLE_BOUND_S + 1
 
 
 def test_pipelined_requests_each_answered(target: Target) -> None:
@@ -169,7 +170,8 @@ def test_half_closed_after_a_full_request(target: Target) -> None:
 )
 def test_half_closed_mid_request_is_closed(target: Target, data: bytes) -> None:
     """The client shuts its side before the request is whole: fsup closes promptly (with a
-    4xx or without an answer), never waits for bytes that cannot come."""
+    4xx or without an answer), never waits for bytes that cannot come (the answer and then
+    the close each have `BOUND_S`; the waits a hang would meet are 30 s and more)."""
     data = data.replace(b"{token}", target.token.encode())
     started = time.monotonic()
     with connect(target.addr) as sock:
@@ -180,7 +182,6 @@ def test_half_closed_mid_request_is_closed(target: Target, data: bytes) -> None:
         closed = conn.wait_eof(BOUND_S) if reply.status is not None else True
     target.check_secrets(conn.raw)
     assert closed, "fsup kept a half-closed connection with an incomplete request"
-    assert time.monotonic() - started <= 2 * BOUND_S
     if reply.status is not None:
         assert 400 <= reply.status < 500, reply.describe()
         if reply.body.strip():
@@ -191,15 +192,30 @@ def test_half_closed_mid_request_is_closed(target: Target, data: bytes) -> None:
 
 
 def test_trickled_head_is_answered_and_others_are_served(target: Target) -> None:
-    """A head sent a byte at a time over ~3 s: answered (401) when whole; meanwhile others
-    are served at once."""
+    """A head sent a byte at a time, its last byte held back until others have been served:
+    they are served while it is incomplete, and it is answered (401) once whole. The wait
+    for the others is bounded by fsup's idle timer, which drops a head not whole in 5 s."""
     data = unsigned_list(target)
-    pieces = [(data[i : i + 1], 3.0 / len(data)) for i in range(len(data))]
+    begun, served = threading.Event(), threading.Event()
+    in_time: list[bool] = []
+
+    def pieces() -> Iterator[tuple[bytes, float]]:
+        for i in range(len(data) - 1):
+            yield data[i : i + 1], 0.5 / len(data)
+            begun.set()
+        in_time.append(served.wait(TRICKLE_HOLD_S))
+        yield data[-1:], 0.0
+
     box: dict[str, Reply] = {}
-    sender = threading.Thread(target=lambda: box.update(reply=target.send(pieces)))
+    sender = threading.Thread(target=lambda: box.update(reply=target.send(pieces())))
     sender.start()
-    assert_served_meanwhile(target)
-    sender.join(30)
+    try:
+        assert begun.wait(BOUND_S), "the trickle did not begin"
+        assert_served_meanwhile(target)
+    finally:
+        served.set()
+        sender.join(30)
+    assert in_time == [True], f"others were not served within {TRICKLE_HOLD_S}s of the trickle"
     assert_error(box["reply"], 401, "UNAUTHORIZED", within=15)
 
 
@@ -237,7 +253,9 @@ def test_trickled_unsigned_body_is_refused_before_it_is_whole(target: Target) ->
         conn.buf = conn.raw = received
         reply = read_response(conn, head_only=False)
     reply.elapsed = elapsed
-    assert_error(reply, 401, "UNAUTHORIZED", within=3.0)
+    assert_error(reply, 401, "UNAUTHORIZED")
+    # Counted, not timed: 1 kB goes out each 0.1 s without an answer, so the whole body would
+    # take 10 s of them.
     assert sent < 100_000, "the refusal waited for the whole trickled body"
 
 
@@ -357,10 +375,9 @@ def test_reader_that_never_reads_a_large_answer(target: Target, big_log: int) ->
             )
             if not send_quietly(sock, data):
                 break
-        time.sleep(1.0)
-        assert_served_meanwhile(target)
-        time.sleep(1.0)
-        assert_served_meanwhile(target)
+        wait_unread(sock)  # fsup is answering into a window that never opens
+        assert_served_meanwhile(target, hog=sock)
+        assert_served_meanwhile(target, hog=sock)
     finally:
         close_with_reset(sock)
 
@@ -378,7 +395,7 @@ def test_pipelined_flood_never_read(target: Target) -> None:
                 sock.sendall(one * 100)
             except (TimeoutError, OSError):
                 break  # fsup stopped reading: that is the back-pressure we want
-        assert_served_meanwhile(target)
+        assert_served_meanwhile(target, hog=sock)
     finally:
         close_with_reset(sock)
 
