@@ -105,16 +105,19 @@ def listening_inodes(port: int) -> set[int]:
     """Inodes of the TCP sockets listening on `port` that a connection to 127.0.0.1 reaches,
     from the kernel's socket diagnostics (netlink), or its /proc tables where that is missing."""
     try:
-        found = [row for family in (socket.AF_INET, socket.AF_INET6) for row in _diag(family)]
+        found = [
+            row for family in (socket.AF_INET, socket.AF_INET6) for row in diag_listeners(family)
+        ]
     except OSError:
         found = [row for table in TABLES for row in _table_listeners(table)]
     return {inode for address, sport, inode in found if sport == port and _reaches(address)}
 
 
-def _diag(family: int) -> list[tuple[bytes, int, int]]:
+def diag_listeners(family: int) -> list[tuple[bytes, int, int]]:
     """(address, port, inode) of every listening TCP socket of `family` (sock_diag asked for
     listeners only walks the kernel's small listening hash: tens of microseconds, where
-    reading /proc/net/tcp walks the whole established hash, milliseconds on a large host)."""
+    reading /proc/net/tcp walks the whole established hash, milliseconds on a large host).
+    Public: a test replaces it to prove the /proc fallback gives the same answer."""
     request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, TCPF_LISTEN) + bytes(48)
     header = struct.pack("=LHHLL", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_DUMP_REQUEST, 1, 0)
     size = 4 if family == socket.AF_INET else 16

@@ -131,13 +131,13 @@ async def test_a_quiet_log_is_looked_at_ever_less_often_and_a_growing_one_every_
     tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     looks: list[float] = []
-    real_sizes = log_rotation._sizes
+    real_sizes = log_rotation.file_sizes
 
     def counted(files: tuple[str, ...]) -> tuple[int, ...]:
         looks.append(trio.current_time())
         return real_sizes(files)
 
-    monkeypatch.setattr(log_rotation, "_sizes", counted)
+    monkeypatch.setattr(log_rotation, "file_sizes", counted)
     log_dir = tmp_path / "a"
     log_dir.mkdir()
     stream_path(log_dir, "stdout").write_text("quiet\n")

@@ -158,7 +158,7 @@ def test_the_proc_tables_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -
         def no_netlink(family: int) -> list[tuple[bytes, int, int]]:
             raise OSError("no sock_diag")
 
-        monkeypatch.setattr(listener_module, "_diag", no_netlink)
+        monkeypatch.setattr(listener_module, "diag_listeners", no_netlink)
         assert listener_module.listening_inodes(port) == from_diag != set()
 
 

@@ -18,9 +18,6 @@ ALLOWED = {
     # (supervisor/http/h2_guard.py), so the test pins them to the versions it was written for.
     ("tests/test_dependency_pins.py", "H2Protocol._flush"),
     ("tests/test_dependency_pins.py", "H2Protocol._create_stream"),
-    # To be removed by the lead after the issue 18 merge: the test counts the rotation's looks
-    # through a public name of actors/log_rotation.py instead.
-    ("tests/test_formation_logs.py", "log_rotation._sizes"),
 }
 
 
@@ -33,6 +30,23 @@ def _owner_may_use(node: ast.expr) -> bool:
         return node.id in ("self", "cls")
     return (
         isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
+    )
+
+
+def _by_name(node: ast.AST) -> bool:
+    """`setattr(x, "_name", ...)`, `getattr(x, "_name")`, `monkeypatch.setattr(m, "_name", ...)`:
+    the same reach, spelled as a string."""
+    if not isinstance(node, ast.Call) or len(node.args) < 2:
+        return False
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+    target, attr = node.args[0], node.args[1]
+    return (
+        name in ("setattr", "getattr", "delattr", "hasattr")
+        and isinstance(attr, ast.Constant)
+        and isinstance(attr.value, str)
+        and _private(attr.value)
+        and not _owner_may_use(target)
     )
 
 
@@ -49,6 +63,8 @@ def reaches_into(source: str) -> list[str]:
         elif isinstance(node, ast.Attribute) and _private(node.attr):
             if not _owner_may_use(node.value):
                 found.append((node.lineno, ast.unparse(node)))
+        elif _by_name(node):
+            found.append((node.lineno, ast.unparse(node)))
     return [f"{line}: {code}" for line, code in sorted(found)]
 
 
@@ -79,9 +95,12 @@ def test_the_walk_sees_each_kind_of_reach() -> None:
         "actor._handles[1] = 2\n"
         "self.runner._replaced = None\n"
         "self._own = super()._base()\n"
+        "monkeypatch.setattr(listener, '_diag', fake)\n"
+        "setattr(self, '_mine', 1)\n"
     )
     assert reaches_into(source) == [
         "1: from m import _helper",
         "2: actor._handles",
         "3: self.runner._replaced",
+        "5: monkeypatch.setattr(listener, '_diag', fake)",
     ]
