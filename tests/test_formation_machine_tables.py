@@ -14,7 +14,7 @@ from machine_kit import booted, in_state, spec, update_target
 from actors.formation.machine import effects as fx
 from actors.formation.machine import requests
 from actors.formation.machine.lifecycle import COMING_BACK, State
-from actors.formation.machine.messages import GatePassed, Requested, Start, Stop
+from actors.formation.machine.messages import GatePassed, Requested, Restart, Start, Stop
 from actors.formation.machine.requests import Hold, Verdict
 from actors.formation.machine.stopping import REPLANS, After, IllegalReplan, StopPlan
 from actors.formation.machine.update import PHASES, IllegalPhase, Job, Phase
@@ -90,3 +90,20 @@ def test_a_stop_releases_the_hold_once_stopped() -> None:
     stopping = m.handle(Requested(10_000, Stop()), 0.0)
     assert not any(isinstance(e, fx.ExpectRoute) for e in stopping)  # desired: stopped
     assert m.state is State.STOPPING and m.state in COMING_BACK and m.desired == "stopped"
+
+
+def test_a_stop_overtaken_by_a_restart_is_answered_at_once() -> None:
+    """Found by the issue 18 review (and as old as the machine): the stop's client hung until
+    the actor ended, because a restart replaced its plan and nothing answered it."""
+    paper = in_state(State.RUNNING)
+    m = paper.machine
+    stop = paper.request(Stop())
+    assert m.state is State.STOPPING and stop not in paper.answers
+    restart = paper.request(Restart())
+    answer = paper.answers[stop]
+    assert answer.error is not None and answer.error.code == "OPERATION_CANCELLED"
+    assert "overtaken by a restart" in answer.error.message
+    assert restart not in paper.answers and m.stop_waiters == []
+    paper.finish_stop(m.gen)
+    paper.feed(GatePassed(m.gen))
+    assert m.state is State.RUNNING and paper.answers[restart].error is None

@@ -61,7 +61,7 @@ class ProcessWatch:
         """Forget every process but `pids` (the nodes' caller knows all that are alive)."""
         for pid in list(self._watched):
             if pid not in pids:
-                del self._watched[pid]
+                self._watched.pop(pid, None)  # a figures() thread may have dropped it too
 
     def _watch(self, pid: int) -> psutil.Process:
         if len(self._watched) >= self._prune_above:

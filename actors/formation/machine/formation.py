@@ -227,6 +227,7 @@ class FormationMachine(ProcessLife):
             self.emit(fx.Progress(rid, stopping))
             self._begin_stop(After.START, "restart")
         elif act is Act.REPLAN:
+            self._fail_stop_waiters("restart")
             self.plan = self.plan.replaced_by(After.START, "restart")
         else:
             self._cancel_backoff()

@@ -294,7 +294,7 @@ class ProcessLife:
     def _begin_stop(self, then: After, reason: str) -> None:
         """Withdraw the route, then stop the current process; `StopFinished` brings us back."""
         self.plan = StopPlan(then, reason)
-        self._emit_all(self.updates.interrupt(f"a {then.value} of the running version"))
+        self._emit_all(self.updates.interrupt(_interruption(then, reason)))
         self.emit(fx.WithdrawRoute())
         if self.pid is not None:
             self.emit(fx.Unwatch(self.pid))
@@ -389,6 +389,17 @@ class ProcessLife:
         for rid in self.start_waiters:
             self.emit(fx.Progress(rid, event))
 
+    def _fail_stop_waiters(self, by: str) -> None:
+        """A stop overtaken by a later request (a restart) is answered now: it will not end
+        in `stopped`, and no one may be left waiting for it."""
+        error = FsupError(
+            "OPERATION_CANCELLED",
+            f"the stop of '{self.id}' was overtaken by a {by} request",
+            {"formation_id": self.id, "stage": "stopping"},
+        )
+        for rid in take(self.stop_waiters):
+            self.emit(fx.Answer(rid, error=error))
+
     def _fail_start_waiters(self, by: str) -> None:
         error = FsupError(
             "OPERATION_CANCELLED",
@@ -397,6 +408,17 @@ class ProcessLife:
         )
         for rid in take(self.start_waiters):
             self.emit(fx.Answer(rid, error=error))
+
+
+def _interruption(then: After, reason: str) -> str:
+    """What interrupts an update when the running version is stopped, in words."""
+    if then is After.EXIT:
+        return f"a {reason} of the formation"  # a delete, or fsup's shutdown
+    if then is After.STOPPED:
+        return "a stop of the running version"
+    if then is After.START:
+        return "a restart of the running version"
+    return "the running version failing"
 
 
 def take(waiters: list[int]) -> list[int]:

@@ -35,7 +35,7 @@ BUSY = ["UPDATE_IN_PROGRESS", "FORMATION_BUSY", "OPERATION_CANCELLED"]
 # The errors of each lifecycle action, as /rpc's (a JSON answer once done; no SSE here).
 ACTIONS: dict[str, tuple[str, list[str]]] = {
     "start": ("Start a stopped formation", ["FORMATION_ALREADY_RUNNING", *BUSY]),
-    "stop": ("Stop a formation gracefully", ["FORMATION_NOT_RUNNING"]),
+    "stop": ("Stop a formation gracefully", ["FORMATION_NOT_RUNNING", "OPERATION_CANCELLED"]),
     "restart": ("Stop (when running), then start", BUSY),
     "rollback": ("Blue-green back to the previous version", ["NO_PREVIOUS_VERSION", *BUSY]),
 }

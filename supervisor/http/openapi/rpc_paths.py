@@ -85,7 +85,12 @@ def rpc_paths() -> dict[str, Schema]:
             )
         },
         "/rpc/formations/{formation_id}/stop": {
-            "post": lifecycle("stop", "Stop a formation gracefully", ["FORMATION_NOT_RUNNING"])
+            "post": lifecycle(
+                "stop",
+                "Stop a formation gracefully",
+                # OPERATION_CANCELLED: a restart overtook the stop before it ended.
+                ["FORMATION_NOT_RUNNING", "OPERATION_CANCELLED"],
+            )
         },
         "/rpc/formations/{formation_id}/restart": {
             "post": lifecycle("restart", "Stop (when running), then start", busy)
