@@ -129,6 +129,21 @@ def test_delete_against_a_lifecycle_request(server: Server, home: Path, other: s
     _no_traceback(home)
 
 
+def test_a_restart_during_a_stop_answers_the_stop(server: Server, home: Path) -> None:
+    """A restart that overtakes a stop under way (the process ignores SIGTERM: the stop waits
+    its 3 s timeout) answers the stop at once with OPERATION_CANCELLED, and the restart with
+    the formation running (before issue 18's review, the stop's client hung)."""
+    formation_id = "race-stop-restart"
+    server.rpc.deploy(nasty_bundle(formation_id, mode="stubborn"))
+    stop = ("POST", f"/rpc/formations/{formation_id}/stop", b"")
+    restart = ("POST", f"/rpc/formations/{formation_id}/restart", b"")
+    stopped, restarted = _race(server, stop, restart, 0.5)
+    assert stopped == (409, "OPERATION_CANCELLED"), stopped
+    assert restarted[0] == 200 and restarted[1]["status"] == "running", restarted
+    _consistent(server, home, formation_id)
+    _no_traceback(home)
+
+
 def test_start_against_an_update_of_a_stopped_formation(server: Server, home: Path) -> None:
     formation_id = "race-update"
     server.rpc.deploy(nasty_bundle(formation_id))
