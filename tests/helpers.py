@@ -89,6 +89,19 @@ def api_client(server: Server) -> httpx.Client:
     )
 
 
+def run_to_end(
+    argv: list[str], env: dict[str, str], within_s: float, what: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` from the repo to its end, its output captured as text; the test fails with
+    `what` if it runs past `within_s` (a deadline for a loaded machine, not a speed check)."""
+    try:
+        return subprocess.run(
+            argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=within_s, check=False
+        )
+    except subprocess.TimeoutExpired as expired:
+        raise AssertionError(f"{what} within {within_s}s: {expired.stderr!r}") from None
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll until `predicate()` is truthy (and return it), or fail after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -14,7 +14,6 @@ import hashlib
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from fsup_processes import no_fsup_left  # noqa: F401 - an autouse fixture
-from helpers import REPO, Server, main_processes, nasty_bundle, wait_for
+from helpers import Server, main_processes, nasty_bundle, run_to_end, wait_for
 from port_blocks import PORT_RANGE
 
 pytestmark = pytest.mark.e2e
@@ -39,20 +38,9 @@ def serve_once(home: Path, *prefix: str) -> tuple[int, str, float]:
     env = {**os.environ, "MUXI_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "supervisor", "serve", "--port", "0", "--port-range", PORT_RANGE]
     began = time.monotonic()
-    try:
-        done = subprocess.run(
-            [*prefix, *argv],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            timeout=SECOND_EXIT_BOUND_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as expired:
-        raise AssertionError(
-            f"the second server did not exit within {SECOND_EXIT_BOUND_S}s: {expired.stderr!r}"
-        ) from None
-    return done.returncode, done.stderr.decode(errors="replace"), time.monotonic() - began
+    what = "the second server did not exit"
+    done = run_to_end([*prefix, *argv], env, SECOND_EXIT_BOUND_S, what)
+    return done.returncode, done.stderr, time.monotonic() - began
 
 
 def store_rows(home: Path) -> dict[str, list[tuple[Any, ...]]]:

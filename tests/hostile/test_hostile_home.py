@@ -11,12 +11,11 @@ the same home.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLES, REPO
+from helpers import EXAMPLES, run_to_end
 from hostile_kit import Target
 from port_blocks import PORT_RANGE
 
@@ -57,20 +56,8 @@ def test_a_second_server_on_the_home_is_refused_and_changes_nothing(
     holder = target.server.proc.pid
     argv = [arg.format(port=target.addr[1], hello=EXAMPLES / "hello") for arg in FLAGS[flags]]
     env = {**os.environ, "MUXI_HOME": spellings(target, tmp_path)[spelling]}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "supervisor", "serve", *argv],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=REFUSED_WITHIN_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as expired:
-        raise AssertionError(
-            f"the second server was not refused within {REFUSED_WITHIN_S}s: {expired.stderr!r}"
-        ) from None
+    serve = [sys.executable, "-m", "supervisor", "serve", *argv]
+    done = run_to_end(serve, env, REFUSED_WITHIN_S, "the second server was not refused")
     assert done.returncode == 1, done.stderr
     assert done.stderr == (
         f"fsup: the home {target.home} is in use by another fsup serve (pid {holder}); "
