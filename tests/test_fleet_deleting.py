@@ -47,9 +47,10 @@ async def test_an_actor_that_crashes_after_answering_its_shutdown_is_not_restart
             raise RuntimeError("a bug between the shutdown's answer and the actor's end")
 
         monkeypatch.setattr(FormationActor, "stop_after_this_message", crash)
-        started = trio.current_time()
         assert await ask(fleet, Delete("web")) == {"id": "web", "deleted": True}
-        assert trio.current_time() - started < ENDED_BOUND_S  # not the bounded fallback
+        # Not the bounded fallback: it says so in the log (a check of the virtual time it took
+        # could be fooled by the clock's jump while a worker thread runs on a busy machine).
+        assert "ending its actor outright" not in caplog.text
         assert "not restarted (ending)" in caplog.text
         assert len(world.launcher.spawned) == 1 and not world.launcher.last.alive()
         assert world.store.formation("web") is None
