@@ -8,7 +8,9 @@ the first (either order for the deletes), each round under a deadline:
 - start against an update of a stopped formation: afterwards the formation is consistent: the
   stored pid is the live process's pid (what an fsup restarted after a crash adopts: checked
   with a SIGKILL of fsup at the end), and the version it reports and stores is the version
-  that process runs (its FORMATION_VERSION).
+  that process runs (its FORMATION_VERSION);
+- restart against a stop under way (issue 18's review): the stop is answered at once with
+  OPERATION_CANCELLED, the restart with the formation running.
 """
 
 from __future__ import annotations
