@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 import trio
 
 from supervisor.core.errors import FsupError
+from supervisor.storage import failed_deploys
+from supervisor.storage.home import Home
 
 from .base import Actor, ActorRef, Reply
 from .formation.context import Kept
@@ -38,6 +41,15 @@ ENDED_BOUND_S = 10.0
 Sweep = Callable[[Path, str | None, frozenset[int], Callable[[], bool]], int]
 
 
+@dataclass(frozen=True)
+class FailedStart:
+    """A first start that failed: the deployer's answer, and what is kept of it."""
+
+    error: FsupError
+    version: str
+    at: str  # RFC 3339
+
+
 @dataclass
 class Entry:
     ref: ActorRef
@@ -50,6 +62,7 @@ class Entry:
     resumed: bool = False  # its delete was accepted by an earlier fsup, killed during it
     removal_deadline: float = 0.0  # trio time by which the removal is over (Retry-After)
     removal_waiters: list[tuple[Reply, BaseException | None]] = field(default_factory=list)
+    failed_start: FailedStart | None = None  # removed because its first start failed
 
 
 async def supervise(
@@ -136,3 +149,31 @@ async def kill_unowned_of(formations: Mapping[str, Entry], home: Path) -> int:
     owned = {pid for entry in formations.values() for pid in entry.kept.extra_pids}
     owned |= {e.kept.process.pid for e in formations.values() if e.kept.process is not None}
     return await trio.to_thread.run_sync(kill_unowned, candidates, None, owned)
+
+
+def remove_files(home: Home, formation_id: str, failed: FailedStart | None) -> FsupError | None:
+    """Remove a formation's folder and its logs (in a worker thread, once its processes are
+    gone). A failed first deploy's logs are kept instead (`storage.failed_deploys`): then its
+    error, with `details.log_dir` naming where, is returned for the deployer."""
+    shutil.rmtree(home.formation_dir(formation_id), ignore_errors=True)
+    logs = home.formation_logs(formation_id)
+    if failed is None:
+        shutil.rmtree(logs, ignore_errors=True)
+        return None
+    kept = home.failed_deploy_logs(formation_id)
+    error = failed.error
+    meta = {
+        "formation_id": formation_id,
+        "version": failed.version,
+        "failed_at": failed.at,
+        "code": error.code,
+        "message": error.message,
+    }
+    try:
+        failed_deploys.keep(logs, kept, meta)
+    except OSError as exc:
+        log.error("%s: cannot keep the failed deploy's logs: %s", formation_id, exc)
+        shutil.rmtree(logs, ignore_errors=True)
+        return error
+    details = {**error.details, "log_dir": str(kept)}
+    return FsupError(error.code, error.message, details, error.status)

@@ -84,7 +84,8 @@ def hint_for(exc: ApiError) -> str:
         "FORMATION_NOT_RUNNING": "use `fsup start` to start it",
         "NO_PREVIOUS_VERSION": "there is no older version kept to roll back to",
         "UPDATE_IN_PROGRESS": "wait for it to finish, or cancel it",
-        "HEALTH_CHECK_FAILED": f"see `fsup logs {named(exc.details)}` for what the process said",
+        "HEALTH_CHECK_FAILED": f"see `fsup logs {named(exc.details)}` for what the process said"
+        + (" (kept until its next deploy)" if "log_dir" in exc.details else ""),
         "PORTS_EXHAUSTED": "stop or delete a formation, or widen --port-range",
     }.get(exc.code, "")
 
@@ -307,6 +308,9 @@ def cmd_logs(args: argparse.Namespace, home: Home) -> None:
                 return
             for line in result["lines"]:
                 print_log_line(args, line)
+            failed = result.get("failed_deploy")
+            if failed:  # a formation that is gone: say whose lines these were
+                cli_render.err.print(failed_note(failed), markup=False)
             return
         for event in client.stream("GET", path + "&follow=true"):
             if event.event == "log":
@@ -315,6 +319,14 @@ def cmd_logs(args: argparse.Namespace, home: Home) -> None:
                     sys.stdout.flush()
                 else:
                     print_log_line(args, event.data)
+
+
+def failed_note(failed: dict[str, Any]) -> str:
+    return (
+        f"(from the failed deploy of {failed.get('formation_id')} "
+        f"{failed.get('version')} at {failed.get('failed_at')}: {failed.get('code')}; "
+        "it is not deployed)"
+    )
 
 
 def print_log_line(args: argparse.Namespace, line: dict[str, Any]) -> None:
