@@ -36,6 +36,7 @@ from .fleet_entries import (
     FailedStart,
     already_exists,
     being_deleted,
+    forward_start,
     kill_unowned_of,
     remove_files,
     supervise,
@@ -293,22 +294,7 @@ class FleetActor(Actor):
                 reply.fail(unusable(formation_id, reason, "start"))
             return
         assert self.nursery is not None
-        self.nursery.start_soon(self._forward_start, ref, reply)
-
-    @staticmethod
-    async def _forward_start(ref: ActorRef, reply: Reply | None) -> None:
-        try:
-            with await ref.request(Start()) as call:
-                async for event in call.progress():
-                    if reply is not None:
-                        reply.emit(event)
-                result = await call.result()
-        except (FsupError, ActorError) as exc:
-            if reply is not None:
-                reply.fail(exc if isinstance(exc, FsupError) else FsupError("INTERNAL", str(exc)))
-            return
-        if reply is not None:
-            reply.resolve(result)
+        self.nursery.start_soon(forward_start, ref, reply)
 
     # -- create ----------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The fleet's hold on each formation: its actor under a supervisor of its own, so that the
-fleet knows when the actor is over and can end it outright; and the reconcile's kill of the
-processes no formation owns.
+fleet knows when the actor is over and can end it outright; the reconcile's kill of the
+processes no formation owns; and the removal of a formation's files, which keeps the log of a
+failed first deploy (`remove_files`).
 
 A delete removes the store row and the entry only once the actor has ended (`until_ended`):
 a formation whose actor still ran after its row was gone (a shutdown that timed out, or a
@@ -27,7 +28,8 @@ from supervisor.core.errors import FsupError
 from supervisor.storage import failed_deploys
 from supervisor.storage.home import Home
 
-from .base import Actor, ActorRef, Reply
+from .base import Actor, ActorError, ActorRef, Reply
+from .formation import Start
 from .formation.context import Kept
 from .process import kill_strays, kill_unowned, scan_home
 from .supervision import Intensity, Supervisor
@@ -111,6 +113,22 @@ async def until_ended(
     )
     if killed:
         log.error("%s: killed %d process(es) its actor left behind", formation_id, killed)
+
+
+async def forward_start(ref: ActorRef, reply: Reply | None) -> None:
+    """Ask a (revived) formation to start; pass its progress and answer on to `reply`."""
+    try:
+        with await ref.request(Start()) as call:
+            async for event in call.progress():
+                if reply is not None:
+                    reply.emit(event)
+            result = await call.result()
+    except (FsupError, ActorError) as exc:
+        if reply is not None:
+            reply.fail(exc if isinstance(exc, FsupError) else FsupError("INTERNAL", str(exc)))
+        return
+    if reply is not None:
+        reply.resolve(result)
 
 
 def being_deleted(formation_id: str, entry: Entry) -> FsupError:
