@@ -397,6 +397,7 @@ class FleetActor(Actor):
         """A second delete of a formation being deleted waits for the first and gets the same
         answer: a client that retries a delete (its first call timed out) learns the outcome."""
         entry = self._visible(formation_id)
+        entry.delete_asked = True  # its files and logs go, even a failed deploy's
         if reply is not None:
             entry.removal_waiters.append((reply, None))
         self._begin_removal(formation_id)
@@ -442,9 +443,8 @@ class FleetActor(Actor):
         self.ctx.routes.remove(formation_id)
         for port in entry.ports:
             self.ports.release(port)
-        kept = await trio.to_thread.run_sync(
-            remove_files, self.ctx.home, formation_id, entry.failed_start
-        )
+        failed = None if entry.delete_asked else entry.failed_start
+        kept = await trio.to_thread.run_sync(remove_files, self.ctx.home, formation_id, failed)
         log.info("%s: deleted", formation_id)
         # A deploy whose first start failed is removed too; `deployed` says which it was.
         deployed = entry.failed_start is None  # (also when no one waits for the deploy)

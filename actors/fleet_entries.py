@@ -65,6 +65,7 @@ class Entry:
     removal_deadline: float = 0.0  # trio time by which the removal is over (Retry-After)
     removal_waiters: list[tuple[Reply, BaseException | None]] = field(default_factory=list)
     failed_start: FailedStart | None = None  # removed because its first start failed
+    delete_asked: bool = False  # a delete was asked for (nothing of it is kept then)
 
 
 async def supervise(

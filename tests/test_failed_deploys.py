@@ -12,8 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import trio
 from test_fleet_actor import World, ask, expect, fleet_of, refused
 
+from actors.fleet import Delete
+from supervisor.core.errors import FsupError
 from supervisor.storage import failed_deploys
 from supervisor.storage.failed_deploys import KEEP_BYTES, META, keep, prune, read_meta
 
@@ -101,3 +104,27 @@ async def test_a_failed_first_start_keeps_its_log_until_the_id_is_deployed_again
         healthy["now"] = True
         assert (await ask(fleet, world.bundle("web")))["status"] == "running"
         assert not kept.exists()
+
+
+async def test_a_first_start_ended_by_a_delete_keeps_nothing(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """The user asked for it to go, files and logs: the deploy is answered with the
+    interruption, and no log of it is kept."""
+    world = World(tmp_path, healthy=lambda: False)
+    logs = world.home.formation_logs("web")
+    logs.mkdir(parents=True)
+    (logs / "stderr.log").write_text("starting\n")
+    async with fleet_of(world) as (fleet, _):
+        errors: list[FsupError] = []
+        async with trio.open_nursery() as nursery:
+
+            async def deploy() -> None:
+                errors.append(await refused(fleet, world.bundle("web")))
+
+            nursery.start_soon(deploy)
+            await trio.sleep(1.0)  # spawned, in its start gate
+            assert await ask(fleet, Delete("web")) == {"id": "web", "deleted": True}
+        assert errors and "log_dir" not in errors[0].details, errors
+        assert not world.home.failed_deploy_logs("web").exists() and not logs.exists()
+        assert world.store.formation("web") is None
