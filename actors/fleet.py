@@ -27,14 +27,18 @@ from supervisor.core.errors import FsupError
 from supervisor.core.manifest import FormationSpec, parse_manifest
 from supervisor.core.timestamps import rfc3339_now as now_rfc3339
 from supervisor.runtime.ports import PortPool
+from supervisor.storage import failed_deploys
 from supervisor.storage.store import VersionRow
 
 from .base import DEFERRED, Actor, ActorError, ActorRef, Reply
 from .fleet_entries import (
     Entry,
+    FailedStart,
     already_exists,
     being_deleted,
+    forward_start,
     kill_unowned_of,
+    remove_files,
     supervise,
     until_ended,
 )
@@ -290,22 +294,7 @@ class FleetActor(Actor):
                 reply.fail(unusable(formation_id, reason, "start"))
             return
         assert self.nursery is not None
-        self.nursery.start_soon(self._forward_start, ref, reply)
-
-    @staticmethod
-    async def _forward_start(ref: ActorRef, reply: Reply | None) -> None:
-        try:
-            with await ref.request(Start()) as call:
-                async for event in call.progress():
-                    if reply is not None:
-                        reply.emit(event)
-                result = await call.result()
-        except (FsupError, ActorError) as exc:
-            if reply is not None:
-                reply.fail(exc if isinstance(exc, FsupError) else FsupError("INTERNAL", str(exc)))
-            return
-        if reply is not None:
-            reply.resolve(result)
+        self.nursery.start_soon(forward_start, ref, reply)
 
     # -- create ----------------------------------------------------------------------------
 
@@ -339,7 +328,7 @@ class FleetActor(Actor):
         log.info("%s: created version %s on port %s", spec.id, spec.version, port)
         ref = await self._start_actor(spec.id, port, Kept())
         assert self.nursery is not None
-        self.nursery.start_soon(self._first_start, spec.id, ref, reply)
+        self.nursery.start_soon(self._first_start, spec.id, spec.version, ref, reply)
         return DEFERRED
 
     def _install_version(self, spec: FormationSpec, staged_dir: Path) -> Path:
@@ -351,10 +340,14 @@ class FleetActor(Actor):
             shutil.rmtree(version_dir.parent.parent)
         version_dir.parent.mkdir(parents=True, mode=0o700)
         staged_dir.rename(version_dir)
+        failed_deploys.clear(self.ctx.home.failed_deploy_logs(spec.id))  # a new attempt
         return version_dir
 
-    async def _first_start(self, formation_id: str, ref: ActorRef, reply: Reply | None) -> None:
-        """Forward the first start's progress to the deployer; undo the deploy if it fails."""
+    async def _first_start(
+        self, formation_id: str, version: str, ref: ActorRef, reply: Reply | None
+    ) -> None:
+        """Forward the first start's progress to the deployer; undo the deploy if it fails
+        (its logs are kept: `fleet_entries.remove_files`)."""
         try:
             with await ref.request(Start()) as call:
                 async for event in call.progress():
@@ -376,6 +369,7 @@ class FleetActor(Actor):
                 if reply is not None:
                     reply.fail(error)
                 return
+            entry.failed_start = FailedStart(error, version, now_rfc3339())
             if reply is not None:
                 entry.removal_waiters.append((reply, error))
             self._begin_removal(formation_id)
@@ -403,6 +397,7 @@ class FleetActor(Actor):
         """A second delete of a formation being deleted waits for the first and gets the same
         answer: a client that retries a delete (its first call timed out) learns the outcome."""
         entry = self._visible(formation_id)
+        entry.delete_asked = True  # its files and logs go, even a failed deploy's
         if reply is not None:
             entry.removal_waiters.append((reply, None))
         self._begin_removal(formation_id)
@@ -448,10 +443,11 @@ class FleetActor(Actor):
         self.ctx.routes.remove(formation_id)
         for port in entry.ports:
             self.ports.release(port)
-        await trio.to_thread.run_sync(self._remove_files, formation_id)
+        failed = None if entry.delete_asked else entry.failed_start
+        kept = await trio.to_thread.run_sync(remove_files, self.ctx.home, formation_id, failed)
         log.info("%s: deleted", formation_id)
         # A deploy whose first start failed is removed too; `deployed` says which it was.
-        deployed = all(error is None for _, error in entry.removal_waiters)
+        deployed = entry.failed_start is None  # (also when no one waits for the deploy)
         event = {"formation_id": formation_id, "deployed": deployed}
         self._announce(
             "formation_deleted", {**event, **({"resumed": True} if entry.resumed else {})}
@@ -460,11 +456,7 @@ class FleetActor(Actor):
             if error is None:
                 waiter.resolve({"id": formation_id, "deleted": True})
             else:
-                waiter.fail(error)
-
-    def _remove_files(self, formation_id: str) -> None:
-        shutil.rmtree(self.ctx.home.formation_dir(formation_id), ignore_errors=True)
-        shutil.rmtree(self.ctx.home.formation_logs(formation_id), ignore_errors=True)
+                waiter.fail(kept or error)  # the failed start's error, naming its kept logs
 
     # -- shutdown --------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The fleet's hold on each formation: its actor under a supervisor of its own, so that the
-fleet knows when the actor is over and can end it outright; and the reconcile's kill of the
-processes no formation owns.
+fleet knows when the actor is over and can end it outright; the reconcile's kill of the
+processes no formation owns; and the removal of a formation's files, which keeps the log of a
+failed first deploy (`remove_files`).
 
 A delete removes the store row and the entry only once the actor has ended (`until_ended`):
 a formation whose actor still ran after its row was gone (a shutdown that timed out, or a
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +25,11 @@ from typing import Any
 import trio
 
 from supervisor.core.errors import FsupError
+from supervisor.storage import failed_deploys
+from supervisor.storage.home import Home
 
-from .base import Actor, ActorRef, Reply
+from .base import Actor, ActorError, ActorRef, Reply
+from .formation import Start
 from .formation.context import Kept
 from .process import kill_strays, kill_unowned, scan_home
 from .supervision import Intensity, Supervisor
@@ -36,6 +41,15 @@ log = logging.getLogger("fsup.fleet")
 ENDED_BOUND_S = 10.0
 
 Sweep = Callable[[Path, str | None, frozenset[int], Callable[[], bool]], int]
+
+
+@dataclass(frozen=True)
+class FailedStart:
+    """A first start that failed: the deployer's answer, and what is kept of it."""
+
+    error: FsupError
+    version: str
+    at: str  # RFC 3339
 
 
 @dataclass
@@ -50,6 +64,8 @@ class Entry:
     resumed: bool = False  # its delete was accepted by an earlier fsup, killed during it
     removal_deadline: float = 0.0  # trio time by which the removal is over (Retry-After)
     removal_waiters: list[tuple[Reply, BaseException | None]] = field(default_factory=list)
+    failed_start: FailedStart | None = None  # removed because its first start failed
+    delete_asked: bool = False  # a delete was asked for (nothing of it is kept then)
 
 
 async def supervise(
@@ -100,6 +116,22 @@ async def until_ended(
         log.error("%s: killed %d process(es) its actor left behind", formation_id, killed)
 
 
+async def forward_start(ref: ActorRef, reply: Reply | None) -> None:
+    """Ask a (revived) formation to start; pass its progress and answer on to `reply`."""
+    try:
+        with await ref.request(Start()) as call:
+            async for event in call.progress():
+                if reply is not None:
+                    reply.emit(event)
+            result = await call.result()
+    except (FsupError, ActorError) as exc:
+        if reply is not None:
+            reply.fail(exc if isinstance(exc, FsupError) else FsupError("INTERNAL", str(exc)))
+        return
+    if reply is not None:
+        reply.resolve(result)
+
+
 def being_deleted(formation_id: str, entry: Entry) -> FsupError:
     """The answer to a change of a formation whose removal runs: retry once it is gone (by
     then a deploy of the same id is welcome, and anything else is a 404)."""
@@ -136,3 +168,31 @@ async def kill_unowned_of(formations: Mapping[str, Entry], home: Path) -> int:
     owned = {pid for entry in formations.values() for pid in entry.kept.extra_pids}
     owned |= {e.kept.process.pid for e in formations.values() if e.kept.process is not None}
     return await trio.to_thread.run_sync(kill_unowned, candidates, None, owned)
+
+
+def remove_files(home: Home, formation_id: str, failed: FailedStart | None) -> FsupError | None:
+    """Remove a formation's folder and its logs (in a worker thread, once its processes are
+    gone). A failed first deploy's logs are kept instead (`storage.failed_deploys`): then its
+    error, with `details.log_dir` naming where, is returned for the deployer."""
+    shutil.rmtree(home.formation_dir(formation_id), ignore_errors=True)
+    logs = home.formation_logs(formation_id)
+    if failed is None:
+        shutil.rmtree(logs, ignore_errors=True)
+        return None
+    kept = home.failed_deploy_logs(formation_id)
+    error = failed.error
+    meta = {
+        "formation_id": formation_id,
+        "version": failed.version,
+        "failed_at": failed.at,
+        "code": error.code,
+        "message": error.message,
+    }
+    try:
+        failed_deploys.keep(logs, kept, meta)
+    except OSError as exc:
+        log.error("%s: cannot keep the failed deploy's logs: %s", formation_id, exc)
+        shutil.rmtree(logs, ignore_errors=True)
+        return error
+    details = {**error.details, "log_dir": str(kept)}
+    return FsupError(error.code, error.message, details, error.status)

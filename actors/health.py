@@ -17,7 +17,7 @@ import trio
 from supervisor.core.manifest import HealthSpec
 
 from .http_probe import HttpProbe as HttpProbe  # the probe `http:` asks for
-from .http_probe import ProbeFailed, connect_once
+from .http_probe import ProbeFailed, Refused, connect_once
 from .listener import Holder, ListenerCheck
 
 # One attempt never takes longer than this, whatever the interval.
@@ -45,6 +45,8 @@ class TcpProbe:
         with trio.move_on_after(self._timeout):
             try:
                 await connect_once(port)
+            except Refused as exc:
+                return f"TCP connect: {exc}"  # it names the port
             except ProbeFailed as exc:
                 return f"TCP connect to port {port}: {exc}"
             return None

@@ -38,6 +38,19 @@ class ProbeFailed(Exception):
         self.kind = kind
 
 
+class Refused(ProbeFailed):
+    """The connect was refused: the program does not listen where fsup looks (another port,
+    another address, or not yet). The message says what to do; bounded, and made of the port
+    alone, nothing a client sent."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(
+            "ConnectError",
+            f"nothing listens on 127.0.0.1:{port} (connection refused): "
+            f"the program must listen on $PORT ({port})",
+        )
+
+
 class _Connection:
     def __init__(self, raw: socket.socket, port: int) -> None:
         self.raw = raw  # the stdlib socket under `sock`: for the non-blocking peek
@@ -57,6 +70,8 @@ class _Connection:
             if code == errno.EINPROGRESS:
                 await trio.lowlevel.wait_writable(raw)
                 code = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code == errno.ECONNREFUSED:
+                raise Refused(port)
             if code:
                 raise ProbeFailed("ConnectError", f"[Errno {code}] {os.strerror(code)}")
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -161,6 +176,9 @@ class HttpProbe:
         except trio.TooSlowError:
             self.close()
             return f"GET {self._path}: Timeout no answer within {self._timeout:g}s"
+        except Refused as exc:
+            self.close()
+            return f"GET {self._path}: {exc}"  # it says what went wrong: no kind needed
         except ProbeFailed as exc:
             self.close()
             return f"GET {self._path}: {exc.kind} {exc}".strip()

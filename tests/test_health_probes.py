@@ -43,7 +43,7 @@ async def test_tcp_probe_sees_a_listener_and_its_absence() -> None:
     for listener in listeners:
         await listener.aclose()
     error = await TcpProbe(1.0).check(port)
-    assert error is not None and f"port {port}" in error
+    assert error is not None and f"$PORT ({port})" in error
 
 
 async def test_http_probe_wants_a_2xx() -> None:
@@ -74,8 +74,14 @@ async def test_http_probe_wants_a_2xx() -> None:
         probe.close()
         missing.close()
         stop.set()
-        refused = await HttpProbe("/health", 1.0).check(free_port())
-    assert refused is not None and "ConnectError" in refused
+        closed = free_port()
+        refused = await HttpProbe("/health", 1.0).check(closed)
+        tcp_refused = await TcpProbe(1.0).check(closed)
+    # A refused probe says what to do, naming the port it tried.
+    said = f"nothing listens on 127.0.0.1:{closed} (connection refused): "
+    said += f"the program must listen on $PORT ({closed})"
+    assert refused == f"GET /health: {said}"
+    assert tcp_refused == f"TCP connect: {said}"
 
 
 async def test_factory_picks_the_probe_the_manifest_asks_for() -> None:

@@ -71,6 +71,8 @@ def report(args: argparse.Namespace, message: str, hint: str = "", details: Any 
 
 
 def hint_for(exc: ApiError) -> str:
+    """What to do next, naming the formation when the error does (its id is the server's,
+    checked against the id rule, never free text)."""
     if exc.code == "UNAUTHORIZED":
         if "clock" in exc.message:
             return "this machine's clock and the server's differ; fix the time on one of them"
@@ -82,9 +84,16 @@ def hint_for(exc: ApiError) -> str:
         "FORMATION_NOT_RUNNING": "use `fsup start` to start it",
         "NO_PREVIOUS_VERSION": "there is no older version kept to roll back to",
         "UPDATE_IN_PROGRESS": "wait for it to finish, or cancel it",
-        "HEALTH_CHECK_FAILED": "see `fsup logs ID` for what the process said",
+        "HEALTH_CHECK_FAILED": f"see `fsup logs {named(exc.details)}` for what the process said"
+        + (" (kept until its next deploy)" if "log_dir" in exc.details else ""),
         "PORTS_EXHAUSTED": "stop or delete a formation, or widen --port-range",
     }.get(exc.code, "")
+
+
+def named(details: Any, fallback: str = "ID") -> str:
+    """The formation id an error's details name, else `fallback`."""
+    found = details.get("formation_id") if isinstance(details, dict) else None
+    return found if isinstance(found, str) and id_problem(found) is None else fallback
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -104,13 +113,14 @@ def operation(
     path: str,
     body: bytes = b"",
     headers: dict[str, str] | None = None,
+    formation_id: str = "ID",
 ) -> dict[str, Any]:
     """Run a streamed lifecycle operation with progress; return its result or raise."""
     final = cli_render.follow_progress(client.stream(method, path, body, headers), args.json)
     if final is None:
         raise CliError(
             "the server closed the stream before the operation finished",
-            "check `fsup show ID`; the operation may still be under way",
+            f"check `fsup show {formation_id}`; the operation may still be under way",
         )
     if final.event == "error":
         data = final.data
@@ -141,11 +151,13 @@ def cmd_deploy(args: argparse.Namespace, home: Home) -> None:
             exists = False
         if exists:
             result = operation(
-                args, client, "PUT", f"/rpc/formations/{formation_id}", body, headers
+                args, client, "PUT", f"/rpc/formations/{formation_id}", body, headers, formation_id
             )
             verb = f"updated to {result['version']} (from {result.get('previous_version')})"
         else:
-            result = operation(args, client, "POST", "/rpc/formations/deploy", body, headers)
+            result = operation(
+                args, client, "POST", "/rpc/formations/deploy", body, headers, formation_id
+            )
             verb = f"deployed {result['version']}"
     done(
         args,
@@ -259,7 +271,8 @@ def cmd_show(args: argparse.Namespace, home: Home) -> None:
 def lifecycle(action: str) -> Callable[[argparse.Namespace, Home], None]:
     def run(args: argparse.Namespace, home: Home) -> None:
         with rpc(args, home) as client:
-            result = operation(args, client, "POST", f"/rpc/formations/{args.id}/{action}")
+            path = f"/rpc/formations/{args.id}/{action}"
+            result = operation(args, client, "POST", path, formation_id=args.id)
         extra = f" (from {result['previous_version']})" if result.get("previous_version") else ""
         done(
             args,
@@ -295,6 +308,9 @@ def cmd_logs(args: argparse.Namespace, home: Home) -> None:
                 return
             for line in result["lines"]:
                 print_log_line(args, line)
+            failed = result.get("failed_deploy")
+            if failed:  # a formation that is gone: say whose lines these were
+                cli_render.err.print(failed_note(failed), markup=False)
             return
         for event in client.stream("GET", path + "&follow=true"):
             if event.event == "log":
@@ -303,6 +319,14 @@ def cmd_logs(args: argparse.Namespace, home: Home) -> None:
                     sys.stdout.flush()
                 else:
                     print_log_line(args, event.data)
+
+
+def failed_note(failed: dict[str, Any]) -> str:
+    return (
+        f"(from the failed deploy of {failed.get('formation_id')} "
+        f"{failed.get('version')} at {failed.get('failed_at')}: {failed.get('code')}; "
+        "it is not deployed)"
+    )
 
 
 def print_log_line(args: argparse.Namespace, line: dict[str, Any]) -> None:

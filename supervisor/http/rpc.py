@@ -23,7 +23,7 @@ from actors.formation import (
 )
 from supervisor import __version__, operations
 from supervisor.core.errors import FsupError
-from supervisor.core.manifest import parse_manifest
+from supervisor.core.manifest import id_problem, parse_manifest
 from supervisor.core.timestamps import rfc3339_now
 from supervisor.http import rpc_auth, sse
 from supervisor.http.params import bool_param, choice_param, lines_param
@@ -31,6 +31,7 @@ from supervisor.http.render import render_operation
 from supervisor.http.services import services
 from supervisor.runtime.events import HEARTBEAT_S
 from supervisor.runtime.routing import RouteTable
+from supervisor.storage import failed_deploys
 from supervisor.storage.formation_logs import STREAMS, Follower, tail
 from supervisor.storage.store import Store
 from supervisor.storage.versions import zip_version
@@ -63,19 +64,39 @@ async def ask(ref: ActorRef, message: Any, within: float = ASK_TIMEOUT_S) -> Any
 
 async def logs_answer(formation_id: str) -> Any:
     """A formation's last log lines (`lines`, `stream`), or with `follow=true` an SSE stream
-    of them and then of each new line: the same answer on `/rpc` and `/api/v1`."""
-    await formation_ref(formation_id)  # 404 unless it exists
+    of them and then of each new line: the same answer on `/rpc` and `/api/v1`. An id whose
+    first deploy failed (and is gone) answers with that attempt's kept log and
+    `failed_deploy` saying when and why (`storage.failed_deploys`)."""
+    failed = await failed_deploy_or_404(formation_id)
     count = lines_param(100, 0, MAX_LOG_LINES)
     stream = choice_param("stream", ("all", *STREAMS), "all")
     follow = bool_param("follow", False)
-    log_dir = services().home.formation_logs(formation_id)
+    home = services().home
+    log_dir = home.failed_deploy_logs(formation_id) if failed else home.formation_logs(formation_id)
     streams = STREAMS if stream == "all" else (stream,)
     backups = services().config.logs.backups
     history = await trio.to_thread.run_sync(read_history, log_dir, streams, count, backups)
     if not follow:
-        return {"formation_id": formation_id, "lines": history}
+        kept = {"failed_deploy": failed} if failed else {}
+        return {"formation_id": formation_id, "lines": history, **kept}
     routes = services().routes  # taken now: the stream runs outside the app context
     return await sse.numbered_response(follow_logs(routes, formation_id, log_dir, streams, history))
+
+
+async def failed_deploy_or_404(formation_id: str) -> dict[str, Any] | None:
+    """None for a formation that exists; for one that does not, what is kept of its failed
+    first deploy, else its 404. The id is checked before it names a folder."""
+    try:
+        await formation_ref(formation_id)
+        return None
+    except FsupError as exc:
+        if exc.code != "FORMATION_NOT_FOUND" or id_problem(formation_id) is not None:
+            raise
+        kept = services().home.failed_deploy_logs(formation_id)
+        failed = await trio.to_thread.run_sync(failed_deploys.read_meta, kept)
+        if failed is None:
+            raise
+        return failed
 
 
 async def formation_ref(formation_id: str, change: bool = False) -> ActorRef:

@@ -73,6 +73,11 @@ class Home:
     def formation_logs(self, formation_id: str) -> Path:
         return self.logs / "formations" / formation_id
 
+    def failed_deploy_logs(self, formation_id: str) -> Path:
+        """The log of a failed first deploy of `formation_id`, kept once the formation is
+        removed (`storage.failed_deploys`)."""
+        return self.logs / "failed-deploys" / formation_id
+
     def ensure(self) -> None:
         for path in (self.server, self.formations, self.staging, self.logs):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -29,7 +29,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def log_message(self, fmt, *args):
-        pass
+        if self.path.startswith("/health"):
+            return  # fsup's probes: one every few seconds, not worth a line each
+        print(f"{self.address_string()} {fmt % args}", flush=True)
 
 
 def crash_later(seconds):

@@ -33,6 +33,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, fmt, *args):
+        if self.path.startswith("/health"):
+            return  # fsup's probes: one every few seconds, not worth a line each
         print(f"{self.address_string()} {fmt % args}", flush=True)
 
 

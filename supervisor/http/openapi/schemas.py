@@ -99,7 +99,22 @@ def schemas() -> dict[str, Schema]:
                 "lines": array(
                     obj({"ts": maybe(STR), "stream": enum("stdout", "stderr"), "line": STR})
                 ),
-            }
+            },
+            {
+                "failed_deploy": {
+                    **obj(
+                        {
+                            "formation_id": STR,
+                            "version": STR,
+                            "failed_at": STR,
+                            "code": STR,
+                            "message": STR,
+                        }
+                    ),
+                    "description": "Only for an id that does not exist: the lines are the "
+                    "kept log of its failed first deploy, kept until it is deployed again",
+                }
+            },
         ),
         "AuditLog": {
             **obj({"entries": array(ref("AuditEntry"))}),
