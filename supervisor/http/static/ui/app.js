@@ -493,6 +493,10 @@ document.addEventListener("alpine:init", () => {
       const source = new EventSource(url);
       this._logs = source;
       list.onscroll = () => this.logScrolled(list);
+      const touched = () => { this._logTouchedAt = performance.now(); };
+      for (const kind of ["wheel", "touchmove", "keydown", "pointerdown"]) {
+        list.addEventListener(kind, touched, { passive: true });
+      }
       let queue = [];
       let scheduled = false;
       const flush = () => {
@@ -520,11 +524,13 @@ document.addEventListener("alpine:init", () => {
       });
     },
 
-    // A scroll that leaves the bottom is the reader's (the page's own scrolls go to the
-    // bottom): following stops there.
+    // A scroll that leaves the bottom just after the reader touched the list (wheel, key,
+    // touch, scrollbar) is the reader's: following stops there. Scrolls the page or the
+    // layout makes (new lines, old ones trimmed, the list shown again) never stop it.
     logScrolled(list) {
+      if (!this.logFollow || performance.now() - (this._logTouchedAt || -1e9) > 1000) return;
       const fromBottom = list.scrollHeight - list.scrollTop - list.clientHeight;
-      if (fromBottom > 8 && this.logFollow) this.logFollow = false;
+      if (fromBottom > 8) this.logFollow = false;
     },
 
     followLog() {
