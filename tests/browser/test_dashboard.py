@@ -13,24 +13,21 @@ Skipped, saying why, when there is no playwright or no Chromium (.ci/run install
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from helpers import EXAMPLES, Server, formation_processes, nasty_bundle, wait_for
+from page_kit import ARGS, CHROMIUM, DEADLINE_MS, Run, free_port
 
 pytestmark = pytest.mark.e2e
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
 )
-CHROMIUM = os.environ.get("FSUP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip(
         f"no Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium) or set "
@@ -38,47 +35,12 @@ if not Path(CHROMIUM).exists():
         allow_module_level=True,
     )
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-DEADLINE_MS = 20_000
-
-
-class Run:
-    """The server, the page, and what the page did: every request URL, console errors."""
-
-    def __init__(self, server: Server, page: Any) -> None:
-        self.server, self.page = server, page
-        self.urls: list[str] = []
-        self.errors: list[str] = []
-        page.on("request", lambda r: self.urls.append(r.url))
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-
-    def shot(self, name: str) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-    def state_of(self, formation_id: str) -> Any:
-        return self.page.locator(f'table.fleet tr[data-id="{formation_id}"] [data-testid=state]')
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     home = tmp_path_factory.mktemp("browser") / "muxi"
     home.mkdir()
-    # A fixed port (a free one, picked now), so that fsup can be restarted under the page.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # fixed, so that fsup can be restarted under the page
     server = Server(home).start("--deploy", str(EXAMPLES), "--port", str(port))
     try:
         wait_for(lambda: _running(server, {"hello", "flaky"}), timeout=60)
@@ -330,7 +292,6 @@ def test_while_fsup_is_down_the_page_says_so_greys_and_disables_until_it_is_back
     for index in range(actions.count()):
         playwright_api.expect(actions.nth(index)).to_be_disabled()
     run.shot("fsup-down-formation")
-    ARTIFACTS.mkdir(exist_ok=True)
     page.get_by_role("link", name="← Fleet").click()
     row = page.locator('tr[data-id="hello"]')
     playwright_api.expect(row).to_be_visible()

@@ -35,7 +35,6 @@ if not Path(CHROMIUM).exists():
         allow_module_level=True,
     )
 expect = playwright_api.expect
-SHOTS = Path("/tmp/dash19")
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +58,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             proc.kill()
     assert code == 0, server.log_tail()
     assert not leftovers
-
-
-def shot(run: Run, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    run.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def say(run: Run, stream: str, *lines: str) -> None:
@@ -107,6 +101,10 @@ def test_health_and_uptime_show_for_a_running_process_only(run: Run) -> None:
     run.server.rpc.call("POST", "/rpc/formations/chatty/start")
     expect(run.state_of("chatty")).to_have_text("running")
     expect(run.row("chatty").get_by_test_id("health")).to_have_text("healthy")
+    # Between two status events (every 5 s) the uptime counts on: it is not left at "0 s".
+    expect(run.row("chatty").get_by_test_id("uptime")).to_have_text(
+        re.compile(r"^([2-9]|\d\d) s$"), timeout=4000
+    )
 
 
 def test_the_header_follows_a_crash_at_once_and_the_row_says_why(run: Run) -> None:
@@ -127,13 +125,13 @@ def test_the_header_follows_a_crash_at_once_and_the_row_says_why(run: Run) -> No
     expect(why).to_contain_text("giving up")  # last_error: the give-up's reason
     expect(run.row("brittle").get_by_test_id("health")).to_have_text("—")
     expect(run.row("brittle").get_by_test_id("uptime")).to_have_text("—")
-    shot(run, "crashed-fleet")
+    run.shot("crashed-fleet")
     run.page.locator('table.fleet a[href="#/f/brittle"]').click()
     expect(run.page.get_by_test_id("formation-state")).to_have_text("crashed")
     expect(run.page.get_by_test_id("formation-why")).to_contain_text("killed by SIGKILL")
     expect(run.page.get_by_test_id("formation-exit")).to_have_text("killed by SIGKILL")
     expect(run.page.get_by_test_id("formation-health")).to_have_text("—")
-    shot(run, "crashed-formation")
+    run.shot("crashed-formation")
 
 
 def actions(run: Run) -> Any:
@@ -161,7 +159,7 @@ def test_buttons_follow_the_state_and_errors_are_shown_as_errors(run: Run) -> No
     assert error.evaluate("e => getComputedStyle(e).color") != page.get_by_test_id(
         "action-note"
     ).evaluate("e => getComputedStyle(e).color")
-    shot(run, "action-error")
+    run.shot("action-error")
     # Chromium logs the refused request itself; that one was asked for.
     run.errors[:] = [e for e in run.errors if "status of 409" not in e]
     button(run, "Stop").click()
@@ -230,7 +228,7 @@ def test_the_log_keeps_the_readers_place_shows_one_stream_and_times(run: Run) ->
     page.get_by_test_id("log-stream").select_option("stderr")
     expect(log.locator("li", has_text="only-err")).to_have_count(1)
     assert log.locator("li.log-stdout").count() == 0
-    shot(run, "log-view")
+    run.shot("log-view")
 
 
 def test_no_console_error(run: Run) -> None:

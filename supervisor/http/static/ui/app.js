@@ -96,6 +96,12 @@ function logLine(item) {
   return li;
 }
 
+// When an uptime was read, so that the page can count on from it (uptimeText).
+function stamped(item) {
+  if (item && Object.prototype.hasOwnProperty.call(item, "uptime_s")) item.uptime_at = Date.now();
+  return item;
+}
+
 function byId(list) {
   const map = new Map();
   list.forEach((item, index) => map.set(item.id, index));
@@ -110,8 +116,9 @@ document.addEventListener("alpine:init", () => {
     // True once the event stream is open and the snapshot taken after it is loaded; false from
     // the moment the stream fails. While false, rows are greyed and every action is disabled.
     synced: false,
-    everSynced: false,
     syncedAt: null,
+    // The clock the uptimes count on (a second's tick): an uptime read 4 s ago is 4 s more.
+    now: Date.now(),
     loading: true,
     fleet: [],
     status: null,
@@ -147,6 +154,7 @@ document.addEventListener("alpine:init", () => {
       this._hitBuffer = [];
       this._confirm = null;
       window.addEventListener("hashchange", () => this.route());
+      setInterval(() => { this.now = Date.now(); }, 1000);
       await this.connect();
     },
 
@@ -287,7 +295,6 @@ document.addEventListener("alpine:init", () => {
         // template asks for both, `live()`).
         if (epoch === this._epoch) {
           this.synced = true;
-          this.everSynced = true;
           this.syncedAt = new Date();
         }
       } catch (err) {
@@ -306,6 +313,7 @@ document.addEventListener("alpine:init", () => {
       const seen = new Set(items.map((item) => item.id));
       const index = byId(this.fleet);
       for (const item of items) {
+        stamped(item);
         const at = index.get(item.id);
         if (at === undefined) this.fleet.push(item);
         else Object.assign(this.fleet[at], item);
@@ -350,6 +358,7 @@ document.addEventListener("alpine:init", () => {
           if (data[key] !== undefined) patch[key] = data[key];
         }
       }
+      stamped(patch);
       if (row) Object.assign(row, patch);
       if (this.current && this.current.id === id) Object.assign(this.current, patch);
       // A new formation, or a new version: its full row (versions, description) from the API.
@@ -367,7 +376,7 @@ document.addEventListener("alpine:init", () => {
 
     async fetchRow(id) {
       try {
-        const item = await this.call("GET", "/formations/" + encodeURIComponent(id));
+        const item = stamped(await this.call("GET", "/formations/" + encodeURIComponent(id)));
         const row = this.row(id);
         if (row) Object.assign(row, item);
         else this.mergeFleet([...this.fleet.map((r) => r), item]);
@@ -380,6 +389,7 @@ document.addEventListener("alpine:init", () => {
     applyStatus(status) {
       this.status = status;
       for (const [id, figures] of Object.entries(status.processes || {})) {
+        stamped(figures);
         const row = this.row(id);
         if (row) Object.assign(row, figures);
         if (this.current && this.current.id === id) Object.assign(this.current, figures);
@@ -414,7 +424,7 @@ document.addEventListener("alpine:init", () => {
 
     async loadFormation(id) {
       try {
-        this.current = await this.call("GET", "/formations/" + encodeURIComponent(id));
+        this.current = stamped(await this.call("GET", "/formations/" + encodeURIComponent(id)));
       } catch (err) {
         // fsup down: keep what the page shows (greyed); only a 404 means it is gone.
         if (err.status === 404) this.current = null;
@@ -800,7 +810,10 @@ document.addEventListener("alpine:init", () => {
     // badge keeps the colour of its real state, stopping).
     stateText(row) { return row.deleting ? "deleting" : row.status; },
     // Health and uptime belong to a running process; for any other state they would be stale.
-    uptimeText(row) { return row.status === "running" ? this.duration(row.uptime_s) : "—"; },
+    uptimeText(row) {
+      if (row.status !== "running" || typeof row.uptime_s !== "number") return "—";
+      return this.duration(row.uptime_s + Math.max(0, this.now - (row.uptime_at || this.now)) / 1000);
+    },
     healthText(row) {
       if (row.status !== "running") return "—";
       if (row.healthy === true) return "healthy";
