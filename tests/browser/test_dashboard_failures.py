@@ -231,5 +231,38 @@ def test_the_log_keeps_the_readers_place_shows_one_stream_and_times(run: Run) ->
     run.shot("log-view")
 
 
+def test_a_snapshot_fetched_during_an_event_does_not_undo_it(run: Run) -> None:
+    """A row's snapshot asked for before an event and answered after it (a busy actor can take
+    seconds to answer) is older than the event: the event's state stands. The page's own
+    handlers, with the answer held back until the event is in."""
+    page = run.page
+    page.goto(f"{run.server.url}/ui/#/")
+    expect(run.state_of("chatty")).to_have_text("running")
+    figures = page.evaluate(
+        """async () => {
+          const app = Alpine.$data(document.querySelector('[x-data]'));
+          const call = app.call;
+          let release;
+          const held = new Promise((resolve) => { release = resolve; });
+          app.call = async (...args) => { const answer = await call.apply(app, args);
+            await held; return answer; };
+          const fetching = app.fetchRow('chatty');
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          const row = app.fleet.find((r) => r.id === 'chatty');
+          app.apply({type: 'formation_state_changed', data: {formation_id: 'chatty',
+            from: 'running', to: 'stopping', reason: 'delete', pid: row.pid,
+            version: row.version, restart_count: row.restart_count}});
+          release();
+          await fetching;
+          app.call = call;
+          const after = {status: row.status, deleting: row.deleting};
+          await app.refresh();  // back to the truth for the tests that follow
+          return after;
+        }"""
+    )
+    assert figures == {"status": "stopping", "deleting": True}
+    expect(run.state_of("chatty")).to_have_text("running")
+
+
 def test_no_console_error(run: Run) -> None:
     assert run.errors == []

@@ -18,6 +18,10 @@ const FLEET_EVENTS = [
 // Reasons of a transition that no one asked for: the process went by itself (docs/decisions.md,
 // "Events"). After one, an earlier action's note no longer tells the truth.
 const UNREQUESTED = ["exited", "unhealthy", "port_taken", "start_failed", "gave_up"];
+// What the event stream says of a formation: a snapshot fetched while an event arrived is
+// older than the event for these, and must not overwrite them (fresher()).
+const EVENT_FIELDS = ["status", "pid", "version", "restart_count", "deleting", "healthy",
+  "uptime_s", "uptime_at", "cpu_percent", "rss_bytes"];
 // The header's order of states; any other state is counted after these.
 const STATES = ["running", "starting", "restarting", "stopping", "stopped", "crashed", "unknown"];
 // Linux signal numbers, for "killed by SIGKILL" (an exit code of -9 from Python's subprocess).
@@ -116,7 +120,7 @@ document.addEventListener("alpine:init", () => {
     // True once the event stream is open and the snapshot taken after it is loaded; false from
     // the moment the stream fails. While false, rows are greyed and every action is disabled.
     synced: false,
-    syncedAt: null,
+    lostAt: null,
     // The clock the uptimes count on (a second's tick): an uptime read 4 s ago is 4 s more.
     now: Date.now(),
     loading: true,
@@ -151,10 +155,12 @@ document.addEventListener("alpine:init", () => {
       this._pending = null;
       this._retry = 1000;
       this._epoch = 0;
+      this._seen = new Map(); // formation id -> how many of its events were applied
       this._hitBuffer = [];
       this._confirm = null;
       window.addEventListener("hashchange", () => this.route());
-      setInterval(() => { this.now = Date.now(); }, 1000);
+      // Stopped while the page is not live: an uptime it cannot check does not count on.
+      setInterval(() => { if (this.live()) this.now = Date.now(); }, 1000);
       await this.connect();
     },
 
@@ -213,6 +219,7 @@ document.addEventListener("alpine:init", () => {
     // now on, until the stream is open again and a fresh snapshot is loaded.
     unsync() {
       this._epoch += 1;
+      if (this.synced) this.lostAt = new Date();
       this.synced = false;
     },
 
@@ -295,7 +302,6 @@ document.addEventListener("alpine:init", () => {
         // template asks for both, `live()`).
         if (epoch === this._epoch) {
           this.synced = true;
-          this.syncedAt = new Date();
         }
       } catch (err) {
         this.failed(err);
@@ -331,6 +337,7 @@ document.addEventListener("alpine:init", () => {
     applyFormation(type, data) {
       const id = data.formation_id;
       const row = this.row(id);
+      this._seen.set(id, (this._seen.get(id) || 0) + 1);
       if (type === "formation_deleted") {
         const at = this.fleet.indexOf(row);
         if (at >= 0) this.fleet.splice(at, 1);
@@ -374,9 +381,20 @@ document.addEventListener("alpine:init", () => {
       return this.coalesce("row:" + id, () => this.fetchRow(id));
     },
 
+    // A formation's snapshot, with what events said meanwhile kept (they are newer).
+    async fetchFormation(id) {
+      const seen = this._seen.get(id);
+      const item = stamped(await this.call("GET", "/formations/" + encodeURIComponent(id)));
+      const row = this.row(id);
+      if (this._seen.get(id) !== seen && row) {
+        for (const key of EVENT_FIELDS) if (key in row) item[key] = row[key];
+      }
+      return item;
+    },
+
     async fetchRow(id) {
       try {
-        const item = stamped(await this.call("GET", "/formations/" + encodeURIComponent(id)));
+        const item = await this.fetchFormation(id);
         const row = this.row(id);
         if (row) Object.assign(row, item);
         else this.mergeFleet([...this.fleet.map((r) => r), item]);
@@ -424,7 +442,7 @@ document.addEventListener("alpine:init", () => {
 
     async loadFormation(id) {
       try {
-        this.current = stamped(await this.call("GET", "/formations/" + encodeURIComponent(id)));
+        this.current = await this.fetchFormation(id);
       } catch (err) {
         // fsup down: keep what the page shows (greyed); only a 404 means it is gone.
         if (err.status === 404) this.current = null;
@@ -784,10 +802,9 @@ document.addEventListener("alpine:init", () => {
     offlineText() {
       if (this.live() || this.conn === "expired" || this.conn === "loading") return "";
       if (this.conn === "live") return "fsup is back; reloading the current state…";
-      const since = this.syncedAt ? " What you see is from " + clock(this.syncedAt) +
-        " and may be out of date." : "";
-      return "fsup is not answering; reconnecting…" + since +
-        " Actions are disabled until it is back.";
+      const since = this.lostAt ? " since " + clock(this.lostAt) : "";
+      return "fsup is not answering" + since + "; reconnecting… What you see may be out of " +
+        "date, and actions are disabled until it is back.";
     },
     // Buttons follow the state (and nothing can be done while the page is not live).
     canAct() { return this.live() && !this.busy && this.current && !this.current.deleting; },
