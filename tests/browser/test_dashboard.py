@@ -269,13 +269,15 @@ def test_a_big_fleet_and_a_flood_of_hits_stay_smooth(run: Run) -> None:
 DOWN = ("ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE", "ERR_INCOMPLETE_CHUNKED_ENCODING")
 
 
+@pytest.mark.parametrize("how", ["stopped", "killed"])
 def test_while_fsup_is_down_the_page_says_so_greys_and_disables_until_it_is_back(
-    run: Run,
+    run: Run, how: str
 ) -> None:
-    """Issue 19: fsup stopped under an open page. A banner across the top says so, the rows
-    and facts are greyed and every action button is disabled; fsup started again on the same
-    home and port, the banner goes once the page has its snapshot again, and the rows are
-    live (the new process's pid, without a reload)."""
+    """Issue 19: fsup stopped (SIGTERM), then killed (SIGKILL: the connection just drops, its
+    formations keep running and are adopted), under an open page. A banner across the top says
+    so, the rows and facts are greyed and every action button is disabled; fsup started again
+    on the same home and port, the banner goes once the page has its snapshot again, and the
+    rows are live (the current process's pid, without a reload)."""
     page, server = run.page, run.server
     port = server.url.rsplit(":", 1)[1]
     page.goto(f"{server.url}/ui/#/f/hello")
@@ -285,19 +287,22 @@ def test_while_fsup_is_down_the_page_says_so_greys_and_disables_until_it_is_back
     offline = page.get_by_test_id("offline")
     playwright_api.expect(offline).to_be_hidden()
     before = len(run.errors)
-    assert server.stop() == 0
+    if how == "stopped":
+        assert server.stop() == 0
+    else:
+        server.kill()
     playwright_api.expect(offline).to_contain_text("fsup is not answering")
     playwright_api.expect(page.get_by_test_id("connection")).not_to_have_text("live")
     playwright_api.expect(page.locator("main")).to_have_class("stale")
     for index in range(actions.count()):
         playwright_api.expect(actions.nth(index)).to_be_disabled()
-    run.shot("fsup-down-formation")
+    run.shot(f"fsup-{how}-formation")
     page.get_by_role("link", name="← Fleet").click()
     row = page.locator('tr[data-id="hello"]')
     playwright_api.expect(row).to_be_visible()
     assert float(row.evaluate("r => getComputedStyle(r.parentElement).opacity")) < 1
     playwright_api.expect(offline).to_be_visible()
-    run.shot("fsup-down-fleet")
+    run.shot(f"fsup-{how}-fleet")
     server.start("--port", port)
     playwright_api.expect(offline).to_be_hidden(timeout=60_000)
     playwright_api.expect(page.get_by_test_id("connection")).to_have_text("live")
