@@ -19,7 +19,7 @@ const FLEET_EVENTS = [
 // "Events"). After one, an earlier action's note no longer tells the truth.
 const UNREQUESTED = ["exited", "unhealthy", "port_taken", "start_failed", "gave_up"];
 // What the event stream says of a formation: a snapshot fetched while an event arrived is
-// older than the event for these, and must not overwrite them (fresher()).
+// older than the event for these, and must not overwrite them (fetchFormation).
 const EVENT_FIELDS = ["status", "pid", "version", "restart_count", "deleting", "healthy",
   "uptime_s", "uptime_at", "cpu_percent", "rss_bytes"];
 // The header's order of states; any other state is counted after these.
@@ -80,8 +80,10 @@ function exitWords(code) {
   return "killed by " + (SIGNALS[-code] || "signal " + -code);
 }
 
+// HH:MM:SS in the browser's time zone, whatever its locale.
 function clock(date) {
-  return date.toLocaleTimeString([], { hour12: false });
+  return [date.getHours(), date.getMinutes(), date.getSeconds()]
+    .map((n) => String(n).padStart(2, "0")).join(":");
 }
 
 // One log line: its time when it has one (`ts`, RFC 3339), then its text.
@@ -521,9 +523,12 @@ document.addEventListener("alpine:init", () => {
       const source = new EventSource(url);
       this._logs = source;
       list.onscroll = () => this.logScrolled(list);
-      const touched = () => { this._logTouchedAt = performance.now(); };
-      for (const kind of ["wheel", "touchmove", "keydown", "pointerdown"]) {
-        list.addEventListener(kind, touched, { passive: true });
+      if (!list.dataset.watched) { // the list outlives its streams: listen once
+        list.dataset.watched = "1";
+        const touched = () => { this._logTouchedAt = performance.now(); };
+        for (const kind of ["wheel", "touchmove", "keydown", "pointerdown"]) {
+          list.addEventListener(kind, touched, { passive: true });
+        }
       }
       let queue = [];
       let scheduled = false;
