@@ -13,24 +13,21 @@ Skipped, saying why, when there is no playwright or no Chromium (.ci/run install
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from helpers import EXAMPLES, Server, formation_processes, nasty_bundle, wait_for
+from page_kit import ARGS, CHROMIUM, DEADLINE_MS, Run, free_port
 
 pytestmark = pytest.mark.e2e
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
 )
-CHROMIUM = os.environ.get("FSUP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip(
         f"no Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium) or set "
@@ -38,47 +35,12 @@ if not Path(CHROMIUM).exists():
         allow_module_level=True,
     )
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-DEADLINE_MS = 20_000
-
-
-class Run:
-    """The server, the page, and what the page did: every request URL, console errors."""
-
-    def __init__(self, server: Server, page: Any) -> None:
-        self.server, self.page = server, page
-        self.urls: list[str] = []
-        self.errors: list[str] = []
-        page.on("request", lambda r: self.urls.append(r.url))
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-
-    def shot(self, name: str) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-    def state_of(self, formation_id: str) -> Any:
-        return self.page.locator(f'table.fleet tr[data-id="{formation_id}"] [data-testid=state]')
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     home = tmp_path_factory.mktemp("browser") / "muxi"
     home.mkdir()
-    # A fixed port (a free one, picked now), so that fsup can be restarted under the page.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # fixed, so that fsup can be restarted under the page
     server = Server(home).start("--deploy", str(EXAMPLES), "--port", str(port))
     try:
         wait_for(lambda: _running(server, {"hello", "flaky"}), timeout=60)
@@ -307,18 +269,51 @@ def test_a_big_fleet_and_a_flood_of_hits_stay_smooth(run: Run) -> None:
 DOWN = ("ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE", "ERR_INCOMPLETE_CHUNKED_ENCODING")
 
 
-def test_the_page_comes_back_by_itself_after_fsup_restarts(run: Run) -> None:
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_while_fsup_is_down_the_page_says_so_greys_and_disables_until_it_is_back(
+    run: Run, how: str
+) -> None:
+    """Issue 19: fsup stopped (SIGTERM), then killed (SIGKILL: the connection just drops, its
+    formations keep running and are adopted), under an open page. A banner across the top says
+    so, the rows and facts are greyed and every action button is disabled; fsup started again
+    on the same home and port, the banner goes once the page has its snapshot again, and the
+    rows are live (the current process's pid, without a reload)."""
     page, server = run.page, run.server
     port = server.url.rsplit(":", 1)[1]
+    page.goto(f"{server.url}/ui/#/f/hello")
+    playwright_api.expect(page.get_by_test_id("formation-state")).to_have_text("running")
+    actions = page.get_by_role("group", name="Actions").get_by_role("button")
+    playwright_api.expect(actions.filter(has_text="Stop")).to_be_enabled()
+    offline = page.get_by_test_id("offline")
+    playwright_api.expect(offline).to_be_hidden()
     before = len(run.errors)
-    assert server.stop() == 0
+    if how == "stopped":
+        assert server.stop() == 0
+    else:
+        server.kill()
+    playwright_api.expect(offline).to_contain_text("fsup is not answering")
     playwright_api.expect(page.get_by_test_id("connection")).not_to_have_text("live")
+    playwright_api.expect(page.locator("main")).to_have_class("stale")
+    for index in range(actions.count()):
+        playwright_api.expect(actions.nth(index)).to_be_disabled()
+    run.shot(f"fsup-{how}-formation")
+    page.get_by_role("link", name="← Fleet").click()
+    row = page.locator('tr[data-id="hello"]')
+    playwright_api.expect(row).to_be_visible()
+    assert float(row.evaluate("r => getComputedStyle(r.parentElement).opacity")) < 1
+    playwright_api.expect(offline).to_be_visible()
+    run.shot(f"fsup-{how}-fleet")
     server.start("--port", port)
+    playwright_api.expect(offline).to_be_hidden(timeout=60_000)
     playwright_api.expect(page.get_by_test_id("connection")).to_have_text("live")
+    playwright_api.expect(page.locator("main")).not_to_have_class("stale")
+    assert float(row.evaluate("r => getComputedStyle(r.parentElement).opacity")) == 1
     for formation_id in ("hello", "flaky"):
         playwright_api.expect(run.state_of(formation_id)).to_have_text("running", timeout=60_000)
     new_pid = server.formation("hello")["pid"]
-    playwright_api.expect(page.locator('tr[data-id="hello"]')).to_contain_text(str(new_pid))
+    playwright_api.expect(row).to_contain_text(str(new_pid))
+    page.locator('table.fleet a[href="#/f/hello"]').click()
+    playwright_api.expect(actions.filter(has_text="Stop")).to_be_enabled()
     during = run.errors[before:]
     del run.errors[before:]
     assert all(any(mark in error for mark in DOWN) for error in during), during

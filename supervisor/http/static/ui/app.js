@@ -15,6 +15,21 @@ const FLEET_EVENTS = [
   "formation_state_changed", "formation_health_changed", "formation_deployed",
   "formation_updated", "formation_rolled_back", "formation_deleted",
 ];
+// Reasons of a transition that no one asked for: the process went by itself (docs/decisions.md,
+// "Events"). After one, an earlier action's note no longer tells the truth.
+const UNREQUESTED = ["exited", "unhealthy", "port_taken", "start_failed", "gave_up"];
+// What the event stream says of a formation: a snapshot fetched while an event arrived is
+// older than the event for these, and must not overwrite them (fetchFormation).
+const EVENT_FIELDS = ["status", "pid", "version", "restart_count", "deleting", "healthy",
+  "uptime_s", "uptime_at", "cpu_percent", "rss_bytes"];
+// The header's order of states; any other state is counted after these.
+const STATES = ["running", "starting", "restarting", "stopping", "stopped", "crashed", "unknown"];
+// Linux signal numbers, for "killed by SIGKILL" (an exit code of -9 from Python's subprocess).
+const SIGNALS = {
+  1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS",
+  8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE",
+  14: "SIGALRM", 15: "SIGTERM", 24: "SIGXCPU", 25: "SIGXFSZ", 31: "SIGSYS",
+};
 const SEARCH_EVENTS = [
   "search_created", "search_updated", "search_state_changed", "search_progress",
   "search_stats", "search_hit_found", "search_completed",
@@ -58,6 +73,41 @@ async function openSession() {
   await request("POST", "/session", undefined, boot.token);
 }
 
+// How a process ended, in words: "exited with code 1", "killed by SIGKILL"; "" when unknown.
+function exitWords(code) {
+  if (typeof code !== "number") return "";
+  if (code >= 0) return "exited with code " + code;
+  return "killed by " + (SIGNALS[-code] || "signal " + -code);
+}
+
+// HH:MM:SS in the browser's time zone, whatever its locale.
+function clock(date) {
+  return [date.getHours(), date.getMinutes(), date.getSeconds()]
+    .map((n) => String(n).padStart(2, "0")).join(":");
+}
+
+// One log line: its time when it has one (`ts`, RFC 3339), then its text.
+function logLine(item) {
+  const li = document.createElement("li");
+  li.className = "log-" + item.stream;
+  if (item.ts) {
+    const time = document.createElement("time");
+    time.dateTime = item.ts;
+    const at = new Date(item.ts);
+    time.textContent = isNaN(at) ? item.ts : clock(at) + "." +
+      String(at.getMilliseconds()).padStart(3, "0");
+    li.append(time, " ");
+  }
+  li.append(item.line);
+  return li;
+}
+
+// When an uptime was read, so that the page can count on from it (uptimeText).
+function stamped(item) {
+  if (item && Object.prototype.hasOwnProperty.call(item, "uptime_s")) item.uptime_at = Date.now();
+  return item;
+}
+
 function byId(list) {
   const map = new Map();
   list.forEach((item, index) => map.set(item.id, index));
@@ -69,13 +119,25 @@ document.addEventListener("alpine:init", () => {
     view: "fleet",
     conn: "loading",
     banner: "",
+    // True once the event stream is open and the snapshot taken after it is loaded; false from
+    // the moment the stream fails. While false, rows are greyed and every action is disabled.
+    synced: false,
+    lostAt: null,
+    // The clock the uptimes count on (a second's tick): an uptime read 4 s ago is 4 s more.
+    now: Date.now(),
     loading: true,
     fleet: [],
     status: null,
     current: null,
     busy: false,
     actionNote: "",
+    actionError: "",
     logNote: "",
+    logFollow: true,
+    logStream: "all",
+    // The formation's timeline (issue 19, item 2): an array of event envelopes once loaded.
+    // Not loaded yet: its API is being built; loadTimeline() is where it will be fetched.
+    timeline: null,
     searches: [],
     searchId: null,
     thread: null,
@@ -94,9 +156,13 @@ document.addEventListener("alpine:init", () => {
       this._logs = null;
       this._pending = null;
       this._retry = 1000;
+      this._epoch = 0;
+      this._seen = new Map(); // formation id -> how many of its events were applied
       this._hitBuffer = [];
       this._confirm = null;
       window.addEventListener("hashchange", () => this.route());
+      // Stopped while the page is not live: an uptime it cannot check does not count on.
+      setInterval(() => { if (this.live()) this.now = Date.now(); }, 1000);
       await this.connect();
     },
 
@@ -140,7 +206,7 @@ document.addEventListener("alpine:init", () => {
     failed(err) {
       if (err.status === 0) {
         this.conn = "down";
-        this.banner = "fsup is not answering. Retrying…";
+        this.unsync();
         this.retryLater();
       } else if (err.status === 401 || err.status === 403) {
         this.conn = "expired";
@@ -149,6 +215,14 @@ document.addEventListener("alpine:init", () => {
       } else {
         this.banner = err.message;
       }
+    },
+
+    // The stream failed (or a request found fsup down): what the page shows may be stale from
+    // now on, until the stream is open again and a fresh snapshot is loaded.
+    unsync() {
+      this._epoch += 1;
+      if (this.synced) this.lostAt = new Date();
+      this.synced = false;
     },
 
     retryLater() {
@@ -172,6 +246,7 @@ document.addEventListener("alpine:init", () => {
         opened = true;
       });
       source.addEventListener("error", () => {
+        this.unsync();
         if (source.readyState === EventSource.CLOSED) {
           // Refused (401: session gone) or fsup down: find out which, then start again.
           this.conn = "reconnecting";
@@ -213,6 +288,7 @@ document.addEventListener("alpine:init", () => {
     // Snapshot first; events that arrive meanwhile are held and applied on top of it.
     async refresh() {
       this._pending = [];
+      const epoch = this._epoch;
       try {
         const [fleet, searches, status] = await Promise.all([
           this.call("GET", "/formations"),
@@ -224,6 +300,11 @@ document.addEventListener("alpine:init", () => {
         this.applyStatus(status);
         if (this.current) await this.loadFormation(this.current.id);
         if (this.searchId) await this.loadThread(this.searchId);
+        // Live again only if the stream did not fail meanwhile (it may still be opening: the
+        // template asks for both, `live()`).
+        if (epoch === this._epoch) {
+          this.synced = true;
+        }
       } catch (err) {
         this.failed(err);
       } finally {
@@ -240,6 +321,7 @@ document.addEventListener("alpine:init", () => {
       const seen = new Set(items.map((item) => item.id));
       const index = byId(this.fleet);
       for (const item of items) {
+        stamped(item);
         const at = index.get(item.id);
         if (at === undefined) this.fleet.push(item);
         else Object.assign(this.fleet[at], item);
@@ -257,6 +339,7 @@ document.addEventListener("alpine:init", () => {
     applyFormation(type, data) {
       const id = data.formation_id;
       const row = this.row(id);
+      this._seen.set(id, (this._seen.get(id) || 0) + 1);
       if (type === "formation_deleted") {
         const at = this.fleet.indexOf(row);
         if (at >= 0) this.fleet.splice(at, 1);
@@ -269,8 +352,14 @@ document.addEventListener("alpine:init", () => {
           restart_count: data.restart_count });
         // A delete's stop: the row stays until formation_deleted, saying so.
         if (data.reason === "delete") patch.deleting = true;
-        if (data.to !== "running") Object.assign(patch, { cpu_percent: null, rss_bytes: null });
+        if (data.to !== "running") {
+          Object.assign(patch, { cpu_percent: null, rss_bytes: null, uptime_s: null });
+        }
         if (data.to === "running") patch.uptime_s = 0;
+        // The process went by itself: an earlier action's note is no longer the truth.
+        if (UNREQUESTED.includes(data.reason) && this.current && this.current.id === id) {
+          this.actionNote = "";
+        }
       } else if (type === "formation_health_changed") {
         patch.healthy = data.healthy;
       } else {
@@ -278,11 +367,14 @@ document.addEventListener("alpine:init", () => {
           if (data[key] !== undefined) patch[key] = data[key];
         }
       }
+      stamped(patch);
       if (row) Object.assign(row, patch);
       if (this.current && this.current.id === id) Object.assign(this.current, patch);
       // A new formation, or a new version: its full row (versions, description) from the API.
+      // An exit: its reason and exit code (last_error, last_exit_code) from the snapshot too.
       if (!row || type === "formation_updated" || type === "formation_rolled_back" ||
-          type === "formation_deployed") {
+          type === "formation_deployed" ||
+          (type === "formation_state_changed" && UNREQUESTED.includes(data.reason))) {
         this.reloadRow(id);
       }
     },
@@ -291,9 +383,20 @@ document.addEventListener("alpine:init", () => {
       return this.coalesce("row:" + id, () => this.fetchRow(id));
     },
 
+    // A formation's snapshot, with what events said meanwhile kept (they are newer).
+    async fetchFormation(id) {
+      const seen = this._seen.get(id);
+      const item = stamped(await this.call("GET", "/formations/" + encodeURIComponent(id)));
+      const row = this.row(id);
+      if (this._seen.get(id) !== seen && row) {
+        for (const key of EVENT_FIELDS) if (key in row) item[key] = row[key];
+      }
+      return item;
+    },
+
     async fetchRow(id) {
       try {
-        const item = await this.call("GET", "/formations/" + encodeURIComponent(id));
+        const item = await this.fetchFormation(id);
         const row = this.row(id);
         if (row) Object.assign(row, item);
         else this.mergeFleet([...this.fleet.map((r) => r), item]);
@@ -306,6 +409,7 @@ document.addEventListener("alpine:init", () => {
     applyStatus(status) {
       this.status = status;
       for (const [id, figures] of Object.entries(status.processes || {})) {
+        stamped(figures);
         const row = this.row(id);
         if (row) Object.assign(row, figures);
         if (this.current && this.current.id === id) Object.assign(this.current, figures);
@@ -320,6 +424,11 @@ document.addEventListener("alpine:init", () => {
       this.closeLogs();
       if (section === "f" && id) {
         this.view = "formation";
+        if (!this.current || this.current.id !== id) {
+          this.actionNote = "";
+          this.actionError = "";
+          this.timeline = null;
+        }
         // The log list is inside the formation's template: opened once it is on the page.
         this.loadFormation(id).then(() => this.$nextTick()).then(() => this.openLogs(id));
       } else if (section === "searches") {
@@ -335,12 +444,18 @@ document.addEventListener("alpine:init", () => {
 
     async loadFormation(id) {
       try {
-        this.current = await this.call("GET", "/formations/" + encodeURIComponent(id));
+        this.current = await this.fetchFormation(id);
       } catch (err) {
-        this.current = null;
-        if (err.status !== 404) this.failed(err);
+        // fsup down: keep what the page shows (greyed); only a 404 means it is gone.
+        if (err.status === 404) this.current = null;
+        else this.failed(err);
       }
     },
+
+    // The timeline of issue 19's item 2 goes here (GET /api/v1/formations/{id}/events): left
+    // for the helper who builds that API. Until then `timeline` stays null and its section
+    // is not shown.
+    loadTimeline() {},
 
     // -- one formation: actions and its log -------------------------------------------------
 
@@ -348,11 +463,14 @@ document.addEventListener("alpine:init", () => {
       const id = this.current.id;
       this.busy = true;
       this.actionNote = action + "…";
+      this.actionError = "";
       try {
         const answer = await this.call("POST", "/formations/" + encodeURIComponent(id) + "/" + action);
-        this.actionNote = action + ": done (" + (answer.status || "ok") + ")";
+        this.actionNote = action + ": done at " + clock(new Date()) + " (" +
+          (answer.status || "ok") + ")";
       } catch (err) {
-        this.actionNote = action + " failed: " + err.message;
+        this.actionNote = "";
+        this.actionError = action + " failed: " + err.message;
       } finally {
         this.busy = false;
       }
@@ -367,7 +485,7 @@ document.addEventListener("alpine:init", () => {
             await this.call("DELETE", "/formations/" + encodeURIComponent(id));
             location.hash = "#/";
           } catch (err) {
-            this.actionNote = "delete failed: " + err.message;
+            this.actionError = "delete failed: " + err.message;
           } finally {
             this.busy = false;
           }
@@ -391,30 +509,42 @@ document.addEventListener("alpine:init", () => {
       this._confirm = null;
     },
 
+    // The log keeps the reader's place: it sticks to the bottom only while following; a scroll
+    // up by the reader stops following (the Follow button starts it again). One stream or
+    // both: the server sends only the chosen one (`stream=`), history included.
     openLogs(id) {
       this.closeLogs();
       const list = this.$refs.log;
       if (!list) return;
       list.replaceChildren();
       this.logNote = "Waiting for log lines…";
-      const url = API + "/formations/" + encodeURIComponent(id) + "/logs?follow=true&lines=100";
+      const query = new URLSearchParams({ follow: "true", lines: "100", stream: this.logStream });
+      const url = API + "/formations/" + encodeURIComponent(id) + "/logs?" + query;
       const source = new EventSource(url);
       this._logs = source;
+      list.onscroll = () => this.logScrolled(list);
+      if (!list.dataset.watched) { // the list outlives its streams: listen once
+        list.dataset.watched = "1";
+        const touched = () => { this._logTouchedAt = performance.now(); };
+        for (const kind of ["wheel", "touchmove", "keydown", "pointerdown"]) {
+          list.addEventListener(kind, touched, { passive: true });
+        }
+      }
       let queue = [];
       let scheduled = false;
       const flush = () => {
         scheduled = false;
         const fragment = document.createDocumentFragment();
-        for (const item of queue) {
-          const li = document.createElement("li");
-          li.className = "log-" + item.stream;
-          li.textContent = item.line;
-          fragment.append(li);
-        }
+        for (const item of queue) fragment.append(logLine(item));
         queue = [];
         list.append(fragment);
-        while (list.childElementCount > LOG_KEEP) list.firstElementChild.remove();
-        list.scrollTop = list.scrollHeight;
+        let removed = 0;
+        while (list.childElementCount > LOG_KEEP) {
+          removed += list.firstElementChild.offsetHeight;
+          list.firstElementChild.remove();
+        }
+        if (this.logFollow) list.scrollTop = list.scrollHeight;
+        else if (removed) list.scrollTop = Math.max(0, list.scrollTop - removed);
       };
       source.addEventListener("open", () => list.replaceChildren()); // a reconnect resends
       source.addEventListener("log", (event) => {
@@ -425,6 +555,26 @@ document.addEventListener("alpine:init", () => {
       source.addEventListener("error", () => {
         if (source.readyState === EventSource.CLOSED) this.logNote = "The log stream ended.";
       });
+    },
+
+    // A scroll that leaves the bottom just after the reader touched the list (wheel, key,
+    // touch, scrollbar) is the reader's: following stops there. Scrolls the page or the
+    // layout makes (new lines, old ones trimmed, the list shown again) never stop it.
+    logScrolled(list) {
+      if (!this.logFollow || performance.now() - (this._logTouchedAt || -1e9) > 1000) return;
+      const fromBottom = list.scrollHeight - list.scrollTop - list.clientHeight;
+      if (fromBottom > 8) this.logFollow = false;
+    },
+
+    followLog() {
+      this.logFollow = true;
+      const list = this.$refs.log;
+      if (list) list.scrollTop = list.scrollHeight;
+    },
+
+    setLogStream(event) {
+      this.logStream = event.target.value;
+      if (this.current) this.openLogs(this.current.id);
     },
 
     closeLogs() {
@@ -645,31 +795,65 @@ document.addEventListener("alpine:init", () => {
       return { loading: "connecting…", live: "live", reconnecting: "reconnecting…",
         down: "fsup is down", expired: "no session" }[this.conn];
     },
+    // Counted from the rows, which follow the event stream: never a tick behind.
     summaryText() {
-      if (!this.status) return "";
-      const states = this.status.formations.by_state;
-      return Object.entries(states).filter(([, n]) => n > 0).map(([s, n]) => n + " " + s).join(" · ");
+      if (this.loading) return "";
+      const counts = new Map(STATES.map((state) => [state, 0]));
+      for (const row of this.fleet) counts.set(row.status, (counts.get(row.status) || 0) + 1);
+      return [...counts].filter(([, n]) => n > 0).map(([s, n]) => n + " " + s).join(" · ");
     },
+    // Live: the stream is open and the snapshot taken since is loaded.
+    live() { return this.synced && this.conn === "live"; },
+    offlineText() {
+      if (this.live() || this.conn === "expired" || this.conn === "loading") return "";
+      if (this.conn === "live") return "fsup is back; reloading the current state…";
+      const since = this.lostAt ? " since " + clock(this.lostAt) : "";
+      return "fsup is not answering" + since + "; reconnecting… What you see may be out of " +
+        "date, and actions are disabled until it is back.";
+    },
+    // Buttons follow the state (and nothing can be done while the page is not live).
+    canAct() { return this.live() && !this.busy && this.current && !this.current.deleting; },
+    canStart() { return this.canAct() && !["running", "starting"].includes(this.current.status); },
+    canStop() { return this.canAct() && !["stopped", "stopping"].includes(this.current.status); },
+    canRollback() {
+      const versions = (this.current && this.current.versions) || [];
+      return this.canAct() && versions.indexOf(this.current.version) > 0;
+    },
+    rollbackTitle() {
+      return this.canRollback() || !this.current ? "" : "No older version is kept to roll back to";
+    },
+    // Why a formation that went by itself is down: its exit and its reason, if it has them.
+    whyText(row) {
+      if (!["crashed", "restarting"].includes(row.status)) return "";
+      return [exitWords(row.last_exit_code), row.last_error || ""].filter(Boolean).join(": ");
+    },
+    exitText(row) { return exitWords(row.last_exit_code) || "—"; },
     // A formation being deleted says so (its process may take its whole stop timeout; the
     // badge keeps the colour of its real state, stopping).
     stateText(row) { return row.deleting ? "deleting" : row.status; },
+    // Health and uptime belong to a running process; for any other state they would be stale.
+    uptimeText(row) {
+      if (row.status !== "running" || typeof row.uptime_s !== "number") return "—";
+      return this.duration(row.uptime_s + Math.max(0, this.now - (row.uptime_at || this.now)) / 1000);
+    },
     healthText(row) {
+      if (row.status !== "running") return "—";
       if (row.healthy === true) return "healthy";
       if (row.healthy === false) return "unhealthy";
-      return "–";
+      return "—";
     },
-    dash(value) { return value === null || value === undefined ? "–" : String(value); },
+    dash(value) { return value === null || value === undefined ? "—" : String(value); },
     sources(hit) { return (hit.sources || []).join(", "); },
-    percent(value) { return typeof value === "number" ? value.toFixed(1) + " %" : "–"; },
+    percent(value) { return typeof value === "number" ? value.toFixed(1) + " %" : "—"; },
     bytes(value) {
-      if (typeof value !== "number") return "–";
+      if (typeof value !== "number") return "—";
       const units = ["B", "KiB", "MiB", "GiB"];
       let n = value, i = 0;
       while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
       return n.toFixed(i ? 1 : 0) + " " + units[i];
     },
     duration(seconds) {
-      if (typeof seconds !== "number") return "–";
+      if (typeof seconds !== "number") return "—";
       const s = Math.floor(seconds);
       if (s < 60) return s + " s";
       if (s < 3600) return Math.floor(s / 60) + " min";

@@ -1,0 +1,55 @@
+"""What the browser tests share: the Chromium they drive (Debian's, by its path), its flags,
+and `Run`, the server and page with what the page did (its request URLs, console errors)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+from helpers import Server
+
+CHROMIUM = os.environ.get("FSUP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+DEADLINE_MS = 20_000
+
+
+def free_port() -> int:
+    """A free port, picked now, so that fsup can be restarted under the page on the same one."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Run:
+    """The server, the page, and what the page did: every request URL, console errors."""
+
+    def __init__(self, server: Server, page: Any) -> None:
+        self.server, self.page = server, page
+        self.urls: list[str] = []
+        self.errors: list[str] = []
+        page.on("request", lambda r: self.urls.append(r.url))
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    def state_of(self, formation_id: str) -> Any:
+        return self.page.locator(f'table.fleet tr[data-id="{formation_id}"] [data-testid=state]')
+
+    def row(self, formation_id: str) -> Any:
+        return self.page.locator(f'table.fleet tr[data-id="{formation_id}"]')
