@@ -18,6 +18,12 @@ class Store(FormationRecords, AuditTrail, TimelineRecords):
     """Formations, versions, the audit trail and the formations' timelines, on one
     connection."""
 
+    def insert_formation(self, formation_id: str, port: int, version: VersionRow) -> FormationRow:
+        """A new formation starts with an empty timeline: an envelope of an earlier one under
+        the same id, still waiting to be written, is dropped."""
+        self.forget_pending_events(formation_id)
+        return super().insert_formation(formation_id, port, version)
+
     def delete_formation(self, formation_id: str) -> None:
         """The row, and with it (cascade) its timeline; its envelopes not written yet too."""
         super().delete_formation(formation_id)
