@@ -27,7 +27,9 @@ def deployed(store: Store, *ids: str) -> Store:
 
 def envelope(formation_id: str, n: int) -> str:
     data = {"formation_id": formation_id, "n": n}
-    return json.dumps({"type": "formation_state_changed", "ts": "t", "search_id": None, "data": data})
+    return json.dumps(
+        {"type": "formation_state_changed", "ts": "t", "search_id": None, "data": data}
+    )
 
 
 def record(store: Store, formation_id: str, count: int, start: int = 0) -> None:
