@@ -78,6 +78,13 @@ def test_a_kill_9_is_told_kept_in_last_error_and_survives_a_restart_of_fsup(
     assert again[: len(events)] == events
     assert server.formation("phoenix")["pid"] == shown["pid"]  # adopted, still running
 
+    assert server.stop() == 0  # a clean stop writes what waits: its own shutdown too
+    server.start()
+    steps = [(c["from"], c["to"], c["reason"]) for c in changes(timeline(server, "phoenix"))]
+    shutdown = steps.index(("running", "stopping", "shutdown"))
+    assert steps[shutdown + 1] == ("stopping", "stopped", "shutdown")
+    assert steps[shutdown + 2] == ("stopped", "starting", "restored")
+
 
 def test_a_failed_update_says_its_stage_and_the_checks_last_error(server: Server) -> None:
     server.rpc.deploy(nasty_bundle("steady"))
@@ -97,3 +104,8 @@ def test_a_failed_update_says_its_stage_and_the_checks_last_error(server: Server
     assert (aborted["version"], aborted["previous_version"]) == ("1.1.0", "1.0.0")
     assert aborted["code"] == "HEALTH_CHECK_FAILED" and "last error:" in aborted["error"]
     assert server.formation("steady")["version"] == "1.0.0"
+
+    server.rpc.call("PUT", "/rpc/formations/steady", nasty_bundle("steady", version="1.2.0"), GZIP)
+    server.rpc.call("POST", "/rpc/formations/steady/rollback")
+    told = [(e["type"], e["data"].get("version")) for e in timeline(server, "steady")]
+    assert told[-2:] == [("formation_updated", "1.2.0"), ("formation_rolled_back", "1.0.0")]
