@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
-from typing import Any
+import threading
+from typing import IO, Any
 
 import pytest
 from helpers import REPO, Server, nasty_bundle, wait_for
@@ -100,20 +101,35 @@ def test_events_prints_the_timeline_then_follows_until_ctrl_c(server: Server) ->
     )
     try:
         assert follower.stdout is not None
-        assert "formation_state_changed" in read_line(follower.stdout)  # the timeline's last
+        lines = lines_of(follower.stdout)
+        assert "formation_state_changed" in next_line(lines)  # the timeline's last
         server.rpc.call("POST", "/rpc/formations/phoenix/stop")
-        assert "running -> stopping (stop)" in read_line(follower.stdout)  # live
-        assert "stopping -> stopped (stop)" in read_line(follower.stdout)
+        assert "running -> stopping (stop)" in next_line(lines)  # live
+        assert "stopping -> stopped (stop)" in next_line(lines)
         follower.send_signal(signal.SIGINT)
-        _, stderr = follower.communicate(timeout=20)
-        assert follower.returncode == 0 and "Traceback" not in stderr
+        assert follower.wait(timeout=20) == 0  # stdout is the reader thread's alone
+        assert follower.stderr is not None and "Traceback" not in follower.stderr.read()
     finally:
         if follower.poll() is None:
             follower.kill()
-            follower.communicate()
+            follower.wait()
 
 
-def read_line(stream: Any) -> str:
-    ready, _, _ = select.select([stream], [], [], 20)
-    assert ready, "no line within 20 s"
-    return str(stream.readline())
+def lines_of(stream: IO[str]) -> queue.Queue[str]:
+    """The stream's lines as they come, read by a thread (a `select` on the pipe misses
+    lines that a `readline` already pulled into the file object's buffer)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def next_line(lines: queue.Queue[str]) -> str:
+    try:
+        return lines.get(timeout=20)
+    except queue.Empty:
+        raise AssertionError("no line within 20 s") from None
