@@ -90,7 +90,7 @@ def test_events_prints_the_timeline_then_follows_until_ctrl_c(server: Server) ->
     assert missing.returncode == 1 and "FORMATION_NOT_FOUND" in missing.stderr
 
     env = {**os.environ, "MUXI_HOME": str(server.home), "MUXI_URL": server.url}
-    follower = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "supervisor", "events", "phoenix", "-f", "-n", "1"],
         env=env,
         cwd=REPO,
@@ -98,34 +98,31 @@ def test_events_prints_the_timeline_then_follows_until_ctrl_c(server: Server) ->
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        assert follower.stdout is not None
-        lines = lines_of(follower.stdout)
-        assert "formation_state_changed" in next_line(lines)  # the timeline's last
-        server.rpc.call("POST", "/rpc/formations/phoenix/stop")
-        assert "running -> stopping (stop)" in next_line(lines)  # live
-        assert "stopping -> stopped (stop)" in next_line(lines)
-        follower.send_signal(signal.SIGINT)
-        assert follower.wait(timeout=20) == 0  # stdout is the reader thread's alone
-        assert follower.stderr is not None and "Traceback" not in follower.stderr.read()
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
+    ) as follower:
+        assert follower.stdout is not None and follower.stderr is not None
+        lines = queue.Queue[str]()
+        reader = threading.Thread(target=read_into, args=(follower.stdout, lines), daemon=True)
+        reader.start()
+        try:
+            assert "formation_state_changed" in next_line(lines)  # the timeline's last
+            server.rpc.call("POST", "/rpc/formations/phoenix/stop")
+            assert "running -> stopping (stop)" in next_line(lines)  # live
+            assert "stopping -> stopped (stop)" in next_line(lines)
+            follower.send_signal(signal.SIGINT)
+            assert follower.wait(timeout=20) == 0  # stdout is the reader thread's alone
+            assert "Traceback" not in follower.stderr.read()
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+            reader.join(timeout=20)  # at the end of its stdout, before the pipes are closed
 
 
-def lines_of(stream: IO[str]) -> queue.Queue[str]:
-    """The stream's lines as they come, read by a thread (a `select` on the pipe misses
-    lines that a `readline` already pulled into the file object's buffer)."""
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read() -> None:
-        for line in stream:
-            lines.put(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    return lines
+def read_into(stream: IO[str], lines: queue.Queue[str]) -> None:
+    """A thread's: the stream's lines as they come (a `select` on the pipe misses lines that
+    a `readline` already pulled into the file object's buffer)."""
+    for line in stream:
+        lines.put(line)
 
 
 def next_line(lines: queue.Queue[str]) -> str:
