@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from supervisor.http.server_api import publish_status
 from supervisor.http.services import HttpServices
 from supervisor.http.serving import serve_http
 from supervisor.operations import Services
-from supervisor.runtime.events import EventBus
+from supervisor.runtime.events import BusEvent, EventBus
 from supervisor.runtime.logs import LogBook
 from supervisor.runtime.ports import PortPool
 from supervisor.runtime.routing import RouteTable
@@ -69,6 +69,7 @@ async def run_server(
     log_book = LogBook(bus)
     logging.getLogger().addHandler(log_book)
     store = Store(home.state_db)
+    bus.observe(timeline_keeper(store))
     try:
         async with (
             open_probe_client() as client,
@@ -133,6 +134,7 @@ async def run_server(
                 nursery.start_soon(publish_fleet_stats, bus, routes)
                 nursery.start_soon(publish_status, app)
                 nursery.start_soon(flush_audit, store)
+                nursery.start_soon(flush_timeline, store)
                 if deploy_dirs:
                     nursery.start_soon(deploy_folders, services, deploy_dirs)
                 async for signum in signals:
@@ -148,10 +150,49 @@ async def run_server(
         logging.getLogger().removeHandler(log_book)
 
 
+def timeline_keeper(store: Store) -> Callable[[BusEvent], None]:
+    """The bus's observer that keeps each formation's `formation_*` envelopes in its
+    timeline (`store.timeline`). `formation_deleted` is not kept: the timeline is deleted with
+    its formation, and that envelope would outlive it."""
+
+    def keep(event: BusEvent) -> None:
+        if not event.type.startswith("formation_") or event.type == "formation_deleted":
+            return
+        formation_id = event.data.get("formation_id")
+        if isinstance(formation_id, str):
+            store.record_event(formation_id, event.envelope_json)
+
+    return keep
+
+
 async def flush_audit(store: Store, delay: float = AUDIT_FLUSH_S) -> None:
     """Write the audit rows that wait, `delay` after the first of them (the store writes a
     full batch at once, and what is left at a clean stop when it closes). Sleeps while no
     `/rpc` call is made."""
+
+    def attach(waiting: Callable[[], None] | None) -> None:
+        store.audit_waiting = waiting
+
+    await flush_when_waiting(attach, store.flush_audit, "the audit trail", delay)
+
+
+async def flush_timeline(store: Store, delay: float = AUDIT_FLUSH_S) -> None:
+    """Write the timeline's envelopes that wait, as `flush_audit` writes the audit's rows."""
+
+    def attach(waiting: Callable[[], None] | None) -> None:
+        store.timeline_waiting = waiting
+
+    await flush_when_waiting(attach, store.flush_timeline, "the timeline", delay)
+
+
+async def flush_when_waiting(
+    attach: Callable[[Callable[[], None] | None], None],
+    flush: Callable[[], int],
+    what: str,
+    delay: float,
+) -> None:
+    """Call `flush` `delay` after something starts waiting (`attach` hands the store the
+    callback that says so, and takes it back with None when this ends)."""
     wake, woken = trio.open_memory_channel[None](1)
 
     def waiting() -> None:
@@ -160,17 +201,17 @@ async def flush_audit(store: Store, delay: float = AUDIT_FLUSH_S) -> None:
         except trio.WouldBlock:
             pass  # already woken
 
-    store.audit_waiting = waiting
+    attach(waiting)
     waiting()  # for rows recorded before this task ran
     try:
         async for _ in woken:
             await trio.sleep(delay)
             try:
-                store.flush_audit()
+                flush()
             except sqlite3.Error as exc:  # kept for the next write; fsup carries on
-                log.error("writing the audit trail: %s", exc)
+                log.error("writing %s: %s", what, exc)
     finally:
-        store.audit_waiting = None
+        attach(None)
 
 
 async def _stop_formations(fleet: ActorRef, bound: float) -> None:

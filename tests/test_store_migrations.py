@@ -41,7 +41,7 @@ def test_a_fresh_database_gets_every_table(tmp_path: Path) -> None:
     path = tmp_path / "fsup.db"
     Store(path).close()
     assert user_version(path) == SCHEMA_VERSION
-    for table in ("formations", "versions", "audit", "searches", "runs", "results"):
+    for table in ("formations", "versions", "audit", "searches", "runs", "results", "timeline"):
         assert columns(path, table), table
     assert {"auth", "authenticated"} <= columns(path, "audit")
     assert "scheme" not in columns(path, "audit")
@@ -143,5 +143,30 @@ def test_schema_6_marks_no_formation_as_being_deleted(tmp_path: Path) -> None:
         row = store.formation("web")
         assert row is not None and row.deleting is True and row.desired == "stopped"
         assert [r.deleting for r in store.formations()] == [True]
+    finally:
+        store.close()
+
+
+def test_schema_7_gives_each_formation_an_empty_timeline_deleted_with_it(tmp_path: Path) -> None:
+    """A schema 6 database's formations come through with empty timelines; one written
+    after the upgrade is read back, and goes with its formation."""
+    path = tmp_path / "fsup.db"
+    build_at(path, 6)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO formations (id, port, desired, current_version, created_at, updated_at) "
+            "VALUES ('web', 20100, 'running', '1.0.0', 't', 't')"
+        )
+    store = Store(path)
+    try:
+        assert user_version(path) == SCHEMA_VERSION >= 7
+        assert columns(path, "timeline") == {"id", "formation_id", "envelope"}
+        assert store.timeline("web", 10) == []
+        store.record_event("web", '{"type": "formation_state_changed", "data": {}}')
+        assert [e["type"] for e in store.timeline("web", 10)] == ["formation_state_changed"]
+        store.delete_formation("web")
+        assert store.timeline("web", 10) == []
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT COUNT(*) FROM timeline").fetchone()[0] == 0
     finally:
         store.close()

@@ -23,6 +23,7 @@ import yaml
 from supervisor.cli import render as cli_render
 from supervisor.cli.client import ApiClient, ApiError, RpcClient, SseEvent, decode
 from supervisor.cli.common import CliError, done
+from supervisor.cli.events_command import cmd_events
 from supervisor.cli.parser import build_parser
 from supervisor.cli.profile_commands import cmd_profile
 from supervisor.cli.serve import serve
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         cli_render.err.print()
-        return 0 if args.command in ("logs", "search") else 130
+        return 0 if args.command in ("logs", "search", "events") else 130
     except CliError as exc:
         report(args, str(exc), exc.hint)
     except ApiError as exc:
@@ -463,6 +464,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Home], None]] = {
     "rollback": lifecycle("rollback"),
     "rm": cmd_rm,
     "logs": cmd_logs,
+    "events": cmd_events,
     "download": cmd_download,
     "status": cmd_status,
     "audit": cmd_audit,

@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("--stream", choices=("stdout", "stderr", "all"), default="all")
 
+    events = commands.add_parser("events", help="a formation's timeline: what happened to it")
+    events.add_argument("id", type=formation_id)
+    events.add_argument(
+        "-n", "--lines", type=int, default=100, help="how many events, the newest (default 100)"
+    )
+    events.add_argument("-f", "--follow", action="store_true", help="then print new events")
+
     download = commands.add_parser("download", help="download a formation as a zip")
     download.add_argument("id", type=formation_id)
     download.add_argument("--db", action="store_true", help="include data/ and memory.db")

@@ -104,3 +104,48 @@ def _live(events: Iterator[SseEvent]) -> SseEvent | None:
             else:
                 progress.update(current, detail=str(data.get("message", ""))[:60])
     return None
+
+
+def timeline_line(envelope: dict[str, Any]) -> str:
+    """One event of a formation's timeline on one line: its time, its type, what happened."""
+    kind = str(envelope.get("type", "?"))
+    data = envelope.get("data") or {}
+    return f"{envelope.get('ts', '-')}  {kind:<26}  {_summary(kind, data)}"
+
+
+def _summary(kind: str, data: dict[str, Any]) -> str:  # noqa: C901 - one case per type
+    match kind:
+        case "formation_state_changed":
+            text = f"{data.get('from')} -> {data.get('to')} ({data.get('reason')})"
+            ended = data.get("exit")
+            if ended:
+                text += f": {ended.get('description')}"
+                if ended.get("uptime_s") is not None:
+                    text += f" after {ended['uptime_s']:g}s"
+            gave_up = data.get("gave_up")
+            if gave_up:
+                text += (
+                    f"; gave up after {gave_up.get('restarts')} restarts within "
+                    f"{gave_up.get('window_s'):g}s"
+                )
+            elif data.get("error") and not ended:
+                text += f": {data['error']}"
+            return text
+        case "formation_health_changed":
+            healthy = data.get("healthy")
+            return "healthy" if healthy else f"unhealthy: {data.get('error')}"
+        case "formation_deployed":
+            return (
+                f"deployed {data.get('version')} (pid {data.get('pid')}, port {data.get('port')})"
+            )
+        case "formation_updated" | "formation_rolled_back":
+            return (
+                f"{data.get('previous_version')} -> {data.get('version')} (pid {data.get('pid')})"
+            )
+        case "formation_update_aborted":
+            return (
+                f"{data.get('kind')} to {data.get('version')} aborted at {data.get('stage')}: "
+                f"{data.get('error')}"
+            )
+    rest = {k: v for k, v in data.items() if k != "formation_id"}
+    return json.dumps(rest, sort_keys=True)

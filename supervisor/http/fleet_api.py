@@ -29,6 +29,7 @@ from supervisor.http.rpc import (
     snapshots,
 )
 from supervisor.http.services import services
+from supervisor.http.timeline import events_answer
 
 PREFIX = "/api/v1/formations"
 FIGURES = ("cpu_percent", "rss_bytes")
@@ -82,6 +83,11 @@ async def api_formation_logs(formation_id: str) -> Any:
     return await logs_answer(formation_id)
 
 
+async def api_formation_events(formation_id: str) -> Any:
+    """The formation's timeline, as `/rpc` answers it (`http.timeline`)."""
+    return await events_answer(formation_id)
+
+
 def blueprint() -> Blueprint:
     """`/api/v1/formations`, behind `/api/v1`'s auth (bearer, or cookie + cross-site check)."""
     bp = Blueprint("fleet_api", __name__)
@@ -98,4 +104,5 @@ def blueprint() -> Blueprint:
         )
     bp.delete(f"{PREFIX}/<formation_id>")(api_delete)
     bp.get(f"{PREFIX}/<formation_id>/logs")(api_formation_logs)
+    bp.get(f"{PREFIX}/<formation_id>/events")(api_formation_events)
     return bp

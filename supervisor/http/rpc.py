@@ -29,6 +29,7 @@ from supervisor.http import rpc_auth, sse
 from supervisor.http.params import bool_param, choice_param, lines_param
 from supervisor.http.render import render_operation
 from supervisor.http.services import services
+from supervisor.http.timeline import events_answer
 from supervisor.runtime.events import HEARTBEAT_S
 from supervisor.runtime.routing import RouteTable
 from supervisor.storage import failed_deploys
@@ -289,6 +290,11 @@ async def delete(formation_id: str) -> Any:
     return await ask(services().fleet, Delete(formation_id), DELETE_TIMEOUT_S)
 
 
+async def formation_events(formation_id: str) -> Any:
+    """The formation's timeline (`http.timeline`)."""
+    return await events_answer(formation_id)
+
+
 async def audit_log() -> Any:
     count = lines_param(100, 1, MAX_LOG_LINES)
     return {"entries": services().store.audit_tail(count)}
@@ -338,6 +344,7 @@ def blueprint() -> Blueprint:
     bp.post("/rpc/formations/<formation_id>/cancel-update")(cancel_update)
     bp.get("/rpc/formations/<formation_id>/logs")(logs)
     bp.get("/rpc/formations/<formation_id>/download")(download)
+    bp.get("/rpc/formations/<formation_id>/events")(formation_events)
     bp.delete("/rpc/formations/<formation_id>")(delete)
     bp.get("/rpc/server/logs")(audit_log)
     bp.get("/rpc/server/status")(status)

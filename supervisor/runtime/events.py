@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -92,6 +92,7 @@ class EventBus:
         self._snapshots: OrderedDict[tuple[str, str | None], BusEvent] = OrderedDict()
         self._buffer = buffer
         self._subscribers: list[Subscription] = []
+        self._observers: list[Callable[[BusEvent], None]] = []
         self.dropped = 0
 
     @property
@@ -103,9 +104,17 @@ class EventBus:
         event = BusEvent(next(self._ids), type_, rfc3339_now(), search_id, data)
         self._last_id = event.id
         self._keep(event)
+        for observer in self._observers:
+            observer(event)
         for subscription in list(self._subscribers):
             self._deliver(subscription, event)
         return event
+
+    def observe(self, observer: Callable[[BusEvent], None]) -> None:
+        """Call `observer` with every event as it is published, before the subscribers get
+        it (the store's timeline keeps the formations' events). It runs on the publisher's
+        path, so it must not block: it may only queue the event."""
+        self._observers.append(observer)
 
     def _keep(self, event: BusEvent) -> None:
         """Into the history, within its bounds (a snapshot replaces the one it supersedes)."""

@@ -69,6 +69,7 @@ class FormationMachine(ProcessLife):
         """Apply one event at time `now`; return the effects to carry out, in order."""
         self.now = now
         self._dispatch(event)
+        self.ended_process = None  # an end that caused no transition is told by none
         out, self._out = self._out, []
         return self._with_route_expectation(out)
 
@@ -111,7 +112,7 @@ class FormationMachine(ProcessLife):
             ):
                 self._route_process_event(event)
             case JobStaged() | JobFailed() | JobCleaned() | OldRetired():
-                self._carry_out(self.updates.on_job_event(event))
+                self._carry_out(self.updates.on_job_event(event, self.now))
             case TimerFired(gen=gen):
                 if gen == self.gen and self.state is State.RESTARTING:
                     self.timer_gen = None
@@ -182,6 +183,7 @@ class FormationMachine(ProcessLife):
             return
         self._set_desired(Desired.RUNNING)
         self.start_waiters.append(rid)
+        self.last_error = None  # the operator acted on it (the timeline keeps it)
         if act is Act.JOIN:
             return  # the start under way now has an operator waiting (`requested_start`)
         self.tracker.reset()
@@ -207,6 +209,7 @@ class FormationMachine(ProcessLife):
             self.emit(fx.Answer(rid, error=FsupError("FORMATION_NOT_RUNNING", message)))
             return
         self._set_desired(Desired.STOPPED)
+        self.last_error = None  # the operator acted on it (the timeline keeps it)
         self._fail_start_waiters("stop")
         if act is Act.SETTLE:
             self._cancel_backoff()
@@ -219,6 +222,7 @@ class FormationMachine(ProcessLife):
     def _on_restart(self, rid: int) -> None:
         self._set_desired(Desired.RUNNING)
         self.start_waiters.append(rid)
+        self.last_error = None  # the operator acted on it (the timeline keeps it)
         self.tracker.reset()
         self.restart_count = 0
         act = requests.RESTART[self.state]
@@ -300,6 +304,7 @@ class FormationMachine(ProcessLife):
         self.adopt_version(job.spec, job.version_dir, job.port)
         self.emit(fx.Promote(job.pid, old_pid))
         self.pid, self.gen = job.pid, job.gen  # the staging watchers now report for it
+        self.spawned_at = job.spawned_at
         self.healthy_since = None
         self.mark_healthy()
         self.emit(fx.PublishRoute(job.port, job.pid, job.spec.version))

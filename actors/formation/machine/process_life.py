@@ -5,7 +5,13 @@ It is one class with `FormationMachine` (which adds the requests, the update's i
 dispatch of events, `formation.py`); the split is by concern, to keep each file readable. Rules
 the two keep together:
 - every transition goes through `lifecycle.check_transition` and is announced
-  (`formation_state_changed`, with a reason from a fixed vocabulary: docs/decisions.md);
+  (`formation_state_changed`, with a reason from a fixed vocabulary: docs/decisions.md); a
+  transition caused by the end of a process says how it ended (`exit`: code or signal, the
+  stderr tail, the uptime), one into `crashed` says why (`error`, and a give-up's count and
+  window);
+- `last_error` says what last went wrong, and an unexpected end sets it: it is kept through
+  the automatic restarts that follow, until the operator starts, restarts or stops the
+  formation (the timeline keeps every one);
 - every request is answered exactly once (an `Answer` effect), and the desired state is
   persisted before the answer of the request that changed it;
 - a request that does not fit the state is answered with a clear error; an event that does
@@ -43,8 +49,8 @@ from .messages import (
 from .requests import Exiting
 from .restart_policy import RestartTracker
 from .stopping import After, StopPlan
-from .update import STDERR_TAIL_CHARS, Job, UpdateMachine
-from .words import describe_exit, health_event
+from .update import EVENT_TAIL_CHARS, STDERR_TAIL_CHARS, Job, UpdateMachine
+from .words import describe_exit, exit_details, health_event
 
 
 class ProcessLife:
@@ -74,6 +80,10 @@ class ProcessLife:
         self.gen = 0  # of the active process's watchers, of a stop, or of a backoff
         self.timer_gen: int | None = None
         self.healthy_since: float | None = None
+        # When the process was spawned, in the machine's time (None: adopted, not known).
+        self.spawned_at: float | None = None
+        # How the last process ended, for the transition that follows in the same event.
+        self.ended_process: dict[str, Any] | None = None
         self.unhealthy_since: float | None = None
         self.start_waiters: list[int] = []
         self.stop_waiters: list[int] = []
@@ -147,9 +157,11 @@ class ProcessLife:
         self.emit(fx.PersistProcess(event.pid, event.started_at))
         self.emit(fx.Log("info", f"started pid {event.pid} on port {self.port}"))
         self._attach(event.pid, gate=True)
+        self.spawned_at = self.now
 
     def _attach(self, pid: int, gate: bool) -> None:
         self.pid = pid
+        self.spawned_at = None
         self.gen = next(self.gens)
         self.healthy_since = self.unhealthy_since = None
         self.healthy = None
@@ -164,7 +176,6 @@ class ProcessLife:
                 self.mark_healthy()
                 self._to(State.RUNNING, "healthy")
                 self.emit(fx.PublishRoute(self.port, self.pid, self.spec.version))
-                self.last_error = None
                 result = self.result("running")
                 for rid in take(self.start_waiters):
                     self.emit(fx.Answer(rid, result))
@@ -216,6 +227,7 @@ class ProcessLife:
     def _on_exit(self, returncode: int | None, tail: str) -> None:
         self._emit_all(self.updates.interrupt("the running version exiting"))
         pid = self.pid
+        self._note_end(returncode, tail)
         self._forget_process()
         self.last_exit_code = returncode
         self.emit(fx.Reap(pid))  # leftovers of its group must not hold the port
@@ -267,16 +279,22 @@ class ProcessLife:
             self.gen = self.timer_gen = next(self.gens)
             self.emit(fx.StartTimer(self.gen, decision.delay))
         elif decision.give_up:
-            self._crash(decision.reason, "gave_up")
+            spec = self.tracker.spec
+            gave_up = {
+                "restarts": decision.restarts,
+                "window_s": spec.window,
+                "max_restarts": spec.max_restarts,
+            }
+            self._crash(decision.reason, "gave_up", {"gave_up": gave_up})
         else:
             self.emit(fx.Log("info", f"exited; {decision.reason}"))
             self._set_desired(Desired.STOPPED)
             self._to(State.STOPPED, cause)
 
-    def _crash(self, message: str, reason: str) -> None:
+    def _crash(self, message: str, reason: str, details: dict[str, Any] | None = None) -> None:
         self.emit(fx.Log("error", f"crashed: {message}"))
         self.last_error = message
-        self._to(State.CRASHED, reason)
+        self._to(State.CRASHED, reason, {"error": message, **(details or {})})
         error = self.failure or FsupError(
             "HEALTH_CHECK_FAILED", f"{self.id}: {message}", {"formation_id": self.id}
         )
@@ -303,6 +321,7 @@ class ProcessLife:
         self.emit(fx.StopProcess(self.gen, self.pid, self.spec.stop))
 
     def _on_stop_finished(self, event: StopFinished) -> None:
+        self._note_end(event.returncode, "")
         self._forget_process()
         self.emit(fx.SweepStrays())  # a descendant that left the tree before it was stopped
         self.last_exit_code = event.returncode
@@ -322,6 +341,17 @@ class ProcessLife:
                 self.emit(fx.Answer(rid, result))
             if then is After.EXIT:
                 self.end()
+
+    def _note_end(self, returncode: int | None, tail: str) -> None:
+        """Remember how the process ended, for the transition it causes (`_to`)."""
+        uptime = None if self.spawned_at is None else round(self.now - self.spawned_at, 3)
+        self.ended_process = {
+            "pid": self.pid,
+            **exit_details(returncode),
+            "stderr_tail": tail[-EVENT_TAIL_CHARS:],
+            "uptime_s": uptime,
+        }
+        self.spawned_at = None
 
     def _forget_process(self) -> None:
         self.emit(fx.WithdrawRoute())
@@ -345,27 +375,26 @@ class ProcessLife:
         self.spec, self.version_dir, self.port = spec, version_dir, port
         self.tracker = RestartTracker(spec.restart, self.rng)
 
-    def _to(self, new: State, reason: str) -> None:
-        """Check and announce a transition."""
+    def _to(self, new: State, reason: str, details: dict[str, Any] | None = None) -> None:
+        """Check and announce a transition; the first after a process ended says how
+        (`exit`), and `details` add what else explains it."""
         if new is self.state:
             return
         check_transition(self.state, new)
         old, self.state = self.state, new
         self.emit(fx.Log("info", f"{old.value} -> {new.value} ({reason})"))
-        self.emit(
-            fx.Publish(
-                "formation_state_changed",
-                {
-                    "formation_id": self.id,
-                    "from": old.value,
-                    "to": new.value,
-                    "reason": reason,
-                    "pid": self.pid,
-                    "version": self.spec.version,
-                    "restart_count": self.restart_count,
-                },
-            )
-        )
+        data: dict[str, Any] = {
+            "formation_id": self.id,
+            "from": old.value,
+            "to": new.value,
+            "reason": reason,
+            "pid": self.pid,
+            "version": self.spec.version,
+            "restart_count": self.restart_count,
+        }
+        if self.ended_process is not None:
+            data["exit"], self.ended_process = self.ended_process, None
+        self.emit(fx.Publish("formation_state_changed", {**data, **(details or {})}))
 
     def _set_healthy(self, healthy: bool, error: str | None) -> None:
         """A change to good or bad is announced; back to unknown (no process) is not: the

@@ -30,6 +30,7 @@ class Decision:
     delay: float = 0.0
     give_up: bool = False
     reason: str = ""
+    restarts: int = 0  # within the window when this was decided (a give-up reports it)
 
 
 def wants_restart(policy: str, returncode: int | None) -> bool:
@@ -77,6 +78,7 @@ class RestartTracker:
             return Decision(
                 False,
                 give_up=True,
+                restarts=len(self._restarts),
                 reason=(
                     f"restarted {len(self._restarts)} times within {self.spec.window:g}s "
                     f"(max_restarts {self.spec.max_restarts}); giving up"

@@ -12,7 +12,8 @@ GATING waits for its health check while the old version keeps serving; the swap 
 route) is the step from GATING to RETIRING, after which the update can no longer be undone;
 RETIRING drains and stops the old process. ABORTING undoes whatever PREPARING and GATING did.
 Each phase accepts only its own events; anything else is stale and ignored. A job's requests
-are answered when it ends (DONE or CLEANED), never before.
+are answered when it ends (DONE or CLEANED), never before; an undone job is announced first
+(`formation_update_aborted`: its stage, the error with the check's last one, its code).
 
 `UpdateMachine` owns the job and answers for it; what it needs of the formation itself (make
 the staging process the active one, switch the version in place, report the result, end the
@@ -52,6 +53,9 @@ from .messages import (
 from .words import describe_exit, health_event
 
 STDERR_TAIL_CHARS = 2000
+# The end of a stderr tail that an event carries (an answer keeps `STDERR_TAIL_CHARS`): the
+# bus's history and each formation's timeline hold many events.
+EVENT_TAIL_CHARS = 1000
 
 
 class Phase(StrEnum):
@@ -102,6 +106,7 @@ class Job:
     pid: int | None = None
     port: int | None = None
     started_at: float | None = None
+    spawned_at: float | None = None  # the staging process's spawn, in the machine's time
     failure: FsupError | None = None
 
     def enter(self, phase: Phase) -> None:
@@ -278,7 +283,8 @@ class UpdateMachine:
 
     # -- outcomes ----------------------------------------------------------------------------
 
-    def on_job_event(self, event: JobEvent) -> Sequence[Intent]:
+    def on_job_event(self, event: JobEvent, now: float) -> Sequence[Intent]:
+        """An outcome of the job's steps, at the machine's time `now`."""
         job = self.job
         if job is None or event.job != job.id:
             return []  # of a job already over
@@ -290,6 +296,7 @@ class UpdateMachine:
                 return [SwitchInPlace(job)]
             case JobStaged(pid=pid, port=port) if job.phase is Phase.PREPARING:
                 assert pid is not None and port is not None
+                job.spawned_at = now
                 return self._gate(job, pid, port, event.started_at)
             case JobCleaned() if job.phase is Phase.ABORTING:
                 return self._finish(job, Phase.CLEANED)
@@ -356,11 +363,30 @@ class UpdateMachine:
         self.job = None
         out: list[Intent] = []
         if job.failure is not None:
+            out.append(fx.Publish("formation_update_aborted", self._aborted(job, job.failure)))
             out.extend(fx.Answer(rid, error=job.failure) for rid in _take(job.waiters))
         cancelled = {"formation_id": self.id, "cancelled": True, "version": job.previous_version}
         out.extend(fx.Answer(rid, cancelled) for rid in _take(job.cancel_waiters))
         out.append(Ended())
         return out
+
+    def _aborted(self, job: Job, failure: FsupError) -> dict[str, Any]:
+        """What the timeline says of an undone job: which, where it stopped, and why."""
+        details = failure.details or {}
+        data: dict[str, Any] = {
+            "formation_id": self.id,
+            "kind": job.kind,
+            "version": job.spec.version,
+            "previous_version": job.previous_version,
+            "stage": details.get("stage"),
+            "code": failure.code,
+            "error": failure.message,
+        }
+        if "exit_code" in details:
+            data["exit_code"] = details["exit_code"]
+        if details.get("stderr_tail"):
+            data["stderr_tail"] = str(details["stderr_tail"])[-EVENT_TAIL_CHARS:]
+        return data
 
     @staticmethod
     def progress(job: Job, event: dict[str, Any]) -> list[fx.Effect]:

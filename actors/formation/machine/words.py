@@ -31,6 +31,22 @@ def describe_exit(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
+def exit_details(returncode: int | None) -> dict[str, Any]:
+    """How a process ended, for an event: its `exit_code` (None when a signal ended it or the
+    code is unknown), the `signal` by name, and the whole in words (`description`)."""
+    signal_name: str | None = None
+    if returncode is not None and returncode < 0:
+        try:
+            signal_name = signal.Signals(-returncode).name
+        except ValueError:
+            signal_name = f"signal {-returncode}"
+    return {
+        "exit_code": returncode if returncode is not None and returncode >= 0 else None,
+        "signal": signal_name,
+        "description": describe_exit(returncode).removeprefix("was "),
+    }
+
+
 def health_event(event: Countdown, health: HealthSpec) -> dict[str, Any]:
     """A `health_check` progress event: the seed's countdown."""
     return {

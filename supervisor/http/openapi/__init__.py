@@ -30,6 +30,7 @@ from supervisor.http.openapi.kit import (
 )
 from supervisor.http.openapi.rpc_paths import rpc_paths
 from supervisor.http.openapi.schemas import schemas
+from supervisor.http.openapi.timeline_paths import timeline_paths, timeline_schemas
 
 __all__ = ["PATH", "blueprint", "document"]
 
@@ -108,10 +109,11 @@ def document() -> dict[str, Any]:
             **search_paths(),
             **api_paths(),
             **dashboard_paths(),
+            **timeline_paths(),
             **proxy_paths(),
         },
         "components": {
-            "schemas": {**schemas(), **dashboard_schemas()},
+            "schemas": {**schemas(), **dashboard_schemas(), **timeline_schemas()},
             "securitySchemes": SECURITY_SCHEMES,
         },
     }

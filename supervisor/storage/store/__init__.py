@@ -1,7 +1,7 @@
 """The embedded SQLite store: what must survive a restart of fsup.
 
 One module per aggregate (formations with their versions, the audit trail, searches with their
-runs and results), one list of migrations, one connection (`database`). `Store` is the
+runs and results, the formations' timelines), one list of migrations, one connection (`database`). `Store` is the
 formations' and the audit's view of that connection; `SearchStore` shares it.
 """
 
@@ -11,10 +11,23 @@ from supervisor.storage.store.audit import AUDIT_BATCH, AUDIT_FLUSH_S, AUDIT_KEE
 from supervisor.storage.store.formations import FormationRecords, FormationRow, VersionRow
 from supervisor.storage.store.migrations import SCHEMA_VERSION, StoreError
 from supervisor.storage.store.searches import RESULT_ORDERS, SearchStore
+from supervisor.storage.store.timeline import TIMELINE_KEEP, TimelineRecords
 
 
-class Store(FormationRecords, AuditTrail):
-    """Formations, versions and the audit trail, on one connection."""
+class Store(FormationRecords, AuditTrail, TimelineRecords):
+    """Formations, versions, the audit trail and the formations' timelines, on one
+    connection."""
+
+    def insert_formation(self, formation_id: str, port: int, version: VersionRow) -> FormationRow:
+        """A new formation starts with an empty timeline: an envelope of an earlier one under
+        the same id, still waiting to be written, is dropped."""
+        self.forget_pending_events(formation_id)
+        return super().insert_formation(formation_id, port, version)
+
+    def delete_formation(self, formation_id: str) -> None:
+        """The row, and with it (cascade) its timeline; its envelopes not written yet too."""
+        super().delete_formation(formation_id)
+        self.forget_pending_events(formation_id)
 
 
 __all__ = [
@@ -26,6 +39,7 @@ __all__ = [
     "SearchStore",
     "Store",
     "StoreError",
+    "TIMELINE_KEEP",
     "FormationRow",
     "VersionRow",
 ]

@@ -123,6 +123,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         "a formation's accepted delete (`deleting`), so that a restart of fsup resumes it",
         ("ALTER TABLE formations ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0",),
     ),
+    Migration(
+        7,
+        "a timeline per formation: its `formation_*` event envelopes, deleted with it",
+        (
+            """CREATE TABLE IF NOT EXISTS timeline (
+                id           INTEGER PRIMARY KEY AUTOINCREMENT,
+                formation_id TEXT NOT NULL REFERENCES formations(id) ON DELETE CASCADE,
+                envelope     TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS timeline_by_formation ON timeline (formation_id, id)",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
