@@ -188,6 +188,21 @@ def test_after_a_kill_the_restart_note_is_gone(run: Run) -> None:
     wait_for(lambda: run.server.formation("chatty")["pid"] not in (None, old_pid))
     expect(note).to_have_text("")
     expect(page.get_by_test_id("formation-exit")).to_have_text("killed by SIGKILL")
+    # The timeline says it too, live, newest first: the exit in words, then the restart.
+    events = page.get_by_test_id("timeline-events")
+    expect(events).to_contain_text("running \u2192 restarting (exited): killed by SIGKILL")
+    expect(events.locator("li").first).to_contain_text("starting \u2192 running")
+
+
+def test_the_timeline_is_kept_across_a_reload(run: Run) -> None:
+    """The page's timeline comes from the kept events (GET /api/v1/formations/{id}/events),
+    not only from what this page saw: a fresh load shows the kill of the test before."""
+    page = run.page
+    page.goto(f"{run.server.url}/ui/#/f/chatty")
+    page.reload()
+    events = page.get_by_test_id("timeline-events")
+    expect(events).to_contain_text("killed by SIGKILL")
+    expect(page.get_by_test_id("timeline")).to_be_visible()
 
 
 def test_the_log_keeps_the_readers_place_shows_one_stream_and_times(run: Run) -> None:

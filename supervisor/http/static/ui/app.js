@@ -13,8 +13,10 @@ const LOG_KEEP = 500;
 const PAGE = 50;
 const FLEET_EVENTS = [
   "formation_state_changed", "formation_health_changed", "formation_deployed",
-  "formation_updated", "formation_rolled_back", "formation_deleted",
+  "formation_updated", "formation_rolled_back", "formation_deleted", "formation_update_aborted",
 ];
+// The timeline's length on the formation page (GET /formations/{id}/events keeps 1,000).
+const TIMELINE_KEEP = 50;
 // Reasons of a transition that no one asked for: the process went by itself (docs/decisions.md,
 // "Events"). After one, an earlier action's note no longer tells the truth.
 const UNREQUESTED = ["exited", "unhealthy", "port_taken", "start_failed", "gave_up"];
@@ -80,6 +82,33 @@ function exitWords(code) {
   return "killed by " + (SIGNALS[-code] || "signal " + -code);
 }
 
+// What a timeline event says, in words: the transition and why, how a process ended, what an
+// update did or why it failed.
+function timelineWords(type, d) {
+  if (type === "formation_state_changed") {
+    const how = d.exit ? d.exit.description : (d.error || "");
+    return d.from + " \u2192 " + d.to + " (" + d.reason + ")" + (how ? ": " + how : "");
+  }
+  if (type === "formation_health_changed") return d.healthy ? "healthy" : "unhealthy: " + (d.error || "");
+  if (type === "formation_updated" || type === "formation_rolled_back") {
+    return d.previous_version + " \u2192 " + d.version;
+  }
+  if (type === "formation_update_aborted") {
+    return d.kind + " to " + d.version + " failed (" + d.stage + "): " + (d.error || d.code || "");
+  }
+  if (type === "formation_deployed") return "version " + (d.version || "");
+  return "";
+}
+
+// "YYYY-MM-DD HH:MM:SS" for another day, "HH:MM:SS" for today (the browser's time zone).
+function dayAndClock(date) {
+  const today = new Date();
+  if (date.toDateString() === today.toDateString()) return clock(date);
+  const day = [date.getFullYear(), date.getMonth() + 1, date.getDate()]
+    .map((n) => String(n).padStart(2, "0")).join("-");
+  return day + " " + clock(date);
+}
+
 // HH:MM:SS in the browser's time zone, whatever its locale.
 function clock(date) {
   return [date.getHours(), date.getMinutes(), date.getSeconds()]
@@ -135,8 +164,8 @@ document.addEventListener("alpine:init", () => {
     logNote: "",
     logFollow: true,
     logStream: "all",
-    // The formation's timeline (issue 19, item 2): an array of event envelopes once loaded.
-    // Not loaded yet: its API is being built; loadTimeline() is where it will be fetched.
+    // The formation's timeline (issue 19, item 2): its event envelopes, newest first, once
+    // loaded; live events of the formation are put on top.
     timeline: null,
     searches: [],
     searchId: null,
@@ -280,6 +309,7 @@ document.addEventListener("alpine:init", () => {
         this.applyStatus(event.data);
       } else if (type.startsWith("formation_")) {
         this.applyFormation(type, event.data);
+        this.noteTimeline(event);
       } else if (type.startsWith("search_")) {
         this.applySearch(type, event.search_id, event.data);
       }
@@ -429,8 +459,11 @@ document.addEventListener("alpine:init", () => {
           this.actionError = "";
           this.timeline = null;
         }
-        // The log list is inside the formation's template: opened once it is on the page.
-        this.loadFormation(id).then(() => this.$nextTick()).then(() => this.openLogs(id));
+        // The log list is inside the formation's template: opened once it is on the page;
+        // the timeline once the formation it belongs to is known.
+        const loaded = this.loadFormation(id);
+        loaded.then(() => this.$nextTick()).then(() => this.openLogs(id));
+        loaded.then(() => this.loadTimeline(id));
       } else if (section === "searches") {
         this.view = "searches";
         this.current = null;
@@ -452,10 +485,28 @@ document.addEventListener("alpine:init", () => {
       }
     },
 
-    // The timeline of issue 19's item 2 goes here (GET /api/v1/formations/{id}/events): left
-    // for the helper who builds that API. Until then `timeline` stays null and its section
-    // is not shown.
-    loadTimeline() {},
+    // What happened to the formation, newest first: its kept events (across restarts of fsup).
+    async loadTimeline(id) {
+      try {
+        const path = "/formations/" + encodeURIComponent(id) + "/events?limit=" + TIMELINE_KEEP;
+        const answer = await this.call("GET", path);
+        if (this.current && this.current.id === id) this.timeline = answer.events.slice().reverse();
+      } catch (err) {
+        if (err.status !== 404) this.failed(err);
+      }
+    },
+
+    // A live event of the formation on its page goes on top of its timeline.
+    noteTimeline(event) {
+      const data = event.data || {};
+      if (this.timeline === null || !this.current || this.current.id !== data.formation_id) return;
+      this.timeline.unshift(event);
+      if (this.timeline.length > TIMELINE_KEEP) this.timeline.length = TIMELINE_KEEP;
+    },
+
+    eventTime(event) { return event.ts ? dayAndClock(new Date(event.ts)) : ""; },
+    eventType(event) { return event.type.replace(/^formation_/, "").replace(/_/g, " "); },
+    eventSummary(event) { return timelineWords(event.type, event.data || {}); },
 
     // -- one formation: actions and its log -------------------------------------------------
 
