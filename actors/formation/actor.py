@@ -315,6 +315,7 @@ class FormationActor(Actor):
                 if reply is not None:
                     reply.emit(event)
             case fx.Publish(type=type_, data=data):
+                self.ctx.metrics.published(self.id, type_, data)  # a restart, by reason
                 if self.ctx.events is not None:
                     self.ctx.events.publish(type_, data)
             case fx.Log(level=level, message=message):
