@@ -28,6 +28,7 @@ from supervisor.http.openapi.kit import (
     ok,
     operation,
 )
+from supervisor.http.openapi.metrics_paths import metrics_paths
 from supervisor.http.openapi.rpc_paths import rpc_paths
 from supervisor.http.openapi.schemas import schemas
 
@@ -97,6 +98,7 @@ def document() -> dict[str, Any]:
                 "operations",
                 "proxy",
                 "dashboard",
+                "metrics",
             )
         ],
         "paths": {
@@ -109,6 +111,7 @@ def document() -> dict[str, Any]:
             **api_paths(),
             **dashboard_paths(),
             **proxy_paths(),
+            **metrics_paths(),
         },
         "components": {
             "schemas": {**schemas(), **dashboard_schemas()},
