@@ -40,6 +40,7 @@ BOUNDED = {
     "method": {*METHODS, "other"},
     "code": {str(code) for code in range(100, 600)} | {"other"},
     "kind": set(UPSTREAM_KINDS),
+    "result": {"ok", "failed"},
     "le": None,
 }
 
@@ -97,6 +98,8 @@ def test_a_restart_and_proxied_requests_are_counted_with_bounded_labels(fleet: S
     assert value(found, requests_, formation="alpha", method="HEAD") == 1
     assert value(found, "fsup_proxy_request_duration_seconds_count", formation="alpha") == 7
     assert value(found, "fsup_proxy_requests_in_flight", formation="alpha") == 0
+    assert value(found, "fsup_health_checks_total", formation="alpha", result="ok") >= 2
+    assert value(found, "fsup_health_check_duration_seconds_count", formation="alpha") >= 2
     assert value(found, "fsup_formation_info", formation="alpha", version="1.0.0") == 1
     assert value(found, "fsup_formation_state", formation="alpha", state="running") == 1
     assert value(found, "fsup_formation_state", formation="alpha", state="crashed") == 0

@@ -11,6 +11,8 @@ import socket
 from types import SimpleNamespace
 
 import pytest
+import trio
+import trio.testing
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -32,6 +34,7 @@ from supervisor.http.upstream import UpstreamPool
 from supervisor.runtime.events import EventBus
 from supervisor.runtime.metrics import (
     Histogram,
+    MeteredProbe,
     Metrics,
     code_label,
     method_label,
@@ -210,3 +213,42 @@ async def test_a_refused_connection_is_counted_by_kind_and_its_retry_too() -> No
     assert tally.retries == proxy.MAX_ATTEMPTS - 1
     assert tally.requests == {("GET", "502"): 1}
     assert tally.in_flight == 0
+
+
+class ScriptedProbe:
+    """Answers each check with the next of `answers` (an exception is raised), or waits
+    forever once they run out."""
+
+    def __init__(self, *answers: str | None | Exception) -> None:
+        self.answers = list(answers)
+        self.closed = False
+
+    async def check(self, port: int) -> str | None:
+        if not self.answers:
+            await trio.sleep_forever()
+        answer = self.answers.pop(0)
+        await trio.sleep(0.25)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_each_health_check_is_counted_by_result_with_its_duration(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tally = Metrics().formation("web")
+    inner = ScriptedProbe(None, "503", LookupError("a stranger on the port"))
+    probe = MeteredProbe(inner, tally)
+    assert await probe.check(8000) is None
+    assert await probe.check(8000) == "503"
+    with pytest.raises(LookupError):
+        await probe.check(8000)
+    with trio.move_on_after(1):  # cancelled half-way: not a check
+        await probe.check(8000)
+    assert tally.checks == {"ok": 1, "failed": 2}
+    assert list(tally.check_duration.cumulative())[5:7] == [("0.1", 0), ("0.25", 3)]
+    probe.close()
+    assert inner.closed

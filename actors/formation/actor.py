@@ -29,8 +29,9 @@ from typing import Any, assert_never, get_args
 import trio
 
 from supervisor.core.errors import FsupError
-from supervisor.core.manifest import FormationSpec, ProxySpec, StopSpec, parse_manifest
+from supervisor.core.manifest import FormationSpec, HealthSpec, ProxySpec, StopSpec, parse_manifest
 from supervisor.core.timestamps import rfc3339_now
+from supervisor.runtime.metrics import MeteredProbe
 from supervisor.runtime.routing import Backend
 from supervisor.storage import versions
 from supervisor.storage.store import VersionRow
@@ -352,7 +353,7 @@ class FormationActor(Actor):
             case fx.SweepStrays():
                 self._strays.start(nursery)
             case fx.ProbeOnce(gen=gen, pid=pid, health=health, port=port):
-                probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, pid)
+                probe = self._probe(health, pid)
                 taken = partial(self._port_taken, False)
                 nursery.start_soon(watchers.probe_once, self.post, gen, probe, port, taken)
             case fx.StartTimer(gen=gen, delay=delay):
@@ -415,7 +416,7 @@ class FormationActor(Actor):
         """Watch a process's exit and health in the background, in its own cancel scope."""
         process, scope = self.processes.watch(effect.pid)
         health = effect.health
-        probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, effect.pid)
+        probe = self._probe(health, effect.pid)
         taken = partial(self._port_taken, effect.staging)
 
         async def attend() -> None:
@@ -435,6 +436,11 @@ class FormationActor(Actor):
                     )
 
         nursery.start_soon(attend)
+
+    def _probe(self, health: HealthSpec, pid: int) -> MeteredProbe:
+        """The probe for `pid`, checking that the port is its own, each check counted."""
+        probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, pid)
+        return MeteredProbe(probe, self.ctx.metrics.formation(self.id))
 
     def _serving_version(self) -> str:
         return self.machine.spec.version

@@ -2,8 +2,9 @@
 runs between scrapes.
 
 - `TallyCollector`: what happened, from the tallies the proxy and the formation actors keep
-  (`runtime.metrics`): restarts by reason, proxied requests, their duration, in flight, held,
-  hold duration, retries, upstream errors by kind.
+  (`runtime.metrics`): restarts by reason, health checks by result and their duration,
+  proxied requests, their duration, in flight, held, hold duration, retries, upstream errors
+  by kind.
 - `BusCollector`: the event stream's subscribers and evictions (`runtime.events`).
 - `FleetCollector`: each formation as it is now: info (version), state, up, and its process's
   start time, CPU seconds, resident memory and open fds. Its figures are gathered before the
@@ -56,6 +57,17 @@ class TallyCollector(Collector):
             "(an update or rollback swapped it)",
             ["formation", "reason"],
             ((fid, reason, n) for fid, t in tallies for reason, n in t.restarts.items()),
+        )
+        yield self._counter(
+            "fsup_health_checks",
+            "Health checks of the formation's processes, by result: ok or failed",
+            ["formation", "result"],
+            ((fid, result, n) for fid, t in tallies for result, n in t.checks.items()),
+        )
+        yield _histogram(
+            "fsup_health_check_duration_seconds",
+            "Seconds a health check of the formation's process took",
+            ((fid, t.check_duration) for fid, t in tallies),
         )
         yield self._counter(
             "fsup_proxy_requests",

@@ -19,7 +19,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import trio
 
 # Methods a label may name; any other (WebDAV's, made-up ones) is `other`.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -32,6 +34,10 @@ UPSTREAM_KINDS = ("connect", "read", "write", "protocol", "framing", "timeout", 
 # Seconds; Prometheus's client defaults, widened to a minute for slow answers and long holds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 HOLD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# A health check's result: answered as it should, or not (refused, timed out, a bad status,
+# a stranger on the port).
+CHECK_RESULTS = ("ok", "failed")
+CHECK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 # `formation_state_changed` reasons, as the formation machine names them (docs/decisions.md,
 # "Events"), mapped to the restart they mean when the formation enters `restarting`.
@@ -102,6 +108,8 @@ class FormationTally:
     upstream_errors: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(UPSTREAM_KINDS, 0)
     )
+    checks: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHECK_RESULTS, 0))
+    check_duration: Histogram = field(default_factory=lambda: Histogram(CHECK_BUCKETS))
 
     def answered(self, method: str, status: int, seconds: float) -> None:
         """A proxied request ended (its answer's last byte sent, or its client gone)."""
@@ -139,3 +147,40 @@ class Metrics:
         for formation_id in [f for f in self.formations if f not in formation_ids]:
             if self.formations[formation_id].in_flight == 0:
                 del self.formations[formation_id]
+
+
+class Probe(Protocol):
+    """`actors.health.Probe`: a health check of a port (None when it passed, else why not)."""
+
+    async def check(self, port: int) -> str | None: ...
+
+
+class MeteredProbe:
+    """A formation's probe whose every check is counted on its tally, by result, with its
+    duration (a check cancelled half-way is not). A stranger on the port (the probe raises)
+    is a failed check."""
+
+    def __init__(self, probe: Probe, tally: FormationTally) -> None:
+        self.probe = probe
+        self.tally = tally
+
+    async def check(self, port: int) -> str | None:
+        began = trio.current_time()
+        result = "failed"
+        try:
+            error = await self.probe.check(port)
+            result = "ok" if error is None else "failed"
+            return error
+        except trio.Cancelled:
+            result = ""
+            raise
+        finally:
+            if result:
+                self.tally.checks[result] += 1
+                self.tally.check_duration.observe(trio.current_time() - began)
+
+    def close(self) -> None:
+        """What the wrapped probe keeps between checks (`actors.health.close_probe`)."""
+        close = getattr(self.probe, "close", None)
+        if close is not None:
+            close()
