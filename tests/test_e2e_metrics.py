@@ -172,3 +172,17 @@ def test_promtool_finds_nothing_wrong(fleet: Server) -> None:
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout + checked.stderr == "", "promtool's lint found something"
+
+
+def test_a_host_that_does_not_name_this_server_is_refused_even_with_the_token(
+    server: Server,
+) -> None:
+    """`/metrics` keeps the Host check of fsup's browser-reachable routes (DNS rebinding)."""
+    answer = httpx.get(
+        f"{server.url}/metrics",
+        headers={"Authorization": f"Bearer {token_of(server)}", "Host": "evil.example"},
+        trust_env=False,
+        timeout=30,
+    )
+    assert answer.status_code == 403
+    assert answer.json()["error"]["code"] == "FORBIDDEN"
