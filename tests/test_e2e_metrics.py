@@ -26,6 +26,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from supervisor.cli.client import ApiError
 from supervisor.runtime.metrics import METHODS, RESTART_REASONS, UPSTREAM_KINDS
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +40,8 @@ BOUNDED = {
     "reason": set(RESTART_REASONS),
     "method": {*METHODS, "other"},
     "code": {str(code) for code in range(100, 600)} | {"other"},
-    "kind": set(UPSTREAM_KINDS),
+    "kind": {*UPSTREAM_KINDS, "update", "rollback"},
+    "outcome": {"succeeded", "failed"},
     "result": {"ok", "failed"},
     "le": None,
 }
@@ -186,3 +188,25 @@ def test_a_host_that_does_not_name_this_server_is_refused_even_with_the_token(
     )
     assert answer.status_code == 403
     assert answer.json()["error"]["code"] == "FORBIDDEN"
+
+
+def update(server: Server, bundle: bytes) -> object:
+    headers = {"Content-Type": "application/gzip"}
+    return server.rpc.call("PUT", "/rpc/formations/alpha", bundle, headers)
+
+
+def test_updates_are_counted_by_outcome_with_their_duration(fleet: Server) -> None:
+    """A good update succeeds (and is a restart of reason `update`); one whose new version
+    crashes fails its check and leaves the old one serving."""
+    update(fleet, nasty_bundle("alpha", version="1.1.0"))
+    with pytest.raises(ApiError):
+        update(fleet, nasty_bundle("alpha", mode="crash", version="1.2.0"))
+    found = samples(scrape(fleet, token=token_of(fleet)).text)
+    updates = "fsup_updates_total"
+    assert value(found, updates, formation="alpha", kind="update", outcome="succeeded") == 1
+    assert value(found, updates, formation="alpha", kind="update", outcome="failed") == 1
+    assert value(found, updates, formation="alpha", kind="rollback", outcome="failed") == 0
+    duration = "fsup_update_duration_seconds_count"
+    assert value(found, duration, formation="alpha", kind="update") == 2
+    assert value(found, "fsup_formation_restarts_total", formation="alpha", reason="update") == 1
+    assert value(found, "fsup_formation_info", formation="alpha", version="1.1.0") == 1

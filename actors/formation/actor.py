@@ -133,6 +133,7 @@ class FormationActor(Actor):
             gens=_generations,
         )
         self._replies: dict[int, Reply | None] = {}
+        self._jobs_begun: dict[int, tuple[str, float]] = {}  # update/rollback: kind, start
         self.processes = ProcessRegistry()  # by pid: active, staging, retiring
         self._timers: dict[int, trio.CancelScope] = {}  # by gen
         self._stopping: dict[int, int | None] = {}  # stop gen -> pid
@@ -205,10 +206,10 @@ class FormationActor(Actor):
                     manifest,
                     staged,
                 )
-                return await self._request(reply, lambda rid: BeginJob(rid, target))
+                return await self._request(reply, lambda rid: BeginJob(rid, target), "update")
             case Rollback():
                 target = self._rollback_target()
-                return await self._request(reply, lambda rid: BeginJob(rid, target))
+                return await self._request(reply, lambda rid: BeginJob(rid, target), "rollback")
             case _ if isinstance(message, MACHINE_REQUESTS):
                 return await self._request(reply, lambda rid: Requested(rid, message))
             case _ if isinstance(message, INTERNAL):
@@ -220,10 +221,17 @@ class FormationActor(Actor):
         raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
 
     async def _request(
-        self, reply: Reply | None, event: Callable[[int], BeginJob | Requested]
+        self,
+        reply: Reply | None,
+        event: Callable[[int], BeginJob | Requested],
+        job: str | None = None,
     ) -> object:
+        """Number the request and feed it; an update or rollback (`job`) is timed until its
+        answer, for `/metrics`."""
         rid = next(_requests)
         self._replies[rid] = reply
+        if job is not None:
+            self._jobs_begun[rid] = (job, trio.current_time())
         await self._feed(event(rid))
         return DEFERRED
 
@@ -327,6 +335,11 @@ class FormationActor(Actor):
                 assert_never(effect)
 
     def _answer(self, rid: int, value: Any, error: FsupError | None) -> None:
+        begun = self._jobs_begun.pop(rid, None)
+        if begun is not None:
+            job, started = begun
+            tally = self.ctx.metrics.formation(self.id)
+            tally.job_ended(job, error is None, trio.current_time() - started)
         reply = self._replies.pop(rid, None)
         if reply is None:
             if error is not None:

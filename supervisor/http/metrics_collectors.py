@@ -70,6 +70,21 @@ class TallyCollector(Collector):
             ((fid, t.check_duration) for fid, t in tallies),
         )
         yield self._counter(
+            "fsup_updates",
+            "Updates and rollbacks of the formation (kind), by outcome: succeeded or failed",
+            ["formation", "kind", "outcome"],
+            ((fid, *key, n) for fid, t in tallies for key, n in t.jobs.items()),
+        )
+        jobs = HistogramMetricFamily(
+            "fsup_update_duration_seconds",
+            "Seconds from an update's or rollback's request until its answer",
+            labels=["formation", "kind"],
+        )
+        for fid, t in tallies:
+            for kind, histogram in t.job_duration.items():
+                jobs.add_metric([fid, kind], list(histogram.cumulative()), histogram.total)
+        yield jobs
+        yield self._counter(
             "fsup_proxy_requests",
             "Requests proxied to the formation, by method and status code",
             ["formation", "method", "code"],

@@ -38,6 +38,11 @@ HOLD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # a stranger on the port).
 CHECK_RESULTS = ("ok", "failed")
 CHECK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Updates and rollbacks (`kind`), by outcome: answered with the new version serving, or
+# with an error (a failed check, a cancel, an interruption); their duration until then.
+JOB_KINDS = ("update", "rollback")
+JOB_OUTCOMES = ("succeeded", "failed")
+JOB_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 # `formation_state_changed` reasons, as the formation machine names them (docs/decisions.md,
 # "Events"), mapped to the restart they mean when the formation enters `restarting`.
@@ -110,6 +115,12 @@ class FormationTally:
     )
     checks: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHECK_RESULTS, 0))
     check_duration: Histogram = field(default_factory=lambda: Histogram(CHECK_BUCKETS))
+    jobs: dict[tuple[str, str], int] = field(
+        default_factory=lambda: {(k, o): 0 for k in JOB_KINDS for o in JOB_OUTCOMES}
+    )
+    job_duration: dict[str, Histogram] = field(
+        default_factory=lambda: {kind: Histogram(JOB_BUCKETS) for kind in JOB_KINDS}
+    )
 
     def answered(self, method: str, status: int, seconds: float) -> None:
         """A proxied request ended (its answer's last byte sent, or its client gone)."""
@@ -117,6 +128,11 @@ class FormationTally:
         self.requests[key] = self.requests.get(key, 0) + 1
         self.duration.observe(seconds)
         self.in_flight -= 1
+
+    def job_ended(self, kind: str, succeeded: bool, seconds: float) -> None:
+        """An update or rollback was answered (`kind` is one of `JOB_KINDS`)."""
+        self.jobs[(kind, "succeeded" if succeeded else "failed")] += 1
+        self.job_duration[kind].observe(seconds)
 
     def upstream_error(self, kind: str) -> None:
         self.upstream_errors[kind if kind in self.upstream_errors else "request"] += 1
