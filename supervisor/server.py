@@ -37,6 +37,7 @@ from supervisor.http.serving import serve_http
 from supervisor.operations import Services
 from supervisor.runtime.events import BusEvent, EventBus
 from supervisor.runtime.logs import LogBook
+from supervisor.runtime.metrics import Metrics
 from supervisor.runtime.ports import PortPool
 from supervisor.runtime.routing import RouteTable
 from supervisor.runtime.telemetry import publish_fleet_stats
@@ -66,6 +67,7 @@ async def run_server(
     credentials, server_id = load_or_create_credentials(home)
     api_token, _ = load_or_create_token(home.api_token)  # `fsup serve` said if it replaced one
     bus = EventBus()
+    metrics = Metrics()
     log_book = LogBook(bus)
     logging.getLogger().addHandler(log_book)
     store = Store(home.state_db)
@@ -88,6 +90,7 @@ async def run_server(
                 restart_defaults=config.restart_defaults,
                 log_limits=config.logs,
                 events=bus,
+                metrics=metrics,
             )
             # The root actors are supervised like the formations, but never escalate: a crash
             # is logged, its caller gets INTERNAL, and a fresh incarnation rebuilds its state
@@ -113,6 +116,7 @@ async def run_server(
                 api_token=api_token,
                 searches=searches_ref,
                 log_book=log_book,
+                metrics=metrics,
             )
             app = create_app(services)
             stop_http = trio.Event()

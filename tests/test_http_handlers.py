@@ -23,6 +23,7 @@ from supervisor.core.errors import FsupError
 from supervisor.http import error_handlers, fleet_api, hooks, proxy, rpc, searches
 from supervisor.http.proxy_hold import HoldGate
 from supervisor.http.services import EXTENSION
+from supervisor.runtime.metrics import Metrics
 from supervisor.runtime.routing import RouteTable
 
 TOKEN = "ab" * 32
@@ -177,7 +178,9 @@ async def test_no_store_marks_only_the_answers_that_carry_a_credential(
 
 
 def proxy_app(routes: RouteTable, gate: HoldGate | None = None) -> QuartTrio:
-    return bare_app(routes=routes, hold_gate=gate or HoldGate(), proxy_client=None)
+    return bare_app(
+        routes=routes, hold_gate=gate or HoldGate(), proxy_client=None, metrics=Metrics()
+    )
 
 
 async def test_the_proxy_answers_404_for_a_formation_it_does_not_know() -> None:

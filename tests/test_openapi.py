@@ -135,7 +135,8 @@ def test_auth_is_documented_per_family() -> None:
     the dashboard's pages: as DESIGN sections 5, 6 and 10 say."""
     public = {"/health", "/ping", PATH, "/api/v1/health", "/api/v1/auth/bootstrap"}
     cookie_only = {"/api/v1/events", "/api/v1/session/check", "/api/v1/session/logout"}
-    bearer_only = {"/api/v1/session", "/api/v1/token/rotate"}
+    # `/metrics` too: a scraper has no session (open instead with `metrics.public`).
+    bearer_only = {"/api/v1/session", "/api/v1/token/rotate", "/metrics"}
     for path, method, op in operations():
         names = {name for requirement in op["security"] for name in requirement}
         if path.startswith("/rpc/"):

@@ -136,7 +136,7 @@ schemathesis.openapi.media_type("application/zip", bundles(_zip, "zip"))
 
 class FsupAuth(AuthBase):
     """Signs `/rpc` requests over the exact bytes that go on the wire (path and query as
-    sent, raw body), as supervisor/client.py does; bearer token on /api/v1."""
+    sent, raw body), as supervisor/client.py does; bearer token on /api/v1 and /metrics."""
 
     def __init__(self, key_id: str, secret_key: str, token: str) -> None:
         self.key_id, self.secret_key, self.token = key_id, secret_key, token
@@ -151,7 +151,7 @@ class FsupAuth(AuthBase):
             request.headers.update(
                 signed_headers(self.key_id, self.secret_key, method, path.encode(), body)
             )
-        elif path.startswith("/api/v1/"):
+        elif path.startswith(("/api/v1/", "/metrics")):
             request.headers["Authorization"] = f"Bearer {self.token}"
         return request
 

@@ -29,8 +29,9 @@ from typing import Any, assert_never, get_args
 import trio
 
 from supervisor.core.errors import FsupError
-from supervisor.core.manifest import FormationSpec, ProxySpec, StopSpec, parse_manifest
+from supervisor.core.manifest import FormationSpec, HealthSpec, ProxySpec, StopSpec, parse_manifest
 from supervisor.core.timestamps import rfc3339_now
+from supervisor.runtime.metrics import MeteredProbe
 from supervisor.runtime.routing import Backend
 from supervisor.storage import versions
 from supervisor.storage.store import VersionRow
@@ -132,6 +133,7 @@ class FormationActor(Actor):
             gens=_generations,
         )
         self._replies: dict[int, Reply | None] = {}
+        self._jobs_begun: dict[int, tuple[str, float]] = {}  # update/rollback: kind, start
         self.processes = ProcessRegistry()  # by pid: active, staging, retiring
         self._timers: dict[int, trio.CancelScope] = {}  # by gen
         self._stopping: dict[int, int | None] = {}  # stop gen -> pid
@@ -204,10 +206,10 @@ class FormationActor(Actor):
                     manifest,
                     staged,
                 )
-                return await self._request(reply, lambda rid: BeginJob(rid, target))
+                return await self._request(reply, lambda rid: BeginJob(rid, target), "update")
             case Rollback():
                 target = self._rollback_target()
-                return await self._request(reply, lambda rid: BeginJob(rid, target))
+                return await self._request(reply, lambda rid: BeginJob(rid, target), "rollback")
             case _ if isinstance(message, MACHINE_REQUESTS):
                 return await self._request(reply, lambda rid: Requested(rid, message))
             case _ if isinstance(message, INTERNAL):
@@ -219,10 +221,17 @@ class FormationActor(Actor):
         raise FsupError("INVALID_REQUEST", f"unknown message {type(message).__name__}")
 
     async def _request(
-        self, reply: Reply | None, event: Callable[[int], BeginJob | Requested]
+        self,
+        reply: Reply | None,
+        event: Callable[[int], BeginJob | Requested],
+        job: str | None = None,
     ) -> object:
+        """Number the request and feed it; an update or rollback (`job`) is timed until its
+        answer, for `/metrics`."""
         rid = next(_requests)
         self._replies[rid] = reply
+        if job is not None:
+            self._jobs_begun[rid] = (job, trio.current_time())
         await self._feed(event(rid))
         return DEFERRED
 
@@ -315,6 +324,7 @@ class FormationActor(Actor):
                 if reply is not None:
                     reply.emit(event)
             case fx.Publish(type=type_, data=data):
+                self.ctx.metrics.published(self.id, type_, data)  # a restart, by reason
                 if self.ctx.events is not None:
                     self.ctx.events.publish(type_, data)
             case fx.Log(level=level, message=message):
@@ -325,6 +335,11 @@ class FormationActor(Actor):
                 assert_never(effect)
 
     def _answer(self, rid: int, value: Any, error: FsupError | None) -> None:
+        begun = self._jobs_begun.pop(rid, None)
+        if begun is not None:
+            job, started = begun
+            tally = self.ctx.metrics.formation(self.id)
+            tally.job_ended(job, error is None, trio.current_time() - started)
         reply = self._replies.pop(rid, None)
         if reply is None:
             if error is not None:
@@ -351,7 +366,7 @@ class FormationActor(Actor):
             case fx.SweepStrays():
                 self._strays.start(nursery)
             case fx.ProbeOnce(gen=gen, pid=pid, health=health, port=port):
-                probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, pid)
+                probe = self._probe(health, pid)
                 taken = partial(self._port_taken, False)
                 nursery.start_soon(watchers.probe_once, self.post, gen, probe, port, taken)
             case fx.StartTimer(gen=gen, delay=delay):
@@ -414,7 +429,7 @@ class FormationActor(Actor):
         """Watch a process's exit and health in the background, in its own cancel scope."""
         process, scope = self.processes.watch(effect.pid)
         health = effect.health
-        probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, effect.pid)
+        probe = self._probe(health, effect.pid)
         taken = partial(self._port_taken, effect.staging)
 
         async def attend() -> None:
@@ -434,6 +449,11 @@ class FormationActor(Actor):
                     )
 
         nursery.start_soon(attend)
+
+    def _probe(self, health: HealthSpec, pid: int) -> MeteredProbe:
+        """The probe for `pid`, checking that the port is its own, each check counted."""
+        probe = owned(self.ctx.probe_for(health), health, self.ctx.listeners, pid)
+        return MeteredProbe(probe, self.ctx.metrics.formation(self.id))
 
     def _serving_version(self) -> str:
         return self.machine.spec.version

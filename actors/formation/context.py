@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from supervisor.core.manifest import HealthSpec, RestartSpec
+from supervisor.runtime.metrics import Metrics
 from supervisor.runtime.routing import RouteTable
 from supervisor.storage.formation_logs import LogLimits
 from supervisor.storage.home import Home
@@ -59,3 +60,6 @@ class FormationContext:
     kill_strays: Callable[[Path, str | None, frozenset[int], Callable[[], bool]], int] | None = None
     # The event bus (`supervisor.runtime.events.EventBus`); None in unit tests that do not listen.
     events: EventSink | None = None
+    # Restarts by reason, counted as the formation announces them (the server shares it
+    # with its HTTP edge, which serves `/metrics`).
+    metrics: Metrics = field(default_factory=Metrics)

@@ -29,6 +29,7 @@ from supervisor.http import (
     dashboard,
     faults,
     fleet_api,
+    metrics,
     openapi,
     operations_api,
     proxy,
@@ -89,13 +90,15 @@ def create_app(services: HttpServices) -> QuartTrio:
 
 
 def configure(app: QuartTrio, services: HttpServices) -> None:
-    """The app's limits, and the services its handlers reach (`services()`)."""
+    """The app's limits, the services its handlers reach (`services()`), and the
+    collectors of its `/metrics` registry."""
     # `//` in a path is not redirected (a 308 to an HTML page is not the contract's answer):
     # fsup's routes then answer 404, the proxy passes it on to the formation as it came.
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body_bytes
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT_S
     app.extensions[EXTENSION] = services
+    metrics.register_collectors(services)
 
 
 async def health() -> Any:
@@ -127,6 +130,7 @@ def blueprints() -> list[Blueprint]:
         session_api.blueprint(),
         dashboard.blueprint(),
         api_v1.blueprint(),
+        metrics.blueprint(),
         proxy.blueprint(),
     ]
     return [blueprint for blueprint in found if blueprint is not None]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import trio
@@ -27,10 +28,10 @@ from quart.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter, PathConverter
 
 from supervisor.core.errors import FsupError
+from supervisor.http import audit
 from supervisor.http.proxy_hold import (
     RETRY_BODY_LIMIT,
     RETRYABLE,
-    HoldGate,
     find_route,
     hold_reason,
     retryable,
@@ -47,6 +48,7 @@ from supervisor.http.proxy_target import (
 from supervisor.http.render import error_response
 from supervisor.http.services import HttpServices, services
 from supervisor.http.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from supervisor.runtime.metrics import FormationTally
 from supervisor.runtime.routing import DEFAULT_HOLD_S, Backend, Route, RouteTable
 
 log = logging.getLogger("fsup.http.proxy")
@@ -64,15 +66,40 @@ def open_proxy_client() -> UpstreamPool:
     return UpstreamPool()
 
 
+@dataclass
+class Meter:
+    """One proxied request in its formation's tally (`/metrics`): in flight from when its
+    route is found until its answer ends (the last byte of a streamed body, or the handler's
+    return), counted once with its status and duration."""
+
+    tally: FormationTally
+    method: str
+    started: float
+    streaming: bool = False  # a `ProxiedBody` ends it
+    ended: bool = False
+
+    def __post_init__(self) -> None:
+        self.tally.in_flight += 1
+
+    def end(self, status: int) -> None:
+        if not self.ended:
+            self.ended = True
+            self.tally.answered(self.method, status, trio.current_time() - self.started)
+
+
 class ProxiedBody:
     """The upstream response body, streamed; `aclose` (always called by Quart) closes the
-    upstream response and releases the backend exactly once."""
+    upstream response, releases the backend and ends the request's meter exactly once."""
 
-    def __init__(self, upstream: UpstreamResponse, backend: Backend, formation_id: str) -> None:
+    def __init__(
+        self, upstream: UpstreamResponse, backend: Backend, formation_id: str, meter: Meter
+    ) -> None:
         self._upstream = upstream
         self._chunks = upstream.aiter_raw()
         self._backend: Backend | None = backend
         self._formation_id = formation_id
+        self._meter = meter
+        meter.streaming = True
 
     def __aiter__(self) -> ProxiedBody:
         return self
@@ -81,6 +108,7 @@ class ProxiedBody:
         try:
             return await self._chunks.__anext__()
         except UpstreamError as exc:
+            self._meter.tally.upstream_error(exc.kind)
             log.warning(
                 "%s: the answer was cut short by the formation (%s); the client's connection "
                 "is closed without the answer's end",
@@ -95,6 +123,7 @@ class ProxiedBody:
         if self._backend is not None:
             self._backend.release()
             self._backend = None
+        self._meter.end(self._upstream.status_code)
 
 
 async def abort_response() -> NoReturn:
@@ -249,14 +278,15 @@ async def send_upstream(
     client: UpstreamPool,
     backend: Backend,
     target: ProxyTarget,
-    formation_id: str,
+    meter: Meter,
     body: bytes | None,
     whole: bool = False,
 ) -> Response:
     """One attempt, counted on `backend` (the caller acquired it; released here on failure).
     `whole`: a small answer (a Content-Length up to `RETRY_BODY_LIMIT`) is read whole before
     anything goes to the client, so that a process dying between its head and its body still
-    leaves the request retryable; anything else streams."""
+    leaves the request retryable; anything else streams. A failure is counted by its kind."""
+    formation_id = target.formation_id
     try:
         upstream = await client.send(
             request.method,
@@ -266,12 +296,15 @@ async def send_upstream(
             request_body() if body is None else body,
         )
         if not (whole and _small(upstream)):
-            return proxied_response(upstream, ProxiedBody(upstream, backend, formation_id))
+            body_ = ProxiedBody(upstream, backend, formation_id, meter)
+            return proxied_response(upstream, body_)
         try:
             content = b"".join([chunk async for chunk in upstream.aiter_raw()])
         finally:
             await upstream.aclose()
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, UpstreamError):
+            meter.tally.upstream_error(exc.kind)
         backend.release()
         raise
     backend.release()
@@ -316,63 +349,92 @@ async def proxy(formation_id: str, rest: str = "") -> Any:
     route = await find_route(routes, formation_id, gate, declared_size(), DEFAULT_HOLD_S)
     if route is None:
         return not_back(routes, formation_id, None) if routes.restoring else not_found(target)
+    meter = Meter(svc.metrics.formation(formation_id), request.method, started)
+    try:
+        answer = await to_route(svc, route, target, meter)
+    except BaseException as exc:
+        meter.end(failure_status(exc))
+        raise
+    if not meter.streaming:
+        meter.end(answer[1] if isinstance(answer, tuple) else answer.status_code)
+    return answer
+
+
+def failure_status(exc: BaseException) -> int:
+    """The status a request that raised is counted with: its error's (a stalled body's 408),
+    499 when its client went away (nginx's "client closed request"), else 500."""
+    if isinstance(exc, FsupError):
+        return exc.status
+    return audit.CLIENT_CLOSED if audit.is_cancellation(exc) else 500
+
+
+async def to_route(svc: HttpServices, route: Route, target: ProxyTarget, meter: Meter) -> Any:
+    """The request, for a formation whose route exists: sent to its backend, waiting for
+    one within the hold bound if the formation is coming back; 503 otherwise."""
+    routes, formation_id = svc.routes, target.formation_id
     if route.backend is None and not route.coming_back and not routes.restoring:
         return not_running(formation_id)
     body = await buffered_body(route)
-    backend = await wait_for_backend(routes, route, gate, declared_size(), started=started)
+    backend = await wait_for_backend(
+        routes, route, svc.hold_gate, declared_size(), started=meter.started, tally=meter.tally
+    )
     if backend is None:
         if route.coming_back or routes.restoring:
             return not_back(routes, formation_id, route)
         return not_running(formation_id)
     backend.acquire()  # no checkpoint since the route was read: see routing.py
-    return await forward(svc, route, target, body, backend)
+    return await forward(svc, route, target, body, backend, meter)
 
 
 async def forward(
-    svc: HttpServices, route: Route, target: ProxyTarget, body: bytes | None, backend: Backend
+    svc: HttpServices,
+    route: Route,
+    target: ProxyTarget,
+    body: bytes | None,
+    backend: Backend,
+    meter: Meter,
 ) -> Any:
     """Send the request to `backend` (acquired by the caller), and again (`retry`) where a
     failure left no byte of the answer sent and the request may be sent twice."""
     formation_id = target.formation_id
     again = retryable(request.method, route, body)
     try:
-        return await send_upstream(svc.proxy_client, backend, target, formation_id, body, again)
+        return await send_upstream(svc.proxy_client, backend, target, meter, body, again)
     except RETRYABLE as exc:
         if not again:
             return bad_gateway(formation_id, backend, exc)
-        return await retry(
-            svc.routes, route, svc.hold_gate, svc.proxy_client, target, body, backend, exc
-        )
+        return await retry(svc, route, target, body, backend, exc, meter)
     except UpstreamError as exc:
         return bad_gateway(formation_id, backend, exc)
 
 
 async def retry(
-    routes: RouteTable,
+    svc: HttpServices,
     route: Route,
-    gate: HoldGate,
-    client: UpstreamPool,
     target: ProxyTarget,
     body: bytes | None,
     backend: Backend,
     error: Exception,
+    meter: Meter,
 ) -> Any:
     """Send again what failed before any byte of the answer reached the client: at once
     to what the route serves if the process that failed still runs (a connection reset
     by a live process), else to the next backend, waiting within the hold bound (its
-    actor withdraws the dead one and starts another)."""
+    actor withdraws the dead one and starts another). Each attempt sent again is counted."""
+    routes, gate, client = svc.routes, svc.hold_gate, svc.proxy_client
     route.figures.retried += 1
     for _ in range(MAX_ATTEMPTS - 1):
         failed = None if process_alive(backend.pid) else backend
-        nxt = await wait_for_backend(routes, route, gate, declared_size(), failed=failed)
+        nxt = await wait_for_backend(
+            routes, route, gate, declared_size(), failed=failed, tally=meter.tally
+        )
         if nxt is None:
             break
         backend = nxt
         backend.acquire()
+        meter.tally.retries += 1
         try:
-            return await send_upstream(
-                client, backend, target, route.formation_id, body, whole=True
-            )
+            return await send_upstream(client, backend, target, meter, body, whole=True)
         except RETRYABLE as exc:
             error = exc
         except UpstreamError as exc:

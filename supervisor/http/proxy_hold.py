@@ -33,6 +33,7 @@ from typing import Any
 import trio
 
 from supervisor.http.upstream import RETRYABLE
+from supervisor.runtime.metrics import FormationTally
 from supervisor.runtime.routing import Backend, Route, RouteTable
 
 MAX_HELD_REQUESTS = 1000
@@ -108,12 +109,14 @@ async def wait_for_backend(
     size: int,
     failed: Backend | None = None,
     started: float | None = None,
+    tally: FormationTally | None = None,
 ) -> Backend | None:
     """The backend to send to: the route's, at once when it has one (other than `failed`);
     else, while the formation is coming back or fsup is restoring (or `failed` is still
     published, which its actor is about to withdraw), the first one published within
     `route.hold_s` of `started` (default: now). None when there is none to wait for, the
-    wait timed out, or the gate is full."""
+    wait timed out, or the gate is full. A wait is counted on `tally` (`/metrics`): held,
+    and how long it lasted."""
     backend = _usable(route, failed)
     if backend is not None:
         return backend
@@ -124,17 +127,25 @@ async def wait_for_backend(
         if not admitted:
             return None
         route.figures.held += 1
+        if tally is not None:
+            tally.held += 1
         with trio.move_on_at(started + route.hold_s):
             while _worth_waiting(routes, route, failed):
                 await route.wait_changed()
                 backend = _usable(route, failed)
                 if backend is not None:
                     route.figures.served += 1
-                    route.figures.waits.append(trio.current_time() - started)
+                    _waited(route, tally, trio.current_time() - started)
                     return backend
         route.figures.expired += 1
-        route.figures.waits.append(trio.current_time() - started)
+        _waited(route, tally, trio.current_time() - started)
         return None
+
+
+def _waited(route: Route, tally: FormationTally | None, seconds: float) -> None:
+    route.figures.waits.append(seconds)
+    if tally is not None:
+        tally.hold.observe(seconds)
 
 
 def _worth_waiting(routes: RouteTable, route: Route, failed: Backend | None) -> bool:

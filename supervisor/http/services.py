@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
+from prometheus_client import CollectorRegistry
 from quart import current_app
 
 from supervisor.http.process_watch import ProcessWatch
 from supervisor.http.proxy_hold import HoldGate
 from supervisor.operations import Services
+from supervisor.runtime.metrics import Metrics
 
 if TYPE_CHECKING:
     from actors.base import ActorRef
@@ -40,6 +42,11 @@ class HttpServices(Services):
     hold_gate: HoldGate = field(default_factory=HoldGate)
     # The processes whose figures the API reports, watched between calls (one per app).
     process_watch: ProcessWatch = field(default_factory=ProcessWatch)
+    # What the proxy and the formations tally (shared with the formation actors' context).
+    metrics: Metrics = field(default_factory=Metrics)
+    # `/metrics`' collectors, one registry per app (never prometheus_client's global one:
+    # tests run several apps in one process); `http.metrics` fills it when the app is made.
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(False))
 
 
 def services() -> HttpServices:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import select
 from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import ClassVar
 
 import h11
 import trio
@@ -47,30 +48,46 @@ READ_CHUNK = 64 * 1024
 class UpstreamError(Exception):
     """The formation did not take the request or answer it properly."""
 
+    # The failure's kind, as `/metrics` counts it (`fsup_proxy_upstream_errors_total`); the
+    # base class is raised for a request h11 cannot pass on.
+    kind: ClassVar[str] = "request"
+
 
 class ConnectError(UpstreamError):
     """Nothing accepted the connection (refused, or reset while connecting)."""
+
+    kind = "connect"
 
 
 class ReadError(UpstreamError):
     """The connection failed or closed while the answer was awaited or read."""
 
+    kind = "read"
+
 
 class WriteError(UpstreamError):
     """The connection failed while the request was sent."""
 
+    kind = "write"
+
 
 class ProtocolError(UpstreamError):
     """The formation's answer is not HTTP/1.1 that h11 accepts (or it sent none)."""
+
+    kind = "protocol"
 
 
 class FramingError(UpstreamError):
     """The answer's framing contradicts itself (`Content-Length` beside `Transfer-Encoding`,
     RFC 9112 6.3): where it ends cannot be trusted, so it is neither passed on nor retried."""
 
+    kind = "framing"
+
 
 class Timeout(UpstreamError):
     """Connecting, sending or waiting for a connection slot took too long."""
+
+    kind = "timeout"
 
 
 RETRYABLE = (ConnectError, ProtocolError, ReadError, WriteError)

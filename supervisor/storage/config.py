@@ -35,6 +35,7 @@ from supervisor.core.manifest import (
 from supervisor.storage.bundles import BundleLimits
 from supervisor.storage.config_kinds import (
     BIG,
+    Boolean,
     Choice,
     Host,
     HostNames,
@@ -69,6 +70,8 @@ class ServerConfig:
     # Names besides loopback under which /api/v1, /ui, /openapi.json and /metrics answer
     # (normalized as `core.hosts` compares them); DNS rebinding guard.
     allowed_hosts: tuple[str, ...] = ()
+    # `/metrics` without the bearer token (for a scraper that cannot send one).
+    metrics_public: bool = False
 
     def accepted_schemes(self) -> tuple[str, ...]:
         """ "auto" accepts both schemes on a loopback address, where nobody can see a signed
@@ -187,6 +190,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("auth.schemes", "auth_schemes", Schemes(), _AUTH_HELP),
     Setting("http.allowed_hosts", "allowed_hosts", HostNames(), _HOSTS_HELP),
+    Setting(
+        "metrics.public",
+        "metrics_public",
+        Boolean(),
+        "true: GET /metrics answers without the /api/v1 bearer token (Prometheus's "
+        "authorization with a credentials_file is the default way in)",
+    ),
 )
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
 # Every mapping that holds settings: limits, restart_defaults, restart_defaults.backoff, auth.

@@ -123,6 +123,22 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Boolean:
+    """true or false, as YAML writes them (not 1, "yes" or "on": a boolean only)."""
+
+    def read(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise expected("true or false", value)
+        return value
+
+    def write(self, value: Any) -> Any:
+        return value
+
+    def describe(self) -> str:
+        return "true | false"
+
+
+@dataclass(frozen=True)
 class Choice:
     choices: tuple[str, ...]
 

@@ -28,6 +28,7 @@ from supervisor.http.openapi.kit import (
     ok,
     operation,
 )
+from supervisor.http.openapi.metrics_paths import metrics_paths
 from supervisor.http.openapi.rpc_paths import rpc_paths
 from supervisor.http.openapi.schemas import schemas
 from supervisor.http.openapi.timeline_paths import timeline_paths, timeline_schemas
@@ -98,6 +99,7 @@ def document() -> dict[str, Any]:
                 "operations",
                 "proxy",
                 "dashboard",
+                "metrics",
             )
         ],
         "paths": {
@@ -111,6 +113,7 @@ def document() -> dict[str, Any]:
             **dashboard_paths(),
             **timeline_paths(),
             **proxy_paths(),
+            **metrics_paths(),
         },
         "components": {
             "schemas": {**schemas(), **dashboard_schemas(), **timeline_schemas()},
