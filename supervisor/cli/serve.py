@@ -54,7 +54,14 @@ def tune_heap() -> bool:
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
         (M_TRIM_THRESHOLD, MMAP_THRESHOLD),
     )
-    return all([bool(mallopt(param, value)) for param, value in settings])
+    tuned = all([bool(mallopt(param, value)) for param, value in settings])
+    # What the imports freed under the old thresholds is still at the heap's top: a block over
+    # the new threshold would be carved from it instead of mapped. Hand it back now.
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+        trim(0)
+    return tuned
 
 
 def serve(args: argparse.Namespace, home: Home) -> int:
