@@ -62,6 +62,19 @@ def test_a_sample_reads_as_the_api_gives_it() -> None:
     }
 
 
+def test_a_sample_comes_back_as_it_was_recorded() -> None:
+    """Kept packed (28 bytes), a sample reads back the same: None stays None, the floats as
+    rounded when taken, memory past 4 GiB whole."""
+    history = History()
+    recorded = [
+        Sample(1796558532.347, None, None, 0, 0.0),
+        Sample(1796558537.5, 12.3, 5 * 2**30, 3, 1.234),
+    ]
+    for one in recorded:
+        history.record("web", one)
+    assert history.samples("web") == recorded
+
+
 def test_the_sampler_reads_live_processes_and_forgets_the_others() -> None:
     sampler = ProcessSampler()
     first = sampler.read({"me": os.getpid(), "gone": 2**22 + 12345})
