@@ -89,3 +89,37 @@ def test_the_formation_page_shows_four_charts(run: Run) -> None:
 
 def _line() -> re.Pattern[str]:
     return re.compile(r"^M[\d.]+ [\d.]+L")
+
+
+def test_a_hidden_page_fetches_no_history(run: Run) -> None:
+    """Hidden (another tab), the page lets the `status` ticks pass without a fetch; shown
+    again, it fetches at once."""
+    page = run.page
+    page.goto(f"{run.server.url}/ui/")
+    expect(run.row("alpha").locator("[data-testid=spark] path")).to_have_attribute(
+        "d", _line(), timeout=TICKS_MS
+    )
+    page.evaluate(
+        "() => Object.defineProperty(document, 'hidden', {value: true, configurable: true})"
+    )
+    before = _history_fetches(run)
+    uptime = page.evaluate("() => Alpine.$data(document.querySelector('.app')).status.uptime_s")
+    # Two `status` ticks applied (5 s apart): each would have fetched on a visible page.
+    page.wait_for_function(
+        "(u) => Alpine.$data(document.querySelector('.app')).status.uptime_s > u + 6",
+        arg=uptime,
+        timeout=TICKS_MS,
+    )
+    assert _history_fetches(run) == before
+    with page.expect_request(lambda r: "/api/v1/history?" in r.url, timeout=2000):
+        page.evaluate(
+            """() => {
+              Object.defineProperty(document, 'hidden', {value: false, configurable: true});
+              document.dispatchEvent(new Event('visibilitychange'));
+            }"""
+        )
+    assert not run.errors, run.errors
+
+
+def _history_fetches(run: Run) -> int:
+    return sum("/api/v1/history?" in url for url in run.urls)
