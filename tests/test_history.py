@@ -5,6 +5,7 @@ serving."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import trio
@@ -115,3 +116,22 @@ async def test_each_tick_samples_every_formation_and_forgets_the_deleted(
     idle = history.samples("idle")[:2]
     assert [(s.cpu_percent, s.rss_bytes, s.requests_per_s) for s in idle] == [(None, None, 0.0)] * 2
     assert "gone" not in history
+
+
+class BrokenSampler(ProcessSampler):
+    def read(self, pids: Mapping[str, int]) -> dict[str, tuple[float | None, int | None]]:
+        raise RuntimeError("psutil broke")
+
+
+async def test_a_failed_sample_does_not_stop_the_ticks(autojump_clock: Any) -> None:
+    bus, routes = EventBus(), RouteTable()
+    routes.register("web")
+    routes.publish("web", Backend(8000, os.getpid(), "1.0.0"))
+    keeping = HistoryKeeping(History(), Metrics(), BrokenSampler())
+    with bus.subscribe() as sub:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_fleet_stats, bus, routes, 5.0, keeping)
+            seen = [(await sub.receive.receive()).type for _ in range(4)]
+            nursery.cancel_scope.cancel()
+    assert seen == ["routing_stats", "traffic_stats"] * 2
+    assert keeping.history.samples("web") == []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from supervisor.runtime.events import EventBus
 from supervisor.runtime.history import History, ProcessSampler, Sample
 from supervisor.runtime.metrics import Metrics
 from supervisor.runtime.routing import RouteTable
+
+log = logging.getLogger("fsup.telemetry")
 
 PERIOD_S = 5.0
 TRIM_EVERY_S = 60.0
@@ -69,7 +72,7 @@ class HistoryKeeping:
         read in a worker thread; the deleted ones forgotten."""
         formation_ids = [route.formation_id for route in routes.routes()]
         pids = {r.formation_id: r.backend.pid for r in routes.routes() if r.backend is not None}
-        figures = await trio.to_thread.run_sync(self.sampler.read, pids)
+        figures = await trio.to_thread.run_sync(self.sampler.read, pids) if pids else {}
         now = round(time.time(), 3)
         for formation_id in formation_ids:
             cpu, rss = figures.get(formation_id, (None, None))
@@ -115,4 +118,7 @@ async def publish_fleet_stats(
             },
         )
         if keeping is not None:
-            await keeping.sample(routes, per_formation)
+            try:
+                await keeping.sample(routes, per_formation)
+            except Exception:  # a chart missing a sample must not stop fsup's ticks
+                log.exception("history sample failed; trying again in %ss", period)
