@@ -11,8 +11,9 @@ from typing import Any
 import trio
 from helpers import wait_until
 
+from supervisor.runtime import telemetry
 from supervisor.runtime.events import EventBus
-from supervisor.runtime.history import History, ProcessSampler, Sample
+from supervisor.runtime.history import INTERVAL_S, History, ProcessSampler, Sample
 from supervisor.runtime.metrics import Metrics
 from supervisor.runtime.routing import Backend, RouteTable
 from supervisor.runtime.telemetry import HistoryKeeping, publish_fleet_stats
@@ -135,3 +136,7 @@ async def test_a_failed_sample_does_not_stop_the_ticks(autojump_clock: Any) -> N
             nursery.cancel_scope.cancel()
     assert seen == ["routing_stats", "traffic_stats"] * 2
     assert keeping.history.samples("web") == []
+
+
+def test_the_api_says_the_period_the_tick_samples_at() -> None:
+    assert telemetry.PERIOD_S == INTERVAL_S
