@@ -40,7 +40,7 @@ from supervisor.runtime.logs import LogBook
 from supervisor.runtime.metrics import Metrics
 from supervisor.runtime.ports import PortPool
 from supervisor.runtime.routing import RouteTable
-from supervisor.runtime.telemetry import publish_fleet_stats
+from supervisor.runtime.telemetry import PERIOD_S, HistoryKeeping, publish_fleet_stats
 from supervisor.storage import intake
 from supervisor.storage.config import ServerConfig
 from supervisor.storage.home import Home, load_or_create_credentials, load_or_create_token
@@ -135,7 +135,8 @@ async def run_server(
                 log.info("listening on %s (home %s)", url, home.root)
                 print(f"fsup listening on {url}", flush=True)
                 task_status.started(url)
-                nursery.start_soon(publish_fleet_stats, bus, routes)
+                keeping = HistoryKeeping(services.history, metrics)
+                nursery.start_soon(publish_fleet_stats, bus, routes, PERIOD_S, keeping)
                 nursery.start_soon(publish_status, app)
                 nursery.start_soon(flush_audit, store)
                 nursery.start_soon(flush_timeline, store)

@@ -16,6 +16,7 @@ from quart import current_app
 from supervisor.http.process_watch import ProcessWatch
 from supervisor.http.proxy_hold import HoldGate
 from supervisor.operations import Services
+from supervisor.runtime.history import History
 from supervisor.runtime.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class HttpServices(Services):
     # `/metrics`' collectors, one registry per app (never prometheus_client's global one:
     # tests run several apps in one process); `http.metrics` fills it when the app is made.
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(False))
+    # Each formation's last hour of figures (kept by the telemetry tick, read by the charts).
+    history: History = field(default_factory=History)
 
 
 def services() -> HttpServices:

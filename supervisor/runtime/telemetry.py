@@ -1,6 +1,8 @@
 """Periodic fleet events on the bus: `routing_stats` (the routing summary) and
-`traffic_stats` (proxied requests per formation, with rates over the last period); and, on
-the same clock, the heap's free pages given back to the system once a minute.
+`traffic_stats` (proxied requests per formation, with rates over the last period); on the
+same tick, when given a `history`, each formation's sample for the dashboard's charts
+(`runtime.history`); and, on the same clock, the heap's free pages given back to the system
+once a minute.
 
 Why the last: glibc keeps what a program frees in its heaps (two at most since `fsup serve`
 caps them: `supervisor.cli.serve.tune_heap`) and reuses it, but pages once touched stay
@@ -15,13 +17,21 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 from supervisor.core.ticks import next_on_grid
 from supervisor.runtime.events import EventBus
+from supervisor.runtime.history import History, ProcessSampler, Sample
+from supervisor.runtime.metrics import Metrics
 from supervisor.runtime.routing import RouteTable
+
+log = logging.getLogger("fsup.telemetry")
 
 PERIOD_S = 5.0
 TRIM_EVERY_S = 60.0
@@ -48,7 +58,37 @@ def release_free_heap() -> bool:
     return True
 
 
-async def publish_fleet_stats(bus: EventBus, routes: RouteTable, period: float = PERIOD_S) -> None:
+@dataclass
+class HistoryKeeping:
+    """What the tick needs to keep the history: the store, the restarts' tallies, and the
+    psutil objects kept from one tick to the next."""
+
+    history: History
+    metrics: Metrics
+    sampler: ProcessSampler = field(default_factory=ProcessSampler)
+
+    async def sample(self, routes: RouteTable, rates: dict[str, dict[str, Any]]) -> None:
+        """One sample per formation that has a route; CPU and memory of the serving ones,
+        read in a worker thread; the deleted ones forgotten."""
+        formation_ids = [route.formation_id for route in routes.routes()]
+        pids = {r.formation_id: r.backend.pid for r in routes.routes() if r.backend is not None}
+        figures = await trio.to_thread.run_sync(self.sampler.read, pids) if pids else {}
+        now = round(time.time(), 3)
+        for formation_id in formation_ids:
+            cpu, rss = figures.get(formation_id, (None, None))
+            tally = self.metrics.formations.get(formation_id)
+            restarts = sum(tally.restarts.values()) if tally is not None else 0
+            rate = rates.get(formation_id, {}).get("requests_per_s", 0.0)
+            self.history.record(formation_id, Sample(now, cpu, rss, restarts, rate))
+        self.history.keep_only(formation_ids)
+
+
+async def publish_fleet_stats(
+    bus: EventBus,
+    routes: RouteTable,
+    period: float = PERIOD_S,
+    keeping: HistoryKeeping | None = None,
+) -> None:
     """Runs until cancelled (the server's nursery owns it)."""
     previous: dict[str, int] = {}
     trimmed = trio.current_time()
@@ -77,3 +117,8 @@ async def publish_fleet_stats(bus: EventBus, routes: RouteTable, period: float =
                 "in_flight": sum(c["in_flight"] for c in traffic.values()),
             },
         )
+        if keeping is not None:
+            try:
+                await keeping.sample(routes, per_formation)
+            except Exception:  # a chart missing a sample must not stop fsup's ticks
+                log.exception("history sample failed; trying again in %ss", period)

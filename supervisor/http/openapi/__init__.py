@@ -17,6 +17,7 @@ from supervisor.core.doors import door_of
 from supervisor.http.api_auth import CREDENTIAL_ANSWERS
 from supervisor.http.openapi.api_paths import api_paths, proxy_paths, search_paths
 from supervisor.http.openapi.dashboard_paths import dashboard_paths, dashboard_schemas
+from supervisor.http.openapi.history_paths import history_paths, history_schemas
 from supervisor.http.openapi.kit import (
     ANY_OBJECT,
     EITHER,
@@ -112,11 +113,17 @@ def document() -> dict[str, Any]:
             **api_paths(),
             **dashboard_paths(),
             **timeline_paths(),
+            **history_paths(),
             **proxy_paths(),
             **metrics_paths(),
         },
         "components": {
-            "schemas": {**schemas(), **dashboard_schemas(), **timeline_schemas()},
+            "schemas": {
+                **schemas(),
+                **dashboard_schemas(),
+                **timeline_schemas(),
+                **history_schemas(),
+            },
             "securitySchemes": SECURITY_SCHEMES,
         },
     }

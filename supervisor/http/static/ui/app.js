@@ -167,6 +167,10 @@ document.addEventListener("alpine:init", () => {
     // The formation's timeline (issue 19, item 2): its event envelopes, newest first, once
     // loaded; live events of the formation are put on top.
     timeline: null,
+    // Issue 19, item 4: the fleet's last samples by formation id (its rows' CPU sparklines),
+    // and the formation page's whole hour (its four charts); null until loaded.
+    sparks: {},
+    history: null,
     searches: [],
     searchId: null,
     thread: null,
@@ -190,6 +194,8 @@ document.addEventListener("alpine:init", () => {
       this._hitBuffer = [];
       this._confirm = null;
       window.addEventListener("hashchange", () => this.route());
+      // A hidden page fetches no history; shown again, it catches up at once.
+      document.addEventListener("visibilitychange", () => this.loadHistory());
       // Stopped while the page is not live: an uptime it cannot check does not count on.
       setInterval(() => { if (this.live()) this.now = Date.now(); }, 1000);
       await this.connect();
@@ -307,6 +313,7 @@ document.addEventListener("alpine:init", () => {
         this.refresh();
       } else if (type === "status") {
         this.applyStatus(event.data);
+        this.loadHistory(); // the 5 s tick: the history has a new sample by now
       } else if (type.startsWith("formation_")) {
         this.applyFormation(type, event.data);
         this.noteTimeline(event);
@@ -458,12 +465,14 @@ document.addEventListener("alpine:init", () => {
           this.actionNote = "";
           this.actionError = "";
           this.timeline = null;
+          this.history = null;
         }
         // The log list is inside the formation's template: opened once it is on the page;
         // the timeline once the formation it belongs to is known.
         const loaded = this.loadFormation(id);
         loaded.then(() => this.$nextTick()).then(() => this.openLogs(id));
         loaded.then(() => this.loadTimeline(id));
+        loaded.then(() => this.loadHistory());
       } else if (section === "searches") {
         this.view = "searches";
         this.current = null;
@@ -472,7 +481,59 @@ document.addEventListener("alpine:init", () => {
       } else {
         this.view = "fleet";
         this.current = null;
+        this.loadHistory();
       }
+    },
+
+    // -- history (charts and sparklines) -----------------------------------------------------
+
+    // What the page shows of the history, fetched again on each `status` tick (5 s) while the
+    // page is live and visible: the fleet's sparklines or the formation's charts, not both.
+    loadHistory() {
+      if (!this.live() || document.hidden) return Promise.resolve();
+      if (this.view === "fleet") return this.coalesce("history:fleet", () => this.fetchSparks());
+      if (this.view === "formation" && this.current) {
+        const id = this.current.id;
+        return this.coalesce("history:" + id, () => this.fetchHistory(id));
+      }
+      return Promise.resolve();
+    },
+
+    async fetchSparks() {
+      try {
+        this.sparks = (await this.call("GET", "/history?points=" + SPARK_POINTS)).formations;
+      } catch (err) {
+        this.failed(err);
+      }
+    },
+
+    async fetchHistory(id) {
+      try {
+        const answer = await this.call("GET", "/formations/" + encodeURIComponent(id) + "/history");
+        if (this.current && this.current.id === id) this.history = answer.samples;
+      } catch (err) {
+        if (err.status !== 404) this.failed(err);
+      }
+    },
+
+    // A fleet row's CPU over the last 5 minutes (an SVG path; "" before any sample).
+    sparkPath(id) {
+      const samples = this.sparks[id] || [];
+      const values = samples.map((s) => s.cpu_percent);
+      return linePath(values, SPARK_POINTS, 60, 16, scaleTop(values, 1));
+    },
+    sparkTitle(id) {
+      const values = (this.sparks[id] || []).map((s) => s.cpu_percent);
+      if (!values.length) return "";
+      return "CPU, last " + (spanText(this.sparks[id]) || "5 s") + ": up to " +
+        this.percent(scaleTop(values, 0));
+    },
+    charts() {
+      return formationCharts(this.history || [], { percent: this.percent, bytes: this.bytes });
+    },
+    historySpan() {
+      const span = spanText(this.history || []);
+      return span ? "last " + span + ", one sample every 5 s" : "one sample every 5 s";
     },
 
     async loadFormation(id) {
