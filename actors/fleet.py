@@ -38,6 +38,7 @@ from .fleet_entries import (
     being_deleted,
     forward_start,
     kill_unowned_of,
+    relay_start,
     remove_files,
     supervise,
     until_ended,
@@ -72,7 +73,7 @@ from .fleet_messages import (
 from .fleet_messages import (
     ShutdownAll as ShutdownAll,
 )
-from .formation import EnsureRunning, Shutdown, Start
+from .formation import EnsureRunning, Shutdown
 from .formation.actor import FormationActor
 from .formation.context import FormationContext, Kept
 from .log_rotation import serve_log_rotation
@@ -348,31 +349,9 @@ class FleetActor(Actor):
     ) -> None:
         """Forward the first start's progress to the deployer; undo the deploy if it fails
         (its logs are kept: `fleet_entries.remove_files`)."""
-        try:
-            with await ref.request(Start()) as call:
-                async for event in call.progress():
-                    if reply is not None:
-                        reply.emit(event)
-                result = await call.result()
-        except (FsupError, ActorError) as exc:
-            error = exc if isinstance(exc, FsupError) else FsupError("INTERNAL", str(exc))
-            if self._shutting_down and formation_id in self.formations:
-                # Not a failure of the formation: it stays deployed (desired running), and
-                # the next start of fsup starts it.
-                log.warning("%s: first start cut short by the shutdown; kept", formation_id)
-                if reply is not None:
-                    reply.fail(error)
-                return
-            log.warning("%s: first start failed, removing it: %s", formation_id, exc)
-            entry = self.formations.get(formation_id)
-            if entry is None:  # deleted meanwhile
-                if reply is not None:
-                    reply.fail(error)
-                return
-            entry.failed_start = FailedStart(error, version, now_rfc3339())
-            if reply is not None:
-                entry.removal_waiters.append((reply, error))
-            self._begin_removal(formation_id)
+        result, error = await relay_start(ref, reply)
+        if error is not None:
+            self._first_start_failed(formation_id, version, reply, error)
             return
         self._announce(
             "formation_deployed",
@@ -386,6 +365,27 @@ class FleetActor(Actor):
         )
         if reply is not None:
             reply.resolve(result)
+
+    def _first_start_failed(
+        self, formation_id: str, version: str, reply: Reply | None, error: FsupError
+    ) -> None:
+        if self._shutting_down and formation_id in self.formations:
+            # Not a failure of the formation: it stays deployed (desired running), and the
+            # next start of fsup starts it.
+            log.warning("%s: first start cut short by the shutdown; kept", formation_id)
+            if reply is not None:
+                reply.fail(error)
+            return
+        log.warning("%s: first start failed, removing it: %s", formation_id, error)
+        entry = self.formations.get(formation_id)
+        if entry is None:  # deleted meanwhile
+            if reply is not None:
+                reply.fail(error)
+            return
+        entry.failed_start = FailedStart(error, version, now_rfc3339())
+        if reply is not None:
+            entry.removal_waiters.append((reply, error))
+        self._begin_removal(formation_id)
 
     def _announce(self, type_: str, data: dict[str, Any]) -> None:
         if self.ctx.events is not None:

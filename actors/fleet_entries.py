@@ -116,19 +116,27 @@ async def until_ended(
         log.error("%s: killed %d process(es) its actor left behind", formation_id, killed)
 
 
-async def forward_start(ref: ActorRef, reply: Reply | None) -> None:
-    """Ask a (revived) formation to start; pass its progress and answer on to `reply`."""
+async def relay_start(ref: ActorRef, reply: Reply | None) -> tuple[Any, FsupError | None]:
+    """Ask a formation to start, passing its progress on to `reply`; its result, or the error
+    it failed with (`reply` is neither resolved nor failed: the caller decides)."""
     try:
         with await ref.request(Start()) as call:
             async for event in call.progress():
                 if reply is not None:
                     reply.emit(event)
-            result = await call.result()
+            return await call.result(), None
     except (FsupError, ActorError) as exc:
-        if reply is not None:
-            reply.fail(exc if isinstance(exc, FsupError) else FsupError("INTERNAL", str(exc)))
+        return None, exc if isinstance(exc, FsupError) else FsupError("INTERNAL", str(exc))
+
+
+async def forward_start(ref: ActorRef, reply: Reply | None) -> None:
+    """Ask a (revived) formation to start; pass its progress and answer on to `reply`."""
+    result, error = await relay_start(ref, reply)
+    if reply is None:
         return
-    if reply is not None:
+    if error is not None:
+        reply.fail(error)
+    else:
         reply.resolve(result)
 
 
