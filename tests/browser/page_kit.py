@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from helpers import Server
+from helpers import Server, formation_processes
 
 CHROMIUM = os.environ.get("FSUP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -24,6 +26,34 @@ ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 DEADLINE_MS = 20_000
+
+
+@contextmanager
+def stops_clean(server: Server, home: Path) -> Iterator[None]:
+    """Stop `server` at the end, whatever happened; it must stop cleanly and leave no
+    formation process behind (any left is killed first)."""
+    try:
+        yield
+    finally:
+        code = server.stop()
+        leftovers = formation_processes(home)
+        for proc in leftovers:
+            proc.kill()
+    assert code == 0, server.log_tail()
+    assert not leftovers
+
+
+@contextmanager
+def chromium_page(server: Server) -> Iterator[Run]:
+    """One Chromium page (1280x800, the tests' deadline) on `server`, for a module's tests."""
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - the tests skip without it
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(DEADLINE_MS)
+        yield Run(server, page)
+        browser.close()
 
 
 def free_port() -> int:

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLES, Server, formation_processes, nasty_bundle, wait_for
-from page_kit import ARGS, CHROMIUM, DEADLINE_MS, Run, free_port
+from helpers import EXAMPLES, Server, nasty_bundle, wait_for
+from page_kit import CHROMIUM, Run, chromium_page, free_port, stops_clean
 
 pytestmark = pytest.mark.e2e
 
@@ -42,21 +42,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     home.mkdir()
     port = free_port()  # fixed, so that fsup can be restarted under the page
     server = Server(home).start("--deploy", str(EXAMPLES), "--port", str(port))
-    try:
+    with stops_clean(server, home):
         wait_for(lambda: _running(server, {"hello", "flaky"}), timeout=60)
-        with playwright_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.set_default_timeout(DEADLINE_MS)
-            yield Run(server, page)
-            browser.close()
-    finally:
-        code = server.stop()
-        leftovers = formation_processes(home)
-        for proc in leftovers:
-            proc.kill()
-    assert code == 0, server.log_tail()
-    assert not leftovers
+        with chromium_page(server) as run_:
+            yield run_
 
 
 def _running(server: Server, ids: set[str]) -> bool:

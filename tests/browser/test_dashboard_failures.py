@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import Server, formation_processes, nasty_bundle, wait_for
-from page_kit import ARGS, CHROMIUM, DEADLINE_MS, Run, free_port
+from helpers import Server, nasty_bundle, wait_for
+from page_kit import CHROMIUM, Run, chromium_page, free_port, stops_clean
 
 pytestmark = pytest.mark.e2e
 
@@ -42,22 +42,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     home = tmp_path_factory.mktemp("browser-failures") / "muxi"
     home.mkdir()
     server = Server(home).start("--port", str(free_port()))
-    try:
+    with stops_clean(server, home):
         server.rpc.deploy(nasty_bundle("brittle", restart={"max_restarts": 0}))
         server.rpc.deploy(nasty_bundle("chatty"))
-        with playwright_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.set_default_timeout(DEADLINE_MS)
-            yield Run(server, page)
-            browser.close()
-    finally:
-        code = server.stop()
-        leftovers = formation_processes(home)
-        for proc in leftovers:
-            proc.kill()
-    assert code == 0, server.log_tail()
-    assert not leftovers
+        with chromium_page(server) as run_:
+            yield run_
 
 
 def say(run: Run, stream: str, *lines: str) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import Server, formation_processes, nasty_bundle
-from page_kit import ARGS, CHROMIUM, DEADLINE_MS, Run, free_port
+from helpers import Server, nasty_bundle
+from page_kit import CHROMIUM, Run, chromium_page, free_port, stops_clean
 
 pytestmark = pytest.mark.e2e
 
@@ -35,21 +35,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     home = tmp_path_factory.mktemp("browser-history") / "muxi"
     home.mkdir()
     server = Server(home).start("--port", str(free_port()))
-    try:
+    with stops_clean(server, home):
         server.rpc.deploy(nasty_bundle("alpha"))
-        with playwright_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.set_default_timeout(DEADLINE_MS)
-            yield Run(server, page)
-            browser.close()
-    finally:
-        code = server.stop()
-        leftovers = formation_processes(home)
-        for proc in leftovers:
-            proc.kill()
-    assert code == 0, server.log_tail()
-    assert not leftovers
+        with chromium_page(server) as run_:
+            yield run_
 
 
 def test_the_fleet_row_has_a_cpu_sparkline(run: Run) -> None:
