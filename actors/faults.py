@@ -14,6 +14,7 @@ that constant before calling `trip`, so in production the hook is one false bran
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -25,6 +26,10 @@ log = logging.getLogger("fsup.faults")
 ENV_VAR: Final = "FSUP_TEST_FAULTS"
 #: Read once at import: a test cannot turn the hook on in a running production server.
 ENABLED: Final[bool] = os.environ.get(ENV_VAR) == "1"
+#: A file each fired fault is appended to, as a JSON line, before it is raised: a test that
+#: SIGKILLs fsup still knows every fault that fired (the in-memory list dies with fsup).
+LEDGER_VAR: Final = "FSUP_TEST_FAULTS_LEDGER"
+_LEDGER: Final = os.environ.get(LEDGER_VAR) if ENABLED else None
 
 MAX_COUNT: Final = 1000
 _FIRED_KEPT: Final = 1000
@@ -58,7 +63,13 @@ def trip(name: str) -> None:
         del _armed[name]
     else:
         _armed[name] = left - 1
-    _fired.append({"actor": name, "ts": time.time()})
+    record = {"actor": name, "ts": time.time()}
+    _fired.append(record)
+    if _LEDGER:
+        # A blocking write on the event loop, acceptable in a test-only path: one short line
+        # per fault, finished before the raise, so a kill cannot come in between.
+        with open(_LEDGER, "a", encoding="utf-8") as ledger:
+            ledger.write(json.dumps(record) + "\n")
     raise InjectedFault(f"injected fault in {name} (FSUP_TEST_FAULTS)")
 
 

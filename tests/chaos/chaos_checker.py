@@ -170,7 +170,6 @@ class Checker:
         procs = scan(self.fsup.home)
         if self.fsup.current()[0] != epoch:
             return False
-        self.poll_faults()
         self.check_doubles(procs)
         if started - self._last_lost_check >= LOST_EVERY_S:
             self._last_lost_check = started
@@ -253,11 +252,6 @@ class Checker:
                     self.fsup.log_around(time.time(), mentions=fid),
                 )
                 self._doubles[fid] = frozenset()  # report each episode once
-
-    def poll_faults(self) -> None:
-        answer = self.client.rpc("GET", "/rpc/server/faults")
-        if answer is not None and answer.status == 200 and isinstance(answer.body, dict):
-            self.recorder.note_fired(answer.body.get("fired", []))
 
     def check_lost(self, snaps: dict[str, dict[str, Any]], listed: Exchange) -> None:
         """Every formation and search listed before is still listed, unchanged."""

@@ -117,14 +117,8 @@ class Driver:
             fid: m[0].pid for fid in world.fleet.ids() if len(m := mains(procs.get(fid, []))) == 1
         }
         with world.fsup.lock:
-            # Right before the kill (the lock may take a while): a fault that fired since
-            # would be forgotten with fsup, and its 500 could not be told from a defect.
-            looked = time.time()
-            armed = self.poll_faults()
             world.fleet.disrupt("*", "kill fsup")
             world.fsup.kill()
-            # One still armed may fire between that look and the kill: fsup forgets it.
-            world.recorder.note_blind(armed, looked, time.time())
             world.recorder.kills["fsup"] += 1
             time.sleep(self.rng.uniform(0.1, 2.0))
             # A formation an operator began to stop or restart meanwhile may lose its
@@ -187,15 +181,6 @@ class Driver:
         self.armed.append((now, actor, count))
         world.recorder.kills[f"fault {kind}"] += 1
         return True
-
-    def poll_faults(self) -> list[str]:
-        """Collect the faults fired so far (fsup forgets them when it dies); return the actors
-        with a fault still armed (all the driver armed when fsup does not answer)."""
-        answer = self.client.rpc("GET", "/rpc/server/faults")
-        if answer is not None and answer.status == 200:
-            self.world.recorder.note_fired(answer.body.get("fired", []))
-            return list(answer.body.get("armed", {}))
-        return sorted({actor for _, actor, _ in self.armed})
 
 
 def _alive(pid: int) -> bool:

@@ -102,7 +102,7 @@ def summary(
         f"{epochs} fsup start(s)  (replay: --chaos-seed {seed})",
         f"kills: child {kills['child']}, grandchild {kills['grandchild']}, "
         f"fsup {kills['fsup']}, actor faults {sum(faults.values())} "
-        f"{dict(sorted(faults.items()))} (fired: {len(recorder.fired)})",
+        f"{dict(sorted(faults.items()))} (fired: {len(recorder.fired())})",
     ]
     by_kind: dict[str, list[float]] = {}
     for kind, took in recorder.convergence:

@@ -78,10 +78,9 @@ class Recorder:
     requests: Counter[str] = field(default_factory=Counter)
     five_xx: list[Exchange] = field(default_factory=list)
     kills: Counter[str] = field(default_factory=Counter)
-    fired: dict[tuple[str, float], str] = field(default_factory=dict)
-    # (actor, from, to): a fault still armed when fsup was killed may have fired in between
-    # the last look and the kill, and fsup forgot it with its memory.
-    blind: list[tuple[str, float, float]] = field(default_factory=list)
+    # The file fsup appends each fired fault to before raising it (FSUP_TEST_FAULTS_LEDGER):
+    # unlike fsup's own list, it outlives a SIGKILL of fsup.
+    ledger: Path | None = None
     findings: list[Finding] = field(default_factory=list)
     # (time, formation id or "*", why): every event that may disturb a formation.
     disruptions: list[tuple[float, str, str]] = field(default_factory=list)
@@ -124,22 +123,18 @@ class Recorder:
                 for fid, op_start, op_end in self.ops
             )
 
-    def note_fired(self, fired: list[dict[str, Any]]) -> None:
-        with self.lock:
-            for item in fired:
-                self.fired[(item["actor"], item["ts"])] = item["actor"]
-
-    def note_blind(self, actors: list[str], start: float, end: float) -> None:
-        with self.lock:
-            self.blind.extend((actor, start, end) for actor in actors)
+    def fired(self) -> list[tuple[str, float]]:
+        """Every fault that fired in the run so far: (actor, wall-clock time)."""
+        if self.ledger is None or not self.ledger.exists():
+            return []
+        # Only whole lines: one being appended while we read ends without its newline.
+        lines = self.ledger.read_text(encoding="utf-8").split("\n")[:-1]
+        records = [json.loads(line) for line in lines if line]
+        return [(r["actor"], r["ts"]) for r in records]
 
     def faults_fired(self, start: float, end: float) -> list[str]:
-        """The actors whose fault fired in [start, end], or may have: armed when fsup was
-        killed, in the window between the driver's last look and the kill (`blind`)."""
-        with self.lock:
-            fired = [actor for (actor, ts) in self.fired if start <= ts <= end]
-            unseen = [a for a, b_start, b_end in self.blind if b_start <= end and start <= b_end]
-            return fired + unseen
+        """The actors whose fault fired in [start, end]."""
+        return [actor for actor, ts in self.fired() if start <= ts <= end]
 
 
 @dataclass

@@ -97,13 +97,15 @@ def test_seeded_chaos(
     with capsys.disabled():
         print(f"\nchaos: seed {seed}, {seconds:.0f}s (replay with --chaos-seed {seed})", flush=True)
     monkeypatch.setenv("FSUP_TEST_FAULTS", "1")
+    ledger = home.parent / f"{home.name}-faults.jsonl"
+    monkeypatch.setenv("FSUP_TEST_FAULTS_LEDGER", str(ledger))
     # pytest's hang detector (faulthandler_timeout) would dump every thread mid-run: re-arm it
     # for the run's own length (pytest cancels it when the test ends).
     faulthandler.dump_traceback_later(
         seconds + HANG_MARGIN_S, exit=False, file=sys.__stderr__ or sys.stderr
     )
     rng = random.Random(seed)
-    recorder = Recorder()
+    recorder = Recorder(ledger=ledger)
     fsup = Fsup(home, recorder)
     stop, operator_stop = threading.Event(), threading.Event()
     threads: list[threading.Thread] = []

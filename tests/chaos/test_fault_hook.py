@@ -51,6 +51,24 @@ async def test_an_armed_fault_fails_the_next_messages_then_the_actor_is_back(
         nursery.cancel_scope.cancel()
 
 
+async def test_each_fired_fault_is_in_the_ledger_before_it_is_raised(
+    armed_hook: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The chaos run SIGKILLs fsup, whose own list of fired faults dies with it: the ledger
+    file is written before the raise, so a kill right after cannot lose the record."""
+    ledger = tmp_path / "faults.jsonl"
+    monkeypatch.setattr(faults, "_LEDGER", str(ledger))
+    faults.arm("echo", 2)
+    for _ in range(2):
+        with pytest.raises(faults.InjectedFault):
+            faults.trip("echo")
+        assert ledger.read_text().endswith("\n")
+    faults.trip("echo")  # disarmed: nothing more is written
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [r["actor"] for r in records] == ["echo", "echo"]
+    assert records == faults.status()["fired"]
+
+
 async def test_the_hook_is_inert_unless_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(faults, "ENABLED", False)
     faults.arm("echo", 1)
