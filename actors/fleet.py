@@ -18,6 +18,7 @@ import shutil
 import signal
 import sqlite3
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -201,8 +202,12 @@ class FleetActor(Actor):
         rows = self.ctx.store.formations()
         adopted: dict[str, Kept] = {}
         for row in rows:
-            stderr = self.ctx.home.formation_logs(row.id) / "stderr.log"
-            process = adopt(row.pid, row.pid_started, stderr)
+            logs = partial(
+                self.ctx.launcher.adopted_log,
+                self.ctx.home.formation_logs(row.id),
+                row.current_version,
+            )
+            process = adopt(row.pid, row.pid_started, logs)
             if process is not None:
                 log.info("%s: adopting pid %s from an earlier fsup", row.id, process.pid)
             adopted[row.id] = Kept(process=process)

@@ -1,8 +1,10 @@
 """Child processes: spawn, adopt, wait, stop. The only module that sends signals.
 
 Each formation process starts in its own session (so its process group id is its pid) with
-stdout and stderr going straight to log files: no pipes to drain, and a child keeps running
-(and logging) if fsup itself is killed, so the next fsup can adopt it.
+stdout and stderr on pipes held by the home's log keeper (`supervisor.runtime.log_keeper`),
+which stamps and writes every line: a child keeps running (and logging) if fsup itself is
+killed, so the next fsup can adopt it. Without a keeper (it could not be reached) a child
+writes straight to the legacy `stdout.log` and `stderr.log`, lines without times.
 
 We never `waitpid(-1)` and install no SIGCHLD handler: our own children are waited by trio's
 `Process.wait`; adopted ones (spawned by an earlier fsup, now children of init) are watched
@@ -18,15 +20,12 @@ process exits or is stopped, `StraySweeper` finds it by the environment marker a
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
-import subprocess
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -34,23 +33,14 @@ import psutil
 import trio
 
 from . import proc_table
+from .log_source import LogSource
 from .proc_table import SharedScan
 
-STDERR_TAIL_BYTES = 2048
 # After SIGKILL the kernel reaps quickly; this bound only guards against a wedged kernel.
 KILL_GRACE_S = 5.0
 # The environment marker that ties a process to one fsup home (finds strays after a crash).
 HOME_ENV = "MUXI_HOME"
 log = logging.getLogger("fsup.process")
-
-
-@dataclass(frozen=True)
-class LaunchSpec:
-    argv: tuple[str, ...]
-    cwd: Path
-    env: Mapping[str, str]
-    stdout: Path
-    stderr: Path
 
 
 class ProcessHandle(Protocol):
@@ -70,15 +60,7 @@ class ProcessHandle(Protocol):
 
     def kill_group(self) -> None: ...
 
-    def stderr_tail(self) -> str: ...
-
-
-class Launcher(Protocol):
-    async def spawn(self, spec: LaunchSpec) -> ProcessHandle: ...
-
-
-class SpawnError(Exception):
-    """The command could not be started at all (not found, not executable)."""
+    async def stderr_tail(self) -> str: ...
 
 
 def create_time(pid: int) -> float | None:
@@ -93,8 +75,7 @@ class _Tree:
 
     pid: int
     started_at: float
-    _stderr_path: Path | None
-    _stderr_offset: int
+    log_source: LogSource | None
 
     def alive(self) -> bool:
         raise NotImplementedError
@@ -142,28 +123,18 @@ class _Tree:
             # The group is gone and the id now belongs to someone else's group.
             pass
 
-    def stderr_tail(self) -> str:
-        if self._stderr_path is None:
-            return ""
-        try:
-            with open(self._stderr_path, "rb") as log_file:
-                size = log_file.seek(0, os.SEEK_END)
-                start = max(self._stderr_offset, size - STDERR_TAIL_BYTES)
-                log_file.seek(start)
-                return log_file.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
+    async def stderr_tail(self) -> str:
+        return "" if self.log_source is None else await self.log_source.stderr_tail()
 
 
 class ChildProcess(_Tree):
     """A process this fsup spawned: waited by trio, exit code known."""
 
-    def __init__(self, process: trio.Process, stderr_path: Path, stderr_offset: int) -> None:
+    def __init__(self, process: trio.Process, log_source: LogSource) -> None:
         self._process = process
         self.pid = process.pid
         self.started_at = create_time(process.pid) or 0.0
-        self._stderr_path = stderr_path
-        self._stderr_offset = stderr_offset
+        self.log_source = log_source
 
     @property
     def returncode(self) -> int | None:
@@ -180,11 +151,10 @@ class AdoptedProcess(_Tree):
     """A process an earlier fsup spawned, now a child of init: watched by pidfd, its exit code
     is unknown (its parent reaps it, not us)."""
 
-    def __init__(self, pid: int, started_at: float, stderr_path: Path | None = None) -> None:
+    def __init__(self, pid: int, started_at: float, log_source: LogSource | None = None) -> None:
         self.pid = pid
         self.started_at = started_at
-        self._stderr_path = stderr_path
-        self._stderr_offset = 0
+        self.log_source = log_source
         self._gone = trio.Event()
 
     @property
@@ -250,42 +220,13 @@ def _kill_quietly(proc: psutil.Process) -> None:
         pass
 
 
-class OsLauncher:
-    """Spawns real processes."""
-
-    async def spawn(self, spec: LaunchSpec) -> ChildProcess:
-        spec.stdout.parent.mkdir(parents=True, exist_ok=True)
-        # Opening two local append-mode files takes microseconds; no thread needed.
-        with open(spec.stdout, "ab") as out, open(spec.stderr, "ab") as err:  # noqa: ASYNC230
-            offset = err.seek(0, os.SEEK_END)
-            try:
-                process = await trio.lowlevel.open_process(
-                    list(spec.argv),
-                    cwd=str(spec.cwd),
-                    env=dict(spec.env),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise SpawnError(_spawn_message(spec, exc)) from None
-        return ChildProcess(process, spec.stderr, offset)
-
-
-def _spawn_message(spec: LaunchSpec, exc: OSError) -> str:
-    if exc.errno == errno.ENOENT:
-        return f"command not found: {spec.argv[0]!r} (looked in {spec.cwd} and on PATH)"
-    if exc.errno == errno.EACCES:
-        return f"command is not executable: {spec.argv[0]!r}"
-    return f"could not start {spec.argv[0]!r}: {exc.strerror or exc}"
-
-
-def adopt(pid: int | None, started_at: float | None, stderr: Path | None) -> AdoptedProcess | None:
+def adopt(
+    pid: int | None, started_at: float | None, log_source: Callable[[int, float], LogSource]
+) -> AdoptedProcess | None:
     """The process recorded for a formation, if it is still the same process."""
     if pid is None or started_at is None or not _same_process(pid, started_at):
         return None
-    return AdoptedProcess(pid, started_at, stderr)
+    return AdoptedProcess(pid, started_at, log_source(pid, started_at))
 
 
 _home_scans: SharedScan[list[tuple[psutil.Process, str]]] = SharedScan()

@@ -23,9 +23,9 @@ from actors.base import ActorError, ActorRef
 from actors.fleet import FleetActor, Restore, ShutdownAll
 from actors.formation.context import FormationContext
 from actors.health import ProbeFactory, open_probe_client
-from actors.process import OsLauncher
 from actors.search import SearchesActor
 from actors.search_run import SearchContext
+from actors.spawn import OsLauncher
 from actors.supervision import Intensity, Supervisor
 from supervisor import operations
 from supervisor.http.app import create_app
@@ -36,6 +36,7 @@ from supervisor.http.services import HttpServices
 from supervisor.http.serving import serve_http
 from supervisor.operations import Services
 from supervisor.runtime.events import BusEvent, EventBus
+from supervisor.runtime.log_keeper import open_log_keeper
 from supervisor.runtime.logs import LogBook
 from supervisor.runtime.metrics import Metrics
 from supervisor.runtime.ports import PortPool
@@ -74,6 +75,7 @@ async def run_server(
     bus.observe(timeline_keeper(store))
     try:
         async with (
+            open_log_keeper(home.root, config.logs) as keeper,
             open_probe_client() as client,
             open_proxy_client() as proxy_client,
             trio.open_nursery() as nursery,
@@ -83,7 +85,7 @@ async def run_server(
             ctx = FormationContext(
                 home,
                 store,
-                OsLauncher(),
+                OsLauncher(keeper),
                 ProbeFactory(),
                 server_url="",
                 routes=routes,

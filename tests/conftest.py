@@ -4,11 +4,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import Server, formation_processes  # noqa: E402
+from helpers import Server, formation_processes, keeper_processes  # noqa: E402
 
 CHAOS_DEFAULT_MINUTES = 1.25  # 75 s of chaos: long enough for every kind of kill, short for CI
 
@@ -33,7 +34,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Path]:
-    """A fresh fsup home; afterwards no formation process of it may be left running."""
+    """A fresh fsup home; afterwards no formation process of it may be left running, and its
+    log keeper ends by itself (once no pipe and no fsup are left) within a few seconds."""
     root = tmp_path / "muxi"
     root.mkdir()
     yield root
@@ -43,7 +45,15 @@ def home(tmp_path: Path) -> Iterator[Path]:
             proc.kill()
         except Exception:  # noqa: BLE001 - best effort cleanup
             pass
+    keepers = keeper_processes(root)
+    _, alive = psutil.wait_procs(keepers, timeout=10)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
     assert not leftovers, f"formation processes left behind: {[p.pid for p in leftovers]}"
+    assert not alive, f"the log keeper did not end: {[p.pid for p in alive]}"
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ from actors.formation import Snapshot, Start
 from actors.formation.actor import FormationActor
 from actors.formation.context import FormationContext, Kept
 from actors.listener import Holder, PortOwners
+from actors.log_source import LogSource
 from actors.port_requests import AllocatePort, ReleasePort
-from actors.process import LaunchSpec
+from actors.spawn import LaunchSpec
 from actors.supervision import Supervisor
 from supervisor.core.manifest import FormationSpec, parse_manifest
 from supervisor.storage.home import Home
@@ -66,7 +67,7 @@ class FakeProcess:
     def kill_group(self) -> None:
         pass
 
-    def stderr_tail(self) -> str:
+    async def stderr_tail(self) -> str:
         return "fake stderr\n"
 
 
@@ -83,6 +84,9 @@ class FakeLauncher:
         self.spawned.append((trio.current_time(), process))
         self.specs.append(spec)
         return process
+
+    def adopted_log(self, log_dir: Path, version: str, pid: int, started_at: float) -> LogSource:
+        return LogSource(log_dir, version, int(started_at * 1e9))
 
     @property
     def last(self) -> FakeProcess:

@@ -146,6 +146,20 @@ def formation_processes(home: Path, formation_id: str | None = None) -> list[psu
     return found
 
 
+def keeper_processes(home: Path) -> list[psutil.Process]:
+    """The home's log keeper (`python -m supervisor.runtime.keeper --home HOME`), if it runs."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "supervisor.runtime.keeper" in cmdline and str(home) in cmdline:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except psutil.Error:
+                continue
+    return found
+
+
 def main_processes(home: Path, formation_id: str) -> list[psutil.Process]:
     """The formation's top processes (those whose parent is not one of its own). A process
     that exits while this looks (a stopping formation's) is simply not among them."""

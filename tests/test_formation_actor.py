@@ -345,7 +345,7 @@ class _HealthyAt:
 
 
 class _Tail:
-    def stderr_tail(self) -> str:
+    async def stderr_tail(self) -> str:
         return ""
 
 

@@ -40,7 +40,8 @@ from .. import listener
 from ..base import DEFERRED, Actor, Reply
 from ..health import PortTaken as PortTakenError
 from ..health import owned
-from ..process import ProcessHandle, SpawnError, StraySweeper
+from ..process import ProcessHandle, StraySweeper
+from ..spawn import SpawnError
 from . import watchers
 from .context import FormationContext, Kept
 from .jobs import JobPorts, JobRunner

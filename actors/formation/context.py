@@ -18,7 +18,8 @@ from supervisor.storage.store import Store
 from ..base import ActorRef
 from ..health import Probe
 from ..listener import ListenerCheck, ProcListeners
-from ..process import Launcher, ProcessHandle
+from ..process import ProcessHandle
+from ..spawn import Launcher
 
 
 @dataclass

@@ -25,7 +25,8 @@ from .. import listener
 from ..base import ActorError, ActorRef
 from ..listener import ListenerCheck
 from ..port_requests import ReleasePort
-from ..process import Launcher, ProcessHandle, SpawnError, StraySweeper
+from ..process import ProcessHandle, StraySweeper
+from ..spawn import Launcher, SpawnError
 from .context import Kept
 from .launch import LaunchSpecFor
 from .machine import effects as fx

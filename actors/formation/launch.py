@@ -13,7 +13,8 @@ from pathlib import Path
 from supervisor.core.manifest import FormationSpec
 from supervisor.storage.home import Home
 
-from ..process import HOME_ENV, LaunchSpec
+from ..process import HOME_ENV
+from ..spawn import LaunchSpec
 
 # A formation's launch, bound to its home and id: (spec, version_dir, port) -> LaunchSpec.
 LaunchSpecFor = Callable[[FormationSpec, Path, int], LaunchSpec]
@@ -39,7 +40,6 @@ def launch_spec(
         MUXI_SERVER_URL=server_url,
     )
     env[HOME_ENV] = str(home.root)
-    logs = home.formation_logs(formation_id)
     argv = list(spec.command)
     if "/" in argv[0] and not os.path.isabs(argv[0]):
         argv[0] = str(version_dir / argv[0])
@@ -47,6 +47,6 @@ def launch_spec(
         argv=tuple(argv),
         cwd=version_dir,
         env=env,
-        stdout=logs / "stdout.log",
-        stderr=logs / "stderr.log",
+        log_dir=home.formation_logs(formation_id),
+        version=spec.version,
     )

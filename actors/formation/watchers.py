@@ -66,7 +66,7 @@ Taken = Callable[[PortTakenError], FsupError]
 
 async def watch_exit(post: Post, gen: int, process: ProcessHandle) -> None:
     returncode = await process.wait()
-    await post(Exited(gen, returncode, process.stderr_tail()))
+    await post(Exited(gen, returncode, await process.stderr_tail()))
 
 
 async def watch_health(
@@ -186,7 +186,7 @@ async def probe_until_healthy(
             min(deadline, next_tick if now < next_tick else now + health.interval)
         )
     why = f"not healthy after {health.timeout:g}s (last error: {error})"
-    await post(GateFailed(gen, why, process.stderr_tail()))
+    await post(GateFailed(gen, why, await process.stderr_tail()))
     return False
 
 

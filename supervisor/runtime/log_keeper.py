@@ -1,0 +1,356 @@
+"""fsup's side of the home's log keeper: hand it each child's pipes, keep their read ends.
+
+The keeper (`supervisor.runtime.keeper`, its own process in its own session) reads every
+formation process's stdout and stderr, stamps each line and writes it to the file of the
+process's version (`supervisor.core.cri`). fsup keeps a duplicate of each pipe's read end (the
+"fd store" of systemd, the attach socket of conmon): a pipe stays open while either holds it, so
+the keeper can die without a child's next write failing, and fsup can die (SIGKILL, SIGSTOP)
+without a child blocking or a line being lost, since the keeper reads on.
+
+- `capture` makes the two pipes of a process about to start, gives the read ends to the
+  keeper, keeps its own, and returns the write ends for the child.
+- When the keeper dies while fsup is up, a new one is started and given every pair fsup holds;
+  what waited in the pipes meanwhile (1 MiB each) is stamped when the new keeper reads it.
+- When fsup starts while a keeper runs (fsup was killed), it takes its duplicates back (`list`).
+- `closed` (both pipes of a pair at EOF, all written) lets fsup close its duplicates.
+
+One connection, requests one at a time (answers come in order); a task reads the connection
+and hands each answer to the request waiting for it.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import logging
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from supervisor.runtime.keeper import protocol
+from supervisor.storage.formation_logs import LogLimits
+
+log = logging.getLogger("fsup.logs")
+
+PIPE_BYTES = 1024 * 1024  # what a child can write while no keeper reads (a keeper's restart)
+ANSWER_BOUND_S = 5.0  # a keeper answers in microseconds; this bounds a wedged one
+START_BOUND_S = 10.0  # a new keeper's interpreter start, on a loaded machine
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0  # pauses between attempts while no keeper can be had
+# Markers a formation's processes carry: the keeper must not look like one (strays are found
+# by them and killed).
+NOT_INHERITED = ("MUXI_HOME", "FORMATION_ID", "FORMATION_VERSION", "PORT")
+
+
+class KeeperUnavailable(OSError):
+    """The keeper could not be reached or refused a request: the caller falls back."""
+
+
+@dataclass
+class Held:
+    """A pair fsup holds the read ends of, and how the keeper is to write it."""
+
+    key: str
+    add: dict[str, Any]  # the `add` request that gives the pair to a keeper
+    fds: tuple[int, int]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+
+@dataclass
+class Capture:
+    """The write ends for one child (fds 1 and 2); the caller closes them after the spawn."""
+
+    key: str
+    stdout: int
+    stderr: int
+
+
+class LogKeeper:
+    """The connection to the keeper of one home, and the read ends fsup holds."""
+
+    def __init__(self, home: Path, limits: LogLimits) -> None:
+        self.home = home
+        self.limits = limits
+        self.held: dict[str, Held] = {}
+        self.spawned = 0  # keepers this fsup started (the tests and the log read it)
+        self.unavailable: str | None = None  # why no keeper can be had, while it lasts
+        self._sock: trio.socket.SocketType | None = None
+        self._connected = trio.Event()
+        self._lock = trio.Lock()
+        self._waiting: deque[trio.MemorySendChannel[dict[str, Any]]] = deque()
+        self.reaper: trio.Nursery | None = None  # waits for the keepers this fsup starts
+
+    # -- the requests ---------------------------------------------------------------------
+
+    async def capture(self, log_dir: Path, version: str) -> Capture:
+        """Two pipes for a child about to start, their read ends given to the keeper."""
+        out_r, out_w = _pipe()
+        err_r, err_w = _pipe()
+        key = uuid.uuid4().hex
+        add = {
+            "op": "add",
+            "key": key,
+            "dir": str(log_dir),
+            "name": version,
+            "max_bytes": self.limits.max_bytes,
+            "backups": self.limits.backups,
+        }
+        try:
+            await self._request(add, (out_r, err_r))
+        except BaseException:
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            raise
+        self.held[key] = Held(key, add, (out_r, err_r))
+        return Capture(key, out_w, err_w)
+
+    async def flush(self, key: str | None) -> None:
+        """Have the keeper write what it has read of `key`'s pipes (None: of every pair)."""
+        await self._request({"op": "flush"} if key is None else {"op": "flush", "key": key})
+
+    async def _request(self, message: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
+        if self.unavailable is not None:
+            raise KeeperUnavailable(self.unavailable)
+        with trio.fail_after(ANSWER_BOUND_S):
+            await self._connected.wait()
+            async with self._lock:
+                sock = self._sock
+                if sock is None:
+                    raise KeeperUnavailable("the log keeper is restarting")
+                send, receive = trio.open_memory_channel[dict[str, Any]](1)
+                self._waiting.append(send)
+                try:
+                    await _send(sock, message, fds)
+                except OSError as exc:
+                    raise KeeperUnavailable(f"the log keeper is gone: {exc}") from None
+                async with receive:
+                    try:
+                        answer = await receive.receive()
+                    except trio.EndOfChannel:
+                        raise KeeperUnavailable("the log keeper went away") from None
+        if not answer.get("ok"):
+            raise KeeperUnavailable(f"the log keeper refused: {answer.get('error')}")
+
+    # -- the connection -------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Keep a connection to a keeper for fsup's lifetime: connect (starting one when none
+        runs), give it every pair it lacks, read its answers and events; again when it dies.
+        While no keeper can be had, requests fail at once (spawns fall back to files) and it
+        is tried again after a growing pause."""
+        status: trio.TaskStatus[None] = task_status
+        pause = RETRY_FIRST_S
+        while True:
+            try:
+                sock = await self._establish()
+            except (OSError, ValueError, KeyError, IndexError, trio.TooSlowError) as exc:
+                self.unavailable = f"the log keeper could not be reached: {exc}"
+                log.error(
+                    "%s; output goes to stdout.log and stderr.log meanwhile", self.unavailable
+                )
+                status.started()
+                status = trio.TASK_STATUS_IGNORED
+                await trio.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_S)
+                continue
+            pause = RETRY_FIRST_S
+            self.unavailable = None
+            self._sock = sock
+            self._connected.set()
+            status.started()
+            status = trio.TASK_STATUS_IGNORED
+            try:
+                await self._read(sock)
+            finally:
+                self._connected = trio.Event()
+                self._sock = None
+                sock.close()
+                while self._waiting:
+                    self._waiting.popleft().close()
+            log.warning("the log keeper went away; starting a new one with the pipes fsup holds")
+
+    async def _establish(self) -> trio.socket.SocketType:
+        sock = await self._connect_or_start()
+        try:
+            owned = await self._take_back(sock)
+            for held in list(self.held.values()):
+                if held.key not in owned:
+                    await _roundtrip(sock, held.add, held.fds, self._on_event)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _connect_or_start(self) -> trio.socket.SocketType:
+        try:
+            return await _connect(self.home)
+        except OSError:
+            pass
+        await self._start_keeper()
+        return await _connect(self.home)
+
+    async def _take_back(self, sock: trio.socket.SocketType) -> set[str]:
+        """The keys the keeper holds; for those fsup does not, keep the duplicates it sends
+        (fsup was restarted while the keeper ran)."""
+        owned: set[str] = set()
+        offset = 0
+        while True:
+            answer, fds = await _roundtrip(
+                sock, {"op": "list", "offset": offset}, (), self._on_event
+            )
+            pipes = answer.get("pipes", [])
+            for index, pipe in enumerate(pipes):
+                key, pair = str(pipe["key"]), (fds[2 * index], fds[2 * index + 1])
+                owned.add(key)
+                if key in self.held:
+                    os.close(pair[0])
+                    os.close(pair[1])
+                else:
+                    self.held[key] = Held(key, {"op": "add", **pipe}, pair)
+            offset += len(pipes)
+            if not answer.get("more"):
+                return owned
+
+    async def _read(self, sock: trio.socket.SocketType) -> None:
+        while True:
+            try:
+                message, fds = await _receive(sock)
+            except (OSError, EOFError):
+                return
+            for fd in fds:  # answers to fsup's requests carry none
+                os.close(fd)
+            if not self._on_event(message) and self._waiting:
+                self._waiting.popleft().send_nowait(message)
+
+    def _on_event(self, message: dict[str, Any]) -> bool:
+        """Handle an event the keeper sent on its own; False for an answer."""
+        if "event" not in message:
+            return False
+        if message.get("event") == "closed":
+            held = self.held.pop(str(message.get("key")), None)
+            if held is not None:
+                held.close()
+        return True
+
+    async def _start_keeper(self) -> None:
+        diagnostics = self.home / "server" / "logkeeper.log"
+        with open(diagnostics, "ab") as err:  # noqa: ASYNC230 - a local append, microseconds
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "supervisor.runtime.keeper", "--home", str(self.home)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,  # a Ctrl-C on `fsup serve` does not reach it
+                cwd="/",
+                env={k: v for k, v in os.environ.items() if k not in NOT_INHERITED},
+            )
+        self.spawned += 1
+        if self.reaper is not None:
+            self.reaper.start_soon(process.wait)  # no zombie when it ends while fsup runs
+        assert process.stdout is not None
+        try:
+            with trio.fail_after(START_BOUND_S):
+                said = await process.stdout.receive_some(64)
+        except trio.TooSlowError:
+            raise KeeperUnavailable("the log keeper did not start in time") from None
+        finally:
+            await process.stdout.aclose()
+        if said.strip() not in (b"ready", b"busy"):
+            raise KeeperUnavailable(f"the log keeper did not start: {said[:64]!r}")
+        log.info("log keeper started (pid %d)", process.pid)
+
+
+@asynccontextmanager
+async def open_log_keeper(home: Path, limits: LogLimits) -> AsyncIterator[LogKeeper]:
+    """The home's log keeper for as long as the block runs; the keeper outlives it (it ends
+    by itself once no pipe and no fsup are left)."""
+    keeper = LogKeeper(home, limits)
+    async with trio.open_nursery() as nursery:
+        keeper.reaper = nursery
+        await nursery.start(keeper.serve)
+        try:
+            yield keeper
+        finally:
+            nursery.cancel_scope.cancel()
+    for held in keeper.held.values():
+        held.close()
+    keeper.held.clear()
+
+
+def _pipe() -> tuple[int, int]:
+    read, write = os.pipe2(os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size: the default 64 KiB then
+    return read, write
+
+
+async def _connect(home: Path) -> trio.socket.SocketType:
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        await sock.connect(protocol.socket_name(home))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _send(
+    sock: trio.socket.SocketType, message: dict[str, Any], fds: tuple[int, ...]
+) -> None:
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    await sock.sendmsg([protocol.encode(message)], rights)
+
+
+async def _receive(sock: trio.socket.SocketType) -> tuple[dict[str, Any], list[int]]:
+    data, ancillary, _flags, _address = await sock.recvmsg(
+        protocol.MAX_MESSAGE_BYTES, socket.CMSG_SPACE(protocol.MAX_FDS * 4)
+    )
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            got = array.array("i")
+            got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
+            fds.extend(got)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        raise EOFError("the log keeper closed the connection")
+    try:
+        return protocol.decode(data), fds
+    except ValueError:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+async def _roundtrip(
+    sock: trio.socket.SocketType,
+    message: dict[str, Any],
+    fds: tuple[int, ...],
+    on_event: Callable[[dict[str, Any]], bool],
+) -> tuple[dict[str, Any], list[int]]:
+    """One request and its answer while no reader task runs (connecting), events handled."""
+    with trio.fail_after(ANSWER_BOUND_S):
+        await _send(sock, message, fds)
+        while True:
+            answer, got = await _receive(sock)
+            if not on_event(answer):
+                if not answer.get("ok"):
+                    for fd in got:
+                        os.close(fd)
+                    raise KeeperUnavailable(f"the log keeper refused: {answer.get('error')}")
+                return answer, got
