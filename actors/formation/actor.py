@@ -154,6 +154,7 @@ class FormationActor(Actor):
                 kept=kept,
                 launch_spec=self._launch_spec,
                 serving_version=self._serving_version,
+                log_dir=ctx.home.formation_logs(formation_id),
             )
         )
 

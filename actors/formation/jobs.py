@@ -18,7 +18,7 @@ import trio
 
 from supervisor.core.errors import FsupError
 from supervisor.runtime.routing import Backend
-from supervisor.storage import versions
+from supervisor.storage import version_logs, versions
 from supervisor.storage.store import Store
 
 from .. import listener
@@ -61,6 +61,7 @@ class JobPorts:
     kept: Kept
     launch_spec: LaunchSpecFor
     serving_version: Callable[[], str]  # the version the formation serves now
+    log_dir: Path | None = None  # the keeper's files by version, pruned with the versions
 
 
 @dataclass
@@ -194,6 +195,7 @@ class JobRunner:
             if store.version(self.id, job.version) is not None:
                 store.delete_version(self.id, job.version)
             await trio.to_thread.run_sync(versions.remove, job.version_dir)
+            await self._prune_logs()
         await self.ports.post(JobCleaned(job.job))
 
     async def _prune_versions(self) -> None:
@@ -203,6 +205,17 @@ class JobRunner:
             store.delete_version(self.id, version)
             await trio.to_thread.run_sync(versions.remove, Path(stored[version].path))
             log.info("%s: pruned version %s", self.id, version)
+        await self._prune_logs()
+
+    async def _prune_logs(self) -> None:
+        """The log files of versions gone with them, but the last failed updates' (evidence)."""
+        if self.ports.log_dir is None:
+            return
+        kept = {row.version for row in self.ports.store.versions(self.id)}
+        try:
+            await trio.to_thread.run_sync(version_logs.prune, self.ports.log_dir, kept)
+        except OSError as exc:
+            log.warning("%s: could not remove old versions' logs: %s", self.id, exc)
 
     async def _release_port(self, port: int) -> None:
         fleet = self.ports.fleet
