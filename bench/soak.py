@@ -406,6 +406,7 @@ def report(
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "minutes": args.minutes,
+        "log_max_bytes": args.log_max_bytes,
         "formations": args.formations,
         "traced": bool(args.trace),
         "load_average": os.getloadavg(),
@@ -441,6 +442,14 @@ def main() -> int:
     parser.add_argument(
         "--trace", type=int, nargs="?", const=8, default=0, help="tracemalloc frames (8)"
     )
+    parser.add_argument(
+        "--log-max-bytes",
+        type=int,
+        default=0,
+        help="bound each formation's log at this size (1 backup): the searches then scan the "
+        "same amount each minute once the logs are full, a steady load (default: fsup's own "
+        "10 MB, which a 10-minute run never reaches, so each search scans more than the last)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep-log", type=Path, help="copy fsup's own log here at the end")
     parser.add_argument(
@@ -449,6 +458,11 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="fsb-soak-"))
     fsup = SoakFsup(workdir, args.formations, args.trace, args.referrers)
+    if args.log_max_bytes:
+        (fsup.home / "server").mkdir(parents=True, exist_ok=True)
+        (fsup.home / "server" / "config.yaml").write_text(
+            f"limits: {{log_max_bytes: {args.log_max_bytes}, log_backups: 1}}\n"
+        )
     try:
         fsup.start()
         fsup.wait_up()
