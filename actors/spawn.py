@@ -78,11 +78,14 @@ class OsLauncher:
 
     def adopted_log(self, log_dir: Path, version: str, pid: int, started_at: float) -> LogSource:
         """Where an adopted process's output goes: the keeper's file of its version when its
-        stderr is a pipe (the keeper's), else the legacy file an older fsup pointed it to."""
+        stderr is a pipe (the keeper's; its key found by the pipe), else the legacy file an
+        older fsup pointed it to."""
         since_ns = int((started_at - ADOPT_MARGIN_S) * 1e9)
-        if _stderr_is_pipe(pid):
-            return LogSource(log_dir, version, since_ns, partial(self._flush, None))
-        return LogSource(log_dir, None, since_ns)
+        inode = _stderr_pipe(pid)
+        if inode is None:
+            return LogSource(log_dir, None, since_ns)
+        key = self._logs.key_of_pipe(inode) if self._logs is not None else None
+        return LogSource(log_dir, version, since_ns, partial(self._flush, key) if key else None)
 
     async def _capture(self, spec: LaunchSpec) -> Captured | None:
         if self._logs is None:
@@ -98,7 +101,7 @@ class OsLauncher:
             )
             return None
 
-    async def _flush(self, key: str | None) -> None:
+    async def _flush(self, key: str) -> None:
         if self._logs is not None:
             try:
                 await self._logs.flush(key)
@@ -131,11 +134,14 @@ async def _spawn_to_files(spec: LaunchSpec, since_ns: int) -> ChildProcess:
     return ChildProcess(process, LogSource(spec.log_dir, None, since_ns, legacy_offset=offset))
 
 
-def _stderr_is_pipe(pid: int) -> bool:
+def _stderr_pipe(pid: int) -> int | None:
+    """The inode of `pid`'s stderr when it is a pipe, else None (a file, or gone)."""
     try:
-        return os.readlink(f"/proc/{pid}/fd/2").startswith("pipe:")
+        if not os.readlink(f"/proc/{pid}/fd/2").startswith("pipe:"):
+            return None
+        return os.stat(f"/proc/{pid}/fd/2").st_ino
     except OSError:
-        return False
+        return None
 
 
 def _spawn_message(spec: LaunchSpec, exc: OSError) -> str:

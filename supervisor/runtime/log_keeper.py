@@ -20,7 +20,6 @@ and hands each answer to the request waiting for it.
 
 from __future__ import annotations
 
-import array
 import fcntl
 import logging
 import os
@@ -100,7 +99,7 @@ class LogKeeper:
         err_r, err_w = _pipe()
         key = uuid.uuid4().hex
         add = {
-            "op": "add",
+            "op": protocol.OP_ADD,
             "key": key,
             "dir": str(log_dir),
             "name": version,
@@ -116,9 +115,9 @@ class LogKeeper:
         self.held[key] = Held(key, add, (out_r, err_r))
         return Capture(key, out_w, err_w)
 
-    async def flush(self, key: str | None) -> None:
-        """Have the keeper write what it has read of `key`'s pipes (None: of every pair)."""
-        await self._request({"op": "flush"} if key is None else {"op": "flush", "key": key})
+    async def flush(self, key: str) -> None:
+        """Have the keeper write what it has read of `key`'s pipes (it answers once written)."""
+        await self._request({"op": protocol.OP_FLUSH, "key": key})
 
     async def _request(self, message: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
         if self.unavailable is not None:
@@ -133,7 +132,7 @@ class LogKeeper:
                 self._waiting.append(send)
                 try:
                     await _send(sock, message, fds)
-                except OSError as exc:
+                except (OSError, protocol.ProtocolError) as exc:
                     raise KeeperUnavailable(f"the log keeper is gone: {exc}") from None
                 async with receive:
                     try:
@@ -142,6 +141,18 @@ class LogKeeper:
                         raise KeeperUnavailable("the log keeper went away") from None
         if not answer.get("ok"):
             raise KeeperUnavailable(f"the log keeper refused: {answer.get('error')}")
+
+    def key_of_pipe(self, inode: int) -> str | None:
+        """The key of the pair one of whose pipes is `inode` (an adopted child's stderr), so
+        that its exit can ask the keeper to write what it read (`flush`)."""
+        for held in self.held.values():
+            for fd in held.fds:
+                try:
+                    if os.fstat(fd).st_ino == inode:
+                        return held.key
+                except OSError:
+                    continue
+        return None
 
     # -- the connection -------------------------------------------------------------------
 
@@ -155,7 +166,15 @@ class LogKeeper:
         while True:
             try:
                 sock = await self._establish()
-            except (OSError, ValueError, KeyError, IndexError, trio.TooSlowError) as exc:
+            except (
+                OSError,
+                EOFError,
+                protocol.ProtocolError,
+                KeyError,
+                IndexError,
+                TypeError,
+                trio.TooSlowError,
+            ) as exc:
                 self.unavailable = f"the log keeper could not be reached: {exc}"
                 log.error(
                     "%s; output goes to stdout.log and stderr.log meanwhile", self.unavailable
@@ -208,7 +227,7 @@ class LogKeeper:
         offset = 0
         while True:
             answer, fds = await _roundtrip(
-                sock, {"op": "list", "offset": offset}, (), self._on_event
+                sock, {"op": protocol.OP_LIST, "offset": offset}, (), self._on_event
             )
             pipes = answer.get("pipes", [])
             for index, pipe in enumerate(pipes):
@@ -218,7 +237,7 @@ class LogKeeper:
                     os.close(pair[0])
                     os.close(pair[1])
                 else:
-                    self.held[key] = Held(key, {"op": "add", **pipe}, pair)
+                    self.held[key] = Held(key, {**pipe, "op": protocol.OP_ADD}, pair)
             offset += len(pipes)
             if not answer.get("more"):
                 return owned
@@ -227,7 +246,7 @@ class LogKeeper:
         while True:
             try:
                 message, fds = await _receive(sock)
-            except (OSError, EOFError):
+            except (OSError, EOFError, protocol.ProtocolError):
                 return
             for fd in fds:  # answers to fsup's requests carry none
                 os.close(fd)
@@ -238,7 +257,7 @@ class LogKeeper:
         """Handle an event the keeper sent on its own; False for an answer."""
         if "event" not in message:
             return False
-        if message.get("event") == "closed":
+        if message.get("event") == protocol.EVENT_CLOSED:
             held = self.held.pop(str(message.get("key")), None)
             if held is not None:
                 held.close()
@@ -311,29 +330,25 @@ async def _connect(home: Path) -> trio.socket.SocketType:
 async def _send(
     sock: trio.socket.SocketType, message: dict[str, Any], fds: tuple[int, ...]
 ) -> None:
-    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-    await sock.sendmsg([protocol.encode(message)], rights)
+    await sock.sendmsg([protocol.encode(message)], protocol.ancillary(fds))
 
 
 async def _receive(sock: trio.socket.SocketType) -> tuple[dict[str, Any], list[int]]:
-    data, ancillary, _flags, _address = await sock.recvmsg(
-        protocol.MAX_MESSAGE_BYTES, socket.CMSG_SPACE(protocol.MAX_FDS * 4)
+    """The next message and its fds (the caller owns them); EOFError once the keeper closed
+    (it never sends an empty message)."""
+    data, ancdata, flags, _address = await sock.recvmsg(
+        protocol.MAX_MESSAGE + 1, protocol.ANCILLARY_SIZE
     )
-    fds: list[int] = []
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            got = array.array("i")
-            got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
-            fds.extend(got)
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        raise EOFError("the log keeper closed the connection")
+    fds = protocol.received_fds(ancdata)
+    if not data or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        protocol.close_all(fds)
+        if not data:
+            raise EOFError("the log keeper closed the connection")
+        raise protocol.ProtocolError("a message from the log keeper was cut short")
     try:
         return protocol.decode(data), fds
-    except ValueError:
-        for fd in fds:
-            os.close(fd)
+    except protocol.ProtocolError:
+        protocol.close_all(fds)
         raise
 
 
