@@ -89,7 +89,6 @@ class LogKeeper:
         self._connected = trio.Event()
         self._lock = trio.Lock()
         self._waiting: deque[trio.MemorySendChannel[dict[str, Any]]] = deque()
-        self.reaper: trio.Nursery | None = None  # waits for the keepers this fsup starts
 
     # -- the requests ---------------------------------------------------------------------
 
@@ -264,31 +263,40 @@ class LogKeeper:
         return True
 
     async def _start_keeper(self) -> None:
+        """Start a keeper for the home and wait for its word: `ready`, or `busy` when one
+        already listens (started meanwhile by someone else: fine, it is connected to)."""
         diagnostics = self.home / "server" / "logkeeper.log"
-        with open(diagnostics, "ab") as err:  # noqa: ASYNC230 - a local append, microseconds
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "supervisor.runtime.keeper", "--home", str(self.home)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                start_new_session=True,  # a Ctrl-C on `fsup serve` does not reach it
-                cwd="/",
-                env={k: v for k, v in os.environ.items() if k not in NOT_INHERITED},
-            )
-        self.spawned += 1
-        if self.reaper is not None:
-            self.reaper.start_soon(process.wait)  # no zombie when it ends while fsup runs
-        assert process.stdout is not None
+        said_r, said_w = os.pipe2(os.O_CLOEXEC)
         try:
-            with trio.fail_after(START_BOUND_S):
-                said = await process.stdout.receive_some(64)
-        except trio.TooSlowError:
-            raise KeeperUnavailable("the log keeper did not start in time") from None
+            with open(diagnostics, "ab") as err:  # noqa: ASYNC230 - a local append, microseconds
+                # Through a shell that leaves it in the background and exits: the keeper is
+                # then no child of fsup's (init adopts it), so it never waits for one that
+                # outlives it, and no zombie stays when it ends while fsup runs.
+                process = await trio.lowlevel.open_process(
+                    ["/bin/sh", "-c", '"$@" &', "fsup-logkeeper", *self._keeper_argv()],
+                    stdin=subprocess.DEVNULL,
+                    stdout=said_w,
+                    stderr=err,
+                    start_new_session=True,  # a Ctrl-C on `fsup serve` does not reach it
+                    cwd="/",
+                    env={k: v for k, v in os.environ.items() if k not in NOT_INHERITED},
+                )
         finally:
-            await process.stdout.aclose()
-        if said.strip() not in (b"ready", b"busy"):
-            raise KeeperUnavailable(f"the log keeper did not start: {said[:64]!r}")
-        log.info("log keeper started (pid %d)", process.pid)
+            os.close(said_w)
+        self.spawned += 1
+        async with trio.lowlevel.FdStream(said_r) as said:
+            try:
+                with trio.fail_after(START_BOUND_S):
+                    await process.wait()  # the shell, at once
+                    word = await said.receive_some(64)
+            except trio.TooSlowError:
+                raise KeeperUnavailable("the log keeper did not start in time") from None
+        if word.strip() not in (b"ready", b"busy"):
+            raise KeeperUnavailable(f"the log keeper did not start: {word[:64]!r}")
+        log.info("log keeper started for %s", self.home)
+
+    def _keeper_argv(self) -> list[str]:
+        return [sys.executable, "-m", "supervisor.runtime.keeper", "--home", str(self.home)]
 
 
 @asynccontextmanager
@@ -297,7 +305,6 @@ async def open_log_keeper(home: Path, limits: LogLimits) -> AsyncIterator[LogKee
     by itself once no pipe and no fsup are left)."""
     keeper = LogKeeper(home, limits)
     async with trio.open_nursery() as nursery:
-        keeper.reaper = nursery
         await nursery.start(keeper.serve)
         try:
             yield keeper
