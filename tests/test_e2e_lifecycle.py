@@ -54,7 +54,8 @@ def test_deploy_json_runs_the_example_with_its_environment(server: Server, home:
     listed = server.rpc.call("GET", "/rpc/formations")
     assert listed["total"] == 1 and listed["formations"][0]["id"] == "hello"
     logs = home / "server" / "logs" / "formations" / "hello"
-    wait_for(lambda: "listening on port" in (logs / "stdout.log").read_text())
+    # The keeper's file of the version, in the CRI format (time, stream, tag, text).
+    wait_for(lambda: " stdout F listening on port" in (logs / "1.0.0.log").read_text())
 
 
 def test_deploy_streams_the_seed_stages_in_order(server: Server) -> None:

@@ -144,8 +144,10 @@ def test_a_post_in_flight_at_a_kill_is_not_sent_again(server: Server) -> None:
 
     thread = threading.Thread(target=post)
     thread.start()
-    stdout = server.home / "server" / "logs" / "formations" / "poster" / "stdout.log"
-    wait_for(lambda: "slow POST /slow?ms=3000 received" in stdout.read_text())  # in flight
+    stdout = server.home / "server" / "logs" / "formations" / "poster" / "1.0.0.log"
+    wait_for(  # in flight
+        lambda: stdout.exists() and "slow POST /slow?ms=3000 received" in stdout.read_text()
+    )
     os.kill(pid, signal.SIGKILL)
     thread.join(30)
     assert result["answer"].status_code == 502
