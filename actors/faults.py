@@ -29,7 +29,7 @@ ENABLED: Final[bool] = os.environ.get(ENV_VAR) == "1"
 #: A file each fired fault is appended to, as a JSON line, before it is raised: a test that
 #: SIGKILLs fsup still knows every fault that fired (the in-memory list dies with fsup).
 LEDGER_VAR: Final = "FSUP_TEST_FAULTS_LEDGER"
-_LEDGER: Final = os.environ.get(LEDGER_VAR) if ENABLED else None
+LEDGER_PATH: Final = os.environ.get(LEDGER_VAR) if ENABLED else None
 
 MAX_COUNT: Final = 1000
 _FIRED_KEPT: Final = 1000
@@ -65,10 +65,10 @@ def trip(name: str) -> None:
         _armed[name] = left - 1
     record = {"actor": name, "ts": time.time()}
     _fired.append(record)
-    if _LEDGER:
+    if LEDGER_PATH:
         # A blocking write on the event loop, acceptable in a test-only path: one short line
         # per fault, finished before the raise, so a kill cannot come in between.
-        with open(_LEDGER, "a", encoding="utf-8") as ledger:
+        with open(LEDGER_PATH, "a", encoding="utf-8") as ledger:
             ledger.write(json.dumps(record) + "\n")
     raise InjectedFault(f"injected fault in {name} (FSUP_TEST_FAULTS)")
 

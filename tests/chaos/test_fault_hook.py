@@ -57,7 +57,7 @@ async def test_each_fired_fault_is_in_the_ledger_before_it_is_raised(
     """The chaos run SIGKILLs fsup, whose own list of fired faults dies with it: the ledger
     file is written before the raise, so a kill right after cannot lose the record."""
     ledger = tmp_path / "faults.jsonl"
-    monkeypatch.setattr(faults, "_LEDGER", str(ledger))
+    monkeypatch.setattr(faults, "LEDGER_PATH", str(ledger))
     faults.arm("echo", 2)
     for _ in range(2):
         with pytest.raises(faults.InjectedFault):
