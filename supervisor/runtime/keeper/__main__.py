@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from supervisor.runtime.keeper import protocol
-from supervisor.runtime.keeper.program import Keeper
+from supervisor.runtime.keeper.program import FIRST_CLIENT_WAIT, Keeper
 
 MAX_DIAGNOSTICS: Final = 1024 * 1024
 BACKLOG: Final = 64
@@ -82,7 +82,14 @@ def listen(home: Path) -> socket.socket | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m supervisor.runtime.keeper")
     parser.add_argument("--home", type=Path, required=True, help="the fsup home it keeps")
-    home = parser.parse_args(argv).home.resolve()
+    parser.add_argument(
+        "--first-client-wait",
+        type=float,
+        default=FIRST_CLIENT_WAIT,
+        help="end after this many seconds if no client connected (tests shorten it)",
+    )
+    args = parser.parse_args(argv)
+    home = args.home.resolve()
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_IGN)
     listener = listen(home)
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir("/")  # hold no folder of the home busy
     diagnose(f"listening for {home}")
     say("ready")
-    Keeper(listener, diagnose).run()
+    Keeper(listener, diagnose, first_client_wait=args.first_client_wait).run()
     diagnose("nothing left to keep: exiting")
     return 0
 

@@ -32,8 +32,8 @@ from supervisor.runtime.keeper.files import Diagnose, LogFile, LogFiles
 from supervisor.runtime.keeper.lines import LineAssembler
 
 READ_SIZE: Final = 64 * 1024
-# With no client ever connected, the keeper ends after this long (fsup died before it did).
-FIRST_CLIENT_NS: Final = 10_000_000_000
+# With no client ever connected, the keeper ends after this many seconds (fsup died first).
+FIRST_CLIENT_WAIT: Final = 10.0
 
 Answer = tuple[dict[str, Any], list[int]]
 
@@ -71,7 +71,13 @@ class Pair:
 class Keeper:
     """The keeper's state and loop: pairs by key, clients by fd, files by (dir, version)."""
 
-    def __init__(self, listener: socket.socket, diagnose: Diagnose) -> None:
+    def __init__(
+        self,
+        listener: socket.socket,
+        diagnose: Diagnose,
+        *,
+        first_client_wait: float = FIRST_CLIENT_WAIT,
+    ) -> None:
         self.listener = listener
         self.diagnose = diagnose
         self.selector = selectors.DefaultSelector()
@@ -80,6 +86,7 @@ class Keeper:
         self.files = LogFiles()
         self.pending: dict[Stream, Pair] = {}
         self.started = time.monotonic_ns()
+        self.first_client_ns = int(first_client_wait * 1e9)
         self.ever_connected = False
         self.own_uid = os.geteuid()
         self.selector.register(listener, selectors.EVENT_READ, self._accept)
@@ -104,16 +111,16 @@ class Keeper:
         deadlines = [s.assembler.deadline() or 0 for s in self.pending]
         timeout = (min(deadlines) - time.time_ns()) / 1e9 if deadlines else None
         if not self.ever_connected:
-            first = (self.started + FIRST_CLIENT_NS - time.monotonic_ns()) / 1e9
+            first = (self.started + self.first_client_ns - time.monotonic_ns()) / 1e9
             timeout = first if timeout is None else min(timeout, first)
         return None if timeout is None else max(timeout, 0.0)
 
     def finished(self) -> bool:
         """No pipe held and no client connected, and a client came once (or none came in
-        FIRST_CLIENT_NS). A connection already waiting is taken first: it is a new fsup."""
+        first_client_wait seconds). A connection already waiting is taken first: it is a new fsup."""
         if self.pairs or self.clients:
             return False
-        if not self.ever_connected and time.monotonic_ns() - self.started < FIRST_CLIENT_NS:
+        if not self.ever_connected and time.monotonic_ns() - self.started < self.first_client_ns:
             return False
         self._accept(selectors.EVENT_READ)
         return not self.clients

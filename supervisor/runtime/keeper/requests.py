@@ -69,11 +69,14 @@ def parse(message: dict[str, Any], fd_count: int) -> Request:
     return List(_integer(message, "offset", 0, 2**62))
 
 
+_KINDS = {str: "a string", int: "an integer"}
+
+
 def _field(message: dict[str, Any], name: str, kind: type) -> Any:
     value = message.get(name)
     # bool is an int to Python, not to the protocol.
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise RequestError(f"{name} must be a {kind.__name__}")
+        raise RequestError(f"{name} must be {_KINDS[kind]}")
     return value
 
 
