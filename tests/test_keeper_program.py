@@ -78,7 +78,8 @@ def test_a_fast_writer_across_many_rotations_loses_no_line(tmp_path: Path) -> No
         assert writer.wait(60) == 0
         client.closed("f1:1")
     lines = read_log(folder)
-    assert len(list(folder.glob("1.0.0.log.*"))) > 30  # many rotations
+    # Many rotations (a write of a 64 KiB read can take a file well past max_bytes).
+    assert len(list(folder.glob("1.0.0.log.*"))) >= 15
     assert sorted(int(line.text[:8]) for line in lines) == list(range(count))
     for stream in ("stdout", "stderr"):  # within a stream, the order is exact
         mine = [int(line.text[:8]) for line in lines if line.stream == stream]

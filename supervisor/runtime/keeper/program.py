@@ -19,9 +19,7 @@ import socket
 import stat
 import termios
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,23 +36,27 @@ FIRST_CLIENT_WAIT: Final = 10.0
 Answer = tuple[dict[str, Any], list[int]]
 
 
-@dataclass(eq=False)
 class Stream:
     """One pipe's read end. It stays open after EOF until its pair closes, so that `list` can
     still hand a duplicate of it (a new keeper reads the EOF at once)."""
 
-    fd: int
-    assembler: LineAssembler
-    open: bool = True
+    __slots__ = ("fd", "assembler", "open")
+
+    def __init__(self, fd: int, stream: str) -> None:
+        self.fd = fd
+        self.assembler = LineAssembler(stream)
+        self.open = True
 
 
-@dataclass(eq=False)
 class Pair:
     """A process's stdout and stderr pipes, written into one version's file."""
 
-    request: requests.Add
-    file: LogFile
-    streams: tuple[Stream, Stream]
+    __slots__ = ("request", "file", "streams")
+
+    def __init__(self, request: requests.Add, file: LogFile, fds: list[int]) -> None:
+        self.request = request
+        self.file = file
+        self.streams = (Stream(fds[0], cri.STREAMS[0]), Stream(fds[1], cri.STREAMS[1]))
 
     def describe(self) -> dict[str, Any]:
         """The pair as `list` shows it."""
@@ -105,6 +107,8 @@ class Keeper:
         try:
             callback(mask)
         except Exception:
+            import traceback  # only here: it costs the keeper's memory otherwise
+
             self.diagnose("unexpected error, going on:\n" + traceback.format_exc().rstrip())
 
     def _timeout(self) -> float | None:
@@ -231,12 +235,8 @@ class Keeper:
             log_file = self.files.acquire(Path(add.directory), add.name, add.max_bytes, add.backups)
         except OSError as error:
             raise requests.RequestError(f"cannot open the log file: {error}") from None
-        streams = (
-            Stream(fds[0], LineAssembler(cri.STREAMS[0])),
-            Stream(fds[1], LineAssembler(cri.STREAMS[1])),
-        )
-        pair = self.pairs[add.key] = Pair(add, log_file, streams)
-        for stream in streams:
+        pair = self.pairs[add.key] = Pair(add, log_file, fds)
+        for stream in pair.streams:
             os.set_blocking(stream.fd, False)
             self.selector.register(stream.fd, selectors.EVENT_READ, self._reader(pair, stream))
         return {"ok": True}, []

@@ -7,9 +7,8 @@ the message's fds, so a hostile or broken client costs nothing but its answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 from supervisor.runtime.keeper import protocol
 
@@ -18,8 +17,7 @@ class RequestError(Exception):
     """A request the keeper refuses; the message is the `error` of the answer."""
 
 
-@dataclass(frozen=True)
-class Add:
+class Add(NamedTuple):
     """Hold a pair of pipes: write both into `<directory>/<name>.log`."""
 
     key: str
@@ -29,15 +27,13 @@ class Add:
     backups: int
 
 
-@dataclass(frozen=True)
-class Flush:
+class Flush(NamedTuple):
     """Write what `key`'s pipes already hold."""
 
     key: str
 
 
-@dataclass(frozen=True)
-class List:
+class List(NamedTuple):
     """The pairs held, from the `offset`-th."""
 
     offset: int
