@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 import pytest
-from keeper_kit import Client, add, running_keeper, texts
+from keeper_kit import Client, add, read_text, running_keeper, texts, wait_for
 
 from supervisor.runtime.keeper import protocol
 
@@ -181,3 +181,22 @@ def test_a_client_that_vanishes_mid_request_is_dropped_alone(tmp_path: Path) -> 
         assert keeper.process.poll() is None
         pipes.close()
     assert stat.S_ISREG((tmp_path / "logs" / "1.0.0.log").stat().st_mode)
+
+
+def test_a_keeper_out_of_fds_refuses_connections_and_goes_on(tmp_path: Path) -> None:
+    limit = 16  # stdio, the listener, epoll: room for about 10 connections
+    with running_keeper(tmp_path, "--fd-limit", str(limit)) as keeper:
+        with Client(tmp_path) as client:
+            pipes = add(client, "k", tmp_path / "logs")  # 2 pipes + the file: 3 more fds
+            crowd = [Client(tmp_path) for _ in range(limit)]  # the backlog takes them all
+            wait_for(lambda: "accept failed" in read_text(keeper.diagnostics), "EMFILE")
+            os.write(pipes.stdout, b"still logging\n")
+            assert client.request({"op": "flush", "key": "k"})[0]["ok"]
+            assert texts(tmp_path / "logs") == [b"still logging"]
+            for other in crowd:
+                other.close()
+            with Client(tmp_path) as late:  # accepted again after the pause
+                assert late.request({"op": "list", "offset": 0})[0]["pipes"][0]["key"] == "k"
+            pipes.close()
+            client.closed("k")
+        assert keeper.process.wait(10) == 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import resource
 import signal
 import socket
 import stat
@@ -49,6 +50,17 @@ def bound_diagnostics() -> None:
             os.ftruncate(2, 0)
             os.lseek(2, 0, os.SEEK_SET)  # in case it was not opened for appending
     except OSError:
+        pass
+
+
+def raise_fd_limit(limit: int | None) -> None:
+    """Take the hard limit of open fds as the soft one: the keeper holds two per pair (and
+    one per version file), and running out of fds would refuse pipes. `limit` lowers it
+    instead (to test a keeper out of fds)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit or hard, hard))
+    except (OSError, ValueError):
         pass
 
 
@@ -88,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         default=FIRST_CLIENT_WAIT,
         help="end after this many seconds if no client connected (tests shorten it)",
     )
+    parser.add_argument(
+        "--fd-limit", type=int, help="set the limit of open fds instead of raising it (tests)"
+    )
     args = parser.parse_args(argv)
     home = args.home.resolve()
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
@@ -96,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if listener is None:
         say("busy")
         return 0
+    raise_fd_limit(args.fd_limit)
     bound_diagnostics()  # only now: a busy keeper must not empty the running one's file
     os.chdir("/")  # hold no folder of the home busy
     diagnose(f"listening for {home}")

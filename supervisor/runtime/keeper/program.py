@@ -91,6 +91,7 @@ class Keeper:
         self.first_client_ns = int(first_client_wait * 1e9)
         self.ever_connected = False
         self.own_uid = os.geteuid()
+        self.accept_again: int | None = None  # when accepting paused after an error
         self.selector.register(listener, selectors.EVENT_READ, self._accept)
 
     def run(self) -> None:
@@ -99,6 +100,7 @@ class Keeper:
             for key, mask in self.selector.select(self._timeout()):
                 self._dispatch(key.data, mask)
             self._write_due(time.time_ns())
+            self._resume_accepting()
             if self.finished():
                 break
         self.close()
@@ -111,9 +113,17 @@ class Keeper:
 
             self.diagnose("unexpected error, going on:\n" + traceback.format_exc().rstrip())
 
+    def _resume_accepting(self) -> None:
+        if self.accept_again is not None and time.monotonic_ns() >= self.accept_again:
+            self.accept_again = None
+            self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
+
     def _timeout(self) -> float | None:
         deadlines = [s.assembler.deadline() or 0 for s in self.pending]
         timeout = (min(deadlines) - time.time_ns()) / 1e9 if deadlines else None
+        if self.accept_again is not None:
+            again = (self.accept_again - time.monotonic_ns()) / 1e9
+            timeout = again if timeout is None else min(timeout, again)
         if not self.ever_connected:
             first = (self.started + self.first_client_ns - time.monotonic_ns()) / 1e9
             timeout = first if timeout is None else min(timeout, first)
@@ -126,7 +136,8 @@ class Keeper:
             return False
         if not self.ever_connected and time.monotonic_ns() - self.started < self.first_client_ns:
             return False
-        self._accept(selectors.EVENT_READ)
+        if self.accept_again is None:
+            self._accept(selectors.EVENT_READ)
         return not self.clients
 
     def close(self) -> None:
@@ -147,7 +158,11 @@ class Keeper:
         except BlockingIOError:
             return
         except OSError as error:
-            self.diagnose(f"accept failed: {error}")
+            # Out of fds (EMFILE): the connection stays queued and the listener readable, so
+            # stop listening for a second rather than spin.
+            self.diagnose(f"accept failed: {error}; accepting again in 1 s")
+            self.selector.unregister(self.listener)
+            self.accept_again = time.monotonic_ns() + 1_000_000_000
             return
         uid = peer_uid(sock)
         if not admits(uid, self.own_uid):
@@ -194,6 +209,11 @@ class Keeper:
         except requests.RequestError as error:
             protocol.close_all(fds)
             return {"ok": False, "error": str(error)}, []
+        except Exception as error:  # a bug or the system's limits: answer all the same
+            import traceback
+
+            self.diagnose("request failed:\n" + traceback.format_exc().rstrip())
+            return {"ok": False, "error": f"internal error: {error!r}"}, []
 
     def _reply(self, client: Client, answer: Answer) -> None:
         client.queue(*answer)
@@ -274,7 +294,13 @@ class Keeper:
             if room < 0:
                 break
             shown.append(entry)
-        fds = [os.dup(s.fd) for pair in pairs[: len(shown)] for s in pair.streams]
+        fds: list[int] = []
+        try:
+            for pair in pairs[: len(shown)]:
+                fds += [os.dup(pair.streams[0].fd), os.dup(pair.streams[1].fd)]
+        except OSError as error:
+            protocol.close_all(fds)
+            raise requests.RequestError(f"cannot duplicate the fds: {error}") from None
         more = offset + len(shown) < len(self.pairs)
         return {"ok": True, "pipes": shown, "more": more}, fds
 

@@ -147,7 +147,7 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
         if not data:
             raise ProtocolError("empty message")
         if flags & socket.MSG_CTRUNC:
-            raise ProtocolError(f"more than {MAX_FDS} fds")
+            raise ProtocolError(f"fds cut short: more than {MAX_FDS}, or the keeper is out of fds")
         if flags & socket.MSG_TRUNC:
             raise ProtocolError(f"message of over {MAX_MESSAGE} bytes")
         return decode(data), fds
