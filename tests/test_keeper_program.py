@@ -75,7 +75,10 @@ def test_a_fast_writer_across_many_rotations_loses_no_line(tmp_path: Path) -> No
             stderr=pipes.stderr,
         )
         pipes.close()  # the writer holds the write ends now
-        assert writer.wait(60) == 0
+        try:
+            assert writer.wait(60) == 0
+        finally:
+            stop(writer)
         client.closed("f1:1")
     lines = read_log(folder)
     # Many rotations (a write of a 64 KiB read can take a file well past max_bytes).

@@ -200,3 +200,20 @@ def test_a_keeper_out_of_fds_refuses_connections_and_goes_on(tmp_path: Path) -> 
             pipes.close()
             client.closed("k")
         assert keeper.process.wait(10) == 0
+
+
+def test_a_killed_keeper_loses_only_the_unfinished_line_it_held(tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    with running_keeper(tmp_path) as first, Client(tmp_path) as client:
+        pipes = add(client, "k", folder, keep=True)
+        assert pipes.kept is not None
+        os.write(pipes.stdout, b"whole\nhalf a li")
+        assert client.request({"op": "flush", "key": "k"})[0]["ok"]  # "half a li" is held
+        first.process.kill()
+        first.process.wait(10)
+    os.write(pipes.stdout, b"ne\nnext\n")
+    with running_keeper(tmp_path), Client(tmp_path) as client:
+        add_dups(client, "k", folder, pipes.kept)
+        pipes.close()
+        client.closed("k")
+    assert texts(folder) == [b"whole", b"ne", b"next"]
