@@ -217,3 +217,23 @@ def test_a_killed_keeper_loses_only_the_unfinished_line_it_held(tmp_path: Path) 
         pipes.close()
         client.closed("k")
     assert texts(folder) == [b"whole", b"ne", b"next"]
+
+
+def test_a_pipe_already_held_is_refused(tmp_path: Path) -> None:
+    with running_keeper(tmp_path), Client(tmp_path) as client:
+        pipes = add(client, "k", tmp_path / "logs")
+        answer, fds = client.request({"op": "list", "offset": 0})
+        again = {"op": "add", "key": "k2", "dir": str(tmp_path), "name": "1.0.0"}
+        again |= {"max_bytes": 10, "backups": 1}
+        assert client.request(again, fds)[0] == {
+            "ok": False,
+            "error": "a pipe already held by 'k'",
+        }
+        assert client.request(again, [fds[0], fds[0]])[0] == {
+            "ok": False,
+            "error": "stdout and stderr must be two pipes",
+        }
+        protocol.close_all(fds)
+        pipes.close()
+        client.closed("k")
+        assert client.request(again, fds[:0])[0]["error"] == "add takes 2 fds, got 0"

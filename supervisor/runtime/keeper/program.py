@@ -87,6 +87,7 @@ class Keeper:
         self.clients: dict[int, Client] = {}
         self.files = LogFiles()
         self.pending: dict[Stream, Pair] = {}
+        self.inodes: dict[tuple[int, int], str] = {}  # the pipes held, by (st_dev, st_ino)
         self.started = time.monotonic_ns()
         self.first_client_ns = int(first_client_wait * 1e9)
         self.ever_connected = False
@@ -248,14 +249,23 @@ class Keeper:
     def _add(self, add: requests.Add, fds: list[int]) -> Answer:
         if add.key in self.pairs:
             raise requests.RequestError(f"key {add.key!r} is already held")
-        for fd in fds:
-            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-                raise requests.RequestError("the fds must be pipes")
+        pipes = [os.fstat(fd) for fd in fds]
+        if not all(stat.S_ISFIFO(info.st_mode) for info in pipes):
+            raise requests.RequestError("the fds must be pipes")
+        # Another end of a pipe already held (a client re-adding what `list` gave it): two
+        # readers would split its lines between them.
+        inodes = [(info.st_dev, info.st_ino) for info in pipes]
+        if inodes[0] == inodes[1]:
+            raise requests.RequestError("stdout and stderr must be two pipes")
+        for inode in inodes:
+            if inode in self.inodes:
+                raise requests.RequestError(f"a pipe already held by {self.inodes[inode]!r}")
         try:
             log_file = self.files.acquire(Path(add.directory), add.name, add.max_bytes, add.backups)
         except OSError as error:
             raise requests.RequestError(f"cannot open the log file: {error}") from None
         pair = self.pairs[add.key] = Pair(add, log_file, fds)
+        self.inodes.update({inode: add.key for inode in inodes})
         for stream in pair.streams:
             os.set_blocking(stream.fd, False)
             self.selector.register(stream.fd, selectors.EVENT_READ, self._reader(pair, stream))
@@ -346,6 +356,9 @@ class Keeper:
             self._close_pair(pair)
 
     def _close_pair(self, pair: Pair) -> None:
+        for stream in pair.streams:
+            info = os.fstat(stream.fd)
+            self.inodes.pop((info.st_dev, info.st_ino), None)
         protocol.close_all(stream.fd for stream in pair.streams)
         self.files.release(pair.file)
         del self.pairs[pair.request.key]
