@@ -15,6 +15,7 @@ import pytest
 from keeper_kit import Client, add, read_text, running_keeper, texts, wait_for
 
 from supervisor.runtime.keeper import protocol
+from supervisor.runtime.keeper.clients import MAX_OUTBOX
 
 
 def add_dups(client: Client, key: str, folder: Path, fds: tuple[int, int]) -> None:
@@ -237,3 +238,21 @@ def test_a_pipe_already_held_is_refused(tmp_path: Path) -> None:
         pipes.close()
         client.closed("k")
         assert client.request(again, fds[:0])[0]["error"] == "add takes 2 fds, got 0"
+
+
+def test_a_client_that_never_reads_is_dropped_and_the_keeper_goes_on(tmp_path: Path) -> None:
+    with running_keeper(tmp_path) as keeper, Client(tmp_path) as client:
+        pipes = add(client, "k", tmp_path / "logs")
+        rude = Client(tmp_path)
+        try:
+            request = protocol.encode({"op": "flush", "key": "k"})
+            with pytest.raises(OSError):  # the keeper hung up on it mid-way
+                for _ in range(MAX_OUTBOX + 10_000):
+                    rude.sock.send(request)
+        finally:
+            rude.close()
+        assert "messages unread" in read_text(keeper.diagnostics)
+        os.write(pipes.stdout, b"unharmed\n")
+        assert client.request({"op": "flush", "key": "k"})[0]["ok"]
+        assert texts(tmp_path / "logs") == [b"unharmed"]
+        pipes.close()
