@@ -99,7 +99,11 @@ def garbage(tmp_path: Path) -> list[tuple[bytes, list[int], str]]:
     }
 
     def pipe_ends(n: int) -> list[int]:
-        return [fd for _ in range(n) for fd in os.pipe()][:n]
+        fds: list[int] = []
+        while len(fds) < n:
+            fds += os.pipe()
+        protocol.close_all(fds[n:])
+        return fds[:n]
 
     def encoded(message: dict[str, Any]) -> bytes:
         return protocol.encode(message)
