@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import resource
 import signal
 import socket
 import stat
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from supervisor.runtime.keeper import protocol
-from supervisor.runtime.keeper.program import Keeper
+from supervisor.runtime.keeper.program import FIRST_CLIENT_WAIT, Keeper
 
 MAX_DIAGNOSTICS: Final = 1024 * 1024
 BACKLOG: Final = 64
@@ -49,6 +50,17 @@ def bound_diagnostics() -> None:
             os.ftruncate(2, 0)
             os.lseek(2, 0, os.SEEK_SET)  # in case it was not opened for appending
     except OSError:
+        pass
+
+
+def raise_fd_limit(limit: int | None) -> None:
+    """Take the hard limit of open fds as the soft one: the keeper holds two per pair (and
+    one per version file), and running out of fds would refuse pipes. `limit` lowers it
+    instead (to test a keeper out of fds)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit or hard, hard))
+    except (OSError, ValueError):
         pass
 
 
@@ -82,18 +94,29 @@ def listen(home: Path) -> socket.socket | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m supervisor.runtime.keeper")
     parser.add_argument("--home", type=Path, required=True, help="the fsup home it keeps")
-    home = parser.parse_args(argv).home.resolve()
+    parser.add_argument(
+        "--first-client-wait",
+        type=float,
+        default=FIRST_CLIENT_WAIT,
+        help="end after this many seconds if no client connected (tests shorten it)",
+    )
+    parser.add_argument(
+        "--fd-limit", type=int, help="set the limit of open fds instead of raising it (tests)"
+    )
+    args = parser.parse_args(argv)
+    home = args.home.resolve()
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_IGN)
     listener = listen(home)
     if listener is None:
         say("busy")
         return 0
+    raise_fd_limit(args.fd_limit)
     bound_diagnostics()  # only now: a busy keeper must not empty the running one's file
     os.chdir("/")  # hold no folder of the home busy
     diagnose(f"listening for {home}")
     say("ready")
-    Keeper(listener, diagnose).run()
+    Keeper(listener, diagnose, first_client_wait=args.first_client_wait).run()
     diagnose("nothing left to keep: exiting")
     return 0
 

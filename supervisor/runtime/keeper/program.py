@@ -19,9 +19,7 @@ import socket
 import stat
 import termios
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,29 +30,33 @@ from supervisor.runtime.keeper.files import Diagnose, LogFile, LogFiles
 from supervisor.runtime.keeper.lines import LineAssembler
 
 READ_SIZE: Final = 64 * 1024
-# With no client ever connected, the keeper ends after this long (fsup died before it did).
-FIRST_CLIENT_NS: Final = 10_000_000_000
+# With no client ever connected, the keeper ends after this many seconds (fsup died first).
+FIRST_CLIENT_WAIT: Final = 10.0
 
 Answer = tuple[dict[str, Any], list[int]]
 
 
-@dataclass(eq=False)
 class Stream:
     """One pipe's read end. It stays open after EOF until its pair closes, so that `list` can
     still hand a duplicate of it (a new keeper reads the EOF at once)."""
 
-    fd: int
-    assembler: LineAssembler
-    open: bool = True
+    __slots__ = ("fd", "assembler", "open")
+
+    def __init__(self, fd: int, stream: str) -> None:
+        self.fd = fd
+        self.assembler = LineAssembler(stream)
+        self.open = True
 
 
-@dataclass(eq=False)
 class Pair:
     """A process's stdout and stderr pipes, written into one version's file."""
 
-    request: requests.Add
-    file: LogFile
-    streams: tuple[Stream, Stream]
+    __slots__ = ("request", "file", "streams")
+
+    def __init__(self, request: requests.Add, file: LogFile, fds: list[int]) -> None:
+        self.request = request
+        self.file = file
+        self.streams = (Stream(fds[0], cri.STREAMS[0]), Stream(fds[1], cri.STREAMS[1]))
 
     def describe(self) -> dict[str, Any]:
         """The pair as `list` shows it."""
@@ -71,7 +73,13 @@ class Pair:
 class Keeper:
     """The keeper's state and loop: pairs by key, clients by fd, files by (dir, version)."""
 
-    def __init__(self, listener: socket.socket, diagnose: Diagnose) -> None:
+    def __init__(
+        self,
+        listener: socket.socket,
+        diagnose: Diagnose,
+        *,
+        first_client_wait: float = FIRST_CLIENT_WAIT,
+    ) -> None:
         self.listener = listener
         self.diagnose = diagnose
         self.selector = selectors.DefaultSelector()
@@ -79,9 +87,12 @@ class Keeper:
         self.clients: dict[int, Client] = {}
         self.files = LogFiles()
         self.pending: dict[Stream, Pair] = {}
+        self.inodes: dict[tuple[int, int], str] = {}  # the pipes held, by (st_dev, st_ino)
         self.started = time.monotonic_ns()
+        self.first_client_ns = int(first_client_wait * 1e9)
         self.ever_connected = False
         self.own_uid = os.geteuid()
+        self.accept_again: int | None = None  # when accepting paused after an error
         self.selector.register(listener, selectors.EVENT_READ, self._accept)
 
     def run(self) -> None:
@@ -90,6 +101,7 @@ class Keeper:
             for key, mask in self.selector.select(self._timeout()):
                 self._dispatch(key.data, mask)
             self._write_due(time.time_ns())
+            self._resume_accepting()
             if self.finished():
                 break
         self.close()
@@ -98,24 +110,35 @@ class Keeper:
         try:
             callback(mask)
         except Exception:
+            import traceback  # only here: it costs the keeper's memory otherwise
+
             self.diagnose("unexpected error, going on:\n" + traceback.format_exc().rstrip())
+
+    def _resume_accepting(self) -> None:
+        if self.accept_again is not None and time.monotonic_ns() >= self.accept_again:
+            self.accept_again = None
+            self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
 
     def _timeout(self) -> float | None:
         deadlines = [s.assembler.deadline() or 0 for s in self.pending]
         timeout = (min(deadlines) - time.time_ns()) / 1e9 if deadlines else None
+        if self.accept_again is not None:
+            again = (self.accept_again - time.monotonic_ns()) / 1e9
+            timeout = again if timeout is None else min(timeout, again)
         if not self.ever_connected:
-            first = (self.started + FIRST_CLIENT_NS - time.monotonic_ns()) / 1e9
+            first = (self.started + self.first_client_ns - time.monotonic_ns()) / 1e9
             timeout = first if timeout is None else min(timeout, first)
         return None if timeout is None else max(timeout, 0.0)
 
     def finished(self) -> bool:
         """No pipe held and no client connected, and a client came once (or none came in
-        FIRST_CLIENT_NS). A connection already waiting is taken first: it is a new fsup."""
+        first_client_wait seconds). A connection already waiting is taken first: it is a new fsup."""
         if self.pairs or self.clients:
             return False
-        if not self.ever_connected and time.monotonic_ns() - self.started < FIRST_CLIENT_NS:
+        if not self.ever_connected and time.monotonic_ns() - self.started < self.first_client_ns:
             return False
-        self._accept(selectors.EVENT_READ)
+        if self.accept_again is None:
+            self._accept(selectors.EVENT_READ)
         return not self.clients
 
     def close(self) -> None:
@@ -136,7 +159,11 @@ class Keeper:
         except BlockingIOError:
             return
         except OSError as error:
-            self.diagnose(f"accept failed: {error}")
+            # Out of fds (EMFILE): the connection stays queued and the listener readable, so
+            # stop listening for a second rather than spin.
+            self.diagnose(f"accept failed: {error}; accepting again in 1 s")
+            self.selector.unregister(self.listener)
+            self.accept_again = time.monotonic_ns() + 1_000_000_000
             return
         uid = peer_uid(sock)
         if not admits(uid, self.own_uid):
@@ -183,6 +210,11 @@ class Keeper:
         except requests.RequestError as error:
             protocol.close_all(fds)
             return {"ok": False, "error": str(error)}, []
+        except Exception as error:  # a bug or the system's limits: answer all the same
+            import traceback
+
+            self.diagnose("request failed:\n" + traceback.format_exc().rstrip())
+            return {"ok": False, "error": f"internal error: {error!r}"}, []
 
     def _reply(self, client: Client, answer: Answer) -> None:
         client.queue(*answer)
@@ -217,19 +249,24 @@ class Keeper:
     def _add(self, add: requests.Add, fds: list[int]) -> Answer:
         if add.key in self.pairs:
             raise requests.RequestError(f"key {add.key!r} is already held")
-        for fd in fds:
-            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-                raise requests.RequestError("the fds must be pipes")
+        pipes = [os.fstat(fd) for fd in fds]
+        if not all(stat.S_ISFIFO(info.st_mode) for info in pipes):
+            raise requests.RequestError("the fds must be pipes")
+        # Another end of a pipe already held (a client re-adding what `list` gave it): two
+        # readers would split its lines between them.
+        inodes = [(info.st_dev, info.st_ino) for info in pipes]
+        if inodes[0] == inodes[1]:
+            raise requests.RequestError("stdout and stderr must be two pipes")
+        for inode in inodes:
+            if inode in self.inodes:
+                raise requests.RequestError(f"a pipe already held by {self.inodes[inode]!r}")
         try:
             log_file = self.files.acquire(Path(add.directory), add.name, add.max_bytes, add.backups)
         except OSError as error:
             raise requests.RequestError(f"cannot open the log file: {error}") from None
-        streams = (
-            Stream(fds[0], LineAssembler(cri.STREAMS[0])),
-            Stream(fds[1], LineAssembler(cri.STREAMS[1])),
-        )
-        pair = self.pairs[add.key] = Pair(add, log_file, streams)
-        for stream in streams:
+        pair = self.pairs[add.key] = Pair(add, log_file, fds)
+        self.inodes.update({inode: add.key for inode in inodes})
+        for stream in pair.streams:
             os.set_blocking(stream.fd, False)
             self.selector.register(stream.fd, selectors.EVENT_READ, self._reader(pair, stream))
         return {"ok": True}, []
@@ -267,7 +304,13 @@ class Keeper:
             if room < 0:
                 break
             shown.append(entry)
-        fds = [os.dup(s.fd) for pair in pairs[: len(shown)] for s in pair.streams]
+        fds: list[int] = []
+        try:
+            for pair in pairs[: len(shown)]:
+                fds += [os.dup(pair.streams[0].fd), os.dup(pair.streams[1].fd)]
+        except OSError as error:
+            protocol.close_all(fds)
+            raise requests.RequestError(f"cannot duplicate the fds: {error}") from None
         more = offset + len(shown) < len(self.pairs)
         return {"ok": True, "pipes": shown, "more": more}, fds
 
@@ -313,6 +356,9 @@ class Keeper:
             self._close_pair(pair)
 
     def _close_pair(self, pair: Pair) -> None:
+        for stream in pair.streams:
+            info = os.fstat(stream.fd)
+            self.inodes.pop((info.st_dev, info.st_ino), None)
         protocol.close_all(stream.fd for stream in pair.streams)
         self.files.release(pair.file)
         del self.pairs[pair.request.key]

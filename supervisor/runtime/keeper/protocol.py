@@ -17,8 +17,9 @@ Requests (fsup -> keeper), each answered in order on the same connection by
 Events (keeper -> every client, between answers): `{"event": "closed", "key"}` once both pipes
 of `key` reached EOF and everything was written.
 
-The keeper uses `send`/`recv` on non-blocking sockets; fsup's trio client reuses `encode`,
-`decode`, `socket_name`, `ancillary` and `received_fds` with trio's `sendmsg`/`recvmsg`.
+The keeper uses `send`/`recv` on non-blocking sockets; fsup's trio client reuses
+`socket_name`, `encode`, `ancillary` (for `sendmsg`) and `received_fds` and `unpack` (for
+`recvmsg(MAX_MESSAGE + 1, ANCILLARY_SIZE)`) with trio's socket.
 Stdlib only: the keeper imports nothing of fsup's but this package and `supervisor.core.cri`.
 """
 
@@ -143,14 +144,21 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
     fds = received_fds(ancdata)
     if not data and not fds and _peer_hung_up(sock):
         return None, []
+    return unpack(data, fds, flags), fds
+
+
+def unpack(data: bytes, fds: list[int], flags: int) -> dict[str, Any]:
+    """The message of one `recvmsg(MAX_MESSAGE + 1, ANCILLARY_SIZE)` (its bytes, its fds by
+    `received_fds`, its flags); on ProtocolError the fds are closed. For a client on trio:
+    the keeper never sends an empty datagram, so there 0 bytes and no fds is the end."""
     try:
         if not data:
             raise ProtocolError("empty message")
         if flags & socket.MSG_CTRUNC:
-            raise ProtocolError(f"more than {MAX_FDS} fds")
+            raise ProtocolError(f"fds cut short: more than {MAX_FDS}, or the keeper is out of fds")
         if flags & socket.MSG_TRUNC:
             raise ProtocolError(f"message of over {MAX_MESSAGE} bytes")
-        return decode(data), fds
+        return decode(data)
     except ProtocolError:
         close_all(fds)
         raise

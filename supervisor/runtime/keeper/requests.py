@@ -7,9 +7,8 @@ the message's fds, so a hostile or broken client costs nothing but its answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 from supervisor.runtime.keeper import protocol
 
@@ -18,8 +17,7 @@ class RequestError(Exception):
     """A request the keeper refuses; the message is the `error` of the answer."""
 
 
-@dataclass(frozen=True)
-class Add:
+class Add(NamedTuple):
     """Hold a pair of pipes: write both into `<directory>/<name>.log`."""
 
     key: str
@@ -29,15 +27,13 @@ class Add:
     backups: int
 
 
-@dataclass(frozen=True)
-class Flush:
+class Flush(NamedTuple):
     """Write what `key`'s pipes already hold."""
 
     key: str
 
 
-@dataclass(frozen=True)
-class List:
+class List(NamedTuple):
     """The pairs held, from the `offset`-th."""
 
     offset: int
@@ -69,11 +65,14 @@ def parse(message: dict[str, Any], fd_count: int) -> Request:
     return List(_integer(message, "offset", 0, 2**62))
 
 
+_KINDS = {str: "a string", int: "an integer"}
+
+
 def _field(message: dict[str, Any], name: str, kind: type) -> Any:
     value = message.get(name)
     # bool is an int to Python, not to the protocol.
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise RequestError(f"{name} must be a {kind.__name__}")
+        raise RequestError(f"{name} must be {_KINDS[kind]}")
     return value
 
 
