@@ -44,6 +44,7 @@ log = logging.getLogger("fsup.logs")
 PIPE_BYTES = 1024 * 1024  # what a child can write while no keeper reads (a keeper's restart)
 ANSWER_BOUND_S = 5.0  # a keeper answers in microseconds; this bounds a wedged one
 START_BOUND_S = 10.0  # a new keeper's interpreter start, on a loaded machine
+CONNECT_TRIES, CONNECT_PAUSE_S = 3, 0.05  # a keeper ending just as fsup connects
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0  # pauses between attempts while no keeper can be had
 # Markers a formation's processes carry: the keeper must not look like one (strays are found
 # by them and killed).
@@ -212,6 +213,17 @@ class LogKeeper:
         return sock
 
     async def _connect_or_start(self) -> trio.socket.SocketType:
+        """Connect to the home's keeper, starting one when none listens. A keeper may be
+        ending just then (its last pipe closed, no fsup connected) and a new one say `busy`
+        meanwhile: a few quick tries ride that out."""
+        for _ in range(CONNECT_TRIES - 1):
+            try:
+                return await self._connect_or_start_once()
+            except OSError:
+                await trio.sleep(CONNECT_PAUSE_S)
+        return await self._connect_or_start_once()
+
+    async def _connect_or_start_once(self) -> trio.socket.SocketType:
         try:
             return await _connect(self.home)
         except OSError:
@@ -347,16 +359,9 @@ async def _receive(sock: trio.socket.SocketType) -> tuple[dict[str, Any], list[i
         protocol.MAX_MESSAGE + 1, protocol.ANCILLARY_SIZE
     )
     fds = protocol.received_fds(ancdata)
-    if not data or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-        protocol.close_all(fds)
-        if not data:
-            raise EOFError("the log keeper closed the connection")
-        raise protocol.ProtocolError("a message from the log keeper was cut short")
-    try:
-        return protocol.decode(data), fds
-    except protocol.ProtocolError:
-        protocol.close_all(fds)
-        raise
+    if not data and not fds:
+        raise EOFError("the log keeper closed the connection")
+    return protocol.unpack(data, fds, flags), fds
 
 
 async def _roundtrip(
