@@ -6,7 +6,7 @@ no file open between calls: per version file it keeps the inode and the offset r
 look at a quiet file is one `stat`. What it handles:
 
 - A new version's file appearing (an update starts the new version beside the old one): it
-  is read from its start.
+  is read from its start (from its oldest backup's, if it was rotated before the first look).
 - The keeper's rotation by renaming (`1.2.0.log` -> `1.2.0.log.1`): when the current name no
   longer has the inode being read, that file is found among the backups by its inode, read to
   its end (the keeper renames only after its last write to it), then the next newer file from
@@ -40,6 +40,8 @@ from supervisor.storage.log_files import (
 
 # Bytes read from one file per call: a reader far behind catches up over several calls.
 READ_BUDGET = READ_BLOCK * 16
+# Bytes that identify a file with its inode (`_VersionReader`).
+ANCHOR_BYTES = 64
 # Files crossed per version per call (each rotation since the last call is one).
 MAX_HOPS = 8
 
@@ -51,13 +53,7 @@ class LogFollower:
     def __init__(self, log_dir: Path, streams: tuple[str, ...] = STREAMS) -> None:
         self.log_dir = log_dir
         self.streams = streams
-        self._versions: dict[str, _VersionReader] = {}
-        for version in versions_in(log_dir, current_only=True):
-            try:
-                info = os.stat(version_path(log_dir, version))
-            except FileNotFoundError:
-                continue
-            self._versions[version] = _VersionReader(version, info.st_ino, info.st_size)
+        self._versions = {v: _VersionReader.at_end(log_dir, v) for v in versions_in(log_dir)}
         self._legacy = [LegacyFollower(log_dir, stream) for stream in streams]
 
     def read_new(self) -> list[LogLine]:
@@ -68,24 +64,48 @@ class LogFollower:
             for text in legacy.read_new()
         ]
         fresh: list[LogLine] = []
-        for version in sorted(
-            set(versions_in(self.log_dir, current_only=True)) | set(self._versions)
-        ):
-            reader = self._versions.setdefault(version, _VersionReader(version))
+        for version in sorted(set(versions_in(self.log_dir)) | set(self._versions)):
+            reader = self._versions.get(version)
+            if reader is None:  # new since the follow began: every file of it is new
+                oldest = _stat(_newer_than(self.log_dir, version, None))
+                reader = _VersionReader(version, oldest.st_ino if oldest else None)
+                self._versions[version] = reader
             fresh += reader.read_new(self.log_dir, self.streams)
         fresh.sort(key=lambda line: line.ts or "")  # stable: a file's order within a time
         return found + fresh
 
 
+class _Gone(Exception):
+    """The file being read is gone and its inode names another file now."""
+
+
 @dataclass
 class _VersionReader:
-    """Where a version's file has been read to, and its lines not finished yet."""
+    """Where a version's files have been read to, and its lines not finished yet.
+
+    A file is known by its inode, and by the last bytes read from it (`anchor`): an inode is
+    reused once its file is removed (a rotation past `backups`), and the CRI lines' times make
+    the same bytes at the same offset of another file all but impossible."""
 
     version: str
     inode: int | None = None  # None: its file has not been read yet (read it from its start)
     offset: int = 0
+    anchor: bytes = b""  # the last bytes read, up to `offset`
     rest: bytes = b""  # an unfinished CRI line at the end of what was read
     pending: dict[str, list[CriLine]] = field(default_factory=dict)  # `P` fragments by stream
+
+    @classmethod
+    def at_end(cls, log_dir: Path, version: str) -> _VersionReader:
+        """A reader of what comes after the version's current file as it is now (after the
+        start of its next file, if it has none now)."""
+        try:
+            with open(version_path(log_dir, version), "rb") as handle:
+                end = handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, end - ANCHOR_BYTES))
+                anchor = handle.read(ANCHOR_BYTES)
+                return cls(version, os.fstat(handle.fileno()).st_ino, end, anchor)
+        except FileNotFoundError:
+            return cls(version)
 
     def read_new(self, log_dir: Path, streams: tuple[str, ...]) -> list[LogLine]:
         out: list[LogLine] = []
@@ -96,27 +116,48 @@ class _VersionReader:
                 if now is None:
                     break
                 self.inode, self.offset = now.st_ino, 0
-            if now is not None and now.st_ino == self.inode:
-                if now.st_size > self.offset:
-                    out += self._take(_read(current, self.inode, self.offset) or b"", streams)
-                break
-            # Renamed away by a rotation: finish it where it is now, then the next newer file.
-            backup = _backup_holding(log_dir, self.version, self.inode)
+            backup: int | None = 0
+            if now is None or now.st_ino != self.inode:
+                # Renamed by a rotation: finish it where it is now, then the next newer file.
+                backup = _backup_holding(log_dir, self.version, self.inode)
+            elif now.st_size == self.offset:
+                break  # nothing new
             if backup is not None:
-                chunk = _read(version_path(log_dir, self.version, backup), self.inode, self.offset)
-                if chunk is None:
-                    continue  # renamed again meanwhile: look again
-                out += self._take(chunk, streams)
-                if len(chunk) >= READ_BUDGET:
-                    break  # more of it next time
-            newer = _newer_than(log_dir, self.version, backup)
-            following = _stat(newer)
+                try:
+                    chunk = self._read(version_path(log_dir, self.version, backup))
+                except _Gone:
+                    backup = None
+                else:
+                    if chunk is None:
+                        continue  # renamed meanwhile: look again
+                    out += self._take(chunk, streams)
+                    if backup == 0 or len(chunk) >= READ_BUDGET:
+                        break  # the current file read to its end, or more of it next time
+            following = _stat(_newer_than(log_dir, self.version, backup))
             self.inode = following.st_ino if following is not None else None
-            self.offset, self.rest = 0, b""  # a torn line at the old file's end is dropped
+            self.offset, self.anchor, self.rest = 0, b"", b""  # a torn line's start dropped
         return out
+
+    def _read(self, path: Path) -> bytes | None:
+        """Up to `READ_BUDGET` bytes of `path` from `offset`; None if `path` is no longer the
+        file being read (renamed meanwhile); `_Gone` if its inode names another file now."""
+        try:
+            with open(path, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                if info.st_ino != self.inode:
+                    return None
+                if info.st_size < self.offset:
+                    raise _Gone
+                handle.seek(self.offset - len(self.anchor))
+                if handle.read(len(self.anchor)) != self.anchor:
+                    raise _Gone
+                return handle.read(READ_BUDGET)
+        except FileNotFoundError:
+            return None
 
     def _take(self, chunk: bytes, streams: tuple[str, ...]) -> list[LogLine]:
         self.offset += len(chunk)
+        self.anchor = (self.anchor + chunk)[-ANCHOR_BYTES:]
         *raws, self.rest = (self.rest + chunk).split(b"\n")
         if len(self.rest) > 2 * MAX_LINE_BYTES:  # no keeper line is that long: foreign
             self.rest = b""
@@ -145,19 +186,6 @@ class _VersionReader:
 def _stat(path: Path) -> os.stat_result | None:
     try:
         return os.stat(path)
-    except FileNotFoundError:
-        return None
-
-
-def _read(path: Path, inode: int, offset: int) -> bytes | None:
-    """Up to `READ_BUDGET` bytes of `path` from `offset`; None if `path` is no longer the file
-    `inode` (renamed meanwhile: the caller looks again)."""
-    try:
-        with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_ino != inode:
-                return None
-            handle.seek(offset)
-            return handle.read(READ_BUDGET)
     except FileNotFoundError:
         return None
 
