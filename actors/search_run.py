@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ MAX_HITS_PER_PEER = 1000
 SCAN_CHUNK = 1024 * 1024  # measured: 940 MiB/s at 1 MiB, 640 at 4 MiB (cache-sized)
 MAX_PEER_BODY = 1024 * 1024
 MIN_READ = 64 * 1024
+# A CRI line's time, stream and tag (`supervisor.core.cri`), and what its time is made of.
+CRI_PREFIX = re.compile(rb"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z std(?:out|err) [FP] ", re.M)
+TIME_CHARS = frozenset("0123456789-:.tzfp")
 
 
 @dataclass
@@ -339,19 +343,34 @@ def scan_logs(
 
 
 def matching_cri_texts(chunk: bytes, words: list[str]) -> Iterator[str]:
-    """The texts of the CRI lines of `chunk` (whole lines) that contain every word: the line
-    is matched whole first, at `matching_lines`' speed (a chunk without the words costs no
-    parsing), then each line found is parsed and its text alone matched again, so a word
-    found only in the time or the stream is no hit. A `\r` inside a text splits the line on
-    the slow path: its second half is no CRI line, and not found (a progress bar's redraws).
-    A line the keeper cut into fragments is searched fragment by fragment."""
+    """The texts of the CRI lines of `chunk` (whole lines) that contain every word, never
+    matched on a line's time, stream or tag. The common case, no word that a prefix may hold:
+    the line is matched whole first, at `matching_lines`' speed (a chunk without the words
+    costs no parsing), then each line found is parsed and its text alone matched again. A
+    word that a prefix may hold (`stdout`, `err`, `2026`) would make every line a candidate:
+    then the prefixes are cut out of the chunk first (one regex pass, about 110 MB/s against
+    20 for parsing every line) and only what was a CRI line's text is searched.
+
+    A `\r` inside a text splits the line on the slow path (non-ASCII chunks): its second half
+    is no CRI line, and not found (a progress bar's redraws). A line the keeper cut into
+    fragments is searched fragment by fragment."""
+    if any(in_a_prefix(word) for word in words):
+        for found in matching_lines(CRI_PREFIX.sub(b"\0", chunk), words):
+            if found.startswith("\0"):  # a CRI line's text, its prefix cut
+                yield found[1:].rstrip("\r\n")
+        return
     for found in matching_lines(chunk, words):
         line = parse(found.rstrip("\r\n").encode())
         if line is None:
             continue
         text = line.text.decode("utf-8", "replace")
         if matches(text, words):
-            yield text
+            yield text.rstrip("\r")
+
+
+def in_a_prefix(word: str) -> bool:
+    """Whether a CRI line's time, stream or tag may contain `word` (lowered, no spaces)."""
+    return any(word in token for token in STREAMS) or set(word) <= TIME_CHARS
 
 
 def whole_line_chunks(path: Path) -> Iterator[bytes]:

@@ -149,9 +149,12 @@ def test_a_chunk_without_the_words_parses_no_line(monkeypatch: pytest.MonkeyPatc
         return parse(raw)
 
     monkeypatch.setattr(search_run, "parse", counting)
-    chunk = cri(*((i, "stdout", f"request {i} ok") for i in range(1000)))
+    chunk = cri(*((i, "stdout", f"request #{i} ok") for i in range(1000)))
     assert list(search_run.matching_cri_texts(chunk, ["timeout"])) == []
-    assert list(search_run.matching_cri_texts(chunk, ["request", "999"])) == ["request 999 ok"]
+    assert list(search_run.matching_cri_texts(chunk, ["request", "#999"])) == ["request #999 ok"]
+    assert len(parsed) == 1
+    # A word that every line's time holds: the prefixes are cut, still no line parsed.
+    assert list(search_run.matching_cri_texts(chunk, ["#999", "2026"])) == []
     assert len(parsed) == 1
 
 
@@ -169,3 +172,36 @@ def test_a_scan_reads_every_versions_files_and_the_legacy_ones(tmp_path: Path) -
         "legacy: disk full",
     }
     assert all(h["sources"] == ["alpha"] for h in hits)
+
+
+cri_text = st.lists(
+    st.sampled_from(["boom", "BOOM", "err", "stdout", "2026", "-", ":", "f", "P", " ", "é", "x"]),
+    max_size=8,
+).map("".join)
+cri_keyword = st.lists(
+    st.sampled_from(["boom", "err", "stderr", "out", "2026", "12-06", "f", "é", "x"]),
+    min_size=1,
+    max_size=2,
+).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(st.tuples(st.sampled_from(["stdout", "stderr"]), cri_text), max_size=12),
+    foreign=st.lists(cri_text, max_size=3),
+    key=cri_keyword,
+)
+def test_cri_texts_are_found_alike_whether_a_word_may_be_in_a_prefix_or_not(
+    texts: list[tuple[str, str]], foreign: list[str], key: str
+) -> None:
+    """Both ways of `matching_cri_texts` (cut the prefixes, or parse the lines found) give what
+    parsing every line and matching its text gives."""
+    words = key.lower().split()
+    chunk = cri(*((i, stream, text) for i, (stream, text) in enumerate(texts)))
+    chunk += "".join(f"{text}\n" for text in foreign).encode()
+    expected = []
+    for raw in chunk.split(b"\n"):
+        line = parse(raw)
+        if line is not None and matches(line.text.decode(), words):
+            expected.append(line.text.decode())
+    assert list(search_run.matching_cri_texts(chunk, words)) == expected
