@@ -177,7 +177,7 @@ def test_the_tail_of_a_large_file_reads_only_its_end(
     read = []
 
     class Counting(io.FileIO):
-        def read(self, size: int = -1) -> bytes:
+        def read(self, size: int | None = -1) -> bytes:
             data = super().read(size)
             read.append(len(data))
             return data
