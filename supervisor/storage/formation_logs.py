@@ -94,10 +94,11 @@ def tail(log_dir: Path, streams: Iterable[str], count: int, backups: int) -> lis
 def stderr_tail(
     log_dir: Path, version: str, since_ns: int, limit_bytes: int = STDERR_TAIL_BYTES
 ) -> str:
-    """The end (at most `limit_bytes`) of what `version` wrote to stderr at or after
-    `since_ns` (a process's start, nanoseconds since the epoch), one line per line: the exit
-    details fsup records when a process dies. Lines of an earlier process of the same version
-    are older than `since_ns` and left out; reading backwards stops at the first of them."""
+    """The end (its last `limit_bytes` characters) of what `version` wrote to stderr at or
+    after `since_ns` (a process's start, nanoseconds since the epoch), a newline after each
+    line: the exit details fsup records when a process dies. Lines of an earlier process of
+    the same version are older than `since_ns` and left out; reading backwards stops at the
+    first of them. Only what the keeper has written: ask it to `flush` first."""
     since = micro_ts(timestamp(since_ns).decode())
     texts: list[str] = []
     size = 0
