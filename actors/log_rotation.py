@@ -1,6 +1,10 @@
-"""One task keeps every formation's logs within their bounds (the fleet runs it).
+"""One task keeps every formation's legacy logs within their bounds (the fleet runs it).
 
-Children append straight to their log files, so rotation is a periodic check from outside:
+Only the legacy `stdout.log` and `stderr.log` are looked at: children an older fsup started
+(adopted after an upgrade) append straight to them. The log keeper rotates its own
+`<version>.log` files as it writes them; this task never names them.
+
+Children append straight to their legacy files, so rotation is a periodic check from outside:
 `stat` calls, and a copy in a worker thread only when a file is over its size
 (`supervisor.storage.formation_logs`). One task for the fleet rather than one per formation:
 a formation actor then holds no timer of its own that is not part of its state machine, and a

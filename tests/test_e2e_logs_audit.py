@@ -1,5 +1,6 @@
 """End-to-end: formation logs (tail, both streams, follow across rotation and restarts),
-download, the audit trail and server status."""
+download, the audit trail and server status. The logs tests read what the log keeper wrote
+(`<version>.log`, each line with its time)."""
 
 from __future__ import annotations
 
@@ -46,9 +47,14 @@ def test_logs_tail_both_streams(server: Server) -> None:
     assert {x["stream"] for x in out} == {"stdout"}
     assert any(x["line"].startswith("serving on") for x in out)
     err = lines_of(server, "talker", "stream=stderr")
-    assert [x["line"] for x in err] == ["err-1"] and err[0]["ts"] is None
-    both = lines_of(server, "talker", "lines=2")
-    assert [x["stream"] for x in both] == ["stdout", "stdout", "stderr"]
+    assert [x["line"] for x in err] == ["err-1"]
+    assert err[0]["ts"].endswith("Z") and err[0]["version"] == "1.0.0"  # the keeper's time
+    assert len(lines_of(server, "talker", "lines=2")) == 2  # in all, not per stream
+    every = lines_of(server, "talker", "lines=1000")  # both streams, merged by time
+    said = [(x["stream"], x["line"]) for x in every if x["line"] in ("out-1", "out-2", "err-1")]
+    assert said == [("stdout", "out-1"), ("stdout", "out-2"), ("stderr", "err-1")]
+    stamps = [x["ts"] for x in every]
+    assert stamps == sorted(stamps)
     for query in ("lines=-1", "lines=x", "stream=both", "follow=maybe"):
         with pytest.raises(ApiError) as info:
             lines_of(server, "talker", query)
@@ -80,7 +86,7 @@ def test_follow_survives_rotation_and_restart(home: Path) -> None:
         reader = threading.Thread(target=follow)
         reader.start()
         wait_for(lambda: seen)  # the history line: the follow is under way
-        assert seen[0].data == {"ts": None, "stream": "stderr", "line": "ready"}
+        assert seen[0].data["line"] == "ready" and seen[0].data["version"] == "1.0.0"
         del seen[0]
         expected = []
         for batch in range(10):  # about 6 KB: several rotations at 2000 bytes
@@ -103,9 +109,11 @@ def test_follow_survives_rotation_and_restart(home: Path) -> None:
         assert got[: len(expected)] == expected  # in order, nothing lost across rotations
         assert got[-2:] == ["after-restart", "last"]
         assert all(e.event == "log" and e.data["stream"] == "stderr" and e.data["ts"] for e in seen)
+        stamps = [e.data["ts"] for e in seen]
+        assert stamps == sorted(stamps)  # the keeper's times, from the files
         log_dir = home / "server" / "logs" / "formations" / "chatty"
-        assert (log_dir / "stderr.log.1").exists()
-        assert not (log_dir / "stderr.log.3").exists()
+        assert (log_dir / "1.0.0.log.1").exists()  # rotated by the keeper, by renaming
+        assert not (log_dir / "1.0.0.log.3").exists()
     finally:
         assert server.stop() == 0
 

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from log_kit import KeeperFiles, at
 from test_fleet_actor import World, ask, expect, fleet_of, refused
 
 from actors.fleet import Delete
 from supervisor.core.errors import FsupError
 from supervisor.storage import failed_deploys
 from supervisor.storage.failed_deploys import KEEP_BYTES, META, keep, prune, read_meta
+from supervisor.storage.formation_logs import tail
 
 META_OF = {"formation_id": "web", "version": "1.0.0", "failed_at": "t", "code": "X", "message": "m"}
 
@@ -37,6 +39,24 @@ def test_keep_moves_the_logs_cuts_them_and_drops_rotated_copies(tmp_path: Path) 
     cut = (kept / "stdout.log").read_bytes()
     assert len(cut) <= KEEP_BYTES and big.endswith(cut) and cut.startswith(b"line ")
     assert read_meta(kept) == META_OF
+
+
+def test_keep_cuts_the_keepers_file_to_whole_lines_that_the_tail_reads(tmp_path: Path) -> None:
+    logs, kept = tmp_path / "logs" / "web", tmp_path / "kept" / "web"
+    logs.mkdir(parents=True)
+    keeper = KeeperFiles(logs, "1.0.0")
+    keeper.line(at(0), "stdout", "rotated away")
+    keeper.rotate()
+    for n in range(KEEP_BYTES // 40):  # over the bound
+        keeper.line(at(1), "stderr", f"line {n:07d}")
+    keep(logs, kept, META_OF)
+    assert sorted(p.name for p in kept.iterdir()) == ["1.0.0.log", META]
+    assert (kept / "1.0.0.log").stat().st_size <= KEEP_BYTES
+    last = tail(kept, ("stdout", "stderr"), 2, 3)
+    assert [(x.text, x.version) for x in last] == [
+        (f"line {KEEP_BYTES // 40 - 2:07d}", "1.0.0"),
+        (f"line {KEEP_BYTES // 40 - 1:07d}", "1.0.0"),
+    ]
 
 
 def test_keep_without_any_log_still_says_why(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+from log_kit import at
 from search_kit import BROKEN_PORT, PEER_PORT, ask, expect, world_of
 
 from actors.search import (
@@ -32,6 +33,7 @@ from actors.search import (
     StartSearch,
     StopSearch,
 )
+from supervisor.core.cri import frame_lines, frame_partial
 from supervisor.core.errors import FsupError
 from supervisor.runtime.events import SNAPSHOTS
 
@@ -148,6 +150,37 @@ async def test_a_live_run_follows_lines_and_formations_until_stopped_then_reruns
         assert detail["search"]["mode"] == "full"
         assert detail["search"]["last_run_summary"]["run_id"] == second_run
         assert detail["results"]["count"] == 4  # card 4 too: it is in the log now
+
+
+def cri(ts_s: int, stream: str, text: str) -> str:
+    return frame_lines(at(ts_s), stream, text.encode() + b"\n").decode()
+
+
+async def test_runs_search_the_keepers_files_on_the_text_of_their_lines(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    async with world_of(tmp_path) as w:
+        alpha = await w.add_formation(
+            "alpha",
+            {
+                "1.0.0.log": cri(1, "stderr", "boom") + cri(2, "stdout", "stderr: boom"),
+                "1.0.0.log.1": cri(0, "stderr", "older stderr boom"),
+            },
+        )
+        with w.bus.subscribe() as events:
+            created = await ask(w.searches, CreateSearch("stderr boom", "live", autostart=True))
+            sid = created["search"]["id"]
+            await expect(events, "search_progress", sid, phase="live")
+            await trio.sleep(1)  # the run follows the logs from now
+            # The new version's file, during an update; a line in two fragments.
+            with (alpha / "1.1.0.log").open("ab") as log:
+                log.write(frame_partial(at(5), "stdout", b"new stderr"))
+                log.write(frame_lines(at(6), "stdout", b" boom\n"))
+                log.write(frame_lines(at(7), "stderr", b"boom, no word from the stream\n"))
+            await expect(events, "search_hit_found", sid, title="new stderr boom")
+            assert (await ask(w.searches, StopSearch(sid)))["search"]["state"] == "stopped"
+        results = await ask(w.searches, SearchResults(sid))
+        assert titles(results["items"]) == {"stderr: boom", "older stderr boom", "new stderr boom"}
 
 
 async def test_patch_list_and_delete_a_running_search(tmp_path: Path, autojump_clock: Any) -> None:

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from log_kit import KeeperFiles, at
 
 from actors import search_run
+from supervisor.core.cri import frame_lines, parse
 from supervisor.core.search_match import matches, matching_lines
 
 PIECES = [
@@ -114,3 +116,92 @@ def test_the_ascii_path_is_taken_and_the_slow_path_for_the_rest() -> None:
     # The Kelvin sign lowers to an ASCII "k": only the Unicode path sees it.
     assert list(matching_lines("a \u212a b\n".encode(), ["k"])) == ["a \u212a b\n"]
     assert list(matching_lines(b"half\rline\n", ["line"])) == ["line\n"]
+
+
+def cri(*lines: tuple[int, str, str]) -> bytes:
+    return b"".join(frame_lines(at(s), stream, text.encode() + b"\n") for s, stream, text in lines)
+
+
+def test_cri_lines_are_matched_on_their_text_only() -> None:
+    chunk = (
+        cri(
+            (1, "stderr", "boom"),
+            (2, "stdout", "stderr says boom"),
+            (3, "stdout", "Caf\u00e9 BOOM"),
+        )
+        + b"not a CRI line: stderr boom\n"
+    )
+    assert list(search_run.matching_cri_texts(chunk, ["stderr", "boom"])) == ["stderr says boom"]
+    assert list(search_run.matching_cri_texts(chunk, ["2026"])) == []
+    assert list(search_run.matching_cri_texts(chunk, ["boom"])) == [
+        "boom",
+        "stderr says boom",
+        "Caf\u00e9 BOOM",
+    ]
+    assert list(search_run.matching_cri_texts(chunk, ["caf\u00e9"])) == ["Caf\u00e9 BOOM"]
+
+
+def test_a_chunk_without_the_words_parses_no_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[bytes] = []
+
+    def counting(raw: bytes) -> object:
+        parsed.append(raw)
+        return parse(raw)
+
+    monkeypatch.setattr(search_run, "parse", counting)
+    chunk = cri(*((i, "stdout", f"request #{i} ok") for i in range(1000)))
+    assert list(search_run.matching_cri_texts(chunk, ["timeout"])) == []
+    assert list(search_run.matching_cri_texts(chunk, ["request", "#999"])) == ["request #999 ok"]
+    assert len(parsed) == 1
+    # A word that every line's time holds: the prefixes are cut, still no line parsed.
+    assert list(search_run.matching_cri_texts(chunk, ["#999", "2026"])) == []
+    assert len(parsed) == 1
+
+
+def test_a_scan_reads_every_versions_files_and_the_legacy_ones(tmp_path: Path) -> None:
+    old = KeeperFiles(tmp_path, "1.0.0", max_bytes=40, backups=2)  # a file a line
+    for i in range(4):
+        old.line(at(i), "stdout", f"disk full {i}")
+    KeeperFiles(tmp_path, "1.1.0").line(at(9), "stderr", "Disk FULL again")
+    (tmp_path / "stderr.log.1").write_text("legacy: disk full\n")
+    hits = search_run.scan_logs(tmp_path, ["disk", "full"], "alpha", backups=2)
+    assert {h["title"] for h in hits} == {
+        "disk full 2",  # in .2; 0 and 1 went past the last backup
+        "disk full 3",
+        "Disk FULL again",
+        "legacy: disk full",
+    }
+    assert all(h["sources"] == ["alpha"] for h in hits)
+
+
+cri_text = st.lists(
+    st.sampled_from(["boom", "BOOM", "err", "stdout", "2026", "-", ":", "f", "P", " ", "é", "x"]),
+    max_size=8,
+).map("".join)
+cri_keyword = st.lists(
+    st.sampled_from(["boom", "err", "stderr", "out", "2026", "12-06", "f", "é", "x"]),
+    min_size=1,
+    max_size=2,
+).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(st.tuples(st.sampled_from(["stdout", "stderr"]), cri_text), max_size=12),
+    foreign=st.lists(cri_text, max_size=3),
+    key=cri_keyword,
+)
+def test_cri_texts_are_found_alike_whether_a_word_may_be_in_a_prefix_or_not(
+    texts: list[tuple[str, str]], foreign: list[str], key: str
+) -> None:
+    """Both ways of `matching_cri_texts` (cut the prefixes, or parse the lines found) give what
+    parsing every line and matching its text gives."""
+    words = key.lower().split()
+    chunk = cri(*((i, stream, text) for i, (stream, text) in enumerate(texts)))
+    chunk += "".join(f"{text}\n" for text in foreign).encode()
+    expected = []
+    for raw in chunk.split(b"\n"):
+        line = parse(raw)
+        if line is not None and matches(line.text.decode(), words):
+            expected.append(line.text.decode())
+    assert list(search_run.matching_cri_texts(chunk, words)) == expected

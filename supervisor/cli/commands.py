@@ -14,6 +14,7 @@ import sys
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -308,7 +309,7 @@ def cmd_logs(args: argparse.Namespace, home: Home) -> None:
                 cli_render.print_json(result)
                 return
             for line in result["lines"]:
-                print_log_line(args, line)
+                print_log_line(line)
             failed = result.get("failed_deploy")
             if failed:  # a formation that is gone: say whose lines these were
                 cli_render.err.print(failed_note(failed), markup=False)
@@ -319,7 +320,7 @@ def cmd_logs(args: argparse.Namespace, home: Home) -> None:
                     sys.stdout.write(json.dumps(event.data, sort_keys=True) + "\n")
                     sys.stdout.flush()
                 else:
-                    print_log_line(args, event.data)
+                    print_log_line(event.data)
 
 
 def failed_note(failed: dict[str, Any]) -> str:
@@ -330,9 +331,24 @@ def failed_note(failed: dict[str, Any]) -> str:
     )
 
 
-def print_log_line(args: argparse.Namespace, line: dict[str, Any]) -> None:
-    prefix = f"{line['stream']:<6} | " if args.stream == "all" else ""
-    cli_render.out.print(f"{prefix}{line['line']}", markup=False)
+def print_log_line(line: dict[str, Any]) -> None:
+    """`13:02:11.482 stderr | text`: when the keeper read the line (local time), its stream,
+    its text."""
+    cli_render.out.print(
+        f"{log_clock(line.get('ts'))} {line['stream']:<6} | {line['line']}", markup=False
+    )
+
+
+def log_clock(ts: str | None) -> str:
+    """An RFC 3339 time as `HH:MM:SS.mmm` in local time; blanks of the same width for a line
+    with none (a legacy file's)."""
+    if not ts:
+        return " " * 12
+    try:
+        at = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone()
+    except ValueError:
+        return ts
+    return at.strftime("%H:%M:%S.") + f"{at.microsecond // 1000:03d}"
 
 
 def cmd_download(args: argparse.Namespace, home: Home) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +25,6 @@ from actors.formation import (
 from supervisor import __version__, operations
 from supervisor.core.errors import FsupError
 from supervisor.core.manifest import id_problem, parse_manifest
-from supervisor.core.timestamps import rfc3339_now
 from supervisor.http import rpc_auth, sse
 from supervisor.http.params import bool_param, choice_param, lines_param
 from supervisor.http.render import render_operation
@@ -33,7 +33,9 @@ from supervisor.http.timeline import events_answer
 from supervisor.runtime.events import HEARTBEAT_S
 from supervisor.runtime.routing import RouteTable
 from supervisor.storage import failed_deploys
-from supervisor.storage.formation_logs import STREAMS, Follower, tail
+from supervisor.storage.formation_logs import STREAMS, tail
+from supervisor.storage.log_files import LogLine
+from supervisor.storage.log_follow import LogFollower
 from supervisor.storage.store import Store
 from supervisor.storage.versions import zip_version
 
@@ -76,12 +78,14 @@ async def logs_answer(formation_id: str) -> Any:
     log_dir = home.failed_deploy_logs(formation_id) if failed else home.formation_logs(formation_id)
     streams = STREAMS if stream == "all" else (stream,)
     backups = services().config.logs.backups
+    # Before the history: a line written between the two is then in both, never in neither.
+    follower = await trio.to_thread.run_sync(LogFollower, log_dir, streams) if follow else None
     history = await trio.to_thread.run_sync(read_history, log_dir, streams, count, backups)
-    if not follow:
+    if follower is None:
         kept = {"failed_deploy": failed} if failed else {}
         return {"formation_id": formation_id, "lines": history, **kept}
     routes = services().routes  # taken now: the stream runs outside the app context
-    return await sse.numbered_response(follow_logs(routes, formation_id, log_dir, streams, history))
+    return await sse.numbered_response(follow_logs(routes, formation_id, follower, history))
 
 
 async def failed_deploy_or_404(formation_id: str) -> dict[str, Any] | None:
@@ -359,35 +363,30 @@ FOLLOW_POLL_S = 0.25
 def read_history(
     log_dir: Path, streams: tuple[str, ...], count: int, backups: int
 ) -> list[dict[str, Any]]:
-    return [
-        {"ts": None, "stream": stream, "line": line}
-        for stream in streams
-        for line in (tail(log_dir, stream, count, backups) if count else [])
-    ]
+    """The last `count` lines in all (not per stream), merged by the keeper's time, legacy
+    lines (no time) first (`storage.formation_logs.tail`). Blocking: run in a thread."""
+    return [line.as_json() for line in tail(log_dir, streams, count, backups)]
 
 
 async def follow_logs(
     routes: RouteTable,
     formation_id: str,
-    log_dir: Path,
-    streams: tuple[str, ...],
+    follower: LogFollower,
     history: list[dict[str, Any]],
 ) -> AsyncIterator[tuple[str, dict[str, Any]] | None]:
-    """`event: log` for the history, then for each new line, until the client leaves or the
-    formation is deleted; None asks for a heartbeat comment. Runs as a response body, outside
-    the app context: everything it needs is passed in."""
-    followers = [Follower(log_dir, stream) for stream in streams]
+    """`event: log` for the history, then for each new line (with the time the keeper read it,
+    from the file), until the client leaves or the formation is deleted; None asks for a
+    heartbeat comment. Runs as a response body, outside the app context: everything it needs
+    is passed in. `follower` began before the history was read: what it first finds that the
+    history already gave is not given again."""
     for item in history:
         yield "log", item
+    given = history
     quiet_since = trio.current_time()
     while routes.get(formation_id) is not None:
         await trio.sleep(FOLLOW_POLL_S)
-        now = rfc3339_now()
-        fresh = [
-            {"ts": now, "stream": f.stream, "line": line}
-            for f in followers
-            for line in f.read_new()
-        ]
+        fresh = unseen(await trio.to_thread.run_sync(follower.read_new), given)
+        given = []
         for item in fresh:
             yield "log", item
         if fresh:
@@ -395,6 +394,24 @@ async def follow_logs(
         elif trio.current_time() - quiet_since >= HEARTBEAT_S:
             quiet_since = trio.current_time()
             yield None
+
+
+def unseen(fresh: list[LogLine], given: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`fresh` as answers, less those in `given`, each taken once: lines written between the
+    follower's start and the history's read. Timed lines only: the keeper stamps a whole
+    write with one time, so two equal ones come from the same write, both in the history or
+    both not. A legacy line (no time) cannot be told from an equal one written later: it may
+    come twice."""
+    left = Counter(tuple(item.values()) for item in given if item["ts"] is not None)
+    out = []
+    for line in fresh:
+        item = line.as_json()
+        key = tuple(item.values())
+        if line.ts is not None and left[key] > 0:
+            left[key] -= 1
+            continue
+        out.append(item)
+    return out
 
 
 def _check_bundle_type() -> None:

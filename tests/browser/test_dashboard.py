@@ -92,6 +92,10 @@ def test_stop_and_start_from_the_formation_page(run: Run) -> None:
     state = page.get_by_test_id("formation-state")
     playwright_api.expect(state).to_have_text("running")
     playwright_api.expect(page.locator("ol.log li").first).to_be_visible()  # log lines
+    # The version that wrote them, marked where it changes (the keeper's files say it).
+    playwright_api.expect(page.locator("ol.log li.log-version").first).to_have_text(
+        "\u2014 version 1.0.0 \u2014"
+    )
     run.shot("formation")
     page.get_by_role("button", name="Stop", exact=True).click()
     playwright_api.expect(state).to_have_text("stopped")

@@ -226,9 +226,21 @@ def lifecycle(action: str, summary: str, conflicts: list[str]) -> Schema:
 
 # A formation's log routes take the same query, on /rpc and /api/v1.
 LOG_QUERY = [
-    int_query("lines", 0, 10_000, 100, "How many lines per stream"),
+    int_query(
+        "lines",
+        0,
+        10_000,
+        100,
+        "How many lines in all (not per stream): the last ones of the stream asked for, or of "
+        "both merged by time",
+    ),
     int_query("limit", 0, 10_000, 100, "Another name for lines (MUXI clients)"),
-    param("stream", "query", {**enum("all", "stdout", "stderr"), "default": "all"}, "Which stream"),
+    param(
+        "stream",
+        "query",
+        {**enum("all", "stdout", "stderr"), "default": "all"},
+        "Which stream (all: both, merged in time order)",
+    ),
     param(
         "follow",
         "query",

@@ -96,9 +96,11 @@ def schemas() -> dict[str, Schema]:
         "FormationLogs": obj(
             {
                 "formation_id": STR,
-                "lines": array(
-                    obj({"ts": maybe(STR), "stream": enum("stdout", "stderr"), "line": STR})
-                ),
+                "lines": {
+                    **array(ref("LogLine")),
+                    "description": "Oldest first: every version's lines merged by `ts`, after "
+                    "the lines of legacy files (`ts` and `version` null)",
+                },
             },
             {
                 "failed_deploy": {
@@ -115,6 +117,28 @@ def schemas() -> dict[str, Schema]:
                     "kept log of its failed first deploy, kept until it is deployed again",
                 }
             },
+        ),
+        "LogLine": obj(
+            {
+                "ts": {
+                    **maybe(STR),
+                    "description": "When the log keeper read the line from the process's "
+                    "output (RFC 3339 UTC, microseconds; a line cut into fragments has its "
+                    "first fragment's time); null for a line of a legacy file (stdout.log, "
+                    "stderr.log, written by a process an older fsup started), whose time is "
+                    "not known",
+                },
+                "stream": enum("stdout", "stderr"),
+                "line": {
+                    **STR,
+                    "description": "The text, without its newline; cut at 16 KiB",
+                },
+                "version": {
+                    **maybe(STR),
+                    "description": "The version of the formation whose process wrote the "
+                    "line (during an update, both versions write); null for a legacy line",
+                },
+            }
         ),
         "AuditLog": {
             **obj({"entries": array(ref("AuditEntry"))}),

@@ -131,6 +131,15 @@ function logLine(item) {
   return li;
 }
 
+// Where the version that wrote the lines changes (an update, a rollback): a mark naming it.
+function versionMark(version) {
+  const li = document.createElement("li");
+  li.className = "log-version";
+  li.textContent = version ? "\u2014 version " + version + " \u2014"
+    : "\u2014 from an older fsup (no time, no version) \u2014";
+  return li;
+}
+
 // When an uptime was read, so that the page can count on from it (uptimeText).
 function stamped(item) {
   if (item && Object.prototype.hasOwnProperty.call(item, "uptime_s")) item.uptime_at = Date.now();
@@ -644,10 +653,17 @@ document.addEventListener("alpine:init", () => {
       }
       let queue = [];
       let scheduled = false;
+      let version; // of the last line shown: a mark where the next one's differs
       const flush = () => {
         scheduled = false;
         const fragment = document.createDocumentFragment();
-        for (const item of queue) fragment.append(logLine(item));
+        for (const item of queue) {
+          if ((item.version || null) !== version) {
+            version = item.version || null;
+            fragment.append(versionMark(version));
+          }
+          fragment.append(logLine(item));
+        }
         queue = [];
         list.append(fragment);
         let removed = 0;
@@ -658,7 +674,10 @@ document.addEventListener("alpine:init", () => {
         if (this.logFollow) list.scrollTop = list.scrollHeight;
         else if (removed) list.scrollTop = Math.max(0, list.scrollTop - removed);
       };
-      source.addEventListener("open", () => list.replaceChildren()); // a reconnect resends
+      source.addEventListener("open", () => { // a reconnect resends
+        list.replaceChildren();
+        version = undefined;
+      });
       source.addEventListener("log", (event) => {
         this.logNote = "";
         queue.push(JSON.parse(event.data));
