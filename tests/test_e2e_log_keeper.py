@@ -116,7 +116,7 @@ def test_a_child_logging_fast_while_fsup_is_stopped_does_not_block(server: Serve
     assert server.proc is not None
     os.kill(server.proc.pid, signal.SIGSTOP)
     try:
-        direct(port, "/flood", tag="f", seconds=2)
+        direct(port, "/flood", tag="f", seconds=1)
 
         def done() -> re.Match[bytes] | None:
             for line in reversed(cri_lines(log_dir)):
@@ -132,8 +132,9 @@ def test_a_child_logging_fast_while_fsup_is_stopped_does_not_block(server: Serve
     count, longest_ms = int(report[1]), float(report[2])
     assert count * 96 > 4 * 1024 * 1024, f"only {count} lines: the writer was held up"
     assert longest_ms < 500, f"a write blocked for {longest_ms} ms while fsup was stopped"
-    lines = lines_of(server, "flooder", "lines=2&stream=stdout")
-    assert lines[-1]["line"].startswith(f"f-{count - 1} ")
+    # fsup, back, reads the last of them (health checks' lines may follow).
+    lines = lines_of(server, "flooder", "lines=100&stream=stdout")
+    assert any(x["line"].startswith(f"f-{count - 1} ") for x in lines)
 
 
 def test_lines_written_across_rotations_are_all_there(home: Path) -> None:
@@ -151,7 +152,7 @@ def test_lines_written_across_rotations_are_all_there(home: Path) -> None:
             )
         )
         log_dir = home / "server" / "logs" / "formations" / "rotor"
-        assert len(list(log_dir.glob("1.0.0.log.*"))) >= 10  # it did rotate, many times
+        assert len(list(log_dir.glob("1.0.0.log.*"))) >= 3  # it did rotate, several times
         numbers = [
             int(x["line"].split()[0][2:])
             for x in lines_of(server, "rotor", "lines=10000&stream=stdout")
