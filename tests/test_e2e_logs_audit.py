@@ -10,10 +10,12 @@ import signal
 import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from helpers import Server, nasty_bundle, wait_for
+from log_kit import KeeperFiles, at
 from port_blocks import PORT_RANGE
 
 from supervisor.cli.client import ApiError, SseEvent
@@ -116,6 +118,50 @@ def test_follow_survives_rotation_and_restart(home: Path) -> None:
         assert not (log_dir / "1.0.0.log.3").exists()
     finally:
         assert server.stop() == 0
+
+
+def test_logs_answer_and_follow_a_versions_cri_file(server: Server, home: Path) -> None:
+    """Files written by hand as the keeper writes them, beside the formation's own: the tail
+    and the follow give their lines with the file's time and version, fragments joined."""
+    server.rpc.deploy(nasty_bundle("scribe"))
+    log_dir = home / "server" / "logs" / "formations" / "scribe"
+    keeper = KeeperFiles(log_dir, "9.9.9")
+    keeper.line(at(1), "stderr", "by hand")
+    mine = [x for x in lines_of(server, "scribe", "lines=1000") if x["version"] == "9.9.9"]
+    assert mine == [
+        {
+            "ts": "2026-12-06T13:00:01.000000Z",
+            "stream": "stderr",
+            "line": "by hand",
+            "version": "9.9.9",
+        }
+    ]
+    seen: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def follow() -> None:
+        for event in server.rpc.stream("GET", "/rpc/formations/scribe/logs?follow=true&lines=1"):
+            seen.append(event.data)  # the first: the history, read after the follow began
+            if event.data["line"] == "last":
+                break
+        done.set()
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    wait_for(lambda: seen)
+    keeper.partial(at(2), "stdout", "who")
+    keeper.line(at(3), "stderr", "meanwhile")
+    keeper.line(at(4), "stdout", "le")
+    keeper.line(at(5), "stdout", "last")
+    assert done.wait(20)
+    reader.join(5)
+    # Sorted: "whole" is timed at its first fragment, and comes when it ends (a look that
+    # saw "who" but not yet "le" gave "meanwhile" first).
+    assert sorted((x["ts"], x["line"]) for x in seen[1:] if x["version"] == "9.9.9") == [
+        ("2026-12-06T13:00:02.000000Z", "whole"),
+        ("2026-12-06T13:00:03.000000Z", "meanwhile"),
+        ("2026-12-06T13:00:05.000000Z", "last"),
+    ]
 
 
 def test_download_with_and_without_runtime_state(server: Server, home: Path) -> None:

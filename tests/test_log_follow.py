@@ -6,8 +6,11 @@ copy-truncate rotation, and time order within a look."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from log_kit import KeeperFiles, at, shown
 
 from supervisor.storage import log_follow
@@ -163,3 +166,60 @@ def test_the_legacy_follower_alone(tmp_path: Path) -> None:
     follower = LegacyFollower(tmp_path, "stderr")
     write(path, "a\n")
     assert follower.read_new() == ["a"]
+
+
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["stdout", "stderr"]), st.booleans(), st.text("ab", max_size=4)),
+        st.just("rotate"),
+        st.just("read"),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=steps, max_bytes=st.integers(50, 300))
+def test_every_line_written_is_followed_once_each_look_in_time_order(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[Any], max_bytes: int
+) -> None:
+    """Whatever the writes, fragments, rotations (at most `backups` between two looks) and
+    looks: every finished line is given once, whole, and each look is in time order."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    keeper = KeeperFiles(log_dir, "1.0.0", max_bytes=max_bytes, backups=3)
+    follower = LogFollower(log_dir)
+    got: list[LogLine] = []
+    started: dict[str, tuple[int, str]] = {}
+    expected: list[tuple[str, str, str]] = []
+    rotations = 0
+
+    def look() -> None:
+        nonlocal rotations
+        batch = follower.read_new()
+        assert [x.ts for x in batch] == sorted(x.ts or "" for x in batch)
+        got.extend(batch)
+        rotations = 0
+
+    for i, step in enumerate(steps):
+        if step == "read":
+            look()
+            continue
+        before = keeper.path().stat().st_ino if keeper.path().exists() else None
+        if step == "rotate":
+            if keeper.path().exists():
+                keeper.rotate()
+        else:
+            stream, partial, text = step
+            first, sofar = started.pop(stream, (i, ""))
+            if partial:
+                keeper.partial(at(i), stream, text)
+                started[stream] = (first, sofar + text)
+            else:
+                keeper.line(at(i), stream, text)
+                expected.append((shown(at(first)), stream, sofar + text))
+        after = keeper.path().stat().st_ino if keeper.path().exists() else None
+        rotations += before is not None and before != after
+        if rotations >= 3:
+            look()
+    look()
+    assert sorted((x.ts or "", x.stream, x.text) for x in got) == sorted(expected)

@@ -137,7 +137,7 @@ def cri_backwards(paths: Iterable[Path], streams: tuple[str, ...]) -> Iterator[C
                 yield line
 
 
-@dataclass
+@dataclass(slots=True)
 class _Piece:
     """A line being put back together from the end: its earliest fragment found so far."""
 
@@ -176,9 +176,10 @@ def joined_backwards(lines: Iterable[CriLine], version: str) -> Iterator[LogLine
             for stuck in open_.values():
                 heapq.heappush(ready, (-stuck.order, stuck))
             open_.clear()
-        floor = max((p.order for p in open_.values()), default=None)
-        while ready and (floor is None or -ready[0][0] > floor):
-            yield heapq.heappop(ready)[1].line(version)
+        if ready:
+            floor = max((p.order for p in open_.values()), default=None)
+            while ready and (floor is None or -ready[0][0] > floor):
+                yield heapq.heappop(ready)[1].line(version)
     for piece in open_.values():
         heapq.heappush(ready, (-piece.order, piece))
     while ready:

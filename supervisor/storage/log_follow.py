@@ -65,11 +65,8 @@ class LogFollower:
         ]
         fresh: list[LogLine] = []
         for version in sorted(set(versions_in(self.log_dir)) | set(self._versions)):
-            reader = self._versions.get(version)
-            if reader is None:  # new since the follow began: every file of it is new
-                oldest = _stat(_newer_than(self.log_dir, version, None))
-                reader = _VersionReader(version, oldest.st_ino if oldest else None)
-                self._versions[version] = reader
+            # A version new since the follow began: every file of it is new.
+            reader = self._versions.setdefault(version, _VersionReader(version))
             fresh += reader.read_new(self.log_dir, self.streams)
         fresh.sort(key=lambda line: line.ts or "")  # stable: a file's order within a time
         return found + fresh
@@ -96,10 +93,13 @@ class _VersionReader:
 
     @classmethod
     def at_end(cls, log_dir: Path, version: str) -> _VersionReader:
-        """A reader of what comes after the version's current file as it is now (after the
-        start of its next file, if it has none now)."""
+        """A reader of what comes after the version's newest file as it is now (its current
+        one, or `.1` between a rotation and the next write)."""
+        newest = version_path(log_dir, version)
+        if not newest.exists():
+            newest = version_path(log_dir, version, 1)
         try:
-            with open(version_path(log_dir, version), "rb") as handle:
+            with open(newest, "rb") as handle:
                 end = handle.seek(0, os.SEEK_END)
                 handle.seek(max(0, end - ANCHOR_BYTES))
                 anchor = handle.read(ANCHOR_BYTES)
@@ -111,11 +111,12 @@ class _VersionReader:
         out: list[LogLine] = []
         current = version_path(log_dir, self.version)
         for _ in range(MAX_HOPS):
-            now = _stat(current)
-            if self.inode is None:
-                if now is None:
+            if self.inode is None:  # nothing read yet: from the start of its oldest file
+                oldest = _stat(_newer_than(log_dir, self.version, None))
+                if oldest is None:
                     break
-                self.inode, self.offset = now.st_ino, 0
+                self.inode, self.offset = oldest.st_ino, 0
+            now = _stat(current)
             backup: int | None = 0
             if now is None or now.st_ino != self.inode:
                 # Renamed by a rotation: finish it where it is now, then the next newer file.
@@ -134,8 +135,10 @@ class _VersionReader:
                     if backup == 0 or len(chunk) >= READ_BUDGET:
                         break  # the current file read to its end, or more of it next time
             following = _stat(_newer_than(log_dir, self.version, backup))
-            self.inode = following.st_ino if following is not None else None
-            self.offset, self.anchor, self.rest = 0, b"", b""  # a torn line's start dropped
+            if following is None:
+                break  # not written yet: stay at the end of this one, to find it from there
+            self.inode, self.offset = following.st_ino, 0
+            self.anchor, self.rest = b"", b""  # a torn line's start is dropped
         return out
 
     def _read(self, path: Path) -> bytes | None:
