@@ -55,7 +55,7 @@ def test_deploy_json_runs_the_example_with_its_environment(server: Server, home:
     assert listed["total"] == 1 and listed["formations"][0]["id"] == "hello"
     logs = home / "server" / "logs" / "formations" / "hello"
     # The keeper's file of the version, in the CRI format (time, stream, tag, text).
-    wait_for(lambda: " stdout F listening on port" in (logs / "1.0.0.log").read_text())
+    wait_for(lambda: " stdout F hello 1.0.0 listening on port" in (logs / "1.0.0.log").read_text())
 
 
 def test_deploy_streams_the_seed_stages_in_order(server: Server) -> None:
