@@ -31,7 +31,7 @@ from supervisor.core.search_match import log_hit, matches, matching_lines, peer_
 from supervisor.core.search_states import RunState
 from supervisor.core.timestamps import rfc3339_now
 from supervisor.runtime.events import EventBus
-from supervisor.storage.log_files import stream_path, version_path, versions_in
+from supervisor.storage.log_files import LogLine, stream_path, version_path, versions_in
 from supervisor.storage.log_follow import LogFollower
 from supervisor.storage.store import SearchStore
 
@@ -280,11 +280,14 @@ class SearchRunActor(Actor):
         followers: dict[str, LogFollower] = {}
         last_rescan = trio.current_time()
         for target in await self._targets():
-            followers[target["formation_id"]] = LogFollower(target["log_dir"])
+            followers[target["formation_id"]] = await trio.to_thread.run_sync(
+                LogFollower, target["log_dir"]
+            )
         while True:
             await trio.sleep(LIVE_POLL_S)
-            for formation_id, follower in followers.items():
-                lines = follower.read_new()
+            # Every formation's new lines read and parsed in one worker thread, off the loop.
+            fresh = await trio.to_thread.run_sync(read_all_new, followers)
+            for formation_id, lines in fresh.items():
                 hits = [
                     log_hit(line.text, formation_id)
                     for line in lines
@@ -298,12 +301,19 @@ class SearchRunActor(Actor):
                     if target["formation_id"] not in known:
                         known.add(target["formation_id"])
                         await self._post(_NewPeers(1))
-                        followers[target["formation_id"]] = LogFollower(target["log_dir"])
+                        followers[target["formation_id"]] = await trio.to_thread.run_sync(
+                            LogFollower, target["log_dir"]
+                        )
                         await self._scan_peer(target, trio.CapacityLimiter(1))
 
     async def _post(self, message: Any) -> None:
         assert self.ref is not None
         await self.ref.tell(message)
+
+
+def read_all_new(followers: dict[str, LogFollower]) -> dict[str, list[LogLine]]:
+    """What each follower has new (the live mode's poll, in a worker thread)."""
+    return {formation_id: follower.read_new() for formation_id, follower in followers.items()}
 
 
 def scan_logs(

@@ -3,9 +3,13 @@ backup is kept, shared by the pairs of one version, and a failed rotation never 
 
 from __future__ import annotations
 
+import shutil
 import stat
 from pathlib import Path
 
+import pytest
+
+from supervisor.runtime.keeper import files
 from supervisor.runtime.keeper.files import LogFiles
 
 
@@ -75,3 +79,39 @@ def test_a_rotation_that_fails_is_told_and_writing_goes_on(tmp_path: Path) -> No
     log.write(b"7890\n", told.append)
     assert len(told) == 2
     files.close_all()
+
+
+def test_a_write_that_fails_midway_is_cut_back_to_whole_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk may take half a batch: the torn line would be glued to the next one."""
+    told: list[str] = []
+    log_file = LogFiles().acquire(tmp_path, "1.0.0", 10**6, 1)
+    log_file.write(b"whole\n", told.append)
+    real_write = files.os.write
+
+    def half_then_full(fd: int, data: bytes | memoryview) -> int:
+        monkeypatch.setattr(files.os, "write", failing)
+        return real_write(fd, bytes(data[:3]))
+
+    def failing(fd: int, data: bytes | memoryview) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "write", half_then_full)
+    log_file.write(b"torn line\n", told.append)
+    monkeypatch.setattr(files.os, "write", real_write)
+    log_file.write(b"next\n", told.append)
+    assert (tmp_path / "1.0.0.log").read_bytes() == b"whole\nnext\n"
+    assert any("No space left" in message for message in told)
+
+
+def test_a_file_removed_under_a_pair_is_opened_anew_for_the_next(tmp_path: Path) -> None:
+    """A formation deleted and deployed again while a pair of the old one still writes: the
+    new pair's lines must land where readers look, not in the removed file."""
+    files_ = LogFiles()
+    old = files_.acquire(tmp_path / "web", "1.0.0", 10**6, 1)
+    shutil.rmtree(tmp_path / "web")
+    new = files_.acquire(tmp_path / "web", "1.0.0", 10**6, 1)
+    assert new is old
+    new.write(b"after\n", lambda message: None)
+    assert (tmp_path / "web" / "1.0.0.log").read_bytes() == b"after\n"

@@ -134,6 +134,20 @@ def test_flush_writes_what_the_pipes_hold_at_once(tmp_path: Path) -> None:
         pipes.close()
 
 
+def test_flush_after_the_writer_is_gone_writes_its_unfinished_last_line(tmp_path: Path) -> None:
+    """A process that dies mid-line: its exit's tail needs that line, and the flush the exit
+    asks for must see the end of the stream even when nothing is left to read."""
+    folder = tmp_path / "logs"
+    with running_keeper(tmp_path), Client(tmp_path) as client:
+        pipes = add(client, "k", folder)
+        os.write(pipes.stderr, b"Traceback: the last words")
+        assert client.request({"op": "flush", "key": "k"}) == ({"ok": True}, [])
+        os.close(pipes.stdout)
+        os.close(pipes.stderr)
+        assert client.request({"op": "flush", "key": "k"}) == ({"ok": True}, [])
+        assert texts(folder)[-1] == b"Traceback: the last words"
+
+
 def test_every_client_is_told_when_a_pair_closed(tmp_path: Path) -> None:
     with running_keeper(tmp_path), Client(tmp_path) as first, Client(tmp_path) as second:
         pipes = add(first, "a", tmp_path / "logs")

@@ -111,3 +111,38 @@ async def test_without_a_keeper_a_capture_fails_at_once(
         with trio.fail_after(1), pytest.raises(KeeperUnavailable):
             await keeper.capture(keeper_home / "logs" / "web", "1.0.0")
         assert len(os.listdir("/proc/self/fd")) == open_fds  # no pipe left open
+
+
+async def test_an_answer_to_a_cancelled_request_is_dropped_not_fatal(keeper_home: Path) -> None:
+    """A flush bounded by the caller (a process's exit waits 2 s at most) may be answered
+    after it gave up: the late answer must neither crash fsup nor go to the next request."""
+    log_dir = keeper_home / "logs" / "web"
+    async with keeper_of(keeper_home) as keeper:
+        captured = await keeper.capture(log_dir, "1.0.0")
+        (running,) = keeper_processes(keeper_home)
+        running.suspend()
+        try:
+            with trio.move_on_after(0.2) as waited:
+                await keeper.flush(captured.key)
+            assert waited.cancelled_caught
+        finally:
+            running.resume()
+        os.write(captured.stdout, b"after the late answer\n")
+        await keeper.flush(captured.key)  # its own answer, not the late one
+        assert texts(log_dir, "1.0.0") == [("stdout", b"after the late answer")]
+        assert keeper.unavailable is None and keeper.spawned == 1
+        os.close(captured.stdout)
+        os.close(captured.stderr)
+
+
+async def test_a_socket_held_by_another_user_is_never_handed_output(
+    keeper_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket name is in the abstract namespace, which has no permissions: the keeper
+    fsup connects to must be its own user's. Here fsup believes it is another user."""
+    monkeypatch.setattr(log_keeper, "RETRY_FIRST_S", 3600.0)
+    monkeypatch.setattr(log_keeper.os, "geteuid", lambda: os.getuid() + 4242)
+    async with keeper_of(keeper_home) as keeper:
+        assert keeper.unavailable is not None and "held by uid" in keeper.unavailable
+        with pytest.raises(KeeperUnavailable):
+            await keeper.capture(keeper_home / "logs" / "web", "1.0.0")

@@ -10,7 +10,8 @@ without a child blocking or a line being lost, since the keeper reads on.
 - `capture` makes the two pipes of a process about to start, gives the read ends to the
   keeper, keeps its own, and returns the write ends for the child.
 - When the keeper dies while fsup is up, a new one is started and given every pair fsup holds;
-  what waited in the pipes meanwhile (1 MiB each) is stamped when the new keeper reads it.
+  what waited in the pipes meanwhile (64 KiB each: a child that writes more waits the tenth
+  of a second a new keeper takes) is stamped when the new keeper reads it.
 - When fsup starts while a keeper runs (fsup was killed), it takes its duplicates back (`list`).
 - `closed` (both pipes of a pair at EOF, all written) lets fsup close its duplicates.
 
@@ -20,10 +21,10 @@ and hands each answer to the request waiting for it.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import socket
+import struct
 import subprocess
 import sys
 import uuid
@@ -41,9 +42,9 @@ from supervisor.storage.formation_logs import LogLimits
 
 log = logging.getLogger("fsup.logs")
 
-PIPE_BYTES = 1024 * 1024  # what a child can write while no keeper reads (a keeper's restart)
 ANSWER_BOUND_S = 5.0  # a keeper answers in microseconds; this bounds a wedged one
 START_BOUND_S = 10.0  # a new keeper's interpreter start, on a loaded machine
+ESTABLISH_BOUND_S = 30.0  # a keeper that accepts but never answers (stopped) is given up
 CONNECT_TRIES, CONNECT_PAUSE_S = 3, 0.05  # a keeper ending just as fsup connects
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0  # pauses between attempts while no keeper can be had
 # Markers a formation's processes carry: the keeper must not look like one (strays are found
@@ -95,8 +96,14 @@ class LogKeeper:
 
     async def capture(self, log_dir: Path, version: str) -> Capture:
         """Two pipes for a child about to start, their read ends given to the keeper."""
-        out_r, out_w = _pipe()
-        err_r, err_w = _pipe()
+        fds: list[int] = []
+        try:
+            fds.extend(os.pipe2(os.O_CLOEXEC))
+            fds.extend(os.pipe2(os.O_CLOEXEC))
+        except OSError:
+            protocol.close_all(fds)
+            raise
+        out_r, out_w, err_r, err_w = fds
         key = uuid.uuid4().hex
         add = {
             "op": protocol.OP_ADD,
@@ -109,8 +116,7 @@ class LogKeeper:
         try:
             await self._request(add, (out_r, err_r))
         except BaseException:
-            for fd in (out_r, out_w, err_r, err_w):
-                os.close(fd)
+            protocol.close_all(fds)
             raise
         self.held[key] = Held(key, add, (out_r, err_r))
         return Capture(key, out_w, err_w)
@@ -132,8 +138,14 @@ class LogKeeper:
                 self._waiting.append(send)
                 try:
                     await _send(sock, message, fds)
-                except (OSError, protocol.ProtocolError) as exc:
-                    raise KeeperUnavailable(f"the log keeper is gone: {exc}") from None
+                except BaseException as exc:
+                    # Nothing was sent (a cancelled sendmsg sends nothing): no answer comes.
+                    self._waiting.remove(send)
+                    if isinstance(exc, OSError | protocol.ProtocolError):
+                        raise KeeperUnavailable(f"the log keeper is gone: {exc}") from None
+                    raise
+                # Cancelled while waiting, the slot stays: the answer still comes, in order,
+                # and is dropped (`_read`), so the next request gets its own.
                 async with receive:
                     try:
                         answer = await receive.receive()
@@ -165,7 +177,8 @@ class LogKeeper:
         pause = RETRY_FIRST_S
         while True:
             try:
-                sock = await self._establish()
+                with trio.fail_after(ESTABLISH_BOUND_S):
+                    sock = await self._establish()
             except (
                 OSError,
                 EOFError,
@@ -206,11 +219,32 @@ class LogKeeper:
             owned = await self._take_back(sock)
             for held in list(self.held.values()):
                 if held.key not in owned:
-                    await _roundtrip(sock, held.add, held.fds, self._on_event)
+                    await self._give_back(sock, held)
         except BaseException:
             sock.close()
             raise
         return sock
+
+    async def _give_back(self, sock: trio.socket.SocketType, held: Held) -> None:
+        """Give a new keeper a pair fsup holds. Refused (its folder cannot be made again, say
+        on a full disk), the pair goes to the home's `lost+found` log folder instead, so its
+        child's output is still read (a pipe nobody reads fills, and the child blocks); only
+        a broken connection means the keeper is gone."""
+        try:
+            await _roundtrip(sock, held.add, held.fds, self._on_event)
+            return
+        except KeeperUnavailable as refused:
+            log.error("the log keeper refused %s: %s", held.add.get("dir"), refused)
+        name = f"{Path(str(held.add.get('dir'))).name}-{held.add.get('name')}"
+        held.add = {
+            **held.add,
+            "dir": str(self.home / "server" / "logs" / "lost+found"),
+            "name": name,
+        }
+        try:
+            await _roundtrip(sock, held.add, held.fds, self._on_event)
+        except KeeperUnavailable as refused:
+            log.error("the log keeper refused %s too: %s", held.add["dir"], refused)
 
     async def _connect_or_start(self) -> trio.socket.SocketType:
         """Connect to the home's keeper, starting one when none listens. A keeper may be
@@ -241,6 +275,9 @@ class LogKeeper:
                 sock, {"op": protocol.OP_LIST, "offset": offset}, (), self._on_event
             )
             pipes = answer.get("pipes", [])
+            if not isinstance(pipes, list) or len(fds) != 2 * len(pipes):
+                protocol.close_all(fds)
+                raise protocol.ProtocolError("a list answer whose pipes and fds disagree")
             for index, pipe in enumerate(pipes):
                 key, pair = str(pipe["key"]), (fds[2 * index], fds[2 * index + 1])
                 owned.add(key)
@@ -262,7 +299,11 @@ class LogKeeper:
             for fd in fds:  # answers to fsup's requests carry none
                 os.close(fd)
             if not self._on_event(message) and self._waiting:
-                self._waiting.popleft().send_nowait(message)
+                waiter = self._waiting.popleft()
+                try:
+                    waiter.send_nowait(message)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # its request was cancelled (a bounded flush, a cancelled spawn)
 
     def _on_event(self, message: dict[str, Any]) -> bool:
         """Handle an event the keeper sent on its own; False for an answer."""
@@ -327,19 +368,20 @@ async def open_log_keeper(home: Path, limits: LogLimits) -> AsyncIterator[LogKee
     keeper.held.clear()
 
 
-def _pipe() -> tuple[int, int]:
-    read, write = os.pipe2(os.O_CLOEXEC)
-    try:
-        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except OSError:
-        pass  # over /proc/sys/fs/pipe-max-size: the default 64 KiB then
-    return read, write
-
-
 async def _connect(home: Path) -> trio.socket.SocketType:
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         await sock.connect(protocol.socket_name(home))
+        # The name is in the abstract namespace, which has no permissions: another user could
+        # listen on it first and be handed every child's output. Only our own uid is a keeper.
+        _pid, uid, _gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        )
+        if uid != os.geteuid():
+            raise KeeperUnavailable(
+                f"the log keeper's socket for {home} is held by uid {uid}, not by this user: "
+                "fsup will not hand it any output"
+            )
     except BaseException:
         sock.close()
         raise

@@ -98,13 +98,16 @@ def stderr_tail(
     after `since_ns` (a process's start, nanoseconds since the epoch), a newline after each
     line: the exit details fsup records when a process dies. Lines of an earlier process of
     the same version are older than `since_ns` and left out; reading backwards stops at the
-    first of them. Only what the keeper has written: ask it to `flush` first."""
+    first of them, of either stream (a version that writes only stdout must not make every
+    exit read all its backups). Only what the keeper has written: ask it to `flush` first."""
     since = micro_ts(timestamp(since_ns).decode())
     texts: list[str] = []
     size = 0
-    for line in version_backwards(log_dir, version, 1_000, ("stderr",)):
+    for line in version_backwards(log_dir, version, 1_000, ("stdout", "stderr")):
         if _ts(line) < since:
             break
+        if line.stream != "stderr":
+            continue
         texts.append(line.text)
         size += len(line.text) + 1
         if size >= limit_bytes:

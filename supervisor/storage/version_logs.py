@@ -8,12 +8,13 @@ version itself is pruned; those of versions that never became stored ones or wer
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+
+from supervisor.core.cri import STREAMS
+from supervisor.storage.log_files import VERSION_FILE
 
 # The failed updates whose logs stay, newest first by their last write.
 FAILED_KEPT = 2
-_VERSION_FILE = re.compile(r"^(?P<version>.+)\.log(\.\d+)?$")
 
 
 def versions_on_disk(log_dir: Path) -> dict[str, list[Path]]:
@@ -24,10 +25,10 @@ def versions_on_disk(log_dir: Path) -> dict[str, list[Path]]:
     except FileNotFoundError:
         return found
     for path in entries:
-        matched = _VERSION_FILE.match(path.name)
-        if matched is None or matched["version"] in ("stdout", "stderr"):
+        matched = VERSION_FILE.fullmatch(path.name)
+        if matched is None or matched[1] in STREAMS:
             continue
-        found.setdefault(matched["version"], []).append(path)
+        found.setdefault(matched[1], []).append(path)
     return found
 
 

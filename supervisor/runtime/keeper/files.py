@@ -49,7 +49,7 @@ class LogFile:
         """Append `data` (whole CRI lines), then rotate when the file reached max_bytes.
         A failed write (a full disk, a removed folder) is told to `diagnose` and the data
         dropped: the keeper must go on reading, or the children block."""
-        view = memoryview(data)
+        view, before = memoryview(data), self._size
         try:
             while view:
                 written = os.write(self._fd, view)
@@ -57,8 +57,41 @@ class LogFile:
                 view = view[written:]
         except OSError as error:
             diagnose(f"cannot write {self.path}: {error}; {len(view)} bytes dropped")
+            self._cut_back(before, diagnose)
         if self._size >= self._rotate_at:
             self.rotate(diagnose)
+
+    def _cut_back(self, size: int, diagnose: Diagnose) -> None:
+        """Drop the part of a batch a failed write left (the keeper is the file's only
+        writer): a torn line would be glued to the next batch's first one."""
+        if self._size == size:
+            return
+        try:
+            os.ftruncate(self._fd, size)
+            self._size = size
+        except OSError as error:
+            diagnose(f"cannot cut {self.path} back to whole lines: {error}")
+
+    def reopen_if_moved(self, diagnose: Diagnose) -> None:
+        """Open the path anew when the file held open is no longer there (its folder was
+        removed and made again: a formation deleted and deployed again while a pair of the
+        old one still wrote), so lines go where readers look."""
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+        try:
+            self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            fd = self._open()
+        except OSError as error:
+            diagnose(f"cannot open {self.path} again: {error}")
+            return
+        os.close(self._fd)
+        self._fd, self._size = fd, os.fstat(fd).st_size
+        self._rotate_at = self.max_bytes
 
     def rotate(self, diagnose: Diagnose) -> None:
         """Shift the backups up by one, make the current file `.log.1` (or remove it when no
@@ -98,12 +131,22 @@ class LogFiles:
     def __len__(self) -> int:
         return len(self._files)
 
-    def acquire(self, directory: Path, name: str, max_bytes: int, backups: int) -> LogFile:
+    def acquire(
+        self,
+        directory: Path,
+        name: str,
+        max_bytes: int,
+        backups: int,
+        diagnose: Diagnose = lambda message: None,
+    ) -> LogFile:
         """The file of (directory, name), opened (and its folder made, 0700) if no pair
-        writes it yet. The latest pair's limits apply to all of them."""
+        writes it yet, or opened anew if it was removed meanwhile. The latest pair's limits
+        apply to all of them."""
         path = directory / f"{name}.log"
         log_file = self._files.get(path)
-        if log_file is None:
+        if log_file is not None:
+            log_file.reopen_if_moved(diagnose)
+        else:
             directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             log_file = self._files[path] = LogFile(directory, name, max_bytes, backups)
         log_file.set_limits(max_bytes, backups)

@@ -261,7 +261,9 @@ class Keeper:
             if inode in self.inodes:
                 raise requests.RequestError(f"a pipe already held by {self.inodes[inode]!r}")
         try:
-            log_file = self.files.acquire(Path(add.directory), add.name, add.max_bytes, add.backups)
+            log_file = self.files.acquire(
+                Path(add.directory), add.name, add.max_bytes, add.backups, self.diagnose
+            )
         except OSError as error:
             raise requests.RequestError(f"cannot open the log file: {error}") from None
         pair = self.pairs[add.key] = Pair(add, log_file, fds)
@@ -288,6 +290,11 @@ class Keeper:
         """Read what `stream` holds now, not more: a writer that never pauses must not keep
         the keeper (and its other pipes) here."""
         left = _readable(stream.fd) if stream.open else 0
+        if left == 0 and stream.open:
+            # Nothing waits: one read tells an end of stream (the process is gone and its last
+            # unfinished line must be written now, for its exit's tail) from a quiet writer.
+            self._read(pair, stream)
+            return
         while left > 0 and stream.open:
             got = self._read(pair, stream)
             if got <= 0:
