@@ -119,6 +119,7 @@ async def run_server(
                 searches=searches_ref,
                 log_book=log_book,
                 metrics=metrics,
+                log_keeper=keeper,
             )
             app = create_app(services)
             stop_http = trio.Event()

@@ -179,3 +179,6 @@ def test_a_killed_keeper_is_replaced_with_the_pipes_fsup_holds(server: Server) -
     assert len(new) == 1 and new[0].pid != keeper.pid
     assert child.is_running() and psutil.Process(child.pid).create_time() == child.create_time()
     assert "went away" in server.log_tail()
+    # The status says the output is stamped, by the second keeper this fsup started.
+    state = server.rpc.call("GET", "/rpc/server/status")["log_keeper"]
+    assert state == {"connected": True, "pipes": 2, "keepers_started": 2, "error": None}

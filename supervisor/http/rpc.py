@@ -28,7 +28,7 @@ from supervisor.core.manifest import id_problem, parse_manifest
 from supervisor.http import rpc_auth, sse
 from supervisor.http.params import bool_param, choice_param, lines_param
 from supervisor.http.render import render_operation
-from supervisor.http.services import services
+from supervisor.http.services import keeper_state, services
 from supervisor.http.timeline import events_answer
 from supervisor.runtime.events import HEARTBEAT_S
 from supervisor.runtime.routing import RouteTable
@@ -324,6 +324,7 @@ async def status() -> Any:
             },
             # Proxied requests held while a formation came back, and retried ones.
             "proxy": services().routes.hold_summary(),
+            **keeper_state(),
         }
     )
 

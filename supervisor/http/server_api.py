@@ -30,7 +30,7 @@ from supervisor.http.api_v1 import PREFIX, api_auth_hook
 from supervisor.http.process_watch import ProcessWatch
 from supervisor.http.rpc import snapshots
 from supervisor.http.searches import json_body
-from supervisor.http.services import EXTENSION, services
+from supervisor.http.services import EXTENSION, keeper_state, services
 from supervisor.runtime.logs import LEVELS, level_name, set_level
 
 log = logging.getLogger("fsup.http")
@@ -71,6 +71,7 @@ async def status_snapshot() -> dict[str, Any]:
         },
         "events": svc.bus.statistics(),
         "processes": processes,
+        **keeper_state(),
     }
 
 

@@ -8,7 +8,7 @@ HTTP edge needs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CollectorRegistry
 from quart import current_app
@@ -17,6 +17,7 @@ from supervisor.http.process_watch import ProcessWatch
 from supervisor.http.proxy_hold import HoldGate
 from supervisor.operations import Services
 from supervisor.runtime.history import History
+from supervisor.runtime.log_keeper import LogKeeper
 from supervisor.runtime.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -50,6 +51,15 @@ class HttpServices(Services):
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(False))
     # Each formation's last hour of figures (kept by the telemetry tick, read by the charts).
     history: History = field(default_factory=History)
+    # The home's log keeper, as the status answers show it (None in app-only tests).
+    log_keeper: LogKeeper | None = None
+
+
+def keeper_state() -> dict[str, Any]:
+    """`log_keeper` for a status answer: whether the output is stamped by the keeper, or
+    goes to the legacy files and why (nothing in app-only tests)."""
+    keeper = services().log_keeper
+    return {} if keeper is None else {"log_keeper": keeper.state()}
 
 
 def services() -> HttpServices:

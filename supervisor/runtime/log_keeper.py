@@ -154,6 +154,16 @@ class LogKeeper:
         if not answer.get("ok"):
             raise KeeperUnavailable(f"the log keeper refused: {answer.get('error')}")
 
+    def state(self) -> dict[str, Any]:
+        """How capture stands, for the status answers: an operator sees at once when output
+        goes to the legacy files (no keeper) instead of being stamped."""
+        return {
+            "connected": self._sock is not None,
+            "pipes": 2 * len(self.held),
+            "keepers_started": self.spawned,
+            "error": self.unavailable,
+        }
+
     def key_of_pipe(self, inode: int) -> str | None:
         """The key of the pair one of whose pipes is `inode` (an adopted child's stderr), so
         that its exit can ask the keeper to write what it read (`flush`)."""

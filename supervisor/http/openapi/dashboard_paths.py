@@ -76,7 +76,8 @@ def dashboard_schemas() -> dict[str, Schema]:
                     "type": "object",
                     "additionalProperties": obj({}, {**figures, "uptime_s": maybe(NUM)}),
                 },
-            }
+            },
+            {"log_keeper": ref("LogKeeperState")},
         ),
         "Settings": obj({"log_level": enum(*LEVELS)}),
     }

@@ -180,8 +180,18 @@ def schemas() -> dict[str, Schema]:
                 "uptime_s": NUM,
                 "formations": obj({"total": INT, "running": INT, "stopped": INT, "crashed": INT}),
                 "ports": obj({"range": STR, "allocated": INT, "available": INT}),
-            }
+            },
+            {"log_keeper": ref("LogKeeperState")},
         ),
+        "LogKeeperState": obj(
+            {"connected": BOOL, "pipes": INT, "keepers_started": INT, "error": maybe(STR)}
+        )
+        | {
+            "description": "Whether formations' output is stamped by the log keeper "
+            "(`connected`), how many pipes fsup holds the read ends of, how many keepers "
+            "this fsup started, and, while none can be had, why (`error`): their output then "
+            "goes to the legacy stdout.log and stderr.log, lines without times."
+        },
         "Result": obj(
             {
                 "result_id": STR,
