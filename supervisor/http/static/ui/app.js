@@ -935,6 +935,13 @@ document.addEventListener("alpine:init", () => {
     },
     // Live: the stream is open and the snapshot taken since is loaded.
     live() { return this.synced && this.conn === "live"; },
+    // The log keeper cannot be had: output goes to files without times (status, every 5 s).
+    keeperText() {
+      const keeper = this.status && this.status.log_keeper;
+      if (!keeper || !keeper.error || !this.live()) return "";
+      return "Logs are not being stamped: " + keeper.error + ". Output goes to stdout.log and " +
+        "stderr.log without times until fsup can start its log keeper again.";
+    },
     offlineText() {
       if (this.live() || this.conn === "expired" || this.conn === "loading") return "";
       if (this.conn === "live") return "fsup is back; reloading the current state…";
