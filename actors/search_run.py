@@ -230,9 +230,13 @@ class SearchRunActor(Actor):
             async with trio.open_nursery() as nursery:
                 for target in targets:
                     nursery.start_soon(self._scan_peer, target, limiter)
+            # A live search follows from the end of its scan (not before: the formations'
+            # answers to its own questions are logged with its words in them), and says it is
+            # live only once it follows, so a line written after that is never missed.
+            followers = await trio.to_thread.run_sync(open_followers, targets, self.mode)
             await self._post(_ScanFinished())
             if self.mode == "live":
-                await self._follow({t["formation_id"] for t in targets})
+                await self._follow({t["formation_id"] for t in targets}, followers)
 
     async def _targets(self) -> list[dict[str, Any]]:
         pairs = await self.ctx.fleet.ask(ListFormations())
@@ -275,14 +279,9 @@ class SearchRunActor(Actor):
         hits = [h for h in (peer_hit(item, target["formation_id"]) for item in raw) if h]
         return hits[:MAX_HITS_PER_PEER], 0
 
-    async def _follow(self, known: set[str]) -> None:
+    async def _follow(self, known: set[str], followers: dict[str, LogFollower]) -> None:
         """Live mode: new log lines of every formation, and formations that appear."""
-        followers: dict[str, LogFollower] = {}
         last_rescan = trio.current_time()
-        for target in await self._targets():
-            followers[target["formation_id"]] = await trio.to_thread.run_sync(
-                LogFollower, target["log_dir"]
-            )
         while True:
             await trio.sleep(LIVE_POLL_S)
             # Every formation's new lines read and parsed in one worker thread, off the loop.
@@ -309,6 +308,13 @@ class SearchRunActor(Actor):
     async def _post(self, message: Any) -> None:
         assert self.ref is not None
         await self.ref.tell(message)
+
+
+def open_followers(targets: list[dict[str, Any]], mode: str) -> dict[str, LogFollower]:
+    """A follower of each target's logs, from their end now (live mode only; in a thread)."""
+    if mode != "live":
+        return {}
+    return {target["formation_id"]: LogFollower(target["log_dir"]) for target in targets}
 
 
 def read_all_new(followers: dict[str, LogFollower]) -> dict[str, list[LogLine]]:
