@@ -354,7 +354,10 @@ class FleetActor(Actor):
     ) -> None:
         """Forward the first start's progress to the deployer; undo the deploy if it fails
         (its logs are kept: `fleet_entries.remove_files`)."""
+        began = trio.current_time()
         result, error = await relay_start(ref, reply)
+        if not (error is not None and self._shutting_down):
+            self.ctx.metrics.deploy_ended(error is None, trio.current_time() - began)
         if error is not None:
             self._first_start_failed(formation_id, version, reply, error)
             return

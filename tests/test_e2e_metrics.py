@@ -210,3 +210,13 @@ def test_updates_are_counted_by_outcome_with_their_duration(fleet: Server) -> No
     assert value(found, duration, formation="alpha", kind="update") == 2
     assert value(found, "fsup_formation_restarts_total", formation="alpha", reason="update") == 1
     assert value(found, "fsup_formation_info", formation="alpha", version="1.1.0") == 1
+
+
+def test_first_deploys_are_counted_by_outcome_without_a_formation_label(fleet: Server) -> None:
+    """A failed first deploy removes its formation: it is counted fleet-wide, not per id."""
+    with pytest.raises(ApiError):
+        fleet.rpc.deploy(nasty_bundle("broken", mode="crash"))
+    found = samples(scrape(fleet, token=token_of(fleet)).text)
+    assert value(found, "fsup_deploys_total", outcome="succeeded") == 1  # alpha
+    assert value(found, "fsup_deploys_total", outcome="failed") == 1
+    assert value(found, "fsup_deploy_duration_seconds_count") == 2

@@ -85,6 +85,20 @@ class TallyCollector(Collector):
                 jobs.add_metric([fid, kind], list(histogram.cumulative()), histogram.total)
         yield jobs
         yield self._counter(
+            "fsup_deploys",
+            "First deploys, by outcome: succeeded (running and healthy) or failed (undone)",
+            ["outcome"],
+            sorted(self.metrics.deploys.items()),
+        )
+        deploys = HistogramMetricFamily(
+            "fsup_deploy_duration_seconds",
+            "Seconds from a first deploy's start until its answer",
+            labels=[],
+        )
+        duration = self.metrics.deploy_duration
+        deploys.add_metric([], list(duration.cumulative()), duration.total)
+        yield deploys
+        yield self._counter(
             "fsup_proxy_requests",
             "Requests proxied to the formation, by method and status code",
             ["formation", "method", "code"],

@@ -144,6 +144,15 @@ class Metrics:
 
     def __init__(self) -> None:
         self.formations: dict[str, FormationTally] = {}
+        # First deploys, fleet-wide: a failed one removes its formation (and its tally), so
+        # they are counted without a formation label, by outcome.
+        self.deploys: dict[str, int] = dict.fromkeys(JOB_OUTCOMES, 0)
+        self.deploy_duration = Histogram(JOB_BUCKETS)
+
+    def deploy_ended(self, succeeded: bool, seconds: float) -> None:
+        """A first deploy was answered: running and healthy, or undone."""
+        self.deploys["succeeded" if succeeded else "failed"] += 1
+        self.deploy_duration.observe(seconds)
 
     def formation(self, formation_id: str) -> FormationTally:
         tally = self.formations.get(formation_id)
