@@ -85,6 +85,9 @@ def test_full_cycle_deploy_update_rollback_logs_download_stop_rm(
     assert stopped["status"] == "stopped"
     status = ok_json(server, "status")
     assert status["formations"]["stopped"] == 1
+    assert status["log_keeper"]["connected"] is True and status["log_keeper"]["error"] is None
+    shown = fsup(server, "status")
+    assert shown.returncode == 0 and "stamped by the log keeper" in shown.stdout
     table = fsup(server, "ls")
     assert table.returncode == 0 and "hello" in table.stdout and "stopped" in table.stdout
     audit = ok_json(server, "audit", "-n", "100")
