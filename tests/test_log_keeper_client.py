@@ -65,7 +65,9 @@ async def test_a_captured_childs_lines_reach_its_versions_file(keeper_home: Path
         assert keeper.spawned == 1
 
 
-async def test_a_killed_keeper_is_replaced_with_the_pipes_fsup_holds(keeper_home: Path) -> None:
+async def test_a_killed_keeper_is_replaced_with_the_pipes_fsup_holds(
+    keeper_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     log_dir = keeper_home / "logs" / "web"
     async with keeper_of(keeper_home) as keeper:
         captured = await keeper.capture(log_dir, "1.0.0")
@@ -77,6 +79,8 @@ async def test_a_killed_keeper_is_replaced_with_the_pipes_fsup_holds(keeper_home
         await wait_until(lambda: keeper.spawned == 2, within=20)
         await wait_until(lambda: bool(texts(log_dir, "1.0.0")), within=20)
         assert texts(log_dir, "1.0.0") == [("stdout", b"written while no keeper ran")]
+        # Replaced at once: never reported unavailable (spawns would fall back to files).
+        assert not [r for r in caplog.records if "could not be reached" in r.getMessage()]
         os.close(captured.stdout)
         os.close(captured.stderr)
 

@@ -224,7 +224,18 @@ class LogKeeper:
             log.warning("the log keeper went away; starting a new one with the pipes fsup holds")
 
     async def _establish(self) -> trio.socket.SocketType:
-        sock = await self._connect_or_start()
+        """A connection to a keeper that holds every pair fsup holds. A keeper that was just
+        killed may still take a connection into its backlog and then reset it (its listening
+        socket closes last), or one may be ending as fsup connects: a few quick tries."""
+        for _ in range(CONNECT_TRIES - 1):
+            try:
+                return await self._establish_once()
+            except (OSError, EOFError, protocol.ProtocolError):
+                await trio.sleep(CONNECT_PAUSE_S)
+        return await self._establish_once()
+
+    async def _establish_once(self) -> trio.socket.SocketType:
+        sock = await self._connect_or_start_once()
         try:
             owned = await self._take_back(sock)
             for held in list(self.held.values()):
@@ -255,17 +266,6 @@ class LogKeeper:
             await _roundtrip(sock, held.add, held.fds, self._on_event)
         except KeeperUnavailable as refused:
             log.error("the log keeper refused %s too: %s", held.add["dir"], refused)
-
-    async def _connect_or_start(self) -> trio.socket.SocketType:
-        """Connect to the home's keeper, starting one when none listens. A keeper may be
-        ending just then (its last pipe closed, no fsup connected) and a new one say `busy`
-        meanwhile: a few quick tries ride that out."""
-        for _ in range(CONNECT_TRIES - 1):
-            try:
-                return await self._connect_or_start_once()
-            except OSError:
-                await trio.sleep(CONNECT_PAUSE_S)
-        return await self._connect_or_start_once()
 
     async def _connect_or_start_once(self) -> trio.socket.SocketType:
         try:
