@@ -198,9 +198,15 @@ class LogKeeper:
                 TypeError,
                 trio.TooSlowError,
             ) as exc:
-                self.unavailable = f"the log keeper could not be reached: {exc}"
+                self.unavailable = (
+                    f"no log keeper answers for this home ({exc or type(exc).__name__}); "
+                    f"fsup tries again in {pause:g} s, and {self.home}/server/logkeeper.log "
+                    "has what a keeper it started said"
+                )
                 log.error(
-                    "%s; output goes to stdout.log and stderr.log meanwhile", self.unavailable
+                    "%s; output of processes started meanwhile goes to stdout.log and "
+                    "stderr.log, lines without times",
+                    self.unavailable,
                 )
                 status.started()
                 status = trio.TASK_STATUS_IGNORED
