@@ -46,7 +46,17 @@ ANSWER_BOUND_S = 5.0  # a keeper answers in microseconds; this bounds a wedged o
 START_BOUND_S = 10.0  # a new keeper's interpreter start, on a loaded machine
 ESTABLISH_BOUND_S = 30.0  # a keeper that accepts but never answers (stopped) is given up
 CONNECT_TRIES, CONNECT_PAUSE_S = 3, 0.05  # a keeper ending just as fsup connects
-RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0  # pauses between attempts while no keeper can be had
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
+# What a failed connection or take-back can raise (a keeper's answer of the wrong shape too).
+ESTABLISH_ERRORS = (
+    OSError,
+    EOFError,
+    protocol.ProtocolError,
+    KeyError,
+    IndexError,
+    TypeError,
+    trio.TooSlowError,
+)  # pauses between attempts while no keeper can be had
 # Markers a formation's processes carry: the keeper must not look like one (strays are found
 # by them and killed).
 NOT_INHERITED = ("MUXI_HOME", "FORMATION_ID", "FORMATION_VERSION", "PORT")
@@ -189,25 +199,8 @@ class LogKeeper:
             try:
                 with trio.fail_after(ESTABLISH_BOUND_S):
                     sock = await self._establish()
-            except (
-                OSError,
-                EOFError,
-                protocol.ProtocolError,
-                KeyError,
-                IndexError,
-                TypeError,
-                trio.TooSlowError,
-            ) as exc:
-                self.unavailable = (
-                    f"no log keeper answers for this home ({exc or type(exc).__name__}); "
-                    f"fsup tries again in {pause:g} s, and {self.home}/server/logkeeper.log "
-                    "has what a keeper it started said"
-                )
-                log.error(
-                    "%s; output of processes started meanwhile goes to stdout.log and "
-                    "stderr.log, lines without times",
-                    self.unavailable,
-                )
+            except ESTABLISH_ERRORS as exc:
+                self._unavailable(exc, pause)
                 status.started()
                 status = trio.TASK_STATUS_IGNORED
                 await trio.sleep(pause)
@@ -228,6 +221,19 @@ class LogKeeper:
                 while self._waiting:
                     self._waiting.popleft().close()
             log.warning("the log keeper went away; starting a new one with the pipes fsup holds")
+
+    def _unavailable(self, exc: BaseException, pause: float) -> None:
+        """No keeper can be had for now: say so, where the status answers read it."""
+        self.unavailable = (
+            f"no log keeper answers for this home ({exc or type(exc).__name__}); "
+            f"fsup tries again in {pause:g} s, and {self.home}/server/logkeeper.log "
+            "has what a keeper it started said"
+        )
+        log.error(
+            "%s; output of processes started meanwhile goes to stdout.log and stderr.log, "
+            "lines without times",
+            self.unavailable,
+        )
 
     async def _establish(self) -> trio.socket.SocketType:
         """A connection to a keeper that holds every pair fsup holds. A keeper that was just
