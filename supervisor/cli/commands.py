@@ -394,18 +394,9 @@ def cmd_status(args: argparse.Namespace, home: Home) -> None:
                 f"{counts['stopped']} stopped, {counts['crashed']} crashed)",
             ),
             ("ports", f"{ports['allocated']} used, {ports['available']} free in {ports['range']}"),
-            *keeper_field(status.get("log_keeper")),
+            *cli_render.keeper_field(status.get("log_keeper")),
         ]
     )
-
-
-def keeper_field(keeper: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """How formations' output is kept, for `fsup status` (nothing from an older server)."""
-    if not isinstance(keeper, dict):
-        return []
-    if keeper.get("error"):
-        return [("logs", f"NOT stamped: {keeper['error']} (output goes to stdout.log/stderr.log)")]
-    return [("logs", f"stamped by the log keeper ({keeper.get('pipes', 0)} pipes held)")]
 
 
 def cmd_audit(args: argparse.Namespace, home: Home) -> None:

@@ -44,6 +44,15 @@ def fields(pairs: Iterable[tuple[str, Any]]) -> None:
     out.print(grid)
 
 
+def keeper_field(keeper: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """How formations' output is kept, for `fsup status` (nothing from an older server)."""
+    if not isinstance(keeper, dict):
+        return []
+    if keeper.get("error"):
+        return [("logs", f"NOT stamped: {keeper['error']} (output goes to stdout.log/stderr.log)")]
+    return [("logs", f"stamped by the log keeper ({keeper.get('pipes', 0)} pipes held)")]
+
+
 def follow_progress(events: Iterator[SseEvent], quiet: bool) -> SseEvent | None:
     """Show an operation's progress; return its final event (complete or error)."""
     if quiet:
