@@ -153,12 +153,12 @@ def test_every_client_is_told_when_a_pair_closed(tmp_path: Path) -> None:
         pipes = add(first, "a", tmp_path / "logs")
         other = add(first, "b", tmp_path / "logs")
         os.close(pipes.stdout)
-        assert first.request({"op": "list", "offset": 0})[0]["pipes"][0]["key"] == "a"
+        assert first.request({"op": "list", "after": 0})[0]["pipes"][0]["key"] == "a"
         os.close(pipes.stderr)  # now both ends of "a" are closed
         first.closed("a")
         second.closed("a")
         assert {"event": "closed", "key": "b"} not in first.events
-        answer, fds = second.request({"op": "list", "offset": 0})
+        answer, fds = second.request({"op": "list", "after": 0})
         assert [pipe["key"] for pipe in answer["pipes"]] == ["b"]
         other.close()
         for fd in fds:

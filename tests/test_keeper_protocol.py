@@ -102,7 +102,7 @@ ADD: dict[str, Any] = {
 def test_a_good_add_parses() -> None:
     assert requests.parse(ADD, 2) == requests.Add("f1:1", ADD["dir"], "1.2.0", 1024, 3)
     assert requests.parse({"op": "flush", "key": "k"}, 0) == requests.Flush("k")
-    assert requests.parse({"op": "list", "offset": 5}, 0) == requests.List(5)
+    assert requests.parse({"op": "list", "after": 5}, 0) == requests.List(5)
 
 
 @pytest.mark.parametrize(
@@ -136,8 +136,8 @@ def test_a_bad_add_says_why(change: dict[str, Any], fds: int, why: str) -> None:
     [
         ({"op": "flush", "key": "k"}, 1, "flush takes 0 fds"),
         ({"op": "flush"}, 0, "key must be a string"),
-        ({"op": "list", "offset": -1}, 0, "offset must be from 0"),
-        ({"op": "list"}, 0, "offset must be an integer"),
+        ({"op": "list", "after": -1}, 0, "after must be from 0"),
+        ({"op": "list"}, 0, "after must be an integer"),
     ],
 )
 def test_a_bad_flush_or_list_says_why(message: dict[str, Any], fds: int, why: str) -> None:

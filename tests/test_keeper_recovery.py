@@ -51,13 +51,34 @@ def test_a_killed_keeper_s_pipes_go_to_a_new_keeper_and_no_line_is_lost(tmp_path
     assert len(lines) == 301
 
 
+def test_pairs_closing_between_two_pages_shift_none_out_of_the_next(tmp_path: Path) -> None:
+    """The list is paged by a cursor: pairs of the first page that close before the second
+    is asked for (processes ending while a new fsup takes its duplicates back) must not make
+    the second page skip a pair, as an offset would."""
+    folder = tmp_path / "logs"
+    with running_keeper(tmp_path), Client(tmp_path) as client:
+        writers = [add(client, f"k{n}", folder) for n in range(110)]
+        first_page, first_fds = client.request({"op": "list", "after": 0})
+        for pipes in writers[:5]:
+            pipes.close()
+        for n in range(5):
+            client.closed(f"k{n}")
+        second_page, second_fds = client.request({"op": "list", "after": first_page["after"]})
+        protocol.close_all(first_fds + second_fds)
+        assert [p["key"] for p in second_page["pipes"]] == [f"k{n}" for n in range(100, 110)]
+        assert not second_page["more"]
+        for pipes in writers[5:]:
+            pipes.close()
+
+
 def test_list_hands_back_the_same_pipes_page_by_page(tmp_path: Path) -> None:
     folder = tmp_path / "logs"
     count = 120
     with running_keeper(tmp_path) as first, Client(tmp_path) as client:
         writers = [add(client, f"k{n}", folder) for n in range(count)]  # the keeper's only
-        first_page, first_fds = client.request({"op": "list", "offset": 0})
-        second_page, second_fds = client.request({"op": "list", "offset": 100})
+        first_page, first_fds = client.request({"op": "list", "after": 0})
+        after = first_page["after"]
+        second_page, second_fds = client.request({"op": "list", "after": after})
         first.process.kill()
         first.process.wait(10)
     assert first_page["more"] and not second_page["more"]
@@ -122,13 +143,13 @@ def garbage(tmp_path: Path) -> list[tuple[bytes, list[int], str]]:
         (encoded(without_name), pipe_ends(2), "name must be a string"),
         (encoded({**add, "dir": "logs"}), pipe_ends(2), "absolute"),
         (encoded({"op": "flush", "key": "g"}), pipe_ends(2), "flush takes 0 fds"),
-        (encoded({"op": "list", "offset": "0"}), [], "offset must be an integer"),
+        (encoded({"op": "list", "after": "0"}), [], "after must be an integer"),
     ]
 
 
 def test_garbage_gets_an_error_and_the_keeper_goes_on(tmp_path: Path) -> None:
     with running_keeper(tmp_path) as keeper, Client(tmp_path) as client:
-        assert client.request({"op": "list", "offset": 0})[0]["ok"]  # accepted, settled
+        assert client.request({"op": "list", "after": 0})[0]["ok"]  # accepted, settled
         keeper_fds = psutil.Process(keeper.pid).num_fds()
         for data, fds, why in garbage(tmp_path):
             client.sock.sendmsg([data], protocol.ancillary(fds))
@@ -157,10 +178,11 @@ def test_garbage_gets_an_error_and_the_keeper_goes_on(tmp_path: Path) -> None:
         pipes.close()
         client.closed("g")
         assert texts(tmp_path / "logs") == [b"still here"]
-        assert client.request({"op": "list", "offset": 0})[0] == {
+        assert client.request({"op": "list", "after": 0})[0] == {
             "ok": True,
             "pipes": [],
             "more": False,
+            "after": 0,
         }
 
 
@@ -178,7 +200,7 @@ def test_a_client_that_vanishes_mid_request_is_dropped_alone(tmp_path: Path) -> 
         pipes = add(client, "k", tmp_path / "logs")
         for _ in range(5):
             rude = Client(tmp_path)
-            protocol.send(rude.sock, {"op": "list", "offset": 0})
+            protocol.send(rude.sock, {"op": "list", "after": 0})
             rude.close()  # gone before its answer
         os.write(pipes.stdout, b"fine\n")
         assert client.request({"op": "flush", "key": "k"})[0]["ok"]
@@ -201,7 +223,7 @@ def test_a_keeper_out_of_fds_refuses_connections_and_goes_on(tmp_path: Path) -> 
             for other in crowd:
                 other.close()
             with Client(tmp_path) as late:  # accepted again after the pause
-                assert late.request({"op": "list", "offset": 0})[0]["pipes"][0]["key"] == "k"
+                assert late.request({"op": "list", "after": 0})[0]["pipes"][0]["key"] == "k"
             pipes.close()
             client.closed("k")
         assert keeper.process.wait(10) == 0
@@ -227,7 +249,7 @@ def test_a_killed_keeper_loses_only_the_unfinished_line_it_held(tmp_path: Path) 
 def test_a_pipe_already_held_is_refused(tmp_path: Path) -> None:
     with running_keeper(tmp_path), Client(tmp_path) as client:
         pipes = add(client, "k", tmp_path / "logs")
-        answer, fds = client.request({"op": "list", "offset": 0})
+        answer, fds = client.request({"op": "list", "after": 0})
         again = {"op": "add", "key": "k2", "dir": str(tmp_path), "name": "1.0.0"}
         again |= {"max_bytes": 10, "backups": 1}
         assert client.request(again, fds)[0] == {

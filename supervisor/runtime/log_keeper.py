@@ -55,6 +55,7 @@ ESTABLISH_ERRORS = (
     KeyError,
     IndexError,
     TypeError,
+    ValueError,
     trio.TooSlowError,
 )  # pauses between attempts while no keeper can be had
 # Markers a formation's processes carry: the keeper must not look like one (strays are found
@@ -291,10 +292,10 @@ class LogKeeper:
         """The keys the keeper holds; for those fsup does not, keep the duplicates it sends
         (fsup was restarted while the keeper ran)."""
         owned: set[str] = set()
-        offset = 0
+        after = 0
         while True:
             answer, fds = await _roundtrip(
-                sock, {"op": protocol.OP_LIST, "offset": offset}, (), self._on_event
+                sock, {"op": protocol.OP_LIST, "after": after}, (), self._on_event
             )
             pipes = answer.get("pipes", [])
             if not isinstance(pipes, list) or len(fds) != 2 * len(pipes):
@@ -308,9 +309,11 @@ class LogKeeper:
                     os.close(pair[1])
                 else:
                     self.held[key] = Held(key, {**pipe, "op": protocol.OP_ADD}, pair)
-            offset += len(pipes)
             if not answer.get("more"):
                 return owned
+            if not isinstance(answer.get("after"), int) or answer["after"] <= after:
+                raise protocol.ProtocolError("a list answer whose cursor does not move on")
+            after = answer["after"]
 
     async def _read(self, sock: trio.socket.SocketType) -> None:
         while True:

@@ -51,9 +51,10 @@ class Stream:
 class Pair:
     """A process's stdout and stderr pipes, written into one version's file."""
 
-    __slots__ = ("request", "file", "streams")
+    __slots__ = ("request", "file", "streams", "seq")
 
-    def __init__(self, request: requests.Add, file: LogFile, fds: list[int]) -> None:
+    def __init__(self, request: requests.Add, file: LogFile, fds: list[int], seq: int) -> None:
+        self.seq = seq  # its place in the order of adds: `list`'s cursor
         self.request = request
         self.file = file
         self.streams = (Stream(fds[0], cri.STREAMS[0]), Stream(fds[1], cri.STREAMS[1]))
@@ -83,7 +84,8 @@ class Keeper:
         self.listener = listener
         self.diagnose = diagnose
         self.selector = selectors.DefaultSelector()
-        self.pairs: dict[str, Pair] = {}
+        self.pairs: dict[str, Pair] = {}  # in the order they were added
+        self.added = 0  # pairs ever added: the next one's `seq`
         self.clients: dict[int, Client] = {}
         self.files = LogFiles()
         self.pending: dict[Stream, Pair] = {}
@@ -206,7 +208,7 @@ class Keeper:
             protocol.close_all(fds)
             if isinstance(request, requests.Flush):
                 return self._flush(request.key)
-            return self._list(request.offset)
+            return self._list(request.after)
         except requests.RequestError as error:
             protocol.close_all(fds)
             return {"ok": False, "error": str(error)}, []
@@ -266,7 +268,8 @@ class Keeper:
             )
         except OSError as error:
             raise requests.RequestError(f"cannot open the log file: {error}") from None
-        pair = self.pairs[add.key] = Pair(add, log_file, fds)
+        self.added += 1
+        pair = self.pairs[add.key] = Pair(add, log_file, fds, self.added)
         self.inodes.update({inode: add.key for inode in inodes})
         for stream in pair.streams:
             os.set_blocking(stream.fd, False)
@@ -301,8 +304,11 @@ class Keeper:
                 return
             left -= got
 
-    def _list(self, offset: int) -> Answer:
-        pairs = list(self.pairs.values())[offset : offset + protocol.LIST_PAGE]
+    def _list(self, after: int) -> Answer:
+        """The pairs added after the one numbered `after` (0: from the first). A cursor, not
+        an offset: a pair that closes between two pages shifts no other out of the next."""
+        later = [pair for pair in self.pairs.values() if pair.seq > after]
+        pairs = later[: protocol.LIST_PAGE]
         room = protocol.MAX_MESSAGE - 64
         shown: list[dict[str, Any]] = []
         for pair in pairs:
@@ -318,8 +324,9 @@ class Keeper:
         except OSError as error:
             protocol.close_all(fds)
             raise requests.RequestError(f"cannot duplicate the fds: {error}") from None
-        more = offset + len(shown) < len(self.pairs)
-        return {"ok": True, "pipes": shown, "more": more}, fds
+        more = len(shown) < len(later)
+        cursor = pairs[len(shown) - 1].seq if shown else after
+        return {"ok": True, "pipes": shown, "more": more, "after": cursor}, fds
 
     # Pipes
 

@@ -11,8 +11,10 @@ Requests (fsup -> keeper), each answered in order on the same connection by
 - `OP_ADD`: `{"op": "add", "key", "dir", "name", "max_bytes", "backups"}` + 2 fds (the read
   ends of the child's stdout and stderr pipes, in that order).
 - `OP_FLUSH`: `{"op": "flush", "key"}`: write what the pipes already hold (partial lines stay).
-- `OP_LIST`: `{"op": "list", "offset"}`: the pairs held, from the `offset`-th, at most
-  `LIST_PAGE` (and as many as fit in one message), each with a duplicate of its 2 fds.
+- `OP_LIST`: `{"op": "list", "after"}`: the pairs held that were added after the one
+  numbered `after` (0 for the first page, then the last answer's `after`), at most
+  `LIST_PAGE` (and as many as fit in one message), each with a duplicate of its 2 fds; the
+  answer says `more` and the `after` to ask with next.
 
 Events (keeper -> every client, between answers): `{"event": "closed", "key"}` once both pipes
 of `key` reached EOF and everything was written.

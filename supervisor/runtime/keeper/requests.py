@@ -34,9 +34,9 @@ class Flush(NamedTuple):
 
 
 class List(NamedTuple):
-    """The pairs held, from the `offset`-th."""
+    """The pairs held, those added after the one numbered `after` (the last answer's)."""
 
-    offset: int
+    after: int
 
 
 Request = Add | Flush | List
@@ -62,7 +62,7 @@ def parse(message: dict[str, Any], fd_count: int) -> Request:
         )
     if op == protocol.OP_FLUSH:
         return Flush(_key(message))
-    return List(_integer(message, "offset", 0, 2**62))
+    return List(_integer(message, "after", 0, 2**62))
 
 
 _KINDS = {str: "a string", int: "an integer"}
