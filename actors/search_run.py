@@ -233,10 +233,12 @@ class SearchRunActor(Actor):
             # A live search follows from the end of its scan (not before: the formations'
             # answers to its own questions are logged with its words in them), and says it is
             # live only once it follows, so a line written after that is never missed.
-            followers = await trio.to_thread.run_sync(open_followers, targets, self.mode)
+            if self.mode != "live":
+                await self._post(_ScanFinished())
+                return
+            followers = await trio.to_thread.run_sync(open_followers, targets)
             await self._post(_ScanFinished())
-            if self.mode == "live":
-                await self._follow({t["formation_id"] for t in targets}, followers)
+            await self._follow({t["formation_id"] for t in targets}, followers)
 
     async def _targets(self) -> list[dict[str, Any]]:
         pairs = await self.ctx.fleet.ask(ListFormations())
@@ -310,10 +312,8 @@ class SearchRunActor(Actor):
         await self.ref.tell(message)
 
 
-def open_followers(targets: list[dict[str, Any]], mode: str) -> dict[str, LogFollower]:
-    """A follower of each target's logs, from their end now (live mode only; in a thread)."""
-    if mode != "live":
-        return {}
+def open_followers(targets: list[dict[str, Any]]) -> dict[str, LogFollower]:
+    """A follower of each target's logs, from their end now (blocking: run in a thread)."""
     return {target["formation_id"]: LogFollower(target["log_dir"]) for target in targets}
 
 

@@ -61,7 +61,6 @@ class OsLauncher:
         self._logs = logs
 
     async def spawn(self, spec: LaunchSpec) -> ChildProcess:
-        spec.log_dir.mkdir(parents=True, exist_ok=True)
         since_ns = time.time_ns()
         captured = await self._capture(spec)
         if captured is None:
@@ -127,7 +126,9 @@ async def _open(spec: LaunchSpec, stdout: int, stderr: int) -> trio.Process:
 async def _spawn_to_files(spec: LaunchSpec, since_ns: int) -> ChildProcess:
     """The fallback: the child appends to the legacy files itself."""
     out_path, err_path = spec.log_dir / "stdout.log", spec.log_dir / "stderr.log"
-    # Opening two local append-mode files takes microseconds; no thread needed.
+    # Making a folder and opening two local append-mode files takes microseconds; no thread.
+    # (With the keeper, it makes the folder itself, 0700 as here.)
+    spec.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(out_path, "ab") as out, open(err_path, "ab") as err:  # noqa: ASYNC230
         offset = err.seek(0, os.SEEK_END)
         process = await _open(spec, out.fileno(), err.fileno())

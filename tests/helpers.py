@@ -260,17 +260,25 @@ def serving(home: Path, *bundles: bytes) -> Iterator[Server]:
     """A started fsup in `home` with `bundles` deployed. On leaving, it is stopped and the test
     fails if it exited with an error or left a formation process behind (killed first)."""
     server = Server(home).start()
-    try:
+    with stops_clean(server, home):
         for bundle in bundles:
             server.rpc.deploy(bundle)
         yield server
+
+
+@contextmanager
+def stops_clean(server: Server, home: Path) -> Iterator[None]:
+    """Stop `server` at the end, whatever happened; it must stop cleanly and leave no
+    formation process behind (any left is killed first)."""
+    try:
+        yield
     finally:
         code = server.stop()
         leftovers = formation_processes(home)
         for proc in leftovers:
             proc.kill()
-        assert code == 0, server.log_tail()
-        assert not leftovers
+    assert code == 0, server.log_tail()
+    assert not leftovers
 
 
 class ClientThreads:

@@ -96,6 +96,7 @@ class LogKeeper:
         self.home = home
         self.limits = limits
         self.held: dict[str, Held] = {}
+        self._key_of_inode: dict[int, str] = {}  # each held pipe's inode (adoption finds it)
         self.spawned = 0  # keepers this fsup started (the tests and the log read it)
         self.unavailable: str | None = None  # why no keeper can be had, while it lasts
         self._sock: trio.socket.SocketType | None = None
@@ -129,7 +130,7 @@ class LogKeeper:
         except BaseException:
             protocol.close_all(fds)
             raise
-        self.held[key] = Held(key, add, (out_r, err_r))
+        self._hold(Held(key, add, (out_r, err_r)))
         return Capture(key, out_w, err_w)
 
     async def flush(self, key: str) -> None:
@@ -178,14 +179,12 @@ class LogKeeper:
     def key_of_pipe(self, inode: int) -> str | None:
         """The key of the pair one of whose pipes is `inode` (an adopted child's stderr), so
         that its exit can ask the keeper to write what it read (`flush`)."""
-        for held in self.held.values():
-            for fd in held.fds:
-                try:
-                    if os.fstat(fd).st_ino == inode:
-                        return held.key
-                except OSError:
-                    continue
-        return None
+        return self._key_of_inode.get(inode)
+
+    def _hold(self, held: Held) -> None:
+        self.held[held.key] = held
+        for fd in held.fds:
+            self._key_of_inode[os.fstat(fd).st_ino] = held.key
 
     # -- the connection -------------------------------------------------------------------
 
@@ -308,7 +307,7 @@ class LogKeeper:
                     os.close(pair[0])
                     os.close(pair[1])
                 else:
-                    self.held[key] = Held(key, {**pipe, "op": protocol.OP_ADD}, pair)
+                    self._hold(Held(key, {**pipe, "op": protocol.OP_ADD}, pair))
             if not answer.get("more"):
                 return owned
             if not isinstance(answer.get("after"), int) or answer["after"] <= after:
@@ -337,6 +336,8 @@ class LogKeeper:
         if message.get("event") == protocol.EVENT_CLOSED:
             held = self.held.pop(str(message.get("key")), None)
             if held is not None:
+                for fd in held.fds:
+                    self._key_of_inode.pop(os.fstat(fd).st_ino, None)
                 held.close()
         return True
 

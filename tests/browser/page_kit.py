@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from helpers import Server, formation_processes
+from helpers import Server
 
 CHROMIUM = os.environ.get("FSUP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -28,19 +28,21 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 DEADLINE_MS = 20_000
 
 
-@contextmanager
-def stops_clean(server: Server, home: Path) -> Iterator[None]:
-    """Stop `server` at the end, whatever happened; it must stop cleanly and leave no
-    formation process behind (any left is killed first)."""
-    try:
-        yield
-    finally:
-        code = server.stop()
-        leftovers = formation_processes(home)
-        for proc in leftovers:
-            proc.kill()
-    assert code == 0, server.log_tail()
-    assert not leftovers
+def require_browser() -> Any:
+    """Playwright's `expect`, or skip the calling test module: without playwright or without
+    a Chromium at CHROMIUM the browser tests cannot run, and say why."""
+    import pytest  # noqa: PLC0415 - only the test modules call it
+
+    api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
+    )
+    if not Path(CHROMIUM).exists():
+        pytest.skip(
+            f"no Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium) or set "
+            "FSUP_CHROMIUM to a Chromium binary; the browser tests did not run",
+            allow_module_level=True,
+        )
+    return api.expect
 
 
 @contextmanager

@@ -17,23 +17,14 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from helpers import EXAMPLES, Server, nasty_bundle, wait_for
-from page_kit import CHROMIUM, Run, chromium_page, free_port, stops_clean
+from helpers import EXAMPLES, Server, nasty_bundle, stops_clean, wait_for
+from page_kit import Run, chromium_page, free_port, require_browser
 
 pytestmark = pytest.mark.e2e
 
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
-)
-if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"no Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium) or set "
-        "FSUP_CHROMIUM to a Chromium binary; the browser tests did not run",
-        allow_module_level=True,
-    )
+expect = require_browser()
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +48,12 @@ def test_the_fleet_is_shown(run: Run) -> None:
     started = time.monotonic()
     run.page.goto(f"{run.server.url}/ui/")
     for formation_id in ("hello", "flaky"):
-        playwright_api.expect(run.state_of(formation_id)).to_have_text("running")
+        expect(run.state_of(formation_id)).to_have_text("running")
     print(f"fleet shown {time.monotonic() - started:.2f}s after navigation")
-    playwright_api.expect(run.page.get_by_test_id("connection")).to_have_text("live")
+    expect(run.page.get_by_test_id("connection")).to_have_text("live")
     row = run.page.locator('tr[data-id="hello"]')
-    playwright_api.expect(row).to_contain_text("1.0.0")
-    playwright_api.expect(row).to_contain_text("MiB")  # memory, from psutil
+    expect(row).to_contain_text("1.0.0")
+    expect(row).to_contain_text("MiB")  # memory, from psutil
     run.shot("fleet")
 
 
@@ -80,31 +71,29 @@ def test_a_killed_process_is_seen_restarting_then_running(run: Run) -> None:
     old_pid = run.server.formation("hello")["pid"]
     os.kill(old_pid, signal.SIGKILL)
     run.page.wait_for_function("() => window.__states.includes('restarting')")
-    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+    expect(run.state_of("hello")).to_have_text("running")
     new_pid = run.server.formation("hello")["pid"]
     assert new_pid != old_pid
-    playwright_api.expect(run.page.locator('tr[data-id="hello"]')).to_contain_text(str(new_pid))
+    expect(run.page.locator('tr[data-id="hello"]')).to_contain_text(str(new_pid))
 
 
 def test_stop_and_start_from_the_formation_page(run: Run) -> None:
     page = run.page
     page.locator('table.fleet a[href="#/f/hello"]').click()
     state = page.get_by_test_id("formation-state")
-    playwright_api.expect(state).to_have_text("running")
-    playwright_api.expect(page.locator("ol.log li").first).to_be_visible()  # log lines
+    expect(state).to_have_text("running")
+    expect(page.locator("ol.log li").first).to_be_visible()  # log lines
     # The version that wrote them, marked where it changes (the keeper's files say it).
-    playwright_api.expect(page.locator("ol.log li.log-version").first).to_have_text(
-        "\u2014 version 1.0.0 \u2014"
-    )
+    expect(page.locator("ol.log li.log-version").first).to_have_text("\u2014 version 1.0.0 \u2014")
     run.shot("formation")
     page.get_by_role("button", name="Stop", exact=True).click()
-    playwright_api.expect(state).to_have_text("stopped")
+    expect(state).to_have_text("stopped")
     assert run.server.formation("hello")["status"] == "stopped"
     page.get_by_role("button", name="Start", exact=True).click()
-    playwright_api.expect(state).to_have_text("running")
+    expect(state).to_have_text("running")
     assert run.server.formation("hello")["status"] == "running"
     page.get_by_role("link", name="← Fleet").click()
-    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+    expect(run.state_of("hello")).to_have_text("running")
 
 
 def test_a_search_shows_its_hits_as_they_arrive(run: Run) -> None:
@@ -112,11 +101,11 @@ def test_a_search_shows_its_hits_as_they_arrive(run: Run) -> None:
     page.get_by_role("link", name="Searches").click()
     page.get_by_label("New search").fill("listening on port")
     page.keyboard.press("Enter")  # the form, by keyboard
-    playwright_api.expect(page.get_by_test_id("search-state")).to_have_text("complete")
+    expect(page.get_by_test_id("search-state")).to_have_text("complete")
     hits = page.locator("ol.hits li")
-    playwright_api.expect(hits).to_have_count(2)  # one per formation's start line
-    playwright_api.expect(page.get_by_test_id("hit-total")).to_have_text("2")
-    playwright_api.expect(page.get_by_test_id("search-list").locator("li")).to_have_count(1)
+    expect(hits).to_have_count(2)  # one per formation's start line
+    expect(page.get_by_test_id("hit-total")).to_have_text("2")
+    expect(page.get_by_test_id("search-list").locator("li")).to_have_count(1)
     run.shot("search-thread")
 
 
@@ -125,28 +114,28 @@ def test_a_reload_shows_the_same_state(run: Run) -> None:
     url = page.url
     assert "#/searches/" in url
     page.reload()
-    playwright_api.expect(page.get_by_test_id("search-state")).to_have_text("complete")
-    playwright_api.expect(page.locator("ol.hits li")).to_have_count(2)
+    expect(page.get_by_test_id("search-state")).to_have_text("complete")
+    expect(page.locator("ol.hits li")).to_have_count(2)
     page.goto(f"{run.server.url}/ui/#/")
     for formation_id in ("hello", "flaky"):
-        playwright_api.expect(run.state_of(formation_id)).to_have_text("running")
+        expect(run.state_of(formation_id)).to_have_text("running")
 
 
 def test_deleting_a_search_asks_first(run: Run) -> None:
     page = run.page
     page.get_by_role("link", name="Searches").click()
     page.get_by_test_id("search-list").get_by_role("link").first.click()
-    playwright_api.expect(page.get_by_test_id("search-state")).to_have_text("complete")
+    expect(page.get_by_test_id("search-state")).to_have_text("complete")
     dialog = page.locator("dialog")
     page.get_by_role("button", name="Delete…").click()
-    playwright_api.expect(dialog).to_be_visible()
+    expect(dialog).to_be_visible()
     page.keyboard.press("Escape")  # changed my mind: nothing is deleted
-    playwright_api.expect(dialog).to_be_hidden()
-    playwright_api.expect(page.get_by_test_id("search-list").locator("li")).to_have_count(1)
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_test_id("search-list").locator("li")).to_have_count(1)
     page.get_by_role("button", name="Delete…").click()
     page.get_by_test_id("confirm-ok").click()
-    playwright_api.expect(page.get_by_test_id("search-list").locator("li")).to_have_count(0)
-    playwright_api.expect(page.get_by_text("No searches yet.")).to_be_visible()
+    expect(page.get_by_test_id("search-list").locator("li")).to_have_count(0)
+    expect(page.get_by_text("No searches yet.")).to_be_visible()
     page.get_by_role("link", name="Fleet").click()
 
 
@@ -160,7 +149,7 @@ def test_an_overflow_notice_makes_the_page_fetch_its_snapshot_again(run: Run) ->
                 ".onEvent({type, data: {}})",
                 notice,
             )
-    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+    expect(run.state_of("hello")).to_have_text("running")
 
 
 def test_a_formation_being_deleted_says_so_until_it_is_gone(run: Run) -> None:
@@ -170,16 +159,16 @@ def test_a_formation_being_deleted_says_so_until_it_is_gone(run: Run) -> None:
     page = run.page
     page.goto(f"{run.server.url}/ui/#/")
     run.server.rpc.deploy(nasty_bundle("stubborn", "stubborn"))
-    playwright_api.expect(run.state_of("stubborn")).to_have_text("running")
+    expect(run.state_of("stubborn")).to_have_text("running")
     deleting = threading.Thread(
         target=run.server.rpc.call, args=("DELETE", "/rpc/formations/stubborn")
     )
     deleting.start()
     try:
-        playwright_api.expect(run.state_of("stubborn")).to_have_text("deleting")
+        expect(run.state_of("stubborn")).to_have_text("deleting")
         assert run.server.formation("stubborn")["deleting"] is True
         run.shot("deleting")
-        playwright_api.expect(page.locator('tr[data-id="stubborn"]')).to_have_count(0)
+        expect(page.locator('tr[data-id="stubborn"]')).to_have_count(0)
     finally:
         deleting.join(30)
 
@@ -188,7 +177,7 @@ def test_readable_at_360_pixels(run: Run) -> None:
     page = run.page
     page.set_viewport_size({"width": 360, "height": 740})
     try:
-        playwright_api.expect(run.state_of("hello")).to_be_visible()
+        expect(run.state_of("hello")).to_be_visible()
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 360, f"the page is {width}px wide at 360"
         run.shot("fleet-360")
@@ -255,7 +244,7 @@ def test_a_big_fleet_and_a_flood_of_hits_stay_smooth(run: Run) -> None:
     assert figures["hitRows"] == 50 and figures["total"] == 10_000
     assert figures["events"] < 5000 and figures["hits"] < 10_000
     run.page.goto(f"{run.server.url}/ui/")  # back to the real fleet
-    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+    expect(run.state_of("hello")).to_have_text("running")
 
 
 # What Chromium logs while the server it talks to is down: failed connections, not the page's.
@@ -274,39 +263,39 @@ def test_while_fsup_is_down_the_page_says_so_greys_and_disables_until_it_is_back
     page, server = run.page, run.server
     port = server.url.rsplit(":", 1)[1]
     page.goto(f"{server.url}/ui/#/f/hello")
-    playwright_api.expect(page.get_by_test_id("formation-state")).to_have_text("running")
+    expect(page.get_by_test_id("formation-state")).to_have_text("running")
     actions = page.get_by_role("group", name="Actions").get_by_role("button")
-    playwright_api.expect(actions.filter(has_text="Stop")).to_be_enabled()
+    expect(actions.filter(has_text="Stop")).to_be_enabled()
     offline = page.get_by_test_id("offline")
-    playwright_api.expect(offline).to_be_hidden()
+    expect(offline).to_be_hidden()
     before = len(run.errors)
     if how == "stopped":
         assert server.stop() == 0
     else:
         server.kill()
-    playwright_api.expect(offline).to_contain_text("fsup is not answering")
-    playwright_api.expect(page.get_by_test_id("connection")).not_to_have_text("live")
-    playwright_api.expect(page.locator("main")).to_have_class("stale")
+    expect(offline).to_contain_text("fsup is not answering")
+    expect(page.get_by_test_id("connection")).not_to_have_text("live")
+    expect(page.locator("main")).to_have_class("stale")
     for index in range(actions.count()):
-        playwright_api.expect(actions.nth(index)).to_be_disabled()
+        expect(actions.nth(index)).to_be_disabled()
     run.shot(f"fsup-{how}-formation")
     page.get_by_role("link", name="← Fleet").click()
     row = page.locator('tr[data-id="hello"]')
-    playwright_api.expect(row).to_be_visible()
+    expect(row).to_be_visible()
     assert float(row.evaluate("r => getComputedStyle(r.parentElement).opacity")) < 1
-    playwright_api.expect(offline).to_be_visible()
+    expect(offline).to_be_visible()
     run.shot(f"fsup-{how}-fleet")
     server.start("--port", port)
-    playwright_api.expect(offline).to_be_hidden(timeout=60_000)
-    playwright_api.expect(page.get_by_test_id("connection")).to_have_text("live")
-    playwright_api.expect(page.locator("main")).not_to_have_class("stale")
+    expect(offline).to_be_hidden(timeout=60_000)
+    expect(page.get_by_test_id("connection")).to_have_text("live")
+    expect(page.locator("main")).not_to_have_class("stale")
     assert float(row.evaluate("r => getComputedStyle(r.parentElement).opacity")) == 1
     for formation_id in ("hello", "flaky"):
-        playwright_api.expect(run.state_of(formation_id)).to_have_text("running", timeout=60_000)
+        expect(run.state_of(formation_id)).to_have_text("running", timeout=60_000)
     new_pid = server.formation("hello")["pid"]
-    playwright_api.expect(row).to_contain_text(str(new_pid))
+    expect(row).to_contain_text(str(new_pid))
     page.locator('table.fleet a[href="#/f/hello"]').click()
-    playwright_api.expect(actions.filter(has_text="Stop")).to_be_enabled()
+    expect(actions.filter(has_text="Stop")).to_be_enabled()
     during = run.errors[before:]
     del run.errors[before:]
     assert all(any(mark in error for mark in DOWN) for error in during), during
@@ -315,11 +304,11 @@ def test_while_fsup_is_down_the_page_says_so_greys_and_disables_until_it_is_back
 def test_logging_out_ends_the_session_and_a_reload_opens_a_new_one(run: Run) -> None:
     page = run.page
     page.get_by_role("button", name="Log out").click()
-    playwright_api.expect(page.get_by_test_id("connection")).to_have_text("no session")
-    playwright_api.expect(page.get_by_role("alert")).to_contain_text("Logged out")
+    expect(page.get_by_test_id("connection")).to_have_text("no session")
+    expect(page.get_by_role("alert")).to_contain_text("Logged out")
     page.reload()
-    playwright_api.expect(page.get_by_test_id("connection")).to_have_text("live")
-    playwright_api.expect(run.state_of("hello")).to_have_text("running")
+    expect(page.get_by_test_id("connection")).to_have_text("live")
+    expect(run.state_of("hello")).to_have_text("running")
 
 
 def test_no_token_in_any_url_and_no_console_error(run: Run) -> None:

@@ -15,26 +15,16 @@ import re
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from helpers import Server, nasty_bundle, wait_for
-from page_kit import CHROMIUM, Run, chromium_page, free_port, stops_clean
+from helpers import Server, nasty_bundle, stops_clean, wait_for
+from page_kit import Run, chromium_page, free_port, require_browser
 
 pytestmark = pytest.mark.e2e
 
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
-)
-if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"no Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium) or set "
-        "FSUP_CHROMIUM to a Chromium binary; the browser tests did not run",
-        allow_module_level=True,
-    )
-expect = playwright_api.expect
+expect = require_browser()
 
 
 @pytest.fixture(scope="module")

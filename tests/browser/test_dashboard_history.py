@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from helpers import Server, nasty_bundle
-from page_kit import CHROMIUM, Run, chromium_page, free_port, stops_clean
+from helpers import Server, nasty_bundle, stops_clean
+from page_kit import Run, chromium_page, free_port, require_browser
 
 pytestmark = pytest.mark.e2e
 
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
-)
-if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"no Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium) or set "
-        "FSUP_CHROMIUM to a Chromium binary; the browser tests did not run",
-        allow_module_level=True,
-    )
-expect = playwright_api.expect
+expect = require_browser()
 TICKS_MS = 45_000  # three 5 s samples and a `status` tick, on a busy machine
 
 
